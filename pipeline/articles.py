@@ -1,0 +1,375 @@
+"""Load articles: YAML front matter + CommonMark body -> validated, sanitised ``Article``.
+
+Every file is read and every problem collected before anything is returned, so an editor
+sees all that is wrong in one go, each with file, line and field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+import nh3
+import yaml
+from markdown_it import MarkdownIt
+
+from pipeline.errors import Problem
+from pipeline.models import Article, Therapy
+
+__all__ = [
+    "LoadResult",
+    "article_url",
+    "load_articles",
+    "parse_article",
+    "render_markdown",
+    "sanitize_html",
+    "strip_control_chars",
+]
+
+_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_NCT = re.compile(r"^NCT\d{8}$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_FIELDS = {"title", "summary", "published", "updated", "topics", "therapy", "trials", "draft", "id"}
+_THERAPY_FIELDS = {"name", "maker", "brands"}
+
+_markdown = MarkdownIt("commonmark").enable("table")
+
+# Tags an article may use; everything else (script, style, iframe, forms) is dropped.
+_ALLOWED_TAGS = {
+    "a",
+    "abbr",
+    "b",
+    "blockquote",
+    "br",
+    "code",
+    "dd",
+    "del",
+    "dl",
+    "dt",
+    "em",
+    "figcaption",
+    "figure",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "i",
+    "img",
+    "li",
+    "ol",
+    "p",
+    "pre",
+    "strong",
+    "sub",
+    "sup",
+    "table",
+    "tbody",
+    "td",
+    "th",
+    "thead",
+    "tr",
+    "ul",
+}
+_ALLOWED_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "img": {"src", "alt", "title", "width", "height"},
+    "td": {"align"},
+    "th": {"align"},
+    "abbr": {"title"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    articles: tuple[Article, ...]
+    problems: tuple[Problem, ...]
+
+
+def article_url(base_url: str, slug: str) -> str:
+    """The permanent address of an article's page."""
+    return urljoin(base_url, f"articles/{slug}/")
+
+
+def strip_control_chars(text: str) -> str:
+    """Remove C0/C1 control characters (tab and newlines stay): XML 1.0 forbids most of them."""
+    return _CONTROL.sub("", text)
+
+
+def sanitize_html(html: str, page_url: str) -> str:
+    """Allow a small set of tags; make every link and image absolute against ``page_url``."""
+
+    def absolutise(tag: str, attribute: str, value: str) -> str | None:
+        if attribute in ("href", "src"):
+            return urljoin(page_url, value.strip())
+        return value
+
+    return nh3.clean(
+        html,
+        tags=_ALLOWED_TAGS,
+        attributes=_ALLOWED_ATTRIBUTES,
+        url_schemes={"http", "https", "mailto"},
+        attribute_filter=absolutise,
+        link_rel="noopener noreferrer",
+        strip_comments=True,
+    )
+
+
+def render_markdown(markdown: str, page_url: str) -> str:
+    """CommonMark to sanitised HTML with absolute URLs."""
+    return sanitize_html(_markdown.render(strip_control_chars(markdown)), page_url)
+
+
+def load_articles(directory: Path, root: Path, *, known_topics: Iterable[str] = ()) -> LoadResult:
+    """Parse every ``*.md`` in ``directory``; return the valid articles and every problem."""
+    topics = frozenset(known_topics)
+    articles: list[Article] = []
+    problems: list[Problem] = []
+    for path in sorted(directory.glob("*.md")):
+        relative = _relative(path, root)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(
+                Problem(relative, None, None, f"not UTF-8 ({exc.reason}); save as UTF-8")
+            )
+            continue
+        article, found = parse_article(path.stem, relative, text, known_topics=topics)
+        problems.extend(found)
+        if article is not None and not found:
+            articles.append(article)
+    return LoadResult(tuple(articles), tuple(problems))
+
+
+def parse_article(
+    slug: str, source: str, text: str, *, known_topics: frozenset[str] = frozenset()
+) -> tuple[Article | None, list[Problem]]:
+    """Parse one article's text. Returns the article (None if unusable) and its problems."""
+    problems: list[Problem] = []
+
+    def problem(line: int | None, fieldname: str | None, message: str) -> None:
+        problems.append(Problem(source, line, fieldname, message))
+
+    if not _SLUG.match(slug):
+        problem(None, None, "file name must be a slug: lower-case letters, digits and hyphens")
+
+    text = text.removeprefix("\ufeff")
+    lines = text.split("\n")
+    if not lines or lines[0].rstrip() != "---":
+        problem(1, None, "the file must start with a '---' line opening the YAML front matter")
+        return None, problems
+    try:
+        end = next(i for i in range(1, len(lines)) if lines[i].rstrip() in ("---", "..."))
+    except StopIteration:
+        problem(1, None, "the front matter is never closed; add a '---' line after it")
+        return None, problems
+    front_text = "\n".join(lines[1:end])
+    body = "\n".join(lines[end + 1 :]).strip("\n") + "\n"
+
+    try:
+        node = yaml.compose(front_text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(front_text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 2 if mark is not None else 1
+        problem(line, None, f"front matter is not valid YAML: {getattr(exc, 'problem', exc)}")
+        return None, problems
+    if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
+        problem(2, None, "front matter must be a mapping of 'field: value' lines")
+        return None, problems
+    line_of = {
+        k.value: k.start_mark.line + 2 for k, _ in node.value if isinstance(k, yaml.ScalarNode)
+    }
+
+    for unknown in sorted(set(map(str, data)) - _FIELDS):
+        problem(
+            line_of.get(unknown),
+            unknown,
+            f"unknown field; known fields are {', '.join(sorted(_FIELDS))}",
+        )
+
+    title = _text(data, "title", line_of, problem, required=True)
+    summary = _text(data, "summary", line_of, problem, required=True)
+    published = _when(data, "published", line_of, problem, required=True)
+    updated = _when(data, "updated", line_of, problem, required=False)
+    if published and updated and updated < published:
+        problem(line_of.get("updated"), "updated", "is earlier than 'published'; fix one of them")
+
+    topics = _list(data, "topics", line_of, problem)
+    for topic in topics:
+        if not _SLUG.match(topic):
+            problem(
+                line_of.get("topics"),
+                "topics",
+                f"{topic!r} is not a slug; use lower-case words joined by hyphens",
+            )
+        elif known_topics and topic not in known_topics:
+            problem(
+                line_of.get("topics"),
+                "topics",
+                f"{topic!r} is not a known topic; use one of {', '.join(sorted(known_topics))} "
+                "or add it under [topics] in pipeline.toml",
+            )
+    trials = _list(data, "trials", line_of, problem)
+    for trial in trials:
+        if not _NCT.match(trial):
+            problem(
+                line_of.get("trials"),
+                "trials",
+                f"{trial!r} is not an NCT id; write NCT followed by 8 digits",
+            )
+
+    therapy = _therapy(data.get("therapy"), line_of.get("therapy"), problem)
+    draft = data.get("draft", False)
+    if not isinstance(draft, bool):
+        problem(line_of.get("draft"), "draft", "must be true or false")
+        draft = False
+    explicit_id = data.get("id")
+    if explicit_id is not None and (not isinstance(explicit_id, str) or ":" not in explicit_id):
+        problem(
+            line_of.get("id"), "id", "must be an absolute IRI such as tag:example.org,2024:therapy"
+        )
+        explicit_id = None
+    if not body.strip() and not draft:
+        problem(end + 2, "body", "the article has no text below the front matter")
+
+    if problems or title is None or summary is None or published is None:
+        return None, problems
+
+    content_hash = _content_hash(data, body)
+    article = Article(
+        slug=slug,
+        source=source,
+        title=strip_control_chars(title),
+        summary=strip_control_chars(summary),
+        published=published,
+        updated=updated,
+        topics=tuple(topics),
+        therapy=therapy,
+        trials=tuple(trials),
+        draft=draft,
+        explicit_id=explicit_id,
+        body_markdown=body,
+        content_hash=content_hash,
+    )
+    return article, problems
+
+
+def with_html(article: Article, base_url: str) -> Article:
+    """The article with its body rendered (separate so unchanged articles can skip it)."""
+    return replace(
+        article, html=render_markdown(article.body_markdown, article_url(base_url, article.slug))
+    )
+
+
+# --- field helpers -------------------------------------------------------------------------
+
+Report = Any  # the local ``problem`` callback
+
+
+def _text(
+    data: dict[str, Any], name: str, line_of: dict[str, int], problem: Report, *, required: bool
+) -> str | None:
+    value = data.get(name)
+    if value is None:
+        if required:
+            problem(None, name, f"is required; add a line '{name}: …' to the front matter")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        problem(line_of.get(name), name, "must be non-empty text")
+        return None
+    return " ".join(value.split())
+
+
+def _when(
+    data: dict[str, Any], name: str, line_of: dict[str, int], problem: Report, *, required: bool
+) -> datetime | None:
+    value = data.get(name)
+    if value is None:
+        if required:
+            problem(None, name, f"is required; add '{name}: YYYY-MM-DD' (or a full ISO date-time)")
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            problem(
+                line_of.get(name),
+                name,
+                f"{value!r} is not a date; write YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ",
+            )
+            return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, date):
+        return datetime.combine(value, time(0, 0), tzinfo=UTC)
+    problem(line_of.get(name), name, "must be a date such as 2024-05-01")
+    return None
+
+
+def _list(data: dict[str, Any], name: str, line_of: dict[str, int], problem: Report) -> list[str]:
+    value = data.get(name, [])
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        problem(line_of.get(name), name, "must be a list of text items, e.g. [a, b]")
+        return []
+    return [v.strip() for v in value]
+
+
+def _therapy(value: Any, line: int | None, problem: Report) -> Therapy | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        problem(line, "therapy", "must be a mapping with name, maker and brands")
+        return None
+    for unknown in sorted(set(map(str, value)) - _THERAPY_FIELDS):
+        problem(line, f"therapy.{unknown}", "unknown field; use name, maker and brands")
+    name = value.get("name")
+    if not isinstance(name, str) or not name.strip():
+        problem(line, "therapy.name", "is required when 'therapy' is given")
+        return None
+    maker = value.get("maker", "")
+    if not isinstance(maker, str):
+        problem(line, "therapy.maker", "must be text")
+        maker = ""
+    brands = value.get("brands", [])
+    if isinstance(brands, str):
+        brands = [brands]
+    if not isinstance(brands, list) or not all(isinstance(b, str) for b in brands):
+        problem(line, "therapy.brands", "must be a list of brand names")
+        brands = []
+    return Therapy(name=name.strip(), maker=maker.strip(), brands=tuple(b.strip() for b in brands))
+
+
+def _content_hash(front_matter: dict[str, Any], body: str) -> str:
+    """Hash of the parsed front matter and body: formatting-only YAML edits do not count."""
+    canonical = json.dumps(front_matter, sort_keys=True, default=_json_default, ensure_ascii=False)
+    digest = hashlib.sha256()
+    digest.update(canonical.encode("utf-8"))
+    digest.update(b"\0")
+    digest.update(body.encode("utf-8"))
+    return digest.hexdigest()
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)

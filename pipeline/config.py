@@ -1,0 +1,266 @@
+"""Typed settings: ``pipeline.toml`` at the project root, secrets from the environment.
+
+Secrets never live in the file: ``PIPELINE_SMTP_URL`` overrides ``[smtp] url``,
+``PIPELINE_SMTP_PASSWORD`` supplies the SMTP password and ``PIPELINE_SECRET_KEY`` the key
+that signs unsubscribe links (a random key is generated once into ``state/`` otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from pipeline.atomic import write_atomic
+from pipeline.errors import ConfigError
+
+__all__ = [
+    "CONFIG_FILE",
+    "DigestSettings",
+    "FeedSettings",
+    "Paths",
+    "SendSettings",
+    "SenderSettings",
+    "Settings",
+    "SiteSettings",
+    "SmtpSettings",
+    "SmtpTarget",
+    "load_settings",
+    "parse_smtp_url",
+    "secret_key",
+]
+
+CONFIG_FILE = "pipeline.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class SiteSettings:
+    title: str = "Therapy News"
+    base_url: str = "http://localhost:8000/"
+    description: str = "News about therapies and their clinical trials."
+    language: str = "en"
+    author: str = "The editors"
+
+
+@dataclass(frozen=True, slots=True)
+class SenderSettings:
+    name: str = "Therapy News"
+    address: str = "newsletter@example.org"
+    postal_address: str = "1 Example Street, Springfield, USA"
+    reply_to: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    url: str = ""
+    timeout: float = 30.0
+    local_hostname: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SendSettings:
+    connections: int = 4
+    rate_per_second: float = 0.0
+    max_attempts: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSettings:
+    max_entries: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class DigestSettings:
+    subject: str = "{site}: {first}{more}"
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpTarget:
+    """Where and how to connect, parsed from an ``smtp://`` or ``smtps://`` URL."""
+
+    host: str
+    port: int
+    use_tls: bool
+    start_tls: bool
+    username: str | None
+    password: str | None
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    root: Path
+
+    @property
+    def articles(self) -> Path:
+        return self.root / "articles"
+
+    @property
+    def templates(self) -> Path:
+        return self.root / "templates"
+
+    @property
+    def subscribers(self) -> Path:
+        return self.root / "subscribers"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def public(self) -> Path:
+        return self.root / "public"
+
+    @property
+    def ledger(self) -> Path:
+        return self.state / "pipeline.db"
+
+    @property
+    def maildir(self) -> Path:
+        return self.state / "maildir"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    paths: Paths
+    site: SiteSettings = field(default_factory=SiteSettings)
+    sender: SenderSettings = field(default_factory=SenderSettings)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    send: SendSettings = field(default_factory=SendSettings)
+    feeds: FeedSettings = field(default_factory=FeedSettings)
+    digest: DigestSettings = field(default_factory=DigestSettings)
+    topics: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        """The site's URL, always ending in a slash so relative joins behave."""
+        url = self.site.base_url
+        return url if url.endswith("/") else url + "/"
+
+    def topic_label(self, slug: str) -> str:
+        return self.topics.get(slug, slug.replace("-", " ").capitalize())
+
+    def smtp_target(self) -> SmtpTarget | None:
+        """The SMTP server to send through, or None for the local Maildir."""
+        url = os.environ.get("PIPELINE_SMTP_URL", self.smtp.url).strip()
+        if not url:
+            return None
+        return parse_smtp_url(url, os.environ.get("PIPELINE_SMTP_PASSWORD"))
+
+
+_SECTIONS: dict[str, type] = {
+    "site": SiteSettings,
+    "sender": SenderSettings,
+    "smtp": SmtpSettings,
+    "send": SendSettings,
+    "feeds": FeedSettings,
+    "digest": DigestSettings,
+}
+
+
+def load_settings(root: Path) -> Settings:
+    """Read ``pipeline.toml`` under ``root``; a missing file means the embedded defaults."""
+    paths = Paths(root.resolve())
+    config_path = paths.root / CONFIG_FILE
+    if not config_path.exists():
+        return Settings(paths=paths)
+    try:
+        data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{CONFIG_FILE}: not valid TOML: {exc}") from exc
+
+    unknown = sorted(set(data) - set(_SECTIONS) - {"topics"})
+    if unknown:
+        raise ConfigError(
+            f"{CONFIG_FILE}: unknown section [{unknown[0]}]; "
+            f"known sections are {', '.join(sorted([*_SECTIONS, 'topics']))}"
+        )
+    sections = {name: _section(name, cls, data.get(name, {})) for name, cls in _SECTIONS.items()}
+    topics = data.get("topics", {})
+    if not isinstance(topics, dict) or not all(isinstance(v, str) for v in topics.values()):
+        raise ConfigError(f'{CONFIG_FILE}: [topics]: write each topic as slug = "Label"')
+    settings = Settings(paths=paths, topics=dict(topics), **sections)
+    _validate(settings)
+    return settings
+
+
+def _section(name: str, cls: type, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{CONFIG_FILE}: [{name}] must be a table")
+    known = {f.name: f for f in fields(cls)}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(
+                f"{CONFIG_FILE}: [{name}] unknown key {key!r}; known keys are {', '.join(known)}"
+            )
+        default = known[key].default
+        expected = float if isinstance(default, float) else type(default)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+            raw = {**raw, key: value}
+        if not isinstance(value, expected) or isinstance(value, bool) != isinstance(default, bool):
+            raise ConfigError(
+                f"{CONFIG_FILE}: [{name}] {key} must be a {expected.__name__}, "
+                f"not {type(value).__name__}"
+            )
+    return cls(**raw)
+
+
+def _validate(settings: Settings) -> None:
+    parts = urlsplit(settings.site.base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{CONFIG_FILE}: [site] base_url must be an absolute http(s) URL")
+    if "@" not in settings.sender.address:
+        raise ConfigError(f"{CONFIG_FILE}: [sender] address must be an email address")
+    if settings.send.connections < 1:
+        raise ConfigError(f"{CONFIG_FILE}: [send] connections must be at least 1")
+    if settings.feeds.max_entries < 1:
+        raise ConfigError(f"{CONFIG_FILE}: [feeds] max_entries must be at least 1")
+    if settings.smtp.url:
+        parse_smtp_url(settings.smtp.url, None)
+
+
+def parse_smtp_url(url: str, password: str | None) -> SmtpTarget:
+    """``smtp://[user[:pass]@]host[:port][?starttls=true]`` or ``smtps://…`` (implicit TLS)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ConfigError(
+            f"SMTP URL {url!r} is not valid; write smtp://host:port, "
+            "smtp://host:port?starttls=true or smtps://host:port"
+        )
+    use_tls = parts.scheme == "smtps"
+    query = parse_qs(parts.query)
+    start_tls = query.get("starttls", ["false"])[0].lower() in ("1", "true", "yes")
+    try:
+        port = parts.port or (465 if use_tls else 25)
+    except ValueError as exc:
+        raise ConfigError(f"SMTP URL {url!r} has an invalid port") from exc
+    return SmtpTarget(
+        host=parts.hostname,
+        port=port,
+        use_tls=use_tls,
+        start_tls=start_tls and not use_tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=password
+        if password is not None
+        else (unquote(parts.password) if parts.password else None),
+    )
+
+
+def secret_key(paths: Paths) -> str:
+    """The key that signs links: the environment's, else one generated once into state/."""
+    from_env = os.environ.get("PIPELINE_SECRET_KEY", "").strip()
+    if from_env:
+        return from_env
+    key_file = paths.state / "secret_key"
+    if key_file.exists():
+        return key_file.read_text(encoding="utf-8").strip()
+    key = secrets.token_urlsafe(32)
+    write_atomic(key_file, key.encode("ascii"), mode=0o600)
+    return key

@@ -1,0 +1,245 @@
+"""Digest emails: one body per audience, compiled once, personalised per subscriber.
+
+Rendering happens in two stages. At publish time each audience's Jinja2 template is
+rendered and its MJML compiled to HTML, with *slots* where per-subscriber values go
+(name, personal links). The slotted HTML and text are stored in the ledger with the
+digest. At send time each message only fills the slots, escaping the values: no template
+engine runs per subscriber, and article text can never be mistaken for a placeholder
+because slot markers carry a random nonce chosen per digest.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import secrets
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import urljoin
+
+import jinja2
+from markupsafe import Markup
+from mjml import mjml2html
+
+from pipeline.config import Settings
+from pipeline.disclaimer import Disclaimer
+from pipeline.errors import TemplateError
+from pipeline.ledger import AudienceRecord
+from pipeline.models import Audience, Changes, Entry, Subscriber
+
+__all__ = [
+    "SLOTS",
+    "DigestPlan",
+    "SlotTemplate",
+    "build_audiences",
+    "plan_digest",
+    "render_audience",
+    "template_environment",
+]
+
+HTML_TEMPLATE = "digest.mjml.j2"
+TEXT_TEMPLATE = "digest.txt.j2"
+# The per-subscriber values; each is a slot in the compiled templates.
+SLOTS = ("greeting", "email", "unsubscribe_url", "preferences_url", "view_url", "topics")
+EVERY_TOPIC = "*"
+
+
+class SlotTemplate:
+    """A compiled template with ``__SLOT_<nonce>_<name>__`` markers, split once for filling."""
+
+    __slots__ = ("_names", "_parts", "nonce", "source")
+
+    def __init__(self, source: str, nonce: str) -> None:
+        self.source = source
+        self.nonce = nonce
+        pieces = re.split(rf"__SLOT_{re.escape(nonce)}_([a-z_]+)__", source)
+        self._parts = pieces[0::2]
+        self._names = pieces[1::2]
+
+    @staticmethod
+    def marker(nonce: str, name: str) -> str:
+        return f"__SLOT_{nonce}_{name}__"
+
+    def fill(self, values: Mapping[str, str], *, escape: bool) -> str:
+        """Substitute each slot; ``escape`` HTML-escapes the values (for the HTML part)."""
+        quote = html.escape if escape else str
+        out = [self._parts[0]]
+        for name, literal in zip(self._names, self._parts[1:], strict=True):
+            out.append(quote(values[name]))
+            out.append(literal)
+        return "".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledAudience:
+    audience: Audience
+    subject: str
+    html: SlotTemplate
+    text: SlotTemplate
+
+    def record(self) -> AudienceRecord:
+        return AudienceRecord(
+            self.audience.key, self.subject, self.html.nonce, self.html.source, self.text.source
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DigestPlan:
+    """The digest of one publish: compiled audiences and who gets which."""
+
+    subject: str
+    audiences: tuple[CompiledAudience, ...]
+    recipients: tuple[tuple[str, Subscriber], ...]  # (audience key, subscriber)
+    web_html: str  # the "view in browser" copy: every change, no personal data
+
+
+def template_environment(templates_dir: str) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("mjml.j2", "html.j2")),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def audience_key(topics: frozenset[str]) -> str:
+    return ";".join(sorted(topics)) if topics else EVERY_TOPIC
+
+
+def build_audiences(
+    changes: Changes, subscribers: Iterable[Subscriber]
+) -> dict[str, tuple[Audience, list[Subscriber]]]:
+    """Group subscribers by the topics they chose; drop groups none of whose topics changed."""
+    groups: dict[frozenset[str], list[Subscriber]] = defaultdict(list)
+    for subscriber in subscribers:
+        groups[subscriber.topics].append(subscriber)
+    audiences: dict[str, tuple[Audience, list[Subscriber]]] = {}
+    for topics, members in groups.items():
+
+        def chosen(entry: Entry, topics: frozenset[str] = topics) -> bool:
+            return not topics or bool(topics.intersection(entry.article.topics))
+
+        new = tuple(e for e in changes.new if chosen(e))
+        updated = tuple(e for e in changes.updated if chosen(e))
+        if new or updated:
+            key = audience_key(topics)
+            audiences[key] = (Audience(key, topics, new, updated), members)
+    return audiences
+
+
+def digest_subject(settings: Settings, entries: Sequence[Entry]) -> str:
+    """The subject from ``[digest] subject``, e.g. "Therapy news: Alemtuzumab and 2 more"."""
+    first = entries[0].article
+    others = len(entries) - 1
+    try:
+        subject = settings.digest.subject.format(
+            site=settings.site.title,
+            first=first.therapy.name if first.therapy else first.title,
+            more=f" and {others} more" if others else "",
+            count=len(entries),
+        )
+    except (KeyError, IndexError, ValueError) as exc:
+        raise TemplateError(
+            f"pipeline.toml: [digest] subject: {exc!s} is not a known field; "
+            "use {site}, {first}, {more} and {count}"
+        ) from exc
+    return " ".join(subject.split())  # a newline in a title must never reach a header
+
+
+def _card(entry: Entry, settings: Settings) -> dict[str, object]:
+    article = entry.article
+    therapy = article.therapy
+    return {
+        "title": article.title,
+        "url": entry.url,
+        "summary": article.summary,
+        "therapy": therapy.name if therapy else "",
+        "maker": therapy.maker if therapy else "",
+        "brands": list(therapy.brands) if therapy else [],
+        "topics": [settings.topic_label(t) for t in article.topics],
+        "published": entry.published,
+        "updated": entry.updated,
+    }
+
+
+def render_audience(
+    audience: Audience,
+    settings: Settings,
+    disclaimer: Disclaimer,
+    env: jinja2.Environment,
+    nonce: str,
+) -> CompiledAudience:
+    """Render one audience's digest to slotted HTML (MJML compiled once) and text."""
+    entries = [*audience.new, *audience.updated]
+    subject = digest_subject(settings, entries)
+    slot = {name: SlotTemplate.marker(nonce, name) for name in SLOTS}
+    context = {
+        "site": settings.site,
+        "base_url": settings.base_url,
+        "sender": settings.sender,
+        "subject": subject,
+        "preheader": "; ".join(e.article.title for e in entries)[:140],
+        "new": [_card(e, settings) for e in audience.new],
+        "updated": [_card(e, settings) for e in audience.updated],
+        "disclaimer_html": Markup(disclaimer.html),
+        "disclaimer_text": disclaimer.text,
+        "slot": slot,
+    }
+    mjml_source = _render(env, HTML_TEMPLATE, context)
+    try:
+        compiled = mjml2html(mjml_source, disable_comments=True)
+    except Exception as exc:  # mrml raises a bare error type; name the file
+        raise TemplateError(f"templates/{HTML_TEMPLATE}: MJML does not compile: {exc}") from exc
+    text = _render(env, TEXT_TEMPLATE, context)
+    return CompiledAudience(
+        audience, subject, SlotTemplate(compiled, nonce), SlotTemplate(text, nonce)
+    )
+
+
+def _render(env: jinja2.Environment, name: str, context: dict[str, object]) -> str:
+    try:
+        return env.get_template(name).render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"templates/{name}:{exc.lineno}: {exc.message}") from exc
+    except jinja2.TemplateNotFound as exc:
+        raise TemplateError(f"templates/{name}: missing") from exc
+    except jinja2.UndefinedError as exc:
+        raise TemplateError(f"templates/{name}: {exc.message}") from exc
+
+
+def plan_digest(
+    changes: Changes, subscribers: Iterable[Subscriber], settings: Settings, disclaimer: Disclaimer
+) -> DigestPlan | None:
+    """Everything needed to send this publish's digest, or None when nothing is announced."""
+    if not changes.announced:
+        return None
+    env = template_environment(str(settings.paths.templates))
+    nonce = secrets.token_hex(6)
+    groups = build_audiences(changes, subscribers)
+    compiled = tuple(
+        render_audience(audience, settings, disclaimer, env, nonce)
+        for audience, _ in groups.values()
+    )
+    recipients = tuple(
+        (key, subscriber) for key, (_, members) in groups.items() for subscriber in members
+    )
+    everyone = Audience(EVERY_TOPIC, frozenset(), changes.new, changes.updated)
+    web = render_audience(everyone, settings, disclaimer, env, nonce)
+    web_html = web.html.fill(public_slot_values(settings), escape=True)
+    return DigestPlan(web.subject, compiled, recipients, web_html)
+
+
+def public_slot_values(settings: Settings) -> dict[str, str]:
+    """Slot values for copies anyone may see (the web archive): no personal data."""
+    base = settings.base_url
+    return {
+        "greeting": "Hello,",
+        "email": "",
+        "unsubscribe_url": urljoin(base, "subscribe/"),
+        "preferences_url": urljoin(base, "subscribe/"),
+        "view_url": base,
+        "topics": "the topics you chose",
+    }

@@ -1,0 +1,109 @@
+"""Plain values passed between the stages. Nothing here does I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+__all__ = [
+    "Article",
+    "Audience",
+    "Changes",
+    "Entry",
+    "Subscriber",
+    "Therapy",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Therapy:
+    name: str
+    maker: str = ""
+    brands: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """One article as the editor wrote it, validated, with its body rendered and sanitised."""
+
+    slug: str
+    source: str  # path relative to the project root, for messages
+    title: str
+    summary: str
+    published: datetime  # aware, UTC
+    updated: datetime | None  # from front matter, if the editor set it
+    topics: tuple[str, ...]
+    therapy: Therapy | None
+    trials: tuple[str, ...]
+    draft: bool
+    explicit_id: str | None
+    body_markdown: str
+    content_hash: str
+    html: str = ""  # filled by the renderer, sanitised, links absolute
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A published article with the identity and dates the ledger gave it."""
+
+    article: Article
+    entry_id: str
+    url: str
+    published: datetime
+    updated: datetime
+
+    @property
+    def slug(self) -> str:
+        return self.article.slug
+
+
+class ChangeKind(StrEnum):
+    NEW = "new"
+    UPDATED = "updated"
+    WITHDRAWN = "withdrawn"
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What a publish would change, against the ledger."""
+
+    new: tuple[Entry, ...] = ()
+    updated: tuple[Entry, ...] = ()
+    withdrawn: tuple[str, ...] = ()  # slugs
+    unchanged: tuple[Entry, ...] = ()
+    scheduled: tuple[Article, ...] = ()  # drafts are not listed; future-dated ones are
+
+    @property
+    def live(self) -> tuple[Entry, ...]:
+        """Every entry that is published after this run, newest first."""
+        entries = [*self.new, *self.updated, *self.unchanged]
+        return tuple(sorted(entries, key=lambda e: (e.published, e.slug), reverse=True))
+
+    @property
+    def announced(self) -> tuple[Entry, ...]:
+        return (*self.new, *self.updated)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.new or self.updated or self.withdrawn)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    email: str
+    name: str = ""
+    topics: frozenset[str] = field(default_factory=frozenset)  # empty: every topic
+
+    def wants(self, topics: tuple[str, ...]) -> bool:
+        return not self.topics or bool(self.topics.intersection(topics))
+
+
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """Subscribers who chose the same topics receive the same digest body."""
+
+    key: str  # the sorted topic list joined by ';', or '*' for every topic
+    topics: frozenset[str]
+    new: tuple[Entry, ...]
+    updated: tuple[Entry, ...]

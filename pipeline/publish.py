@@ -1,0 +1,151 @@
+"""One publish, end to end: ``plan_publish`` decides everything, ``execute`` does it.
+
+The plan is pure (it reads files and the ledger, writes nothing), which is what
+``--dry-run`` and ``pipeline status`` show. ``execute`` writes the public files first,
+then records article versions, the digest and its outbox in one transaction, then drains
+the outbox. A crash before the record changes nothing the next run cannot redo; a crash
+after it leaves pending rows that the next run sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline.articles import load_articles, with_html
+from pipeline.atomic import write_if_changed
+from pipeline.config import Settings, secret_key
+from pipeline.delivery import DeliveryReport, MaildirTransport, SmtpTransport, Transport, deliver
+from pipeline.detect import detect_changes
+from pipeline.digest import DigestPlan, plan_digest
+from pipeline.disclaimer import load_disclaimer
+from pipeline.errors import ContentError, Problem
+from pipeline.feeds import render_feeds
+from pipeline.ledger import KnownArticle, Ledger, PublishRecord
+from pipeline.messages import MessageFactory
+from pipeline.models import Changes
+from pipeline.subscribers import email_key, load_subscribers
+
+__all__ = [
+    "PublishPlan",
+    "PublishReport",
+    "execute",
+    "open_ledger",
+    "plan_publish",
+    "transport_factory",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishPlan:
+    now: datetime
+    changes: Changes
+    files: dict[str, bytes]  # path under public/ -> content
+    digest: DigestPlan | None
+    warnings: tuple[Problem, ...] = ()  # skipped subscriber rows and the like
+
+    @property
+    def recipients(self) -> int:
+        return len(self.digest.recipients) if self.digest else 0
+
+
+@dataclass(slots=True)
+class PublishReport:
+    plan: PublishPlan
+    written: list[str] = field(default_factory=list)
+    digest_id: int | None = None
+    delivery: DeliveryReport | None = None
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    return Ledger(settings.paths.ledger)
+
+
+def plan_publish(settings: Settings, ledger: Ledger, *, now: datetime | None = None) -> PublishPlan:
+    """Load, validate, detect and render; raise ``ContentError`` listing every problem."""
+    now = now or datetime.now(UTC)
+    paths = settings.paths
+    topics = frozenset(settings.topics)
+    loaded = load_articles(paths.articles, paths.root, known_topics=topics)
+    if loaded.problems:
+        # All or nothing: a half publish would withdraw the broken article from every feed.
+        raise ContentError(list(loaded.problems))
+
+    disclaimer = load_disclaimer(paths.templates, settings.base_url)
+    articles = [with_html(article, settings.base_url) for article in loaded.articles]
+    changes = detect_changes(articles, ledger.known_articles(), now=now, base_url=settings.base_url)
+    files = render_feeds(changes.live, settings, disclaimer).files
+
+    subscriber_list = load_subscribers(paths.subscribers, paths.root, known_topics=topics)
+    suppressed = ledger.suppressed()
+    subscribers = [s for s in subscriber_list.subscribers if email_key(s.email) not in suppressed]
+    digest = plan_digest(changes, subscribers, settings, disclaimer)
+    return PublishPlan(now, changes, files, digest, subscriber_list.problems)
+
+
+def transport_factory(settings: Settings) -> tuple[Callable[[], Transport], int]:
+    """The transport for this configuration and how many connections to open."""
+    target = settings.smtp_target()
+    if target is None:
+        maildir = settings.paths.maildir
+        return (lambda: MaildirTransport(maildir)), 1
+    timeout, hostname = settings.smtp.timeout, settings.smtp.local_hostname or None
+    return (
+        lambda: SmtpTransport(target, timeout=timeout, local_hostname=hostname)
+    ), settings.send.connections
+
+
+def execute(
+    plan: PublishPlan,
+    settings: Settings,
+    ledger: Ledger,
+    *,
+    send_email: bool = True,
+    make_transport: Callable[[], Transport] | None = None,
+    connections: int | None = None,
+    on_result: Callable[[str], None] | None = None,
+) -> PublishReport:
+    """Write the files, record the run, deliver the outbox."""
+    report = PublishReport(plan)
+    public = settings.paths.public
+    for relative, data in sorted(plan.files.items()):
+        if write_if_changed(public / relative, data):
+            report.written.append(relative)
+
+    changes = plan.changes
+    if changes.any:
+        digest = plan.digest if send_email else None
+        record = PublishRecord(
+            articles=tuple(
+                KnownArticle(
+                    e.slug, e.entry_id, e.article.content_hash, e.published, e.updated, True
+                )
+                for e in changes.announced
+            ),
+            withdrawn=changes.withdrawn,
+            digest_subject=digest.subject if digest else None,
+            web_html=digest.web_html if digest else "",
+            audiences=tuple(a.record() for a in digest.audiences) if digest else (),
+            recipients=((key, s.email, s.name) for key, s in digest.recipients) if digest else (),
+            new_count=len(changes.new),
+        )
+        report.digest_id = ledger.record_publish(record, plan.now)
+        if report.digest_id is not None and digest is not None:
+            web_copy = Path("digests") / str(report.digest_id) / "index.html"
+            if write_if_changed(public / web_copy, digest.web_html.encode("utf-8")):
+                report.written.append(str(web_copy))
+
+    if send_email:
+        default_factory, default_connections = transport_factory(settings)
+        factory = MessageFactory(settings, secret_key(settings.paths), ledger.audience)
+        report.delivery = deliver(
+            ledger,
+            factory,
+            make_transport or default_factory,
+            connections=connections or default_connections,
+            max_attempts=settings.send.max_attempts,
+            on_result=on_result,
+        )
+    return report

@@ -1,0 +1,74 @@
+"""Shared fixtures: a copy of the sample project and a real SMTP server (aiosmtpd)."""
+
+from __future__ import annotations
+
+import email
+import shutil
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Received:
+    """What the test SMTP server accepted: one (envelope recipient, raw bytes) per message."""
+
+    messages: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def parsed(self) -> list[EmailMessage]:
+        return [email.message_from_bytes(raw, policy=policy.default) for _, raw in self.messages]  # type: ignore[misc]
+
+    def recipients(self) -> list[str]:
+        return [rcpt for rcpt, _ in self.messages]
+
+
+class RecordingHandler:
+    def __init__(self, received: Received) -> None:
+        self.received = received
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        for rcpt in envelope.rcpt_tos:
+            self.received.messages.append((rcpt, envelope.original_content))
+        return "250 Message accepted"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def smtp_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Received]:
+    """A real SMTP server on 127.0.0.1 and a free port; PIPELINE_SMTP_URL points at it."""
+    received = Received()
+    controller = Controller(RecordingHandler(received), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    monkeypatch.setenv("PIPELINE_SMTP_URL", f"smtp://127.0.0.1:{controller.port}")
+    try:
+        yield received
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the shipped project (config, templates, articles, subscribers) to publish from."""
+    root = tmp_path / "site"
+    root.mkdir()
+    for name in ("articles", "templates", "subscribers"):
+        shutil.copytree(REPO / name, root / name)
+    shutil.copy(REPO / "pipeline.toml", root / "pipeline.toml")
+    monkeypatch.setenv("PIPELINE_SECRET_KEY", "test-secret-key")
+    monkeypatch.delenv("PIPELINE_SMTP_URL", raising=False)
+    monkeypatch.delenv("PIPELINE_SMTP_PASSWORD", raising=False)
+    return root
