@@ -72,3 +72,20 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("PIPELINE_SMTP_URL", raising=False)
     monkeypatch.delenv("PIPELINE_SMTP_PASSWORD", raising=False)
     return root
+
+
+def require_tool(path_or_name: str, *, why: str) -> str:
+    """The full path of an external program a test needs, or skip with the reason.
+
+    Under CI (``PIPELINE_CI=1``, set by ``.ci/run``) a missing tool fails the test instead:
+    CI installs every tool, so a skip there would hide a broken set-up.
+    """
+    import os
+
+    found = shutil.which(path_or_name)
+    if found is None:
+        message = f"{path_or_name} is not installed ({why}); .ci/run installs it"
+        if os.environ.get("PIPELINE_CI") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
