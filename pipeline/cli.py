@@ -1,43 +1,115 @@
-"""The ``pipeline`` command: parses options, calls the library, prints what happened.
+"""The ``pipeline`` command: parses options, calls the library, hands the result to a renderer.
 
-Exit codes: 0 done; 1 problems found (invalid input, configuration or template);
-2 usage error; 3 delivered only in part (some messages deferred or failed).
+Exit codes (documented in ``pipeline --help`` and the README):
+
+    0  done
+    1  problems found: invalid articles, lists, templates or configuration, an unreachable
+       mail server, or a publish declined at the prompt
+    2  usage error: unknown command or option, missing argument
+    3  delivered only in part: some messages deferred or failed (the next publish retries)
+
+A ``PipelineError`` prints one line saying what to fix (an invalid input lists every
+problem first) and exits 1; anything else is a bug and keeps its traceback.
+
+Adding a command takes two short pieces, side by side::
+
+    @command(json_output=True)              # --quiet, --verbose (and --json) come with it
+    @click.option("--to", required=True, help="...")
+    def send_test(app: App, to: str) -> None:
+        \"\"\"One line of help: what the command does.\"\"\"
+        _render_send_test(app, library_call(app.settings, to))
+
+    def _render_send_test(app: App, result: Result) -> None:
+        app.out.data({...})                  # the --json document
+        app.out.say(f"Sent to {result.to}")  # the human report
 """
 
 from __future__ import annotations
 
-import sys
+import functools
 import time
+from collections.abc import Callable
+from datetime import date
+from enum import IntEnum
 from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
-from pipeline.articles import load_articles
-from pipeline.config import Settings, load_settings
-from pipeline.errors import ContentError, PipelineError
-from pipeline.publish import PublishPlan, execute, open_ledger, plan_publish
-from pipeline.subscribers import load_subscribers
+from pipeline import views
+from pipeline.authoring import create_article
+from pipeline.check import check_project, load_checked
+from pipeline.config import Settings, load_project
+from pipeline.console import Output, Verbosity
+from pipeline.errors import ContentError, PipelineError, Problem
+from pipeline.ledger import DeliveryCounts
+from pipeline.publish import PublishPlan, PublishReport, execute, open_ledger, plan_publish
+from pipeline.status import ProjectStatus, destination, project_status, read_ledger
 
-EXIT_PROBLEMS = 1
-EXIT_PARTIAL = 3
+__all__ = ["App", "ExitCode", "cli", "command", "main"]
 
 
-class Context:
+class ExitCode(IntEnum):
+    DONE = 0
+    PROBLEMS = 1
+    USAGE = 2
+    PARTIAL = 3
+
+
+class App:
+    """What every command gets: the project folder, its settings (loaded on first use), output."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.out = Output()
         self._settings: Settings | None = None
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = load_settings(self.root)
+            self._settings = load_project(self.root)
         return self._settings
 
 
-pass_context = click.make_pass_decorator(Context)
+def stop(code: ExitCode) -> NoReturn:
+    """End the command with ``code`` (click's way, so tests and the shell see the same)."""
+    raise click.exceptions.Exit(int(code))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class PipelineGroup(click.Group):
+    """Turns an editor-fixable ``PipelineError`` into one line and exit 1, in every command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PipelineError as exc:
+            app = ctx.find_object(App) or App(Path("."))
+            _render_error(app, exc)
+            stop(ExitCode.PROBLEMS)
+
+
+def _render_error(app: App, exc: PipelineError) -> None:
+    problems: list[Problem] = list(exc.problems) if isinstance(exc, ContentError) else []
+    app.out.data(
+        {"ok": False, "error": str(exc), "problems": [views.problem_dict(p) for p in problems]}
+    )
+    for problem in problems:
+        app.out.problem(str(problem))
+    app.out.error(str(exc))
+
+
+EPILOG = """\b
+Exit codes:
+  0  done
+  1  problems found (input, configuration, templates, mail server) or publish declined
+  2  usage error
+  3  delivered only in part: some messages deferred or failed; publish again to retry
+"""
+
+
+@click.group(
+    cls=PipelineGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.option(
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
@@ -45,114 +117,224 @@ pass_context = click.make_pass_decorator(Context)
     show_default=True,
     help="Project folder holding pipeline.toml, articles/ and subscribers/.",
 )
+@click.version_option(package_name="therapy-news-pipeline", message="pipeline %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, root: Path) -> None:
-    """Publish therapy articles as feeds and an email digest."""
-    ctx.obj = Context(root)
+    """Publish therapy articles as feeds and an email digest.
+
+    Run it in the project folder (or give --root). Start with `pipeline check`, see what
+    would happen with `pipeline status`, then `pipeline publish`.
+    """
+    ctx.obj = App(root)
 
 
-def _print_plan(plan: PublishPlan) -> None:
-    changes = plan.changes
-    for label, entries in (("new", changes.new), ("updated", changes.updated)):
-        for entry in entries:
-            click.echo(f"  {label:<9} {entry.slug}  ({entry.article.title})")
-    for slug in changes.withdrawn:
-        click.echo(f"  {'withdrawn':<9} {slug}")
-    for article in changes.scheduled:
-        click.echo(
-            f"  {'scheduled':<9} {article.slug}  (on {article.published:%Y-%m-%d %H:%M} UTC)"
+Handler = Callable[..., None]
+
+
+def command(
+    name: str | None = None, *, json_output: bool = False
+) -> Callable[[Handler], click.Command]:
+    """Register ``handler(app, **options)`` as a subcommand with the shared output options."""
+
+    def decorate(handler: Handler) -> click.Command:
+        @functools.wraps(handler)
+        @click.pass_obj
+        def run(app: App, /, quiet: bool, verbose: bool, **options: Any) -> None:
+            if quiet and verbose:
+                raise click.UsageError("--quiet and --verbose contradict each other; give one")
+            as_json = bool(options.pop("as_json", False))
+            level = Verbosity.QUIET if quiet else Verbosity.VERBOSE if verbose else Verbosity.NORMAL
+            app.out = Output(verbosity=level, as_json=as_json)
+            handler(app, **options)
+
+        if json_output:
+            run = click.option(
+                "--json", "as_json", is_flag=True, help="Print the result as JSON, for scripts."
+            )(run)
+        run = click.option("-v", "--verbose", is_flag=True, help="Say more: each file, each step.")(
+            run
         )
-    if not changes.any:
-        click.echo("  no new, updated or withdrawn articles")
-    if plan.digest:
-        click.echo(
-            f"  digest    {plan.digest.subject!r} to {plan.recipients} subscriber(s) "
-            f"in {len(plan.digest.audiences)} audience(s)"
+        run = click.option("-q", "--quiet", is_flag=True, help="Print only warnings and errors.")(
+            run
         )
+        return cli.command(name)(run)
+
+    return decorate
+
+
+# --- status --------------------------------------------------------------------------------
+
+
+@command(json_output=True)
+def status(app: App) -> None:
+    """Show what the next publish would do and how deliveries stand; change nothing."""
+    with app.out.step("Reading the articles and the ledger…"):
+        result = project_status(app.settings)
+    _render_status(app, result)
+
+
+def _render_status(app: App, result: ProjectStatus) -> None:
+    app.out.data(views.status_dict(result))
+    _render_plan(app, result.plan)
+    app.out.show(views.deliveries_table(result))
+
+
+def _render_plan(app: App, plan: PublishPlan) -> None:
+    """The plan of a publish, shared by status and publish."""
+    out = app.out
+    out.show(views.changes_table(plan))
+    out.say(f"{len(plan.changes.unchanged)} article(s) unchanged.", level=Verbosity.VERBOSE)
+    if plan.digest is not None:
+        out.show(views.audiences_table(plan, app.settings))
+    else:
+        out.say("No digest: nothing new or updated to announce.")
     for warning in plan.warnings:
-        click.echo(f"  skipped   {warning}", err=True)
+        out.warn(f"skipped {warning}")
 
 
-@cli.command()
-@pass_context
-def status(obj: Context) -> None:
-    """Show what the next publish would do, and deliveries still pending."""
-    settings = obj.settings
-    with open_ledger(settings) as ledger:
-        plan = plan_publish(settings, ledger)
-        counts = ledger.delivery_counts()
-        last = ledger.last_run()
-    click.echo("Next publish:")
-    _print_plan(plan)
-    click.echo(
-        f"Outbox: {counts.pending} pending, {counts.deferred} deferred, "
-        f"{counts.sent} sent, {counts.failed} failed"
-    )
-    click.echo(f"Last publish: {last[0]:%Y-%m-%d %H:%M} UTC" if last else "Last publish: never")
+# --- check ---------------------------------------------------------------------------------
 
 
-@cli.command()
-@pass_context
-def check(obj: Context) -> None:
-    """Validate the configuration, articles and subscriber lists; list every problem."""
-    settings = obj.settings
-    topics = frozenset(settings.topics)
-    paths = settings.paths
-    problems = [
-        *load_articles(paths.articles, paths.root, known_topics=topics).problems,
-        *load_subscribers(paths.subscribers, paths.root, known_topics=topics).problems,
-    ]
-    for problem in problems:
-        click.echo(str(problem))
+@command(json_output=True)
+def check(app: App) -> None:
+    """Validate pipeline.toml, the templates, the articles and the subscriber lists."""
+    settings, problems = load_checked(app.root)
+    if settings is not None:
+        with app.out.step("Checking…"):
+            problems += check_project(settings)
+    _render_check(app, problems)
     if problems:
-        click.echo(f"{len(problems)} problem(s) found.", err=True)
-        sys.exit(EXIT_PROBLEMS)
-    click.echo("Everything checks out.")
+        stop(ExitCode.PROBLEMS)
 
 
-@cli.command()
-@click.option("--dry-run", is_flag=True, help="Show what would happen; change nothing.")
+def _render_check(app: App, problems: list[Problem]) -> None:
+    app.out.data({"ok": not problems, "problems": [views.problem_dict(p) for p in problems]})
+    for problem in problems:
+        app.out.say(str(problem), level=Verbosity.QUIET)
+    if problems:
+        noun = "problem" if len(problems) == 1 else "problems"
+        app.out.error(f"{len(problems)} {noun} found; fix each line above, then check again")
+    else:
+        app.out.say("Everything checks out.", style="green")
+
+
+# --- new -----------------------------------------------------------------------------------
+
+
+@command()
+@click.argument("title")
 @click.option(
-    "--no-email", is_flag=True, help="Update feeds and site only; announce nothing by email."
+    "--topic",
+    "topics",
+    multiple=True,
+    metavar="SLUG",
+    help="A topic from [topics] in pipeline.toml; repeat for several.",
 )
-@pass_context
-def publish(obj: Context, dry_run: bool, no_email: bool) -> None:
-    """Detect changed articles, write the feeds, and email the digest."""
-    settings = obj.settings
+@click.option("--slug", help="The file name to use instead of one made from the title.")
+def new(app: App, title: str, topics: tuple[str, ...], slug: str | None) -> None:
+    """Start an article: create articles/<slug>.md as a draft dated today."""
+    path = create_article(app.settings, title, today=date.today(), topics=topics, slug=slug)
+    _render_new(app, path)
+
+
+def _render_new(app: App, path: Path) -> None:
+    relative = path.relative_to(app.settings.paths.root)
+    app.out.say(str(relative), level=Verbosity.QUIET)
+    app.out.say(
+        "Write it, set 'draft: false' when it is ready, then run `pipeline check`.", style="dim"
+    )
+
+
+# --- publish -------------------------------------------------------------------------------
+
+
+@command(json_output=True)
+@click.option("--dry-run", is_flag=True, help="Show the plan; write, record and send nothing.")
+@click.option(
+    "--no-email",
+    is_flag=True,
+    help="Update the feeds and site only; the changes count as published but nobody is emailed.",
+)
+@click.option(
+    "-y", "--yes", is_flag=True, help="Do not ask before emailing more than [send] confirm_above."
+)
+def publish(app: App, dry_run: bool, no_email: bool, yes: bool) -> None:
+    """Publish changed articles to the feeds and email the digest to subscribers."""
+    settings = app.settings
     started = time.perf_counter()
-    with open_ledger(settings) as ledger:
-        plan = plan_publish(settings, ledger)
-        click.echo("Plan:")
-        _print_plan(plan)
+    with read_ledger(settings) if dry_run else open_ledger(settings) as ledger:
+        with app.out.step("Reading and rendering the articles…"):
+            plan = plan_publish(settings, ledger)
+        queued = ledger.delivery_counts()
+        _render_plan(app, plan)
+        emails = 0 if no_email else plan.recipients + queued.pending + queued.deferred
+        _render_queue(app, queued, no_email)
         if dry_run:
-            click.echo("Dry run: nothing written, recorded or sent.")
+            _render_publish(app, plan, None, time.perf_counter() - started)
             return
-        report = execute(plan, settings, ledger, send_email=not no_email)
+        if not _confirmed(app, emails, yes):
+            app.out.say("Nothing published.", level=Verbosity.QUIET)
+            stop(ExitCode.PROBLEMS)
+        with app.out.progress("Sending", emails) as advance:
+            report = execute(plan, settings, ledger, send_email=not no_email, on_result=advance)
+    _render_publish(app, plan, report, time.perf_counter() - started)
+    if report.delivery is not None and not report.delivery.complete:
+        stop(ExitCode.PARTIAL)
+
+
+def _confirmed(app: App, emails: int, yes: bool) -> bool:
+    """Ask before emailing many people, but only a person at a terminal, and only once."""
+    if yes or emails <= app.settings.send.confirm_above or not app.out.interactive:
+        return True
+    return app.out.confirm(f"Email {emails} subscribers now?")
+
+
+def _render_queue(app: App, queued: DeliveryCounts, no_email: bool) -> None:
+    waiting = queued.pending + queued.deferred
+    if waiting and not no_email:
+        app.out.say(f"Also sends {waiting} message(s) left pending by an earlier publish.")
+
+
+def _render_publish(
+    app: App, plan: PublishPlan, report: PublishReport | None, seconds: float
+) -> None:
+    out = app.out
+    out.data(views.publish_dict(plan, report, seconds))
+    if report is None:
+        out.say("Dry run: nothing written, recorded or sent.", style="bold")
+        return
     for path in report.written:
-        click.echo(f"wrote public/{path}")
-    if not report.written:
-        click.echo("feeds unchanged")
-    delivery = report.delivery
-    target = settings.smtp_target()
-    where = f"SMTP {target}" if target else f"the local Maildir {settings.paths.maildir}"
-    if delivery is not None:
-        click.echo(
-            f"delivered to {where}: {delivery.sent} sent, {delivery.deferred} deferred, "
-            f"{delivery.failed} failed"
+        out.say(f"wrote public/{path}", level=Verbosity.VERBOSE)
+    changes = plan.changes
+    if changes.any:
+        out.say(
+            f"Published {len(changes.new)} new, {len(changes.updated)} updated and "
+            f"{len(changes.withdrawn)} withdrawn article(s).",
+            style="bold",
         )
-    click.echo(f"done in {time.perf_counter() - started:.2f} s")
-    if delivery is not None and not delivery.complete:
-        sys.exit(EXIT_PARTIAL)
+    else:
+        out.say("Nothing new, updated or withdrawn.")
+    written = len(report.written)
+    out.say(f"Wrote {written} file(s) under public/." if written else "Files in public/ unchanged.")
+    delivery = report.delivery
+    if delivery is None:
+        out.say("No email sent (--no-email).")
+    elif delivery.sent + delivery.deferred + delivery.failed == 0:
+        out.say("No email to send.")
+    else:
+        out.say(
+            f"Email to {destination(app.settings)}: {delivery.sent} sent, "
+            f"{delivery.deferred} deferred, {delivery.failed} failed"
+            + (f" ({delivery.suppressed} address(es) suppressed)" if delivery.suppressed else "")
+            + "."
+        )
+        if delivery.deferred:
+            out.warn(f"{delivery.deferred} message(s) deferred; `pipeline publish` retries them")
+        if delivery.failed:
+            out.warn(f"{delivery.failed} message(s) failed for good; see `pipeline status`")
+    out.say(f"Done in {seconds:.2f} s.", level=Verbosity.VERBOSE)
 
 
 def main() -> None:
-    try:
-        cli(standalone_mode=True)
-    except ContentError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_PROBLEMS)
-    except PipelineError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_PROBLEMS)
+    """The console script ``pipeline`` (also ``python -m pipeline``)."""
+    cli(prog_name="pipeline")

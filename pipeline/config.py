@@ -8,6 +8,7 @@ that signs unsubscribe links (a random key is generated once into ``state/`` oth
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -29,8 +30,10 @@ __all__ = [
     "SiteSettings",
     "SmtpSettings",
     "SmtpTarget",
+    "load_project",
     "load_settings",
     "parse_smtp_url",
+    "require_project",
     "secret_key",
 ]
 
@@ -66,6 +69,7 @@ class SendSettings:
     connections: int = 4
     rate_per_second: float = 0.0
     max_attempts: int = 5
+    confirm_above: int = 100  # on a terminal, publish asks before emailing more people
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,12 +177,17 @@ def load_settings(root: Path) -> Settings:
     try:
         data = tomllib.loads(config_path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{CONFIG_FILE}: not valid TOML: {exc}") from exc
+        # tomllib puts the place at the end: "… (at line 3, column 7)"; lead with it instead.
+        found = re.search(r" \(at line (\d+), column \d+\)$", str(exc))
+        where = f"{CONFIG_FILE}:{found[1]}" if found else CONFIG_FILE
+        reason = str(exc)[: found.start()] if found else str(exc)
+        raise ConfigError(f"{where}: not valid TOML: {reason}") from exc
 
     unknown = sorted(set(data) - set(_SECTIONS) - {"topics"})
     if unknown:
+        names = ", ".join(f"[{name}]" for name in unknown)
         raise ConfigError(
-            f"{CONFIG_FILE}: unknown section [{unknown[0]}]; "
+            f"{CONFIG_FILE}: unknown section{'s' if len(unknown) > 1 else ''} {names}; "
             f"known sections are {', '.join(sorted([*_SECTIONS, 'topics']))}"
         )
     sections = {name: _section(name, cls, data.get(name, {})) for name, cls in _SECTIONS.items()}
@@ -190,15 +199,39 @@ def load_settings(root: Path) -> Settings:
     return settings
 
 
+def require_project(root: Path) -> Path:
+    """``root`` resolved, if it is a project: it holds ``pipeline.toml`` or ``articles/``.
+
+    Without the file the embedded defaults apply; a folder with neither is most likely a
+    mistyped path, and publishing there would only create an empty site.
+    """
+    resolved = root.resolve()
+    if not resolved.is_dir():
+        raise ConfigError(f"{resolved} does not exist; give the project folder with --root DIR")
+    if not (resolved / CONFIG_FILE).is_file() and not (resolved / "articles").is_dir():
+        raise ConfigError(
+            f"{resolved} is not a pipeline project: it has neither {CONFIG_FILE} nor an "
+            "articles/ folder; run the command in your project folder or give it with --root DIR"
+        )
+    return resolved
+
+
+def load_project(root: Path) -> Settings:
+    """``load_settings`` for a folder the user named, refusing one that is not a project."""
+    return load_settings(require_project(root))
+
+
 def _section(name: str, cls: type, raw: Any) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{CONFIG_FILE}: [{name}] must be a table")
     known = {f.name: f for f in fields(cls)}
+    unknown = [key for key in raw if key not in known]
+    if unknown:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [{name}] unknown key{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))}; known keys are {', '.join(known)}"
+        )
     for key, value in raw.items():
-        if key not in known:
-            raise ConfigError(
-                f"{CONFIG_FILE}: [{name}] unknown key {key!r}; known keys are {', '.join(known)}"
-            )
         default = known[key].default
         expected = float if isinstance(default, float) else type(default)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
@@ -220,6 +253,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"{CONFIG_FILE}: [sender] address must be an email address")
     if settings.send.connections < 1:
         raise ConfigError(f"{CONFIG_FILE}: [send] connections must be at least 1")
+    if settings.send.confirm_above < 0:
+        raise ConfigError(f"{CONFIG_FILE}: [send] confirm_above must be 0 or more")
     if settings.feeds.max_entries < 1:
         raise ConfigError(f"{CONFIG_FILE}: [feeds] max_entries must be at least 1")
     if settings.smtp.url:

@@ -186,6 +186,39 @@ class Ledger:
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version = {number}")
 
+    # --- read-only access (status, check, dry runs) ---------------------------------------
+
+    @classmethod
+    def read_only(cls, path: Path) -> Ledger:
+        """The ledger at ``path`` for reading only: nothing is created or changed on disk.
+
+        A missing ledger reads as an empty one, held in memory. An existing one is opened
+        with writes refused (``query_only``), which still lets SQLite tidy its WAL files on
+        close; if its schema is older than this code, a copy in memory is migrated instead.
+        """
+        ledger = cls.__new__(cls)
+        ledger.path = path
+        if not path.exists():
+            ledger._db = sqlite3.connect(":memory:", isolation_level=None)
+            ledger._migrate()
+            return ledger
+        uri = path.resolve().as_uri()
+        try:
+            db = sqlite3.connect(f"{uri}?mode=rw", uri=True, isolation_level=None, timeout=30.0)
+        except sqlite3.OperationalError:  # a file we may not write: read it as such
+            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=30.0)
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version < len(_MIGRATIONS):
+            memory = sqlite3.connect(":memory:", isolation_level=None)
+            db.backup(memory)
+            db.close()
+            ledger._db = memory
+            ledger._migrate()
+            return ledger
+        db.execute("PRAGMA query_only = ON")
+        ledger._db = db
+        return ledger
+
     # --- articles -------------------------------------------------------------------------
 
     def known_articles(self) -> dict[str, KnownArticle]:

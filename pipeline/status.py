@@ -1,0 +1,86 @@
+"""What the next publish would do, and how earlier deliveries stand: ``pipeline status``.
+
+Reading the status never writes: the ledger is opened read-only (an empty one in memory
+when none exists yet), so looking at a fresh project does not create ``state/``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+from pipeline.config import Settings
+from pipeline.ledger import DeliveryCounts, Ledger
+from pipeline.publish import PublishPlan, plan_publish
+
+__all__ = ["AudienceCount", "ProjectStatus", "audience_counts", "project_status", "read_ledger"]
+
+
+@dataclass(frozen=True, slots=True)
+class AudienceCount:
+    """One audience of the next digest: the topics chosen, what it announces, to how many."""
+
+    key: str
+    topics: tuple[str, ...]  # slugs; empty means every topic
+    new: int
+    updated: int
+    recipients: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectStatus:
+    plan: PublishPlan
+    deliveries: DeliveryCounts
+    last_publish: datetime | None
+    last_digest: int | None
+    destination: str  # where email goes: "SMTP host:port" or the local Maildir
+
+
+def read_ledger(settings: Settings) -> Ledger:
+    """The project's ledger opened read-only; creates nothing on disk."""
+    return Ledger.read_only(settings.paths.ledger)
+
+
+def audience_counts(plan: PublishPlan) -> tuple[AudienceCount, ...]:
+    """The next digest's audiences with their recipient counts, largest first."""
+    if plan.digest is None:
+        return ()
+    members = Counter(key for key, _ in plan.digest.recipients)
+    counts = [
+        AudienceCount(
+            key=compiled.audience.key,
+            topics=tuple(sorted(compiled.audience.topics)),
+            new=len(compiled.audience.new),
+            updated=len(compiled.audience.updated),
+            recipients=members[compiled.audience.key],
+        )
+        for compiled in plan.digest.audiences
+    ]
+    return tuple(sorted(counts, key=lambda a: (-a.recipients, a.key)))
+
+
+def destination(settings: Settings) -> str:
+    """Where delivered email goes, in words."""
+    target = settings.smtp_target()
+    if target is None:
+        return f"the local Maildir {settings.paths.maildir.relative_to(settings.paths.root)}/"
+    return f"SMTP {target}"
+
+
+def project_status(settings: Settings, *, now: datetime | None = None) -> ProjectStatus:
+    """Plan the next publish against the ledger and gather the outbox counts; change nothing.
+
+    Raises ``ContentError`` (every problem listed) when an article is invalid, as publish would.
+    """
+    with read_ledger(settings) as ledger:
+        plan = plan_publish(settings, ledger, now=now)
+        deliveries = ledger.delivery_counts()
+        last = ledger.last_run()
+    return ProjectStatus(
+        plan=plan,
+        deliveries=deliveries,
+        last_publish=last[0] if last else None,
+        last_digest=last[1] if last else None,
+        destination=destination(settings),
+    )
