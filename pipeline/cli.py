@@ -11,7 +11,8 @@ Exit codes (documented in ``pipeline --help`` and the README):
 A ``PipelineError`` prints one line saying what to fix (an invalid input lists every
 problem first) and exits 1; anything else is a bug and keeps its traceback.
 
-Adding a command takes two short pieces, side by side::
+Adding a command takes two short pieces, side by side (a group of commands such as
+``pipeline subscribers add`` is ``@cli.group()`` and ``@command("add", group=subscribers)``)::
 
     @command(json_output=True)              # --quiet, --verbose (and --json) come with it
     @click.option("--to", required=True, help="...")
@@ -132,9 +133,12 @@ Handler = Callable[..., None]
 
 
 def command(
-    name: str | None = None, *, json_output: bool = False
+    name: str | None = None, *, json_output: bool = False, group: click.Group | None = None
 ) -> Callable[[Handler], click.Command]:
-    """Register ``handler(app, **options)`` as a subcommand with the shared output options."""
+    """Register ``handler(app, **options)`` as a subcommand with the shared output options.
+
+    ``group`` puts it under a command group (``pipeline subscribers add``) instead of the top.
+    """
 
     def decorate(handler: Handler) -> click.Command:
         @functools.wraps(handler)
@@ -147,19 +151,23 @@ def command(
             app.out = Output(verbosity=level, as_json=as_json)
             handler(app, **options)
 
-        if json_output:
-            run = click.option(
-                "--json", "as_json", is_flag=True, help="Print the result as JSON, for scripts."
-            )(run)
-        run = click.option("-v", "--verbose", is_flag=True, help="Say more: each file, each step.")(
-            run
-        )
-        run = click.option("-q", "--quiet", is_flag=True, help="Print only warnings and errors.")(
-            run
-        )
-        return cli.command(name)(run)
+        registered = (group or cli).command(name)(run)
+        registered.params.extend(_shared_options(json_output))  # after the command's own
+        return registered
 
     return decorate
+
+
+def _shared_options(json_output: bool) -> list[click.Parameter]:
+    options: list[click.Parameter] = [
+        click.Option(["-q", "--quiet"], is_flag=True, help="Print only warnings and errors."),
+        click.Option(["-v", "--verbose"], is_flag=True, help="Say more: each file, each step."),
+    ]
+    if json_output:
+        options.append(
+            click.Option(["--json", "as_json"], is_flag=True, help="Print the result as JSON.")
+        )
+    return options
 
 
 # --- status --------------------------------------------------------------------------------
@@ -167,7 +175,11 @@ def command(
 
 @command(json_output=True)
 def status(app: App) -> None:
-    """Show what the next publish would do and how deliveries stand; change nothing."""
+    """Show what the next publish would do; change nothing.
+
+    Lists the new, updated, withdrawn and scheduled articles, the digest's audiences and
+    their recipients, the messages still pending, deferred or failed, and the last publish.
+    """
     with app.out.step("Reading the articles and the ledger…"):
         result = project_status(app.settings)
     _render_status(app, result)
@@ -197,7 +209,11 @@ def _render_plan(app: App, plan: PublishPlan) -> None:
 
 @command(json_output=True)
 def check(app: App) -> None:
-    """Validate pipeline.toml, the templates, the articles and the subscriber lists."""
+    """Validate the config, templates, articles and subscriber lists.
+
+    Prints every problem at once, one per line as file:line: field: what to fix, and exits
+    1 if there is any. Writes nothing.
+    """
     settings, problems = load_checked(app.root)
     if settings is not None:
         with app.out.step("Checking…"):
@@ -232,7 +248,10 @@ def _render_check(app: App, problems: list[Problem]) -> None:
 )
 @click.option("--slug", help="The file name to use instead of one made from the title.")
 def new(app: App, title: str, topics: tuple[str, ...], slug: str | None) -> None:
-    """Start an article: create articles/<slug>.md as a draft dated today."""
+    """Start an article: a draft articles/<slug>.md dated today.
+
+    The slug comes from TITLE (or --slug); an existing file is never overwritten.
+    """
     path = create_article(app.settings, title, today=date.today(), topics=topics, slug=slug)
     _render_new(app, path)
 
@@ -259,7 +278,11 @@ def _render_new(app: App, path: Path) -> None:
     "-y", "--yes", is_flag=True, help="Do not ask before emailing more than [send] confirm_above."
 )
 def publish(app: App, dry_run: bool, no_email: bool, yes: bool) -> None:
-    """Publish changed articles to the feeds and email the digest to subscribers."""
+    """Publish changed articles to the feeds and email the digest.
+
+    Shows the plan first. On a terminal it asks before emailing more than [send]
+    confirm_above subscribers; it never asks when its input is not a terminal.
+    """
     settings = app.settings
     started = time.perf_counter()
     with read_ledger(settings) if dry_run else open_ledger(settings) as ledger:
