@@ -500,3 +500,14 @@ def test_ledger_read_only_never_writes(project: Path) -> None:
     publish_with_library(project, send_email=False)
     with Ledger.read_only(path) as ledger, pytest.raises(sqlite3.OperationalError):
         ledger.suppress("someone@example.org", "test", datetime.now(UTC))
+
+
+def test_an_error_in_json_mode_is_still_one_json_document(project: Path) -> None:
+    (project / "articles" / "broken.md").write_text("---\ntitle: x\n", encoding="utf-8")
+    for command in ("status", "publish"):
+        result = run(project, command, "--json")
+        assert result.exit_code == 1
+        document = json.loads(result.stdout)
+        assert document["ok"] is False
+        assert document["error"] == "1 problem found; nothing was published"
+        assert [p["file"] for p in document["problems"]] == ["articles/broken.md"]
