@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
 from pipeline.articles import load_articles
+from pipeline.atomic import write_atomic
 from pipeline.config import Settings, load_settings
 from pipeline.errors import ContentError, PipelineError
+from pipeline.ledger import SUBSCRIBER_STATUSES
 from pipeline.publish import PublishPlan, execute, open_ledger, plan_publish
-from pipeline.subscribers import load_subscribers
+from pipeline.subscribers import export_csv, load_subscribers, open_store, parse_topics
 
 EXIT_PROBLEMS = 1
 EXIT_PARTIAL = 3
@@ -143,6 +146,82 @@ def publish(obj: Context, dry_run: bool, no_email: bool) -> None:
     click.echo(f"done in {time.perf_counter() - started:.2f} s")
     if delivery is not None and not delivery.complete:
         sys.exit(EXIT_PARTIAL)
+
+
+# --- subscribers ---------------------------------------------------------------------------
+
+
+@cli.group()
+def subscribers() -> None:
+    """List, add, remove, import and export subscribers (kept in the ledger)."""
+
+
+@subscribers.command("list")
+@click.option("--status", type=click.Choice(SUBSCRIBER_STATUSES), help="Only this status.")
+@pass_context
+def subscribers_list(obj: Context, status: str | None) -> None:
+    """Show every subscriber: address, status, topics, name."""
+    with open_store(obj.settings) as store:
+        records = store.records(status)
+    for r in records:
+        topics = ";".join(sorted(r.topics)) or "*"
+        click.echo(f"{r.email}\t{r.status}\t{topics}\t{r.name}")
+    click.echo(f"{len(records)} subscriber(s)", err=True)
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--name", default="", help="The name used in the greeting.")
+@click.option("--topics", default="", help="Topic slugs separated by ';' (default: every topic).")
+@pass_context
+def subscribers_add(obj: Context, email: str, name: str, topics: str) -> None:
+    """Add a subscriber, active at once (or update a subscribed one's name and topics)."""
+    chosen = parse_topics(topics, obj.settings.topics)
+    with open_store(obj.settings) as store:
+        record = store.add(email, name, chosen, datetime.now(UTC))
+    click.echo(f"{record.email} is {record.status}")
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@pass_context
+def subscribers_remove(obj: Context, email: str) -> None:
+    """Unsubscribe an address for good: no list import brings it back."""
+    with open_store(obj.settings) as store:
+        changed = store.remove(email, datetime.now(UTC))
+    click.echo(f"{email} unsubscribed" if changed else f"{email} was not subscribed")
+
+
+@subscribers.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@pass_context
+def subscribers_import(obj: Context, file: Path) -> None:
+    """Merge a CSV list (email,name,topics[,status]); exit 1 if rows were skipped."""
+    with open_store(obj.settings) as store:
+        counts, found = store.import_file(file, obj.settings.paths.root, datetime.now(UTC))
+    for problem in found.problems:
+        click.echo(f"skipped {problem}", err=True)
+    click.echo(
+        f"{counts.added} added, {counts.activated} activated, {counts.suppressed} suppressed, "
+        f"{counts.unchanged} unchanged, {len(found.problems)} skipped"
+    )
+    if found.problems:
+        sys.exit(EXIT_PROBLEMS)
+
+
+@subscribers.command("export")
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not stdout."
+)
+@pass_context
+def subscribers_export(obj: Context, output: Path | None) -> None:
+    """Write every subscriber with status and source as CSV."""
+    with open_store(obj.settings) as store:
+        text = export_csv(store.records())
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        write_atomic(output, text.encode("utf-8"))
 
 
 def main() -> None:

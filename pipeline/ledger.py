@@ -599,6 +599,10 @@ class Ledger:
         refs only when the key changed, and otherwise fills just the rows that lack one.
         Returns how many rows changed.
         """
+        stored = self._db.execute("SELECT value FROM ledger_meta WHERE name = 'ref_key'").fetchone()
+        missing = self._db.execute("SELECT 1 FROM subscribers WHERE ref IS NULL LIMIT 1").fetchone()
+        if stored is not None and stored[0] == fingerprint and missing is None:
+            return 0  # the usual case, and no write lock taken
         with self.transaction() as db:
             found = db.execute("SELECT value FROM ledger_meta WHERE name = 'ref_key'").fetchone()
             where = "" if found is None or found[0] != fingerprint else "WHERE ref IS NULL"

@@ -20,7 +20,8 @@ import hmac
 import io
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +29,7 @@ from pathlib import Path
 from email_validator import EmailNotValidError, validate_email
 from itsdangerous import BadData, URLSafeTimedSerializer
 
+from pipeline.config import Settings, secret_key
 from pipeline.errors import Problem, SubscriberError
 from pipeline.ledger import (
     Ledger,
@@ -54,6 +56,7 @@ __all__ = [
     "load_subscribers",
     "make_token",
     "normalise_email",
+    "open_store",
     "parse_topics",
     "planned_recipients",
     "read_list",
@@ -478,6 +481,13 @@ class SubscriberStore:
             source,
             subscriber_ref(key, self._key),
         )
+
+
+@contextmanager
+def open_store(settings: Settings) -> Iterator[SubscriberStore]:
+    """The project's subscriber store, its ledger closed on leaving."""
+    with Ledger(settings.paths.ledger) as ledger:
+        yield SubscriberStore(ledger, secret_key(settings.paths), settings.topics)
 
 
 def _subscriber(record: SubscriberRecord) -> Subscriber:
