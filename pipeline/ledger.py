@@ -473,21 +473,21 @@ class Ledger:
 
     def suppress(self, email: str, reason: str, now: datetime) -> None:
         """A hard bounce: the address is never mailed again (an unknown one is recorded too,
-        so no later list import adds it). An unsubscribed address stays unsubscribed."""
+        so no later list import adds it). An unsubscribed address stays unsubscribed.
+
+        No transaction of its own: delivery may call it inside one.
+        """
         key, stamp = email.strip().lower(), _iso(now)
-        with self.transaction() as db:
-            db.execute(
-                """INSERT INTO subscribers (email_key, email, status, source, reason,
-                       created_at, updated_at)
-                   VALUES (?, ?, 'bounced', 'bounce', ?, ?, ?)
-                   ON CONFLICT (email_key) DO NOTHING""",
-                (key, email.strip(), reason, stamp, stamp),
-            )
-            found = db.execute(
-                "SELECT status FROM subscribers WHERE email_key = ?", (key,)
-            ).fetchone()
-            if found[0] in ("pending", "active"):
-                self._suppress_key(db, key, "bounced", reason, stamp)
+        self._db.execute(
+            """INSERT INTO subscribers (email_key, email, status, source, reason,
+                   created_at, updated_at)
+               VALUES (?, ?, 'bounced', 'bounce', ?, ?, ?)
+               ON CONFLICT (email_key) DO UPDATE SET
+                   status = 'bounced', reason = excluded.reason, updated_at = excluded.updated_at
+               WHERE subscribers.status IN ('pending', 'active')""",
+            (key, email.strip(), reason, stamp, stamp),
+        )
+        self._cancel_queued(self._db, key, "bounced")
 
     def suppressed(self) -> set[str]:
         """The lower-cased addresses never to be mailed (unsubscribed or bounced)."""
@@ -501,6 +501,9 @@ class Ledger:
             "UPDATE subscribers SET status = ?, reason = ?, updated_at = ? WHERE email_key = ?",
             (status, reason, stamp, email_key),
         )
+        self._cancel_queued(db, email_key, status)
+
+    def _cancel_queued(self, db: sqlite3.Connection, email_key: str, status: str) -> None:
         db.execute(
             """UPDATE outbox SET status = 'failed', last_reply = ?, next_attempt_at = NULL
                WHERE email = ? AND status IN ('pending', 'deferred')""",

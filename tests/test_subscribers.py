@@ -9,8 +9,10 @@ import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 
 from pipeline import load_settings
@@ -33,7 +35,7 @@ from pipeline.subscribers import (
     subscriber_ref,
     verify_token,
 )
-from tests.conftest import Received
+from tests.conftest import Received, RecordingHandler, free_port
 from tests.helpers import FIRST_RUN, edit_article, publish
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -412,3 +414,40 @@ def test_the_subscribers_commands(project: Path, tmp_path: Path) -> None:
     assert isinstance(result.exception, SubscriberError)
     for command in ("list", "add", "remove", "import", "export"):
         assert runner.invoke(cli, ["subscribers", command, "--help"]).exit_code == 0
+
+
+class RefusingHandler(RecordingHandler):
+    """Refuses one recipient for good (550), as a server does for an address that is gone."""
+
+    def __init__(self, received: Received, refused: str) -> None:
+        super().__init__(received)
+        self.refused = refused
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if address.lower() == self.refused:
+            return "550 5.1.1 no such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def test_a_hard_bounce_leaves_the_address_bounced_for_good(
+    project: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    received = Received()
+    handler = RefusingHandler(received, "emma.schulz@example.org")
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    monkeypatch.setenv("PIPELINE_SMTP_URL", f"smtp://127.0.0.1:{controller.port}")
+    try:
+        report = publish(project)
+    finally:
+        controller.stop()
+    assert report.delivery is not None and report.delivery.failed == 1
+    with open_store(settings) as store:
+        merge_lists(store, project, NOW + timedelta(days=3))
+        record = store.find("Emma.Schulz@example.org")
+        assert record is not None and record.status == "bounced"
+        assert "550" in record.reason
+        assert "emma.schulz@example.org" not in {s.email for s in store.active()}
