@@ -176,7 +176,7 @@ def subscriber_routes(
                 chosen=values.get("chosen", []),
             )
 
-        if request.method == "GET":
+        if request.method != "POST":  # GET and HEAD change nothing
             return form_page(200, [], {})
         now = clock()
         form = await request.form()
@@ -229,7 +229,7 @@ def subscriber_routes(
         with ledger:
             try:
                 signup = store.pending_signup(token, now)
-                if request.method == "GET":
+                if request.method != "POST":  # GET and HEAD change nothing
                     if signup.confirmed_at is not None:
                         return pages.message("Already confirmed", "This address is subscribed.")
                     return pages.render(
@@ -262,7 +262,7 @@ def subscriber_routes(
                 record = store.from_token(token, "unsubscribe")
             except TokenError as exc:
                 return link_failed(exc)
-            if request.method == "GET":
+            if request.method != "POST":  # GET and HEAD change nothing
                 preferences = urljoin(
                     settings.base_url, f"preferences/{store.token_for(record, 'preferences')}"
                 )
@@ -312,7 +312,7 @@ def subscriber_routes(
                     notice=notice,
                 )
 
-            if request.method == "GET":
+            if request.method != "POST":  # GET and HEAD change nothing
                 return page()
             form = await request.form()
             if form.get("action") == "unsubscribe":

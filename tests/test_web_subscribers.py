@@ -112,6 +112,7 @@ def test_a_sign_up_is_confirmed_by_the_button_behind_the_emailed_link(
 
     page = client.get(path)
     assert page.status_code == 200 and '<form method="post"' in page.text
+    assert client.head(path).status_code == 200
     assert status_of(settings, "new.reader@example.org") == "pending"  # opening changes nothing
 
     done = client.post(path)
@@ -200,6 +201,7 @@ def test_unsubscribe_get_changes_nothing_and_one_click_post_unsubscribes_at_once
     page = client.get(path)
     assert page.status_code == 200
     assert page.text.count("<form") == 1 and page.text.count("<button") == 1
+    assert client.head(path).status_code == 200  # link checkers send HEAD too
     assert status_of(settings, "ana.reyes@example.org") == "active"
 
     client.cookies.clear()
