@@ -1,36 +1,26 @@
-"""Subscribers: address validation, the editors' CSV lists, the store, signed link tokens.
+"""The subscriber store: who is pending, active, unsubscribed or bounced, in the ledger.
 
-Subscribers live in the ledger. Each has a status: *pending* (signed up on the web, not
-confirmed yet), *active*, *unsubscribed* or *bounced*; the last two are suppressions, and
-only a new confirmed sign-up makes such an address active again. Two addresses that differ
-only in letter case are one subscriber; the first spelling seen is kept for sending.
+*pending* is a web sign-up not confirmed yet; *unsubscribed* and *bounced* are
+suppressions: never mailed again, and only a new confirmed sign-up makes such an address
+active again. The editors' lists merge in on every publish without ever reactivating one.
 
-Links in emails carry tokens signed with the secret key, bound to one purpose (unsubscribe,
-preferences, confirm). They never contain the address: unsubscribe and preference links
-sign a keyed reference derived from it, confirmation links a random sign-up id.
+This module is also where the rest of the pipeline imports subscriber functions from:
+addresses (``pipeline.addresses``), lists (``pipeline.subscriber_lists``) and link tokens
+(``pipeline.tokens``) are re-exported here.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import csv
-import hashlib
-import hmac
-import io
-import re
 import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from email_validator import EmailNotValidError, validate_email
-from itsdangerous import BadData, URLSafeTimedSerializer
-
+from pipeline.addresses import clean_name, email_key, normalise_email, parse_topics
 from pipeline.config import Settings, secret_key
-from pipeline.errors import Problem, SubscriberError
+from pipeline.errors import SubscriberError
 from pipeline.ledger import (
     Ledger,
     MergeCounts,
@@ -40,6 +30,25 @@ from pipeline.ledger import (
     merge_action,
 )
 from pipeline.models import Subscriber
+from pipeline.subscriber_lists import (
+    EXPORT_COLUMNS,
+    ListEntry,
+    SubscriberList,
+    export_csv,
+    load_subscribers,
+    read_list,
+)
+from pipeline.tokens import (
+    CONFIRM_MAX_AGE,
+    PURPOSES,
+    TokenError,
+    key_fingerprint,
+    make_token,
+    read_token,
+    sign_token,
+    subscriber_ref,
+    verify_token,
+)
 
 __all__ = [
     "CONFIRM_MAX_AGE",
@@ -66,179 +75,8 @@ __all__ = [
     "verify_token",
 ]
 
-PURPOSES = ("unsubscribe", "preferences", "confirm")
-CONFIRM_MAX_AGE = timedelta(days=7)
 # One confirmation email per address in this window, however often the form is sent.
 RESEND_AFTER = timedelta(minutes=5)
-EXPORT_COLUMNS = (
-    "email",
-    "name",
-    "topics",
-    "status",
-    "source",
-    "reason",
-    "created_at",
-    "updated_at",
-    "confirmed_at",
-)
-_IMPORT_COLUMNS = ("email", "name", "topics", "status")
-_IMPORT_STATUSES = ("active", "pending", "unsubscribed", "bounced")
-_TOPIC = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_NAME_LIMIT = 100
-
-
-# --- addresses -----------------------------------------------------------------------------
-
-
-def normalise_email(address: str) -> str:
-    """The address to store and send to: syntax checked (no network look-ups), the domain
-    lower-cased and IDNA-encoded, the local part spelled as given.
-
-    Raises ``SubscriberError`` saying what is wrong.
-    """
-    text = address.strip()
-    try:
-        checked = validate_email(text, check_deliverability=False, allow_smtputf8=False)
-    except EmailNotValidError as exc:
-        raise SubscriberError(f"{text!r} is not a valid email address: {exc}") from exc
-    return f"{checked.local_part}@{checked.ascii_domain.lower()}"
-
-
-def email_key(address: str) -> str:
-    """A subscriber's identity: the normalised address, lower-cased as a whole."""
-    text = address.strip()
-    if not text.isascii():
-        with contextlib.suppress(SubscriberError):
-            text = normalise_email(text)
-    return text.lower()
-
-
-def clean_name(name: str) -> str:
-    """A display name without control characters or runs of spaces, at most 100 characters."""
-    return " ".join(_CONTROL.sub(" ", name).split())[:_NAME_LIMIT]
-
-
-def parse_topics(text: str, known_topics: Iterable[str] = ()) -> frozenset[str]:
-    """Topic slugs separated by ';' or ','; empty means every topic. Raises on unknown ones."""
-    known = frozenset(known_topics)
-    topics = frozenset(t.strip() for t in re.split(r"[;,]", text) if t.strip())
-    bad = sorted(t for t in topics if not _TOPIC.match(t) or (known and t not in known))
-    if bad:
-        choices = ", ".join(sorted(known)) or "topic slugs"
-        raise SubscriberError(
-            f"unknown topic {bad[0]!r}; use {choices} separated by ';', "
-            "or leave empty for every topic"
-        )
-    return topics
-
-
-# --- the editors' lists --------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ListEntry:
-    """One valid row of a list file."""
-
-    subscriber: Subscriber
-    status: str  # active unless the file says otherwise
-    source: str  # "subscribers/list.csv:3"
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriberList:
-    entries: tuple[ListEntry, ...]
-    problems: tuple[Problem, ...]
-
-    @property
-    def subscribers(self) -> tuple[Subscriber, ...]:
-        return tuple(e.subscriber for e in self.entries if e.status == "active")
-
-
-def load_subscribers(
-    directory: Path, root: Path, *, known_topics: Iterable[str] = ()
-) -> SubscriberList:
-    """Read every ``*.csv`` in ``directory``; an address seen again (in any case) is merged
-    into its first row; invalid rows are skipped and reported."""
-    entries: list[ListEntry] = []
-    problems: list[Problem] = []
-    for path in sorted(directory.glob("*.csv")):
-        found = read_list(path, root, known_topics=known_topics)
-        entries.extend(found.entries)
-        problems.extend(found.problems)
-    seen: set[str] = set()
-    unique = []
-    for entry in entries:
-        key = email_key(entry.subscriber.email)
-        if key not in seen:
-            seen.add(key)
-            unique.append(entry)
-    return SubscriberList(tuple(unique), tuple(problems))
-
-
-def read_list(path: Path, root: Path, *, known_topics: Iterable[str] = ()) -> SubscriberList:
-    """Read one list: a CSV file whose header names ``email`` and optionally ``name``,
-    ``topics`` and ``status`` (the columns of an export are accepted and the rest ignored)."""
-    source = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-    known = tuple(known_topics)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        return SubscriberList((), (Problem(source, None, None, f"cannot read it: {exc}"),))
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = [h.strip().lower() for h in next(reader, [])]
-    if not header:
-        return SubscriberList((), ())
-    unknown = [h for h in header if h not in EXPORT_COLUMNS]
-    if "email" not in header or unknown or len(set(header)) != len(header):
-        what = f"unknown column {unknown[0]!r}" if unknown else "no 'email' column or a repeat"
-        return SubscriberList(
-            (),
-            (
-                Problem(
-                    source,
-                    1,
-                    None,
-                    f"{what}; the header names the columns email,name,topics "
-                    "(and optionally status)",
-                ),
-            ),
-        )
-    entries: list[ListEntry] = []
-    problems: list[Problem] = []
-    seen: set[str] = set()
-    for row in reader:
-        line = reader.line_num
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            problems.append(
-                Problem(source, line, None, f"expected {len(header)} columns, found {len(row)}")
-            )
-            continue
-        cells = dict(zip(header, (cell.strip() for cell in row), strict=True))
-        try:
-            address = normalise_email(cells["email"])
-        except SubscriberError as exc:
-            problems.append(Problem(source, line, "email", str(exc)))
-            continue
-        try:
-            topics = parse_topics(cells.get("topics", ""), known)
-        except SubscriberError as exc:
-            problems.append(Problem(source, line, "topics", str(exc)))
-            continue
-        status = cells.get("status", "").lower() or "active"
-        if status not in _IMPORT_STATUSES:
-            problems.append(
-                Problem(source, line, "status", f"use one of {', '.join(_IMPORT_STATUSES)}")
-            )
-            continue
-        if email_key(address) in seen:
-            continue
-        seen.add(email_key(address))
-        subscriber = Subscriber(address, clean_name(cells.get("name", "")), topics)
-        entries.append(ListEntry(subscriber, status, f"{source}:{line}"))
-    return SubscriberList(tuple(entries), tuple(problems))
 
 
 def planned_recipients(ledger: Ledger, lists: SubscriberList) -> list[Subscriber]:
@@ -258,98 +96,6 @@ def planned_recipients(ledger: Ledger, lists: SubscriberList) -> list[Subscriber
     return list(active.values())
 
 
-def export_csv(records: Iterable[SubscriberRecord]) -> str:
-    """Every subscriber with its status, as CSV that ``read_list`` can import again."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(EXPORT_COLUMNS)
-    for r in records:
-        writer.writerow(
-            [
-                r.email,
-                r.name,
-                ";".join(sorted(r.topics)),
-                r.status,
-                r.source,
-                r.reason,
-                _stamp(r.created_at),
-                _stamp(r.updated_at),
-                _stamp(r.confirmed_at),
-            ]
-        )
-    return out.getvalue()
-
-
-# --- signed tokens -------------------------------------------------------------------------
-
-
-class TokenError(SubscriberError):
-    """A link's token is forged, altered, made for another purpose or site, or expired."""
-
-    def __init__(self, message: str, *, expired: bool = False) -> None:
-        super().__init__(message)
-        self.expired = expired
-
-
-def _serializer(key: str, purpose: str) -> URLSafeTimedSerializer:
-    if purpose not in PURPOSES:
-        raise ValueError(f"unknown token purpose {purpose!r}; use one of {PURPOSES}")
-    return URLSafeTimedSerializer(key, salt=f"pipeline.{purpose}")
-
-
-def make_token(value: str, key: str, purpose: str) -> str:
-    """Sign ``value`` (an opaque id, never an address) for one purpose."""
-    return str(_serializer(key, purpose).dumps(value))
-
-
-def read_token(
-    token: str,
-    key: str,
-    purpose: str,
-    *,
-    max_age: timedelta | None = None,
-    now: datetime | None = None,
-) -> str:
-    """The value signed into ``token``; raises ``TokenError`` if it is not valid here."""
-    try:
-        value, signed_at = _serializer(key, purpose).loads(token, return_timestamp=True)
-    except BadData as exc:
-        raise TokenError(
-            "the link is not valid: it was altered or made for something else"
-        ) from exc
-    if not isinstance(value, str):
-        raise TokenError("the link is not valid")
-    if max_age is not None and (now or datetime.now(UTC)) - signed_at > max_age:
-        raise TokenError("the link has expired", expired=True)
-    return value
-
-
-def subscriber_ref(email: str, key: str) -> str:
-    """The opaque reference to a subscriber in links: a keyed hash of the address."""
-    mac = hmac.new(key.encode(), b"subscriber-ref\0" + email_key(email).encode(), hashlib.sha256)
-    return base64.urlsafe_b64encode(mac.digest()[:16]).decode("ascii").rstrip("=")
-
-
-def sign_token(email: str, key: str, purpose: str = "unsubscribe") -> str:
-    """The token for a subscriber's unsubscribe or preferences link (no look-up needed)."""
-    return make_token(subscriber_ref(email, key), key, purpose)
-
-
-def verify_token(token: str, key: str, purpose: str = "unsubscribe") -> str | None:
-    """The subscriber reference a link token carries, or None if it is not valid here."""
-    try:
-        return read_token(token, key, purpose)
-    except TokenError:
-        return None
-
-
-def _key_fingerprint(key: str) -> str:
-    return hmac.new(key.encode(), b"ref-key-fingerprint", hashlib.sha256).hexdigest()[:16]
-
-
-# --- the store -----------------------------------------------------------------------------
-
-
 @dataclass(frozen=True, slots=True)
 class SignupRequest:
     """What a web sign-up led to: a confirmation token to email, or nothing to send."""
@@ -366,7 +112,7 @@ class SubscriberStore:
         self._key = key
         self.known_topics = frozenset(known_topics)
         # Refs derive from the key: a new key re-derives them so fresh links keep working.
-        ledger.refresh_refs(_key_fingerprint(key), lambda k: subscriber_ref(k, key))
+        ledger.refresh_refs(key_fingerprint(key), lambda k: subscriber_ref(k, key))
 
     def find(self, email: str) -> SubscriberRecord | None:
         return self.ledger.subscriber(email_key(email))
@@ -492,7 +238,3 @@ def open_store(settings: Settings) -> Iterator[SubscriberStore]:
 
 def _subscriber(record: SubscriberRecord) -> Subscriber:
     return Subscriber(record.email, record.name, record.topics)
-
-
-def _stamp(moment: datetime | None) -> str:
-    return "" if moment is None else moment.astimezone(UTC).isoformat(timespec="seconds")
