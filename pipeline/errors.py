@@ -4,7 +4,8 @@
     ├── ConfigError               pipeline.toml or the environment is wrong
     ├── ContentError              articles, subscribers or templates have problems (carries them all)
     ├── TemplateError             a template does not render or compile
-    └── DeliveryError             the mail server cannot be reached or refuses the whole run
+    ├── DeliveryError             the mail server cannot be reached or refuses the whole run
+    └── SubscriberError           an address is invalid, or a subscriber cannot change as asked
 
 Anything else is a bug and keeps its traceback.
 """
@@ -19,6 +20,7 @@ __all__ = [
     "DeliveryError",
     "PipelineError",
     "Problem",
+    "SubscriberError",
     "TemplateError",
 ]
 
@@ -62,3 +64,7 @@ class TemplateError(PipelineError):
 
 class DeliveryError(PipelineError):
     """Delivery could not start at all (for example the SMTP server is unreachable)."""
+
+
+class SubscriberError(PipelineError):
+    """An address is not valid, or a subscriber cannot be changed as asked."""

@@ -26,7 +26,13 @@ from pipeline.feeds import render_feeds
 from pipeline.ledger import KnownArticle, Ledger, PublishRecord
 from pipeline.messages import MessageFactory
 from pipeline.models import Changes
-from pipeline.subscribers import email_key, load_subscribers
+from pipeline.subscribers import (
+    SubscriberList,
+    SubscriberStore,
+    email_key,
+    load_subscribers,
+    planned_recipients,
+)
 
 __all__ = [
     "PublishPlan",
@@ -45,6 +51,7 @@ class PublishPlan:
     files: dict[str, bytes]  # path under public/ -> content
     digest: DigestPlan | None
     warnings: tuple[Problem, ...] = ()  # skipped subscriber rows and the like
+    subscriber_lists: SubscriberList | None = None  # merged into the ledger by execute()
 
     @property
     def recipients(self) -> int:
@@ -78,11 +85,12 @@ def plan_publish(settings: Settings, ledger: Ledger, *, now: datetime | None = N
     changes = detect_changes(articles, ledger.known_articles(), now=now, base_url=settings.base_url)
     files = render_feeds(changes.live, settings, disclaimer).files
 
+    # Recipients are the ledger's active subscribers once the lists are merged in (execute
+    # merges them; the plan only previews, so --dry-run writes nothing).
     subscriber_list = load_subscribers(paths.subscribers, paths.root, known_topics=topics)
-    suppressed = ledger.suppressed()
-    subscribers = [s for s in subscriber_list.subscribers if email_key(s.email) not in suppressed]
+    subscribers = planned_recipients(ledger, subscriber_list)
     digest = plan_digest(changes, subscribers, settings, disclaimer)
-    return PublishPlan(now, changes, files, digest, subscriber_list.problems)
+    return PublishPlan(now, changes, files, digest, subscriber_list.problems, subscriber_list)
 
 
 def transport_factory(settings: Settings) -> tuple[Callable[[], Transport], int]:
@@ -109,6 +117,9 @@ def execute(
 ) -> PublishReport:
     """Write the files, record the run, deliver the outbox."""
     report = PublishReport(plan)
+    if plan.subscriber_lists is not None:
+        store = SubscriberStore(ledger, secret_key(settings.paths), settings.topics)
+        store.merge(plan.subscriber_lists.entries, plan.now)
     public = settings.paths.public
     for relative, data in sorted(plan.files.items()):
         if write_if_changed(public / relative, data):
@@ -117,6 +128,7 @@ def execute(
     changes = plan.changes
     if changes.any:
         digest = plan.digest if send_email else None
+        suppressed = ledger.suppressed()  # someone may have unsubscribed since the plan
         record = PublishRecord(
             articles=tuple(
                 KnownArticle(
@@ -128,7 +140,13 @@ def execute(
             digest_subject=digest.subject if digest else None,
             web_html=digest.web_html if digest else "",
             audiences=tuple(a.record() for a in digest.audiences) if digest else (),
-            recipients=((key, s.email, s.name) for key, s in digest.recipients) if digest else (),
+            recipients=(
+                (key, s.email, s.name)
+                for key, s in digest.recipients
+                if email_key(s.email) not in suppressed
+            )
+            if digest
+            else (),
             new_count=len(changes.new),
         )
         report.digest_id = ledger.record_publish(record, plan.now)

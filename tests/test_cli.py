@@ -130,7 +130,7 @@ def test_check_lists_every_problem_as_file_line_field(project: Path) -> None:
         "articles/broken.md:4: topics: 'lupus' is not a known topic; use one of "
         "interstitial-lung-disease, multiple-sclerosis, scleroderma "
         "or add it under [topics] in pipeline.toml",
-        "subscribers/subscribers.csv:7: email: 'not-an-address' is not a valid address",
+        "subscribers/subscribers.csv:7: email: 'not-an-address' is not a valid email address: An email address must have an @-sign.",
     ]
     assert result.stderr == "error: 4 problems found; fix each line above, then check again\n"
 

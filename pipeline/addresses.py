@@ -1,0 +1,64 @@
+"""Email addresses, names and topic choices as subscribers give them, checked and cleaned.
+
+Syntax is checked with email-validator and no network look-ups. The domain is lower-cased
+and IDNA-encoded; the local part keeps the spelling given, but two addresses that differ
+only in letter case are one subscriber (``email_key``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterable
+
+from email_validator import EmailNotValidError, validate_email
+
+from pipeline.errors import SubscriberError
+
+__all__ = ["clean_name", "email_key", "normalise_email", "parse_topics"]
+
+_TOPIC = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_NAME_LIMIT = 100
+
+
+def normalise_email(address: str) -> str:
+    """The address to store and send to: syntax checked (no network look-ups), the domain
+    lower-cased and IDNA-encoded, the local part spelled as given.
+
+    Raises ``SubscriberError`` saying what is wrong.
+    """
+    text = address.strip()
+    try:
+        checked = validate_email(text, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise SubscriberError(f"{text!r} is not a valid email address: {exc}") from exc
+    return f"{checked.local_part}@{checked.ascii_domain.lower()}"
+
+
+def email_key(address: str) -> str:
+    """A subscriber's identity: the normalised address, lower-cased as a whole."""
+    text = address.strip()
+    if not text.isascii():
+        with contextlib.suppress(SubscriberError):
+            text = normalise_email(text)
+    return text.lower()
+
+
+def clean_name(name: str) -> str:
+    """A display name without control characters or runs of spaces, at most 100 characters."""
+    return " ".join(_CONTROL.sub(" ", name).split())[:_NAME_LIMIT]
+
+
+def parse_topics(text: str, known_topics: Iterable[str] = ()) -> frozenset[str]:
+    """Topic slugs separated by ';' or ','; empty means every topic. Raises on unknown ones."""
+    known = frozenset(known_topics)
+    topics = frozenset(t.strip() for t in re.split(r"[;,]", text) if t.strip())
+    bad = sorted(t for t in topics if not _TOPIC.match(t) or (known and t not in known))
+    if bad:
+        choices = ", ".join(sorted(known)) or "topic slugs"
+        raise SubscriberError(
+            f"unknown topic {bad[0]!r}; use {choices} separated by ';', "
+            "or leave empty for every topic"
+        )
+    return topics

@@ -1,0 +1,173 @@
+"""The editors' subscriber lists (``subscribers/*.csv``) and the CSV export.
+
+A list's header names the column ``email`` and optionally ``name``, ``topics`` and
+``status``; the columns of an export are accepted too, so an export imports back. Every
+invalid row is reported with file, line and field and skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline.addresses import clean_name, email_key, normalise_email, parse_topics
+from pipeline.errors import Problem, SubscriberError
+from pipeline.ledger import SubscriberRecord
+from pipeline.models import Subscriber
+
+__all__ = [
+    "EXPORT_COLUMNS",
+    "ListEntry",
+    "SubscriberList",
+    "export_csv",
+    "load_subscribers",
+    "read_list",
+]
+
+EXPORT_COLUMNS = (
+    "email",
+    "name",
+    "topics",
+    "status",
+    "source",
+    "reason",
+    "created_at",
+    "updated_at",
+    "confirmed_at",
+)
+_IMPORT_STATUSES = ("active", "pending", "unsubscribed", "bounced")
+
+
+@dataclass(frozen=True, slots=True)
+class ListEntry:
+    """One valid row of a list file."""
+
+    subscriber: Subscriber
+    status: str  # active unless the file says otherwise
+    source: str  # "subscribers/list.csv:3"
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberList:
+    entries: tuple[ListEntry, ...]
+    problems: tuple[Problem, ...]
+
+    @property
+    def subscribers(self) -> tuple[Subscriber, ...]:
+        return tuple(e.subscriber for e in self.entries if e.status == "active")
+
+
+def load_subscribers(
+    directory: Path, root: Path, *, known_topics: Iterable[str] = ()
+) -> SubscriberList:
+    """Read every ``*.csv`` in ``directory``; an address seen again (in any case) is merged
+    into its first row; invalid rows are skipped and reported."""
+    entries: list[ListEntry] = []
+    problems: list[Problem] = []
+    for path in sorted(directory.glob("*.csv")):
+        found = read_list(path, root, known_topics=known_topics)
+        entries.extend(found.entries)
+        problems.extend(found.problems)
+    seen: set[str] = set()
+    unique = []
+    for entry in entries:
+        key = email_key(entry.subscriber.email)
+        if key not in seen:
+            seen.add(key)
+            unique.append(entry)
+    return SubscriberList(tuple(unique), tuple(problems))
+
+
+def read_list(path: Path, root: Path, *, known_topics: Iterable[str] = ()) -> SubscriberList:
+    """Read one list: a CSV file whose header names ``email`` and optionally ``name``,
+    ``topics`` and ``status`` (the columns of an export are accepted and the rest ignored)."""
+    source = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+    known = tuple(known_topics)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        return SubscriberList((), (Problem(source, None, None, f"cannot read it: {exc}"),))
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = [h.strip().lower() for h in next(reader, [])]
+    if not header:
+        return SubscriberList((), ())
+    unknown = [h for h in header if h not in EXPORT_COLUMNS]
+    if "email" not in header or unknown or len(set(header)) != len(header):
+        what = f"unknown column {unknown[0]!r}" if unknown else "no 'email' column or a repeat"
+        return SubscriberList(
+            (),
+            (
+                Problem(
+                    source,
+                    1,
+                    None,
+                    f"{what}; the header names the columns email,name,topics "
+                    "(and optionally status)",
+                ),
+            ),
+        )
+    entries: list[ListEntry] = []
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for row in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            problems.append(
+                Problem(source, line, None, f"expected {len(header)} columns, found {len(row)}")
+            )
+            continue
+        cells = dict(zip(header, (cell.strip() for cell in row), strict=True))
+        try:
+            address = normalise_email(cells["email"])
+        except SubscriberError as exc:
+            problems.append(Problem(source, line, "email", str(exc)))
+            continue
+        try:
+            topics = parse_topics(cells.get("topics", ""), known)
+        except SubscriberError as exc:
+            problems.append(Problem(source, line, "topics", str(exc)))
+            continue
+        status = cells.get("status", "").lower() or "active"
+        if status not in _IMPORT_STATUSES:
+            problems.append(
+                Problem(source, line, "status", f"use one of {', '.join(_IMPORT_STATUSES)}")
+            )
+            continue
+        if email_key(address) in seen:
+            continue
+        seen.add(email_key(address))
+        subscriber = Subscriber(address, clean_name(cells.get("name", "")), topics)
+        entries.append(ListEntry(subscriber, status, f"{source}:{line}"))
+    return SubscriberList(tuple(entries), tuple(problems))
+
+
+def export_csv(records: Iterable[SubscriberRecord]) -> str:
+    """Every subscriber with its status, as CSV that ``read_list`` can import again."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    for r in records:
+        writer.writerow(
+            [
+                r.email,
+                r.name,
+                ";".join(sorted(r.topics)),
+                r.status,
+                r.source,
+                r.reason,
+                _stamp(r.created_at),
+                _stamp(r.updated_at),
+                _stamp(r.confirmed_at),
+            ]
+        )
+    return out.getvalue()
+
+
+def _stamp(moment: datetime | None) -> str:
+    return "" if moment is None else moment.astimezone(UTC).isoformat(timespec="seconds")

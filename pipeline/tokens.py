@@ -1,0 +1,99 @@
+"""Signed, opaque, purpose-bound tokens for the links in emails.
+
+Tokens are signed with the secret key (itsdangerous, HMAC) and bound to one purpose
+(unsubscribe, preferences, confirm): a token made for one page is refused by another. They
+never carry the address: unsubscribe and preference links sign ``subscriber_ref``, a keyed
+hash of it, and confirmation links a random sign-up id. Each carries the time it was signed,
+so a confirmation link can expire.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from datetime import UTC, datetime, timedelta
+
+from itsdangerous import BadData, URLSafeTimedSerializer
+
+from pipeline.addresses import email_key
+from pipeline.errors import SubscriberError
+
+__all__ = [
+    "CONFIRM_MAX_AGE",
+    "PURPOSES",
+    "TokenError",
+    "key_fingerprint",
+    "make_token",
+    "read_token",
+    "sign_token",
+    "subscriber_ref",
+    "verify_token",
+]
+
+PURPOSES = ("unsubscribe", "preferences", "confirm")
+CONFIRM_MAX_AGE = timedelta(days=7)
+
+
+class TokenError(SubscriberError):
+    """A link's token is forged, altered, made for another purpose or site, or expired."""
+
+    def __init__(self, message: str, *, expired: bool = False) -> None:
+        super().__init__(message)
+        self.expired = expired
+
+
+def _serializer(key: str, purpose: str) -> URLSafeTimedSerializer:
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown token purpose {purpose!r}; use one of {PURPOSES}")
+    return URLSafeTimedSerializer(key, salt=f"pipeline.{purpose}")
+
+
+def make_token(value: str, key: str, purpose: str) -> str:
+    """Sign ``value`` (an opaque id, never an address) for one purpose."""
+    return str(_serializer(key, purpose).dumps(value))
+
+
+def read_token(
+    token: str,
+    key: str,
+    purpose: str,
+    *,
+    max_age: timedelta | None = None,
+    now: datetime | None = None,
+) -> str:
+    """The value signed into ``token``; raises ``TokenError`` if it is not valid here."""
+    try:
+        value, signed_at = _serializer(key, purpose).loads(token, return_timestamp=True)
+    except BadData as exc:
+        raise TokenError(
+            "the link is not valid: it was altered or made for something else"
+        ) from exc
+    if not isinstance(value, str):
+        raise TokenError("the link is not valid")
+    if max_age is not None and (now or datetime.now(UTC)) - signed_at > max_age:
+        raise TokenError("the link has expired", expired=True)
+    return value
+
+
+def subscriber_ref(email: str, key: str) -> str:
+    """The opaque reference to a subscriber in links: a keyed hash of the address."""
+    mac = hmac.new(key.encode(), b"subscriber-ref\0" + email_key(email).encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()[:16]).decode("ascii").rstrip("=")
+
+
+def sign_token(email: str, key: str, purpose: str = "unsubscribe") -> str:
+    """The token for a subscriber's unsubscribe or preferences link (no look-up needed)."""
+    return make_token(subscriber_ref(email, key), key, purpose)
+
+
+def verify_token(token: str, key: str, purpose: str = "unsubscribe") -> str | None:
+    """The subscriber reference a link token carries, or None if it is not valid here."""
+    try:
+        return read_token(token, key, purpose)
+    except TokenError:
+        return None
+
+
+def key_fingerprint(key: str) -> str:
+    return hmac.new(key.encode(), b"ref-key-fingerprint", hashlib.sha256).hexdigest()[:16]
