@@ -16,7 +16,9 @@ from pipeline.articles import load_articles
 from pipeline.config import Settings, load_settings
 from pipeline.errors import ContentError, PipelineError
 from pipeline.publish import PublishPlan, execute, open_ledger, plan_publish
+from pipeline.signing import check_dkim
 from pipeline.subscribers import load_subscribers
+from pipeline.template_check import check_templates
 
 EXIT_PROBLEMS = 1
 EXIT_PARTIAL = 3
@@ -94,13 +96,15 @@ def status(obj: Context) -> None:
 @cli.command()
 @pass_context
 def check(obj: Context) -> None:
-    """Validate the configuration, articles and subscriber lists; list every problem."""
+    """Validate the configuration, articles, subscriber lists and templates; list every problem."""
     settings = obj.settings
     topics = frozenset(settings.topics)
     paths = settings.paths
     problems = [
         *load_articles(paths.articles, paths.root, known_topics=topics).problems,
         *load_subscribers(paths.subscribers, paths.root, known_topics=topics).problems,
+        *check_templates(settings),
+        *check_dkim(settings),
     ]
     for problem in problems:
         click.echo(str(problem))

@@ -21,6 +21,7 @@ from pipeline.errors import ConfigError
 __all__ = [
     "CONFIG_FILE",
     "DigestSettings",
+    "DkimSettings",
     "FeedSettings",
     "Paths",
     "SendSettings",
@@ -76,6 +77,15 @@ class FeedSettings:
 @dataclass(frozen=True, slots=True)
 class DigestSettings:
     subject: str = "{site}: {first}{more}"
+
+
+@dataclass(frozen=True, slots=True)
+class DkimSettings:
+    """DKIM signing: on when ``selector`` is set; the key from PIPELINE_DKIM_KEY or key_file."""
+
+    selector: str = ""
+    domain: str = ""  # empty: the sender's domain
+    key_file: str = ""  # path to the PEM key, relative to the root; the env var wins
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +145,7 @@ class Settings:
     send: SendSettings = field(default_factory=SendSettings)
     feeds: FeedSettings = field(default_factory=FeedSettings)
     digest: DigestSettings = field(default_factory=DigestSettings)
+    dkim: DkimSettings = field(default_factory=DkimSettings)
     topics: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -161,6 +172,7 @@ _SECTIONS: dict[str, type] = {
     "send": SendSettings,
     "feeds": FeedSettings,
     "digest": DigestSettings,
+    "dkim": DkimSettings,
 }
 
 
