@@ -15,6 +15,7 @@ import click
 from pipeline.articles import load_articles
 from pipeline.config import Settings, load_settings
 from pipeline.errors import ContentError, PipelineError
+from pipeline.preview import send_test, write_preview
 from pipeline.publish import PublishPlan, execute, open_ledger, plan_publish
 from pipeline.signing import check_dkim
 from pipeline.subscribers import load_subscribers
@@ -147,6 +148,36 @@ def publish(obj: Context, dry_run: bool, no_email: bool) -> None:
     click.echo(f"done in {time.perf_counter() - started:.2f} s")
     if delivery is not None and not delivery.complete:
         sys.exit(EXIT_PARTIAL)
+
+
+@cli.command()
+@click.option(
+    "--subscriber",
+    metavar="ADDR",
+    help="Preview the copy this subscriber would get (default: every change).",
+)
+@pass_context
+def preview(obj: Context, subscriber: str | None) -> None:
+    """Write the next digest to public/preview/ as HTML, text and .eml; record nothing."""
+    settings = obj.settings
+    with open_ledger(settings) as ledger:
+        result = write_preview(settings, ledger, subscriber=subscriber)
+    click.echo(f"subject: {result.subject}")
+    for path in result.files:
+        click.echo(f"wrote {path}")
+
+
+@cli.command("send-test")
+@click.option("--to", "to", required=True, metavar="ADDR", help="Where to send the test copy.")
+@pass_context
+def send_test_command(obj: Context, to: str) -> None:
+    """Send the next digest to ADDR with "[TEST]" in the subject; record nothing."""
+    settings = obj.settings
+    with open_ledger(settings) as ledger:
+        result, reply = send_test(settings, ledger, to)
+    target = settings.smtp_target()
+    where = f"SMTP {target}" if target else f"the local Maildir {settings.paths.maildir}"
+    click.echo(f"sent {result.subject!r} to {to} through {where}: {reply}")
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ import hashlib
 import html
 import re
 import secrets
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,6 +71,12 @@ class _Audience:
     text: QuotedPrintableSlots
 
 
+def _list_name(title: str) -> str:
+    """The site's title as a List-Id label: ASCII letters and digits joined by hyphens."""
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-") or "digest"
+
+
 class MessageFactory:
     """Turns an outbox row into the message for that subscriber.
 
@@ -86,7 +93,7 @@ class MessageFactory:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         web_copy_url: Callable[[int], str] | None = None,
     ) -> None:
-        self._settings = settings
+        self.settings = settings
         self._key = key
         self._load_audience = load_audience
         self._clock = clock
@@ -105,7 +112,7 @@ class MessageFactory:
         except AddressError as exc:
             raise ConfigError(f"{CONFIG_FILE}: [sender] address: {exc}") from exc
         self._domain = self._sender.rpartition("@")[2].lower()
-        list_name = re.sub(r"[^a-z0-9]+", "-", settings.site.title.lower()).strip("-") or "digest"
+        list_name = _list_name(settings.site.title)
         self.list_id = f"{list_name}.{self._domain}"
         self.unsubscribe_mailto = f"mailto:{quote(self._sender, safe='@+')}?subject=unsubscribe"
         fixed = [
@@ -142,12 +149,12 @@ class MessageFactory:
 
     def slot_values(self, row: OutboxRow, audience_key: str) -> dict[str, str]:
         """The per-subscriber values, unescaped: name, address, topics and signed links."""
-        base = self._settings.base_url
+        base = self.settings.base_url
         name = header_safe(row.name)
         topics = (
             "every topic"
             if audience_key == EVERY_TOPIC
-            else ", ".join(self._settings.topic_label(t) for t in audience_key.split(";"))
+            else ", ".join(self.settings.topic_label(t) for t in audience_key.split(";"))
         )
         return {
             "greeting": f"Hello {name}," if name else "Hello,",

@@ -19,9 +19,10 @@ The rules kept here:
 
 from __future__ import annotations
 
+import base64
 import binascii
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pipeline.errors import PipelineError
 
@@ -49,8 +50,10 @@ _DOMAIN = re.compile(
 )
 # Characters an encoded-word may carry as themselves in any header (RFC 2047 section 5.3).
 _Q_LITERAL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
-_ENCODED_WORD_PAYLOAD = 75 - len("=?utf-8?q??=")
-_LONGEST_PLAIN_TOKEN = 76
+# Encoded-words may reach 75 characters; kept to 69 so that one fits on the first line
+# after the longest header name that carries them ("Subject: ", "Reply-To: ") within 78.
+_ENCODED_WORD_PAYLOAD = 69 - len("=?utf-8?q??=")
+_LONGEST_PLAIN_TOKEN = 68
 
 
 class AddressError(PipelineError):
@@ -74,21 +77,44 @@ def _q_encode_char(char: str) -> str:
     return "".join(f"={byte:02X}" for byte in data)
 
 
-def _encoded_words(text: str) -> list[str]:
-    """``text`` as RFC 2047 Q encoded-words of at most 75 characters, split between characters."""
-    words: list[str] = []
-    current: list[str] = []
-    size = 0
+def _q_size(text: str) -> int:
+    return sum(len(_q_encode_char(char)) for char in text)
+
+
+def _b_size(text: str) -> int:
+    return -(-len(text.encode("utf-8")) // 3) * 4
+
+
+def _chunks(text: str, size: Callable[[str], int]) -> list[str]:
+    """``text`` cut into pieces whose encoded ``size`` fits one encoded-word.
+
+    Cuts fall after a space where possible (the space stays inside the word, since
+    decoders drop the whitespace between encoded-words), mid-word only when a word is
+    too long for one encoded-word.
+    """
+    chunks: list[str] = []
+    current = ""
     for char in text:
-        encoded = _q_encode_char(char)
-        if size + len(encoded) > _ENCODED_WORD_PAYLOAD and current:
-            words.append("=?utf-8?q?" + "".join(current) + "?=")
-            current, size = [], 0
-        current.append(encoded)
-        size += len(encoded)
+        while current and size(current + char) > _ENCODED_WORD_PAYLOAD:
+            cut = current.rfind(" ") + 1 or len(current)
+            chunks.append(current[:cut])
+            current = current[cut:]
+        current += char
     if current:
-        words.append("=?utf-8?q?" + "".join(current) + "?=")
-    return words
+        chunks.append(current)
+    return chunks
+
+
+def _encoded_words(text: str) -> list[str]:
+    """``text`` as RFC 2047 encoded-words: Q (readable) or B when B needs fewer words."""
+    q_chunks = _chunks(text, _q_size)
+    b_chunks = _chunks(text, _b_size)
+    if len(b_chunks) < len(q_chunks):
+        return [
+            "=?utf-8?b?" + base64.b64encode(c.encode("utf-8")).decode("ascii") + "?="
+            for c in b_chunks
+        ]
+    return ["=?utf-8?q?" + "".join(map(_q_encode_char, c)) + "?=" for c in q_chunks]
 
 
 def _tokens(words: Sequence[str], plain: Sequence[bool]) -> list[str]:
@@ -190,21 +216,35 @@ def _normalise_newlines(text: str) -> str:
 def quoted_printable(text: str) -> bytes:
     """UTF-8 ``text`` quoted-printable with CRLF line ends; lines at most 76 characters."""
     encoded = binascii.b2a_qp(_normalise_newlines(text).encode("utf-8"), istext=True)
-    return encoded.replace(b"\n", CRLF)
+    return _limit_lines(encoded.replace(b"\n", CRLF), last=76)
+
+
+def _limit_lines(encoded: bytes, *, last: int) -> bytes:
+    """Re-break lines longer than 76 (``last`` for the final one) with soft line breaks.
+
+    ``b2a_qp`` lets a line reach 77 when it ends in an encoded space; the final line of a
+    piece must leave room for the soft break that joins it to the next piece.
+    """
+    lines = encoded.split(CRLF)
+    if max(map(len, lines[:-1]), default=0) <= 76 and len(lines[-1]) <= last:
+        return encoded
+    out: list[bytes] = []
+    for index, line in enumerate(lines):
+        limit = last if index == len(lines) - 1 else 76
+        while len(line) > limit:
+            cut = 75
+            escape = line.rfind(b"=", cut - 2, cut)  # never split an "=XX" escape
+            if escape != -1:
+                cut = escape
+            out.append(line[:cut] + b"=")
+            line = line[cut:]
+        out.append(line)
+    return CRLF.join(out)
 
 
 def _piece(text: str) -> bytes:
     """One piece, encoded so a soft line break may follow it within 76 characters."""
-    encoded = quoted_printable(text)
-    last_start = encoded.rfind(b"\n") + 1
-    if len(encoded) - last_start < 76:
-        return encoded
-    # The last line is full: break it once more, never inside an "=XX" escape.
-    cut = len(encoded) - 4
-    escape = encoded.rfind(b"=", cut - 2, cut)
-    if escape != -1:
-        cut = escape
-    return encoded[:cut] + _SOFT_BREAK + encoded[cut:]
+    return _limit_lines(quoted_printable(text), last=75)
 
 
 class QuotedPrintableSlots:
