@@ -342,14 +342,18 @@ def check_templates(settings: Settings) -> list[Problem]:
     except TemplateRenderError as exc:
         return [*problems, Problem(exc.file, exc.line, None, exc.detail)]
     problems += _check_rendered(mjml_source, mjml_file)
+    problems += _leftovers(f"templates/{TEXT_TEMPLATE}", text)
     try:
         html = compile_mjml(mjml_source)
     except TemplateError as exc:
         return [*problems, Problem(mjml_file, None, None, str(exc).split(": ", 1)[-1])]
-    for file, output in ((mjml_file, html), (f"templates/{TEXT_TEMPLATE}", text)):
-        for mark in ("{{", "{%", "{#"):
-            if mark in output:
-                problems.append(
-                    Problem(file, None, None, f"{mark!r} is left in the output; close the tag")
-                )
-    return problems
+    return problems + _leftovers(mjml_file, html)
+
+
+def _leftovers(file: str, output: str) -> list[Problem]:
+    """Template syntax that reached the output: a tag someone forgot to close, or escaped."""
+    return [
+        Problem(file, None, None, f"{mark!r} is left in the output; close the tag")
+        for mark in ("{{", "{%", "{#")
+        if mark in output
+    ]
