@@ -20,7 +20,7 @@ from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
-from urllib.parse import quote, urljoin
+from urllib.parse import quote
 
 from pipeline.config import CONFIG_FILE, Settings
 from pipeline.digest import EVERY_TOPIC, SlotTemplate
@@ -98,6 +98,8 @@ class MessageFactory:
         self._load_audience = load_audience
         self._clock = clock
         self._cache: dict[tuple[int, str], _Audience] = {}
+        self._topic_labels: dict[str, str] = {}
+        self._last_date: tuple[datetime | None, bytes] = (None, b"")
         self._signer: DkimSigner | None = load_signer(settings)
         base = settings.base_url
         if not _HEADER_URL.fullmatch(base):
@@ -105,7 +107,7 @@ class MessageFactory:
                 f"{CONFIG_FILE}: [site] base_url must be plain ASCII for the List-Unsubscribe "
                 "header: write an internationalised host in punycode, percent-encode the path"
             )
-        self._web_copy_url = web_copy_url or (lambda n: urljoin(base, f"digests/{n}/"))
+        self._web_copy_url = web_copy_url or (lambda n: f"{base}digests/{n}/")
         sender = settings.sender
         try:
             self._sender = addr_spec(sender.address)
@@ -147,25 +149,37 @@ class MessageFactory:
         ).hexdigest()[:20]
         return f"<digest{row.digest_id}.{tag}@{self._domain}>"
 
+    def _topics(self, audience_key: str) -> str:
+        label = self._topic_labels.get(audience_key)
+        if label is None:
+            label = (
+                "every topic"
+                if audience_key == EVERY_TOPIC
+                else ", ".join(self.settings.topic_label(t) for t in audience_key.split(";"))
+            )
+            self._topic_labels[audience_key] = label
+        return label
+
     def slot_values(self, row: OutboxRow, audience_key: str) -> dict[str, str]:
         """The per-subscriber values, unescaped: name, address, topics and signed links."""
-        base = self.settings.base_url
         name = header_safe(row.name)
-        topics = (
-            "every topic"
-            if audience_key == EVERY_TOPIC
-            else ", ".join(self.settings.topic_label(t) for t in audience_key.split(";"))
-        )
+        base = self.settings.base_url  # ends in "/", so joining is concatenating
         return {
             "greeting": f"Hello {name}," if name else "Hello,",
             "email": row.email,
-            "unsubscribe_url": urljoin(base, f"unsubscribe/{sign_token(row.email, self._key)}"),
-            "preferences_url": urljoin(
-                base, f"preferences/{sign_token(row.email, self._key, 'preferences')}"
-            ),
+            "unsubscribe_url": f"{base}unsubscribe/{sign_token(row.email, self._key)}",
+            "preferences_url": f"{base}preferences/"
+            + sign_token(row.email, self._key, "preferences"),
             "view_url": self._web_copy_url(row.digest_id),
-            "topics": topics,
+            "topics": self._topics(audience_key),
         }
+
+    def _date(self) -> bytes:
+        """The Date header, formatted once per second rather than once per message."""
+        now = self._clock().astimezone(UTC).replace(microsecond=0)
+        if now != self._last_date[0]:
+            self._last_date = (now, b"Date: %s\r\n" % format_datetime(now).encode("ascii"))
+        return self._last_date[1]
 
     def build(self, row: OutboxRow, *, test: bool = False) -> OutgoingMessage:
         """The message for ``row``; ``test`` marks the subject "[TEST]" and gives a fresh id."""
@@ -184,7 +198,7 @@ class MessageFactory:
             self._fixed_headers,
             fold_header("To", encode_address(row.name, row.email)),
             subject,
-            b"Date: %s\r\n" % format_datetime(self._clock().astimezone(UTC)).encode("ascii"),
+            self._date(),
             b"Message-ID: %s\r\n" % message_id.encode("ascii"),
             fold_header(
                 "List-Unsubscribe", [f"<{unsubscribe_url}>,", f"<{self.unsubscribe_mailto}>"]

@@ -77,16 +77,16 @@ def _q_encode_char(char: str) -> str:
     return "".join(f"={byte:02X}" for byte in data)
 
 
-def _q_size(text: str) -> int:
-    return sum(len(_q_encode_char(char)) for char in text)
+def _q_size(char: str) -> int:
+    return len(_q_encode_char(char))
 
 
-def _b_size(text: str) -> int:
-    return -(-len(text.encode("utf-8")) // 3) * 4
+def _utf8_size(char: str) -> int:
+    return len(char.encode("utf-8"))
 
 
-def _chunks(text: str, size: Callable[[str], int]) -> list[str]:
-    """``text`` cut into pieces whose encoded ``size`` fits one encoded-word.
+def _chunks(text: str, size: Callable[[str], int], limit: int) -> list[str]:
+    """``text`` cut into pieces whose summed character ``size`` stays within ``limit``.
 
     Cuts fall after a space where possible (the space stays inside the word, since
     decoders drop the whitespace between encoded-words), mid-word only when a word is
@@ -94,12 +94,16 @@ def _chunks(text: str, size: Callable[[str], int]) -> list[str]:
     """
     chunks: list[str] = []
     current = ""
+    used = 0
     for char in text:
-        while current and size(current + char) > _ENCODED_WORD_PAYLOAD:
+        cost = size(char)
+        while current and used + cost > limit:
             cut = current.rfind(" ") + 1 or len(current)
             chunks.append(current[:cut])
             current = current[cut:]
+            used = sum(map(size, current))
         current += char
+        used += cost
     if current:
         chunks.append(current)
     return chunks
@@ -107,8 +111,8 @@ def _chunks(text: str, size: Callable[[str], int]) -> list[str]:
 
 def _encoded_words(text: str) -> list[str]:
     """``text`` as RFC 2047 encoded-words: Q (readable) or B when B needs fewer words."""
-    q_chunks = _chunks(text, _q_size)
-    b_chunks = _chunks(text, _b_size)
+    q_chunks = _chunks(text, _q_size, _ENCODED_WORD_PAYLOAD)
+    b_chunks = _chunks(text, _utf8_size, _ENCODED_WORD_PAYLOAD // 4 * 3)
     if len(b_chunks) < len(q_chunks):
         return [
             "=?utf-8?b?" + base64.b64encode(c.encode("utf-8")).decode("ascii") + "?="
@@ -244,6 +248,12 @@ def _limit_lines(encoded: bytes, *, last: int) -> bytes:
 
 def _piece(text: str) -> bytes:
     """One piece, encoded so a soft line break may follow it within 76 characters."""
+    if text.isascii() and text.isprintable() and "=" not in text and not text.endswith(" "):
+        # The common slot value (an address, a link, an ASCII name) encodes as itself.
+        data = text.encode("ascii")
+        if len(data) <= 75:
+            return data
+        return _SOFT_BREAK.join(data[i : i + 75] for i in range(0, len(data), 75))
     return _limit_lines(quoted_printable(text), last=75)
 
 
