@@ -15,9 +15,9 @@ import click
 from pipeline.articles import load_articles
 from pipeline.config import Settings, load_settings
 from pipeline.errors import ContentError, PipelineError
+from pipeline.messages import email_settings_problems
 from pipeline.preview import send_test, write_preview
 from pipeline.publish import PublishPlan, execute, open_ledger, plan_publish
-from pipeline.signing import check_dkim
 from pipeline.subscribers import load_subscribers
 from pipeline.template_check import check_templates
 
@@ -105,7 +105,7 @@ def check(obj: Context) -> None:
         *load_articles(paths.articles, paths.root, known_topics=topics).problems,
         *load_subscribers(paths.subscribers, paths.root, known_topics=topics).problems,
         *check_templates(settings),
-        *check_dkim(settings),
+        *email_settings_problems(settings),
     ]
     for problem in problems:
         click.echo(str(problem))

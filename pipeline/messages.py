@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from pipeline.config import CONFIG_FILE, Settings
 from pipeline.digest import EVERY_TOPIC, SlotTemplate
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, Problem
 from pipeline.ledger import AudienceRecord, OutboxRow
 from pipeline.mime import (
     AddressError,
@@ -45,6 +45,8 @@ __all__ = [
     "MessageFactory",
     "OutgoingMessage",
     "build_reference_message",
+    "check_email_settings",
+    "email_settings_problems",
     "header_safe",
 ]
 
@@ -69,6 +71,38 @@ class _Audience:
     subject_header: bytes
     html: QuotedPrintableSlots
     text: QuotedPrintableSlots
+
+
+def check_email_settings(settings: Settings) -> DkimSigner | None:
+    """Raise ``ConfigError`` if messages cannot be built with these settings; the signer.
+
+    Publishing calls it before recording anything, so a mistake here never leaves a
+    recorded digest that cannot be sent.
+    """
+    if not _HEADER_URL.fullmatch(settings.base_url):
+        raise ConfigError(
+            f"{CONFIG_FILE}: [site] base_url must be plain ASCII for the List-Unsubscribe "
+            "header: write an internationalised host in punycode, percent-encode the path"
+        )
+    for key, address in (
+        ("address", settings.sender.address),
+        ("reply_to", settings.sender.reply_to),
+    ):
+        try:
+            if address or key == "address":
+                addr_spec(address)
+        except AddressError as exc:
+            raise ConfigError(f"{CONFIG_FILE}: [sender] {key}: {exc}") from exc
+    return load_signer(settings)
+
+
+def email_settings_problems(settings: Settings) -> list[Problem]:
+    """``check_email_settings`` as a list of problems, for ``pipeline check``."""
+    try:
+        check_email_settings(settings)
+    except ConfigError as exc:
+        return [Problem(CONFIG_FILE, None, None, str(exc).removeprefix(f"{CONFIG_FILE}: "))]
+    return []
 
 
 def _list_name(title: str) -> str:
@@ -100,19 +134,11 @@ class MessageFactory:
         self._cache: dict[tuple[int, str], _Audience] = {}
         self._topic_labels: dict[str, str] = {}
         self._last_date: tuple[datetime | None, bytes] = (None, b"")
-        self._signer: DkimSigner | None = load_signer(settings)
+        self._signer: DkimSigner | None = check_email_settings(settings)
         base = settings.base_url
-        if not _HEADER_URL.fullmatch(base):
-            raise ConfigError(
-                f"{CONFIG_FILE}: [site] base_url must be plain ASCII for the List-Unsubscribe "
-                "header: write an internationalised host in punycode, percent-encode the path"
-            )
         self._web_copy_url = web_copy_url or (lambda n: f"{base}digests/{n}/")
         sender = settings.sender
-        try:
-            self._sender = addr_spec(sender.address)
-        except AddressError as exc:
-            raise ConfigError(f"{CONFIG_FILE}: [sender] address: {exc}") from exc
+        self._sender = addr_spec(sender.address)
         self._domain = self._sender.rpartition("@")[2].lower()
         list_name = _list_name(settings.site.title)
         self.list_id = f"{list_name}.{self._domain}"

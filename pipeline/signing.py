@@ -18,9 +18,9 @@ from pathlib import Path
 import dkim
 
 from pipeline.config import CONFIG_FILE, Settings
-from pipeline.errors import ConfigError, Problem
+from pipeline.errors import ConfigError
 
-__all__ = ["DKIM_KEY_ENV", "SIGNED_HEADERS", "DkimSigner", "check_dkim", "load_signer"]
+__all__ = ["DKIM_KEY_ENV", "SIGNED_HEADERS", "DkimSigner", "load_signer"]
 
 DKIM_KEY_ENV = "PIPELINE_DKIM_KEY"
 # Every header a digest carries; those listed twice are signed once more than they occur,
@@ -114,12 +114,3 @@ def load_signer(settings: Settings) -> DkimSigner | None:
             "create one with: openssl genrsa -out dkim.pem 2048"
         ) from exc
     return DkimSigner(config.selector, domain, key)
-
-
-def check_dkim(settings: Settings) -> list[Problem]:
-    """The DKIM configuration's problems, for ``pipeline check``."""
-    try:
-        load_signer(settings)
-    except ConfigError as exc:
-        return [Problem(CONFIG_FILE, None, "dkim", str(exc).removeprefix(f"{CONFIG_FILE}: "))]
-    return []

@@ -25,9 +25,9 @@ import pytest
 from pipeline import ConfigError, load_settings, open_ledger, plan_publish
 from pipeline.digest import DigestPlan, SlotTemplate
 from pipeline.ledger import AudienceRecord, OutboxRow
-from pipeline.messages import MessageFactory, build_reference_message
+from pipeline.messages import MessageFactory, build_reference_message, email_settings_problems
 from pipeline.mime import AddressError, QuotedPrintableSlots, addr_spec, header_safe
-from pipeline.signing import DKIM_KEY_ENV, check_dkim, load_signer
+from pipeline.signing import DKIM_KEY_ENV, load_signer
 from pipeline.subscribers import verify_token
 from tests.conftest import Received, require_tool
 from tests.helpers import FIRST_RUN, publish
@@ -336,7 +336,10 @@ def test_dkim_configuration_mistakes_are_named(
     config.write_text(base + '\n[dkim]\nselector = "s1"\n')
     with pytest.raises(ConfigError, match="no key"):
         load_signer(load_settings(project))
-    assert "PIPELINE_DKIM_KEY" in str(check_dkim(load_settings(project))[0])
+    assert "PIPELINE_DKIM_KEY" in str(email_settings_problems(load_settings(project))[0])
+    with pytest.raises(ConfigError, match="no key"):  # before anything is recorded
+        publish(project)
+    assert not (project / "public").exists()
 
     (project / "dkim.pem").write_bytes(b"not a key")
     config.write_text(base + '\n[dkim]\nselector = "s1"\nkey_file = "dkim.pem"\n')
