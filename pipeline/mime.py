@@ -1,7 +1,7 @@
 """MIME bytes assembled directly: headers encoded by hand, bodies quoted-printable.
 
-Building with ``email.message.EmailMessage`` costs about ten times what the rest of a
-message costs, so digests are assembled here instead; tests prove the result parses back
+Building with ``email.message.EmailMessage`` costs many times what the rest of a message
+costs (see ``bench/bench_render.py``), so digests are assembled here instead; tests prove the result parses back
 with the standard parser, without defects, equal to what ``EmailMessage`` would build.
 
 The rules kept here:
@@ -51,7 +51,7 @@ _DOMAIN = re.compile(
 # Characters an encoded-word may carry as themselves in any header (RFC 2047 section 5.3).
 _Q_LITERAL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 # Encoded-words may reach 75 characters; kept to 69 so that one fits on the first line
-# after the longest header name that carries them ("Subject: ", "Reply-To: ") within 78.
+# after the longest header name that carries them ("Subject: ", "List-Id: ") within 78.
 _ENCODED_WORD_PAYLOAD = 69 - len("=?utf-8?q??=")
 _LONGEST_PLAIN_TOKEN = 68
 
@@ -200,7 +200,7 @@ def fold_header(name: str, tokens: Sequence[str]) -> bytes:
     lines: list[str] = []
     line = f"{name}:"
     for token in tokens:
-        if len(line) + 1 + len(token) > _FOLD_AT and line.strip() and line != f"{name}:":
+        if len(line) + 1 + len(token) > _FOLD_AT and line != f"{name}:":
             lines.append(line)
             line = " " + token
         else:
@@ -312,7 +312,7 @@ def multipart_alternative(
         [
             *headers,
             b"MIME-Version: 1.0\r\n",
-            b'Content-Type: multipart/alternative; boundary="'
+            b'Content-Type: multipart/alternative;\r\n boundary="'
             + boundary.encode("ascii")
             + b'"\r\n',
             CRLF,

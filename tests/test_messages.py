@@ -148,7 +148,7 @@ def test_built_message_parses_back_equal_to_email_message(
 def test_headers_are_ascii_folded_and_lines_crlf(project: Path) -> None:
     digest = planned_digest(project)
     factory = make_factory(project, digest)
-    raw = factory.build(OutboxRow(1, 1, "*", "chloe@example.org", NAMES[4], 0)).data
+    raw = factory.build(OutboxRow(1, 123456789, "*", "chloe@example.org", NAMES[4], 0)).data
 
     assert raw.isascii()
     assert b"\n" not in raw.replace(b"\r\n", b"") and b"\r" not in raw.replace(b"\r\n", b"")
