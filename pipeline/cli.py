@@ -45,6 +45,7 @@ from pipeline.config import Settings, load_project
 from pipeline.console import Output, Verbosity
 from pipeline.errors import ContentError, PipelineError, Problem
 from pipeline.ledger import SUBSCRIBER_STATUSES, DeliveryCounts
+from pipeline.preview import send_test, write_preview
 from pipeline.publish import PublishPlan, PublishReport, execute, open_ledger, plan_publish
 from pipeline.status import ProjectStatus, destination, project_status, read_ledger
 from pipeline.subscribers import export_csv, open_store, parse_topics
@@ -430,6 +431,35 @@ def subscribers_export(app: App, output: Path | None) -> None:
     else:
         write_atomic(output, text.encode("utf-8"))
         app.out.say(f"wrote {output}")
+
+
+# --- preview and send-test -----------------------------------------------------------------
+
+
+@command()
+@click.option(
+    "--subscriber",
+    metavar="ADDR",
+    help="Preview the copy this subscriber would get (default: every change).",
+)
+def preview(app: App, subscriber: str | None) -> None:
+    """Write the next digest to public/preview/ as HTML, text and .eml; record nothing."""
+    settings = app.settings
+    with read_ledger(settings) as ledger:
+        result = write_preview(settings, ledger, subscriber=subscriber)
+    app.out.say(f"Subject: {result.subject}")
+    for path in result.files:
+        app.out.say(f"wrote {path}", level=Verbosity.QUIET)
+
+
+@command("send-test")
+@click.option("--to", "to", required=True, metavar="ADDR", help="Where to send the test copy.")
+def send_test_command(app: App, to: str) -> None:
+    """Send the next digest to ADDR with "[TEST]" in the subject; record nothing."""
+    settings = app.settings
+    with read_ledger(settings) as ledger:
+        result, reply = send_test(settings, ledger, to)
+    app.out.say(f"Sent {result.subject!r} to {to} through {destination(settings)}: {reply}")
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from pipeline.errors import ConfigError
 __all__ = [
     "CONFIG_FILE",
     "DigestSettings",
+    "DkimSettings",
     "FeedSettings",
     "Paths",
     "SendSettings",
@@ -83,6 +84,15 @@ class DigestSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DkimSettings:
+    """DKIM signing: on when ``selector`` is set; the key from PIPELINE_DKIM_KEY or key_file."""
+
+    selector: str = ""
+    domain: str = ""  # empty: the sender's domain
+    key_file: str = ""  # path to the PEM key, relative to the root; the env var wins
+
+
+@dataclass(frozen=True, slots=True)
 class SmtpTarget:
     """Where and how to connect, parsed from an ``smtp://`` or ``smtps://`` URL."""
 
@@ -139,6 +149,7 @@ class Settings:
     send: SendSettings = field(default_factory=SendSettings)
     feeds: FeedSettings = field(default_factory=FeedSettings)
     digest: DigestSettings = field(default_factory=DigestSettings)
+    dkim: DkimSettings = field(default_factory=DkimSettings)
     topics: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -165,6 +176,7 @@ _SECTIONS: dict[str, type] = {
     "send": SendSettings,
     "feeds": FeedSettings,
     "digest": DigestSettings,
+    "dkim": DkimSettings,
 }
 
 

@@ -29,13 +29,24 @@ from pipeline.ledger import AudienceRecord
 from pipeline.models import Audience, Changes, Entry, Subscriber
 
 __all__ = [
+    "EVERY_TOPIC",
+    "HTML_TEMPLATE",
     "SLOTS",
+    "TEXT_TEMPLATE",
+    "CompiledAudience",
     "DigestPlan",
     "SlotTemplate",
+    "TemplateRenderError",
     "build_audiences",
+    "compile_mjml",
+    "digest_context",
+    "digest_subject",
     "plan_digest",
+    "public_slot_values",
     "render_audience",
+    "render_sources",
     "template_environment",
+    "template_line",
 ]
 
 HTML_TEMPLATE = "digest.mjml.j2"
@@ -60,6 +71,16 @@ class SlotTemplate:
     @staticmethod
     def marker(nonce: str, name: str) -> str:
         return f"__SLOT_{nonce}_{name}__"
+
+    @property
+    def literals(self) -> tuple[str, ...]:
+        """The text between the slots: one more piece than there are slots."""
+        return tuple(self._parts)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The slot names in the order they occur."""
+        return tuple(self._names)
 
     def fill(self, values: Mapping[str, str], *, escape: bool) -> str:
         """Substitute each slot; ``escape`` HTML-escapes the values (for the HTML part)."""
@@ -92,6 +113,7 @@ class DigestPlan:
     audiences: tuple[CompiledAudience, ...]
     recipients: tuple[tuple[str, Subscriber], ...]  # (audience key, subscriber)
     web_html: str  # the "view in browser" copy: every change, no personal data
+    everyone: CompiledAudience  # every change, for previews and test sends
 
 
 def template_environment(templates_dir: str) -> jinja2.Environment:
@@ -165,6 +187,43 @@ def _card(entry: Entry, settings: Settings) -> dict[str, object]:
     }
 
 
+def _preheader(entries: Sequence[Entry], limit: int = 140) -> str:
+    """The inbox preview line: the titles, cut at a word, never mid-word."""
+    text = "; ".join(e.article.title for e in entries)
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rsplit(" ", 1)[0].rstrip(";,:") + "…"
+
+
+def digest_context(
+    audience: Audience,
+    settings: Settings,
+    disclaimer: Disclaimer,
+    slot: Mapping[str, str],
+) -> dict[str, object]:
+    """What both templates see; ``slot`` holds slot markers, or real values when rendering
+    a single copy directly (the benchmark's straightforward way)."""
+    entries = [*audience.new, *audience.updated]
+    subject = digest_subject(settings, entries)
+    return {
+        "site": settings.site,
+        "base_url": settings.base_url,
+        "sender": settings.sender,
+        "subject": subject,
+        "preheader": _preheader(entries),
+        "new": [_card(e, settings) for e in audience.new],
+        "updated": [_card(e, settings) for e in audience.updated],
+        "disclaimer_html": Markup(disclaimer.html),
+        "disclaimer_text": disclaimer.text,
+        "slot": slot,
+    }
+
+
+def render_sources(env: jinja2.Environment, context: dict[str, object]) -> tuple[str, str]:
+    """Both templates rendered: the MJML source (not yet compiled) and the text part."""
+    return _render(env, HTML_TEMPLATE, context), _render(env, TEXT_TEMPLATE, context)
+
+
 def render_audience(
     audience: Audience,
     settings: Settings,
@@ -173,41 +232,55 @@ def render_audience(
     nonce: str,
 ) -> CompiledAudience:
     """Render one audience's digest to slotted HTML (MJML compiled once) and text."""
-    entries = [*audience.new, *audience.updated]
-    subject = digest_subject(settings, entries)
     slot = {name: SlotTemplate.marker(nonce, name) for name in SLOTS}
-    context = {
-        "site": settings.site,
-        "base_url": settings.base_url,
-        "sender": settings.sender,
-        "subject": subject,
-        "preheader": "; ".join(e.article.title for e in entries)[:140],
-        "new": [_card(e, settings) for e in audience.new],
-        "updated": [_card(e, settings) for e in audience.updated],
-        "disclaimer_html": Markup(disclaimer.html),
-        "disclaimer_text": disclaimer.text,
-        "slot": slot,
-    }
-    mjml_source = _render(env, HTML_TEMPLATE, context)
-    try:
-        compiled = mjml2html(mjml_source, disable_comments=True)
-    except Exception as exc:  # mrml raises a bare error type; name the file
-        raise TemplateError(f"templates/{HTML_TEMPLATE}: MJML does not compile: {exc}") from exc
-    text = _render(env, TEXT_TEMPLATE, context)
+    context = digest_context(audience, settings, disclaimer, slot)
+    mjml_source, text = render_sources(env, context)
     return CompiledAudience(
-        audience, subject, SlotTemplate(compiled, nonce), SlotTemplate(text, nonce)
+        audience,
+        str(context["subject"]),
+        SlotTemplate(compile_mjml(mjml_source), nonce),
+        SlotTemplate(text, nonce),
     )
 
 
+def compile_mjml(source: str) -> str:
+    """MJML to HTML: no comments, and no web-font imports (a font request is a tracker)."""
+    try:
+        return mjml2html(source, disable_comments=True, fonts={})
+    except Exception as exc:  # mrml raises a bare error type; name the file
+        raise TemplateError(f"templates/{HTML_TEMPLATE}: MJML does not compile: {exc}") from exc
+
+
+def template_line(exc: BaseException, name: str) -> int | None:
+    """The line of template ``name`` where ``exc`` was raised, from Jinja's rewritten traceback."""
+    line = None
+    trace = exc.__traceback__
+    while trace is not None:
+        if trace.tb_frame.f_code.co_filename.endswith(name):
+            line = trace.tb_lineno
+        trace = trace.tb_next
+    return line
+
+
+class TemplateRenderError(TemplateError):
+    """A template failed to render; carries the file, line and what went wrong."""
+
+    def __init__(self, file: str, line: int | None, detail: str) -> None:
+        self.file, self.line, self.detail = file, line, detail
+        super().__init__(f"{file}:{line}: {detail}" if line else f"{file}: {detail}")
+
+
 def _render(env: jinja2.Environment, name: str, context: dict[str, object]) -> str:
+    file = f"templates/{name}"
     try:
         return env.get_template(name).render(context)
     except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"templates/{name}:{exc.lineno}: {exc.message}") from exc
+        raise TemplateRenderError(file, exc.lineno, exc.message or "syntax error") from exc
     except jinja2.TemplateNotFound as exc:
-        raise TemplateError(f"templates/{name}: missing") from exc
+        raise TemplateRenderError(file, None, "missing") from exc
     except jinja2.UndefinedError as exc:
-        raise TemplateError(f"templates/{name}: {exc.message}") from exc
+        detail = exc.message or "undefined value"
+        raise TemplateRenderError(file, template_line(exc, name), detail) from exc
 
 
 def plan_digest(
@@ -229,7 +302,7 @@ def plan_digest(
     everyone = Audience(EVERY_TOPIC, frozenset(), changes.new, changes.updated)
     web = render_audience(everyone, settings, disclaimer, env, nonce)
     web_html = web.html.fill(public_slot_values(settings), escape=True)
-    return DigestPlan(web.subject, compiled, recipients, web_html)
+    return DigestPlan(web.subject, compiled, recipients, web_html, web)
 
 
 def public_slot_values(settings: Settings) -> dict[str, str]:

@@ -24,7 +24,7 @@ from pipeline.disclaimer import load_disclaimer
 from pipeline.errors import ContentError, Problem
 from pipeline.feeds import render_feeds
 from pipeline.ledger import KnownArticle, Ledger, PublishRecord
-from pipeline.messages import MessageFactory
+from pipeline.messages import MessageFactory, check_email_settings
 from pipeline.models import Changes
 from pipeline.subscribers import (
     SubscriberList,
@@ -90,6 +90,8 @@ def plan_publish(settings: Settings, ledger: Ledger, *, now: datetime | None = N
     subscriber_list = load_subscribers(paths.subscribers, paths.root, known_topics=topics)
     subscribers = planned_recipients(ledger, subscriber_list)
     digest = plan_digest(changes, subscribers, settings, disclaimer)
+    if digest is not None:
+        check_email_settings(settings)  # a DKIM or sender mistake stops the run before recording
     return PublishPlan(now, changes, files, digest, subscriber_list.problems, subscriber_list)
 
 

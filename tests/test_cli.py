@@ -186,7 +186,10 @@ def test_template_errors_name_file_and_line(project: Path) -> None:
     template.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result = run(project, "check")
     assert result.exit_code == 1
-    assert result.stdout == "templates/digest.txt.j2:5: 'no_such_variable' is undefined\n"
+    assert (
+        result.stdout
+        == "templates/digest.txt.j2:5: no_such_variable: unknown variable; use one of base_url, disclaimer_html, disclaimer_text, new, preheader, sender, site, slot, subject, updated\n"
+    )
 
     lines[4] += " {% if %}"
     template.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -1,0 +1,173 @@
+"""Editors' tools: look at the next digest before it goes out, or mail a test copy.
+
+Both build the digest the next ``publish`` would send, through the same code, and record
+nothing: no article versions, no digest, no outbox rows. A preview is written to
+``public/preview/`` as ``digest.html``, ``digest.txt`` (the two parts, decoded back from
+the message) and ``digest.eml`` (the message exactly as it would be sent, DKIM signature
+included when configured). Their "view in browser" link points at that preview page,
+since the digest has no number until it is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+from dataclasses import dataclass
+from datetime import datetime
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+from urllib.parse import urljoin
+
+from pipeline.atomic import write_atomic
+from pipeline.config import Settings, secret_key
+from pipeline.delivery import PermanentFailure, TemporaryFailure, Transport
+from pipeline.digest import EVERY_TOPIC, DigestPlan
+from pipeline.errors import DeliveryError, PipelineError
+from pipeline.ledger import AudienceRecord, Ledger, OutboxRow
+from pipeline.messages import MessageFactory, OutgoingMessage
+from pipeline.mime import addr_spec
+from pipeline.publish import plan_publish, transport_factory
+from pipeline.subscribers import email_key
+
+__all__ = [
+    "PREVIEW_DIR",
+    "NothingToSend",
+    "Preview",
+    "build_preview",
+    "send_test",
+    "write_preview",
+]
+
+PREVIEW_DIR = "preview"
+_PREVIEW_DIGEST = 0  # not a real digest number: nothing is recorded
+
+
+class NothingToSend(PipelineError):
+    """The next publish would send no digest (or none to the subscriber asked about)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """One copy of the next digest: the message and its two parts, decoded."""
+
+    message: OutgoingMessage
+    subject: str
+    html: str
+    text: str
+    files: tuple[Path, ...] = ()
+
+
+def _next_digest(settings: Settings, ledger: Ledger, now: datetime | None) -> DigestPlan:
+    digest = plan_publish(settings, ledger, now=now).digest
+    if digest is None or not digest.audiences:
+        raise NothingToSend(
+            "the next publish sends no digest: no new or updated article reaches a subscriber"
+        )
+    return digest
+
+
+def _row(
+    digest: DigestPlan, settings: Settings, subscriber: str | None, to: str | None
+) -> tuple[OutboxRow, AudienceRecord]:
+    """The row to build: a subscriber's own copy, or every change addressed to ``to``."""
+    if subscriber is None:
+        address = to or settings.sender.address
+        return OutboxRow(0, _PREVIEW_DIGEST, EVERY_TOPIC, address, "", 0), digest.everyone.record()
+    for key, member in digest.recipients:
+        if email_key(member.email) == email_key(subscriber):
+            audience = next(a for a in digest.audiences if a.audience.key == key)
+            row = OutboxRow(0, _PREVIEW_DIGEST, key, to or member.email, member.name, 0)
+            return row, audience.record()
+    raise NothingToSend(
+        f"{subscriber} gets nothing in the next digest: not in subscribers/*.csv, "
+        f"suppressed, or none of their topics changed ({len(digest.recipients)} recipients)"
+    )
+
+
+def build_preview(
+    settings: Settings,
+    ledger: Ledger,
+    *,
+    subscriber: str | None = None,
+    to: str | None = None,
+    test: bool = False,
+    now: datetime | None = None,
+) -> Preview:
+    """The next digest as ``subscriber`` would get it (default: every change), unrecorded."""
+    digest = _next_digest(settings, ledger, now)
+    row, record = _row(digest, settings, subscriber, to)
+    preview_url = urljoin(settings.base_url, f"{PREVIEW_DIR}/digest.html")
+    factory = MessageFactory(
+        settings,
+        secret_key(settings.paths),
+        lambda _digest, _key: record,
+        web_copy_url=lambda _digest: preview_url,
+    )
+    message = factory.build(row, test=test)
+    parsed = email.message_from_bytes(message.data, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    parts = {}
+    for subtype in ("plain", "html"):
+        part = parsed.get_body((subtype,))
+        assert part is not None, "a digest always has both parts"
+        parts[subtype] = str(part.get_content()).replace("\r\n", "\n")
+    return Preview(message, str(parsed["Subject"]), parts["html"], parts["plain"])
+
+
+def write_preview(
+    settings: Settings,
+    ledger: Ledger,
+    *,
+    subscriber: str | None = None,
+    now: datetime | None = None,
+) -> Preview:
+    """Write ``public/preview/digest.{html,txt,eml}``; record nothing."""
+    preview = build_preview(settings, ledger, subscriber=subscriber, now=now)
+    folder = settings.paths.public / PREVIEW_DIR
+    contents = {
+        "digest.html": preview.html.encode("utf-8"),
+        "digest.txt": preview.text.encode("utf-8"),
+        "digest.eml": preview.message.data,
+    }
+    for name, data in contents.items():
+        write_atomic(folder / name, data)
+    return Preview(
+        preview.message,
+        preview.subject,
+        preview.html,
+        preview.text,
+        tuple(folder / name for name in contents),
+    )
+
+
+def send_test(
+    settings: Settings,
+    ledger: Ledger,
+    to: str,
+    *,
+    subscriber: str | None = None,
+    transport: Transport | None = None,
+    now: datetime | None = None,
+) -> tuple[Preview, str]:
+    """Send the next digest to ``to`` with "[TEST]" in the subject; record nothing.
+
+    Returns the message sent and the server's reply; a refusal raises ``DeliveryError``.
+    """
+    addr_spec(to)  # a clear error for a malformed address, before any work
+    preview = build_preview(settings, ledger, subscriber=subscriber, to=to, test=True, now=now)
+    chosen = transport if transport is not None else transport_factory(settings)[0]()
+    reply = asyncio.run(_send_one(chosen, preview.message))
+    return preview, reply
+
+
+async def _send_one(transport: Transport, message: OutgoingMessage) -> str:
+    await transport.open()
+    try:
+        return await transport.send(message)
+    except (TemporaryFailure, PermanentFailure) as exc:
+        raise DeliveryError(
+            f"the server refused the test message to {message.recipient}: {exc.reply}"
+        ) from exc
+    finally:
+        await transport.close()
