@@ -243,7 +243,8 @@ def parse_article(
     if problems or title is None or summary is None or published is None:
         return None, problems
 
-    content_hash = _content_hash(data, body)
+    # The id is identity, not content: adding one to rename a file is not an edit.
+    content_hash = _content_hash({k: v for k, v in data.items() if k != "id"}, body)
     article = Article(
         slug=slug,
         source=source,

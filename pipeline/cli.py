@@ -56,6 +56,8 @@ def _print_plan(plan: PublishPlan) -> None:
     for label, entries in (("new", changes.new), ("updated", changes.updated)):
         for entry in entries:
             click.echo(f"  {label:<9} {entry.slug}  ({entry.article.title})")
+    for entry in changes.renamed:
+        click.echo(f"  {'renamed':<9} {entry.slug}  (same id: {entry.entry_id})")
     for slug in changes.withdrawn:
         click.echo(f"  {'withdrawn':<9} {slug}")
     for article in changes.scheduled:
@@ -130,6 +132,8 @@ def publish(obj: Context, dry_run: bool, no_email: bool) -> None:
         report = execute(plan, settings, ledger, send_email=not no_email)
     for path in report.written:
         click.echo(f"wrote public/{path}")
+    for path in report.removed:
+        click.echo(f"removed public/{path}")
     if not report.written:
         click.echo("feeds unchanged")
     delivery = report.delivery
@@ -143,6 +147,21 @@ def publish(obj: Context, dry_run: bool, no_email: bool) -> None:
     click.echo(f"done in {time.perf_counter() - started:.2f} s")
     if delivery is not None and not delivery.complete:
         sys.exit(EXIT_PARTIAL)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@pass_context
+def serve(obj: Context, host: str, port: int) -> None:
+    """Serve public/ (the site and its feeds) over HTTP until interrupted."""
+    import uvicorn
+
+    from pipeline.web import create_app
+
+    settings = obj.settings
+    click.echo(f"serving {settings.paths.public} on http://{host}:{port}/ (Ctrl-C stops)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 
 def main() -> None:

@@ -102,6 +102,7 @@ def _match_rows(
     rows: dict[str, KnownArticle] = {}
     claimed: dict[str, str] = {}  # ledger slug -> the article slug that continues it
     first_with_id: dict[str, Article] = {}
+    refused: set[str] = set()  # slugs with an id problem already: one problem each
 
     for article in due:
         if article.explicit_id is None:
@@ -111,6 +112,7 @@ def _match_rows(
             problems.append(
                 _id_problem(article, f"is also the id of {other.source}; ids are unique")
             )
+            refused.add(article.slug)
             continue
         row = by_id.get(article.explicit_id)
         if row is None:
@@ -119,12 +121,15 @@ def _match_rows(
             problems.append(
                 _id_problem(article, f"already belongs to articles/{row.slug}.md; choose another")
             )
+            refused.add(article.slug)
             continue
         rows[article.slug] = row
         claimed[row.slug] = article.slug
 
     assigned: dict[str, str] = {}  # entry id -> article slug, to catch collisions
     for article in due:
+        if article.slug in refused:
+            continue
         row = rows.get(article.slug)
         if row is None and article.slug not in claimed:
             row = known.get(article.slug)

@@ -4,7 +4,8 @@ feedgen stamps "now" into ``updated``/``lastBuildDate`` and prepends entries by 
 here every date comes from the ledger, entries are sorted by us and appended, and the
 feed's own date is its newest entry's, so the same articles always give the same bytes
 and caches and ETags hold. The RSS channel ``<link>`` is the last link given to feedgen:
-the ``self`` link goes first and the site last.
+the ``self`` link goes first and the site last. feedgen also drops the ``rel`` of Atom
+entry links; ``render_atom`` restores it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 from feedgen.feed import FeedGenerator
+from lxml import etree
 
 from pipeline.config import Settings
 from pipeline.disclaimer import Disclaimer
@@ -43,6 +45,7 @@ FEED_FORMATS: tuple[tuple[str, str, str], ...] = (
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 # The date of an empty feed: fixed, so an empty feed is byte-stable too.
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_ATOM = {"atom": "http://www.w3.org/2005/Atom"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +138,14 @@ def _generator(scope: FeedScope, settings: Settings, disclaimer: Disclaimer, nam
 
 def render_atom(scope: FeedScope, settings: Settings, disclaimer: Disclaimer) -> bytes:
     """Atom 1.0 of the scope's entries."""
-    return bytes(_generator(scope, settings, disclaimer, "atom.xml").atom_str(pretty=True))
+    raw = _generator(scope, settings, disclaimer, "atom.xml").atom_str(pretty=True)
+    # feedgen (1.0) drops an entry link's rel and type attributes: put them back, so every
+    # entry says rel="alternate" explicitly, as the standards ask.
+    feed = etree.fromstring(raw, parser=etree.XMLParser(remove_blank_text=True))
+    for link in feed.iterfind("atom:entry/atom:link", _ATOM):
+        link.set("rel", "alternate")
+        link.set("type", "text/html")
+    return bytes(etree.tostring(feed, pretty_print=True, encoding="UTF-8", xml_declaration=True))
 
 
 def render_rss(scope: FeedScope, settings: Settings, disclaimer: Disclaimer) -> bytes:
