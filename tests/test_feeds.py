@@ -167,7 +167,7 @@ def test_entry_content_is_sanitised_absolute_and_ends_with_the_disclaimer(projec
         'title: "A hostile article"\nsummary: "Tries everything\\a."\npublished: 2026-11-01\n'
         "topics: [scleroderma]",
         '<script>alert(1)</script>\n\n<p onclick="steal()">Click</p>\n\n'
-        "[bad](javascript:alert(1)) <a href=\"javascript:alert(2)\">bad</a> "
+        '[bad](javascript:alert(1)) <a href="javascript:alert(2)">bad</a> '
         "[rel](../nintedanib/) ![chart](img/chart.png)\n\n"
         "bell\u0007 and escape\u001b here\n",
     )
