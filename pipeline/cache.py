@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+import multiprocessing
+import os
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +30,9 @@ __all__ = ["CachedLoad", "decode_article", "encode_article", "load_articles_cach
 
 # Bump when parsing, sanitising or rendering changes what an article turns into.
 CACHE_VERSION = "1"
+# Below this many changed files, starting worker processes costs more than it saves.
+_PARALLEL_FROM = 500
+_MAX_WORKERS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +56,16 @@ def load_articles_cached(
     known_topics: Iterable[str],
     base_url: str,
 ) -> CachedLoad:
-    """Like ``articles.load_articles`` followed by ``with_html``, skipping unchanged files."""
+    """Like ``articles.load_articles`` followed by ``with_html``, skipping unchanged files.
+
+    Files that did change are parsed and rendered in worker processes when there are many
+    of them (a first publish, a template change), one per core.
+    """
     topics = frozenset(known_topics)
     salt = "\0".join([CACHE_VERSION, base_url, *sorted(topics)]).encode("utf-8")
-    articles: list[Article] = []
+    found: dict[str, Article] = {}
     problems: list[Problem] = []
-    fresh: list[CachedArticle] = []
+    misses: list[_Miss] = []
     folder = _relative(directory, root)
     for path in sorted(directory.glob("*.md")):
         slug = path.stem
@@ -63,7 +74,7 @@ def load_articles_cached(
         source_hash = hashlib.sha256(salt + b"\0" + relative.encode() + b"\0" + data).hexdigest()
         hit = cached.get(slug)
         if hit is not None and hit.source_hash == source_hash:
-            articles.append(decode_article(hit))
+            found[slug] = decode_article(hit)
             continue
         try:
             text = data.decode("utf-8")
@@ -72,18 +83,51 @@ def load_articles_cached(
                 Problem(relative, None, None, f"not UTF-8 ({exc.reason}); save as UTF-8")
             )
             continue
-        article, found = parse_article(slug, relative, text, known_topics=topics)
-        problems.extend(found)
-        if article is None or found:
-            continue
-        article = with_html(article, base_url)
-        articles.append(article)
-        fresh.append(encode_article(article, source_hash))
+        misses.append(_Miss(slug, relative, text, source_hash, topics, base_url))
+
+    fresh: list[CachedArticle] = []
+    for miss, (article, trouble) in zip(misses, _parse_all(misses), strict=True):
+        problems.extend(trouble)
+        if article is not None and not trouble:
+            found[miss.slug] = article
+            fresh.append(encode_article(article, miss.source_hash))
+    articles = tuple(found[slug] for slug in sorted(found))
     return CachedLoad(
-        LoadResult(tuple(articles), tuple(problems)),
+        LoadResult(articles, tuple(sorted(problems, key=lambda p: p.file))),
         tuple(fresh),
         tuple(a.slug for a in articles),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Miss:
+    """A file the cache could not answer for: to parse and render."""
+
+    slug: str
+    source: str
+    text: str
+    source_hash: str
+    topics: frozenset[str]
+    base_url: str
+
+
+def _parse_one(miss: _Miss) -> tuple[Article | None, list[Problem]]:
+    article, problems = parse_article(miss.slug, miss.source, miss.text, known_topics=miss.topics)
+    if article is None or problems:
+        return None, problems
+    return with_html(article, miss.base_url), problems
+
+
+def _parse_all(misses: list[_Miss]) -> Iterator[tuple[Article | None, list[Problem]]]:
+    workers = min(os.cpu_count() or 1, _MAX_WORKERS)
+    # Forking a process that runs other threads can deadlock, and "spawn" would re-run the
+    # caller's main module in every worker: so workers only for a single-threaded caller.
+    if len(misses) < _PARALLEL_FROM or workers < 2 or threading.active_count() > 1:
+        return map(_parse_one, misses)
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        # Results come back in order; a worker's exception re-raises here with its traceback.
+        return iter(list(pool.map(_parse_one, misses, chunksize=128)))
 
 
 def encode_article(article: Article, source_hash: str) -> CachedArticle:

@@ -190,3 +190,29 @@ def test_a_topic_removed_from_the_configuration_loses_its_pages(project: Path) -
     assert "topics/multiple-sclerosis" in report.removed
     assert not (project / "public" / "topics" / "multiple-sclerosis").exists()
     assert "multiple-sclerosis" not in (project / "public" / "index.html").read_text("utf-8")
+
+
+def test_worker_processes_load_exactly_what_one_process_loads(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from pipeline import cache
+
+    if threading.active_count() > 1:
+        pytest.skip("other threads are running: the loader stays in one process then")
+    settings = load_settings(project)
+
+    def load() -> cache.CachedLoad:
+        return cache.load_articles_cached(
+            settings.paths.articles,
+            settings.paths.root,
+            {},
+            known_topics=settings.topics,
+            base_url=settings.base_url,
+        )
+
+    alone = load()
+    monkeypatch.setattr(cache, "_PARALLEL_FROM", 1)
+    pooled = load()
+    assert pooled == alone and len(pooled.fresh) == 4
