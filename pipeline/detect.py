@@ -64,7 +64,12 @@ def detect_changes(
     renamed: list[Entry] = []
     unchanged: list[Entry] = []
     for article in due:
-        url = article_url(base_url, article.slug)
+        # article_url() without urljoin's cost: Settings.base_url always ends with "/".
+        url = (
+            f"{base_url}articles/{article.slug}/"
+            if base_url.endswith("/")
+            else article_url(base_url, article.slug)
+        )
         before = rows.get(article.slug)
         if before is None or not before.live:
             entry_id = before.entry_id if before else mint_entry_id(base_url, article)

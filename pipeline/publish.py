@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.atomic import write_if_changed
+from pipeline.atomic import write_all_if_changed, write_if_changed
 from pipeline.cache import CachedLoad, load_articles_cached
 from pipeline.config import Settings, secret_key
 from pipeline.delivery import DeliveryReport, MaildirTransport, SmtpTransport, Transport, deliver
@@ -131,14 +131,13 @@ def execute(
     """Write the files, record the run, deliver the outbox."""
     report = PublishReport(plan)
     public = settings.paths.public
-    for relative, data in sorted(plan.files.items()):
-        if write_if_changed(public / relative, data):
-            report.written.append(relative)
+    ordered = sorted(plan.files.items())
+    written = set(write_all_if_changed((public / relative, data) for relative, data in ordered))
+    report.written += [relative for relative, _ in ordered if public / relative in written]
     if plan.site is not None:
         report.removed = remove_stale(public, plan.site.stale)
         ledger.record_site_outputs(
-            output_stamps(public, plan.site.keys, plan.files),
-            [p for p in ledger.site_outputs() if p not in plan.site.keys],
+            output_stamps(public, plan.site.keys, plan.files), plan.site.forget
         )
     if plan.cache is not None:
         ledger.store_cached_articles(plan.cache.fresh, plan.cache.slugs)

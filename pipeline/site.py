@@ -5,11 +5,10 @@ are already sanitised HTML. Every page names its language and carries autodiscov
 to its feeds. Navigation links are relative, so the site works under any host; canonical
 and feed links are absolute.
 
-An article page is rebuilt only when what it is made from changed: each page's *input key*
-(its entry, the templates, the settings, the disclaimer) is kept in the ledger with the
-size and mtime of the file written, and a page whose key and file both still match is
-left alone. Index and topic pages are always rendered and written only if their bytes
-changed. Files under ``articles/`` and ``topics/`` that no page or feed claims any more
+A page is rebuilt only when what it is made from changed: each page's *input key* (its
+entries, the templates, the settings, the disclaimer) is kept in the ledger with the size
+and mtime of the file written, and a page whose key and file both still match is left
+alone. Anything else is rendered and written only if its bytes changed. Files under ``articles/`` and ``topics/`` that no page or feed claims any more
 (a withdrawn or renamed article, a topic removed from the configuration) are *stale*.
 """
 
@@ -55,8 +54,9 @@ class SitePlan:
     """The pages of one publish."""
 
     files: dict[str, bytes]  # pages to write, by path under public/
-    keys: dict[str, str]  # every article page of the site -> its input key
+    keys: dict[str, str]  # every article and list page -> its input key
     stale: tuple[str, ...]  # paths under public/ to remove (directories or files)
+    forget: tuple[str, ...] = ()  # page stamps in the ledger for pages no longer made
 
 
 def trial_url(nct_id: str) -> str:
@@ -83,21 +83,33 @@ def plan_site(
     ordered = sorted(entries, key=lambda e: (e.published, e.slug), reverse=True)
     files: dict[str, bytes] = {}
     keys: dict[str, str] = {}
-    for entry in ordered:
-        path = article_page_path(entry.slug)
-        key = pages.input_key(entry)
+
+    def fresh(path: str, key: str) -> bool:
+        """Record the page's key; True if the page must be rendered (it is not up to date)."""
         keys[path] = key
         stamp = stamps.get(path)
-        if stamp is None or stamp.input_key != key or not _unchanged_on_disk(public / path, stamp):
+        return (
+            stamp is None or stamp.input_key != key or not _unchanged_on_disk(public / path, stamp)
+        )
+
+    entry_keys: dict[str, str] = {}
+    for entry in ordered:
+        path = article_page_path(entry.slug)
+        entry_keys[entry.slug] = pages.input_key(entry)
+        if fresh(path, entry_keys[entry.slug]):
             files[path] = pages.article(entry)
-    files["index.html"] = pages.listing(ordered, None)
+    listings: list[tuple[str, str | None, list[Entry]]] = [("index.html", None, ordered)]
     for topic in sorted(settings.topics):
         chosen = [e for e in ordered if topic in e.article.topics]
-        files[f"topics/{topic}/index.html"] = pages.listing(chosen, topic)
+        listings.append((f"topics/{topic}/index.html", topic, chosen))
+    for list_path, list_topic, chosen in listings:
+        if fresh(list_path, pages.listing_key((entry_keys[e.slug] for e in chosen), list_topic)):
+            files[list_path] = pages.listing(chosen, list_topic)
     for copy in digests:
         files[f"digests/{copy.id}/index.html"] = digest_page(copy.web_html, settings)
     claimed = {*files, *keys, *feed_paths}
-    return SitePlan(files, keys, tuple(_stale(public, claimed)))
+    forget = tuple(sorted(p for p in stamps if p not in keys))
+    return SitePlan(files, keys, tuple(_stale(public, claimed)), forget)
 
 
 def digest_page(web_html: str, settings: Settings) -> bytes:
@@ -115,7 +127,7 @@ def digest_page(web_html: str, settings: Settings) -> bytes:
 def output_stamps(
     public: Path, keys: Mapping[str, str], written: Iterable[str]
 ) -> list[OutputStamp]:
-    """Stamps for the article pages just written (or checked), to skip them next time."""
+    """Stamps for the pages just written (or checked), to skip them next time."""
     stamps = []
     for path in written:
         key = keys.get(path)
@@ -173,6 +185,11 @@ class _Pages:
         for template in sorted(directory.glob("*.j2")):
             fingerprint.update(template.name.encode("utf-8") + b"\0" + template.read_bytes())
         self.fingerprint = fingerprint.hexdigest()
+        self._feeds = {t: _feed_links(settings, t) for t in ("", *settings.topics)}
+
+    def feeds(self, topic: str) -> list[dict[str, str]]:
+        """Autodiscovery links of the site (``topic`` "") or of one topic."""
+        return self._feeds.get(topic) or _feed_links(self.settings, topic)
 
     def input_key(self, entry: Entry) -> str:
         """Everything an article page depends on, hashed."""
@@ -187,6 +204,13 @@ class _Pages:
         )
         return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
 
+    def listing_key(self, entry_keys: Iterable[str], topic: str | None) -> str:
+        """Everything a list page depends on: its topic and its entries' keys, in order."""
+        digest = hashlib.sha256(f"{self.fingerprint}\0listing\0{topic or ''}".encode())
+        for key in entry_keys:
+            digest.update(key.encode("ascii"))
+        return digest.hexdigest()
+
     def article(self, entry: Entry) -> bytes:
         settings = self.settings
         article = entry.article
@@ -195,8 +219,7 @@ class _Pages:
             "article.html.j2",
             root=_ROOT_FROM_SUBPAGE,
             canonical=entry.url,
-            feeds=_feed_links(settings, "")
-            + [f for t in article.topics for f in _feed_links(settings, t)],
+            feeds=self.feeds("") + [f for t in article.topics for f in self.feeds(t)],
             article=article,
             published=_when(entry.published),
             updated=_when(entry.updated) if moved else None,
@@ -223,7 +246,7 @@ class _Pages:
                 "list.html.j2",
                 root="",
                 canonical=settings.base_url,
-                feeds=_feed_links(settings, ""),
+                feeds=self.feeds(""),
                 heading=settings.site.title,
                 items=items,
             )
@@ -231,7 +254,7 @@ class _Pages:
             "list.html.j2",
             root=_ROOT_FROM_SUBPAGE,
             canonical=urljoin(settings.base_url, f"topics/{topic}/"),
-            feeds=_feed_links(settings, topic) + _feed_links(settings, ""),
+            feeds=self.feeds(topic) + self.feeds(""),
             heading=settings.topic_label(topic),
             items=items,
         )

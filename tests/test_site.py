@@ -216,3 +216,16 @@ def test_worker_processes_load_exactly_what_one_process_loads(
     monkeypatch.setattr(cache, "_PARALLEL_FROM", 1)
     pooled = load()
     assert pooled == alone and len(pooled.fresh) == 4
+
+
+def test_writing_many_files_skips_equal_ones_and_leaves_no_temporaries(tmp_path: Path) -> None:
+    from pipeline.atomic import write_all_if_changed
+
+    files = [(tmp_path / f"d{n % 3}" / f"f{n}.html", f"page {n}".encode()) for n in range(7)]
+    assert write_all_if_changed(files, batch=3) == [path for path, _ in files]
+    changed = [(path, data + (b"!" if n == 4 else b"")) for n, (path, data) in enumerate(files)]
+    assert write_all_if_changed(changed, batch=3) == [files[4][0]]
+    assert files[4][0].read_bytes() == b"page 4!"
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(
+        path.name for path, _ in files
+    )
