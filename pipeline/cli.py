@@ -331,6 +331,8 @@ def _render_publish(
         return
     for path in report.written:
         out.say(f"wrote public/{path}", level=Verbosity.VERBOSE)
+    for path in report.removed:
+        out.say(f"removed public/{path}", level=Verbosity.VERBOSE)
     changes = plan.changes
     if changes.any:
         out.say(
@@ -460,6 +462,23 @@ def send_test_command(app: App, to: str) -> None:
     with read_ledger(settings) as ledger:
         result, reply = send_test(settings, ledger, to)
     app.out.say(f"Sent {result.subject!r} to {to} through {destination(settings)}: {reply}")
+
+
+# --- serve ---------------------------------------------------------------------------------
+
+
+@command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+def serve(app: App, host: str, port: int) -> None:
+    """Serve the site, its feeds and the subscriber pages over HTTP until interrupted."""
+    import uvicorn  # only this command needs the server
+
+    from pipeline.web import create_app
+
+    settings = app.settings
+    app.out.say(f"Serving {settings.paths.public} on http://{host}:{port}/ (Ctrl-C stops)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 
 def main() -> None:

@@ -1,4 +1,18 @@
-"""Compare the articles on disk with the ledger: what is new, updated, withdrawn."""
+"""Compare the articles on disk with the ledger: what is new, updated, renamed, withdrawn.
+
+How an entry gets its id (the id feed readers use to tell entries apart):
+
+* An article without an ``id`` field gets one minted at its first publication,
+  ``tag:<site host>,<published date>:articles/<slug>`` (RFC 4151), and the ledger keeps it.
+  From then on the ledger is the source of truth: editing the title, the date or the body,
+  or moving the site to another host, never changes it.
+* An article with an explicit ``id`` (any absolute IRI) uses it. This is how a file is
+  renamed without readers seeing a new entry: copy the id the feeds show into the front
+  matter, then rename the file. The ledger finds the entry by id, keeps its id and its
+  ``published`` date, and moves it to the new slug.
+* An id never changes once published: giving a published article a different ``id``, or
+  two files the same one, is a problem reported with the file and the fix.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +21,7 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from pipeline.articles import article_url
+from pipeline.errors import ContentError, Problem
 from pipeline.ledger import KnownArticle
 from pipeline.models import Article, Changes, Entry
 
@@ -14,7 +29,7 @@ __all__ = ["detect_changes", "mint_entry_id"]
 
 
 def mint_entry_id(base_url: str, article: Article) -> str:
-    """A ``tag:`` URI (RFC 4151) fixed at first publication: it never changes afterwards.
+    """The article's explicit id, or a ``tag:`` URI (RFC 4151) minted from host, date, slug.
 
     It uses the site's host and the first publication date, not the URL, so moving the site
     or its URL scheme later does not make readers see every entry again.
@@ -30,47 +45,127 @@ def detect_changes(
 ) -> Changes:
     """Classify each article against what the ledger last published.
 
-    * new: a slug the ledger has never published (or had withdrawn);
-    * updated: a live slug whose content hash changed; ``updated`` moves to the editor's
-      ``updated`` date if given and later, else to ``now``; ``published`` and the id stay;
+    * new: never published (or withdrawn before; it gets its old id back);
+    * updated: content hash changed; ``updated`` moves to the editor's ``updated`` date if
+      given and later, else to ``now``; ``published`` and the id stay those of the ledger;
+    * renamed: same content, new slug, matched by explicit id (dates and id stay);
     * withdrawn: a live slug that is gone, became a draft or moved into the future;
     * scheduled: future-dated articles, published by a later run once their time comes.
+
+    Raises ``ContentError`` when ids conflict (see the module docstring).
     """
+    due = [a for a in articles if not a.draft]
+    scheduled = tuple(a for a in due if a.published > now)
+    due = [a for a in due if a.published <= now]
+    rows = _match_rows(due, known, base_url)
+
     new: list[Entry] = []
     updated: list[Entry] = []
+    renamed: list[Entry] = []
     unchanged: list[Entry] = []
-    scheduled: list[Article] = []
-    seen: set[str] = set()
-
-    for article in articles:
-        if article.draft:
-            continue
-        if article.published > now:
-            scheduled.append(article)
-            continue
-        seen.add(article.slug)
-        url = article_url(base_url, article.slug)
-        before = known.get(article.slug)
+    for article in due:
+        # article_url() without urljoin's cost: Settings.base_url always ends with "/".
+        url = (
+            f"{base_url}articles/{article.slug}/"
+            if base_url.endswith("/")
+            else article_url(base_url, article.slug)
+        )
+        before = rows.get(article.slug)
         if before is None or not before.live:
             entry_id = before.entry_id if before else mint_entry_id(base_url, article)
             last_change = max(article.published, article.updated or article.published)
             new.append(Entry(article, entry_id, url, article.published, last_change))
         elif before.content_hash == article.content_hash:
-            unchanged.append(
-                Entry(article, before.entry_id, url, article.published, before.updated)
-            )
+            entry = Entry(article, before.entry_id, url, before.published, before.updated)
+            (renamed if before.slug != article.slug else unchanged).append(entry)
         else:
             moved = article.updated if article.updated and article.updated > before.updated else now
-            updated.append(Entry(article, before.entry_id, url, article.published, moved))
+            updated.append(Entry(article, before.entry_id, url, before.published, moved))
 
     def newest_first(entries: list[Entry]) -> tuple[Entry, ...]:
         return tuple(sorted(entries, key=lambda e: (e.published, e.slug), reverse=True))
 
-    withdrawn = sorted(slug for slug, k in known.items() if k.live and slug not in seen)
+    kept = {row.slug for row in rows.values()}
+    withdrawn = sorted(slug for slug, k in known.items() if k.live and slug not in kept)
     return Changes(
         new=newest_first(new),
         updated=newest_first(updated),
         withdrawn=tuple(withdrawn),
         unchanged=tuple(unchanged),
-        scheduled=tuple(scheduled),
+        scheduled=scheduled,
+        renamed=newest_first(renamed),
     )
+
+
+def _match_rows(
+    due: list[Article], known: dict[str, KnownArticle], base_url: str
+) -> dict[str, KnownArticle]:
+    """The ledger row each due article continues (by explicit id first, then by slug)."""
+    by_id = {row.entry_id: row for row in known.values()}
+    due_slugs = {a.slug for a in due}
+    problems: list[Problem] = []
+    rows: dict[str, KnownArticle] = {}
+    claimed: dict[str, str] = {}  # ledger slug -> the article slug that continues it
+    first_with_id: dict[str, Article] = {}
+    refused: set[str] = set()  # slugs with an id problem already: one problem each
+
+    for article in due:
+        if article.explicit_id is None:
+            continue
+        other = first_with_id.setdefault(article.explicit_id, article)
+        if other is not article:
+            problems.append(
+                _id_problem(article, f"is also the id of {other.source}; ids are unique")
+            )
+            refused.add(article.slug)
+            continue
+        row = by_id.get(article.explicit_id)
+        if row is None:
+            continue
+        if row.slug != article.slug and row.slug in due_slugs:
+            problems.append(
+                _id_problem(article, f"already belongs to articles/{row.slug}.md; choose another")
+            )
+            refused.add(article.slug)
+            continue
+        rows[article.slug] = row
+        claimed[row.slug] = article.slug
+
+    assigned: dict[str, str] = {}  # entry id -> article slug, to catch collisions
+    for article in due:
+        if article.slug in refused:
+            continue
+        row = rows.get(article.slug)
+        if row is None and article.slug not in claimed:
+            row = known.get(article.slug)
+            if row is not None and article.explicit_id not in (None, row.entry_id):
+                problems.append(
+                    _id_problem(
+                        article,
+                        f"this article was published with the id {row.entry_id} and an id never "
+                        f"changes; write 'id: {row.entry_id}' or remove the field",
+                    )
+                )
+                continue
+            if row is not None:
+                rows[article.slug] = row
+        entry_id = row.entry_id if row is not None else mint_entry_id(base_url, article)
+        holder = by_id.get(entry_id)
+        if row is None and holder is not None:
+            problems.append(
+                _id_problem(
+                    article,
+                    f"the id {entry_id} already belongs to articles/"
+                    f"{claimed.get(holder.slug, holder.slug)}.md; "
+                    "give this article an explicit 'id:' of its own",
+                )
+            )
+        elif assigned.setdefault(entry_id, article.slug) != article.slug:
+            problems.append(_id_problem(article, f"the id {entry_id} is used twice"))
+    if problems:
+        raise ContentError(problems)
+    return rows
+
+
+def _id_problem(article: Article, message: str) -> Problem:
+    return Problem(article.source, None, "id", message)

@@ -18,11 +18,14 @@ from pathlib import Path
 __all__ = [
     "SUBSCRIBER_STATUSES",
     "AudienceRecord",
+    "CachedArticle",
     "DeliveryCounts",
+    "DigestCopy",
     "KnownArticle",
     "Ledger",
     "MergeCounts",
     "OutboxRow",
+    "OutputStamp",
     "PublishRecord",
     "SignupRecord",
     "SubscriberRecord",
@@ -128,6 +131,21 @@ _MIGRATIONS: tuple[str, ...] = (
         FROM suppressions;
     DROP TABLE suppressions
     """,
+    # 3: caches that let a publish skip unchanged work (feeds and site)
+    """
+    CREATE TABLE article_cache (
+        slug         TEXT PRIMARY KEY,
+        source_hash  TEXT NOT NULL,
+        article      TEXT NOT NULL,
+        html         TEXT NOT NULL
+    );
+    CREATE TABLE site_outputs (
+        path       TEXT PRIMARY KEY,
+        input_key  TEXT NOT NULL,
+        size       INTEGER NOT NULL,
+        mtime_ns   INTEGER NOT NULL
+    );
+    """,
 )
 
 
@@ -187,6 +205,36 @@ class PublishRecord:
     audiences: tuple[AudienceRecord, ...]
     recipients: Iterable[tuple[str, str, str]]  # (audience_key, email, name)
     new_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CachedArticle:
+    """An article as parsed and rendered last time, valid while ``source_hash`` matches."""
+
+    slug: str
+    source_hash: str
+    article: str  # JSON of the parsed fields
+    html: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutputStamp:
+    """A generated file as last written: what it was made from, its size and mtime."""
+
+    path: str
+    input_key: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class DigestCopy:
+    """The public web copy of one digest, as stored when it was sent."""
+
+    id: int
+    created_at: datetime
+    subject: str
+    web_html: str
 
 
 class Ledger:
@@ -285,6 +333,11 @@ class Ledger:
         stamp = _iso(now)
         with self.transaction() as db:
             for article in record.articles:
+                # The slug follows the entry id: a renamed file keeps its row (id, dates).
+                db.execute(
+                    "UPDATE articles SET slug = ? WHERE entry_id = ? AND slug <> ?",
+                    (article.slug, article.entry_id, article.slug),
+                )
                 db.execute(
                     """INSERT INTO articles
                            (slug, entry_id, content_hash, published, updated, status, first_seen, changed_at)
@@ -653,6 +706,46 @@ class Ledger:
                 (fingerprint,),
             )
         return len(keys)
+
+    # --- caches: parsed articles and site outputs; digest web copies ----------------------
+
+    def cached_articles(self) -> dict[str, CachedArticle]:
+        rows = self._db.execute("SELECT slug, source_hash, article, html FROM article_cache")
+        return {row[0]: CachedArticle(*row) for row in rows}
+
+    def store_cached_articles(self, fresh: Iterable[CachedArticle], keep: Iterable[str]) -> None:
+        """Upsert ``fresh`` and drop the rows of slugs not in ``keep``."""
+        kept = set(keep)
+        with self.transaction() as db:
+            db.executemany(
+                """INSERT INTO article_cache (slug, source_hash, article, html) VALUES (?, ?, ?, ?)
+                   ON CONFLICT (slug) DO UPDATE SET source_hash = excluded.source_hash,
+                       article = excluded.article, html = excluded.html""",
+                ((c.slug, c.source_hash, c.article, c.html) for c in fresh),
+            )
+            gone = [(s,) for (s,) in db.execute("SELECT slug FROM article_cache") if s not in kept]
+            db.executemany("DELETE FROM article_cache WHERE slug = ?", gone)
+
+    def site_outputs(self) -> dict[str, OutputStamp]:
+        rows = self._db.execute("SELECT path, input_key, size, mtime_ns FROM site_outputs")
+        return {row[0]: OutputStamp(*row) for row in rows}
+
+    def record_site_outputs(self, stamps: Iterable[OutputStamp], removed: Iterable[str]) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                """INSERT INTO site_outputs (path, input_key, size, mtime_ns) VALUES (?, ?, ?, ?)
+                   ON CONFLICT (path) DO UPDATE SET input_key = excluded.input_key,
+                       size = excluded.size, mtime_ns = excluded.mtime_ns""",
+                ((s.path, s.input_key, s.size, s.mtime_ns) for s in stamps),
+            )
+            db.executemany("DELETE FROM site_outputs WHERE path = ?", ((p,) for p in removed))
+
+    def digest_copies(self) -> list[DigestCopy]:
+        """Every digest's public web copy, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, created_at, subject, web_html FROM digests WHERE web_html <> '' ORDER BY id"
+        )
+        return [DigestCopy(i, _parse(at), subject, html) for i, at, subject, html in rows]
 
 
 # --- subscriber values ---------------------------------------------------------------------

@@ -73,11 +73,12 @@ class Changes:
     withdrawn: tuple[str, ...] = ()  # slugs
     unchanged: tuple[Entry, ...] = ()
     scheduled: tuple[Article, ...] = ()  # drafts are not listed; future-dated ones are
+    renamed: tuple[Entry, ...] = ()  # same content and id under a new slug; not announced
 
     @property
     def live(self) -> tuple[Entry, ...]:
         """Every entry that is published after this run, newest first."""
-        entries = [*self.new, *self.updated, *self.unchanged]
+        entries = [*self.new, *self.updated, *self.renamed, *self.unchanged]
         return tuple(sorted(entries, key=lambda e: (e.published, e.slug), reverse=True))
 
     @property
@@ -86,7 +87,7 @@ class Changes:
 
     @property
     def any(self) -> bool:
-        return bool(self.new or self.updated or self.withdrawn)
+        return bool(self.new or self.updated or self.withdrawn or self.renamed)
 
 
 @dataclass(frozen=True, slots=True)

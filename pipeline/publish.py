@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.articles import load_articles, with_html
-from pipeline.atomic import write_if_changed
+from pipeline.atomic import write_all_if_changed, write_if_changed
+from pipeline.cache import CachedLoad, load_articles_cached
 from pipeline.config import Settings, secret_key
 from pipeline.delivery import DeliveryReport, MaildirTransport, SmtpTransport, Transport, deliver
 from pipeline.detect import detect_changes
@@ -26,6 +26,7 @@ from pipeline.feeds import render_feeds
 from pipeline.ledger import KnownArticle, Ledger, PublishRecord
 from pipeline.messages import MessageFactory, check_email_settings
 from pipeline.models import Changes
+from pipeline.site import SitePlan, digest_page, output_stamps, plan_site, remove_stale
 from pipeline.subscribers import (
     SubscriberList,
     SubscriberStore,
@@ -52,6 +53,8 @@ class PublishPlan:
     digest: DigestPlan | None
     warnings: tuple[Problem, ...] = ()  # skipped subscriber rows and the like
     subscriber_lists: SubscriberList | None = None  # merged into the ledger by execute()
+    site: SitePlan | None = None  # article pages to track, stale pages to remove
+    cache: CachedLoad | None = None  # articles parsed this time, to cache
 
     @property
     def recipients(self) -> int:
@@ -62,6 +65,7 @@ class PublishPlan:
 class PublishReport:
     plan: PublishPlan
     written: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # stale pages (withdrawn, renamed)
     digest_id: int | None = None
     delivery: DeliveryReport | None = None
 
@@ -75,15 +79,32 @@ def plan_publish(settings: Settings, ledger: Ledger, *, now: datetime | None = N
     now = now or datetime.now(UTC)
     paths = settings.paths
     topics = frozenset(settings.topics)
-    loaded = load_articles(paths.articles, paths.root, known_topics=topics)
+    cache = load_articles_cached(
+        paths.articles,
+        paths.root,
+        ledger.cached_articles(),
+        known_topics=topics,
+        base_url=settings.base_url,
+    )
+    loaded = cache.result
     if loaded.problems:
         # All or nothing: a half publish would withdraw the broken article from every feed.
         raise ContentError(list(loaded.problems))
 
     disclaimer = load_disclaimer(paths.templates, settings.base_url)
-    articles = [with_html(article, settings.base_url) for article in loaded.articles]
-    changes = detect_changes(articles, ledger.known_articles(), now=now, base_url=settings.base_url)
+    changes = detect_changes(
+        loaded.articles, ledger.known_articles(), now=now, base_url=settings.base_url
+    )
     files = render_feeds(changes.live, settings, disclaimer).files
+    site = plan_site(
+        changes.live,
+        settings,
+        disclaimer,
+        stamps=ledger.site_outputs(),
+        digests=ledger.digest_copies(),
+        feed_paths=files,
+    )
+    files.update(site.files)
 
     # Recipients are the ledger's active subscribers once the lists are merged in (execute
     # merges them; the plan only previews, so --dry-run writes nothing).
@@ -92,7 +113,16 @@ def plan_publish(settings: Settings, ledger: Ledger, *, now: datetime | None = N
     digest = plan_digest(changes, subscribers, settings, disclaimer)
     if digest is not None:
         check_email_settings(settings)  # a DKIM or sender mistake stops the run before recording
-    return PublishPlan(now, changes, files, digest, subscriber_list.problems, subscriber_list)
+    return PublishPlan(
+        now,
+        changes,
+        files,
+        digest,
+        subscriber_list.problems,
+        subscriber_lists=subscriber_list,
+        site=site,
+        cache=cache,
+    )
 
 
 def transport_factory(settings: Settings) -> tuple[Callable[[], Transport], int]:
@@ -123,9 +153,16 @@ def execute(
         store = SubscriberStore(ledger, secret_key(settings.paths), settings.topics)
         store.merge(plan.subscriber_lists.entries, plan.now)
     public = settings.paths.public
-    for relative, data in sorted(plan.files.items()):
-        if write_if_changed(public / relative, data):
-            report.written.append(relative)
+    ordered = sorted(plan.files.items())
+    written = set(write_all_if_changed((public / relative, data) for relative, data in ordered))
+    report.written += [relative for relative, _ in ordered if public / relative in written]
+    if plan.site is not None:
+        report.removed = remove_stale(public, plan.site.stale)
+        ledger.record_site_outputs(
+            output_stamps(public, plan.site.keys, plan.files), plan.site.forget
+        )
+    if plan.cache is not None:
+        ledger.store_cached_articles(plan.cache.fresh, plan.cache.slugs)
 
     changes = plan.changes
     if changes.any:
@@ -136,7 +173,7 @@ def execute(
                 KnownArticle(
                     e.slug, e.entry_id, e.article.content_hash, e.published, e.updated, True
                 )
-                for e in changes.announced
+                for e in (*changes.announced, *changes.renamed)
             ),
             withdrawn=changes.withdrawn,
             digest_subject=digest.subject if digest else None,
@@ -154,7 +191,7 @@ def execute(
         report.digest_id = ledger.record_publish(record, plan.now)
         if report.digest_id is not None and digest is not None:
             web_copy = Path("digests") / str(report.digest_id) / "index.html"
-            if write_if_changed(public / web_copy, digest.web_html.encode("utf-8")):
+            if write_if_changed(public / web_copy, digest_page(digest.web_html, settings)):
                 report.written.append(str(web_copy))
 
     if send_email:

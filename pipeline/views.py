@@ -72,6 +72,8 @@ def changes_table(plan: PublishPlan) -> Table:
     ):
         for entry in entries:
             table.add_row(kind, entry.slug, entry.article.title, style=style)
+    for entry in changes.renamed:
+        table.add_row("renamed", entry.slug, f"{entry.article.title} (same id)", style="cyan")
     for slug in changes.withdrawn:
         table.add_row("withdrawn", slug, "", style="red")
     for article in changes.scheduled:
@@ -210,6 +212,7 @@ def publish_dict(plan: PublishPlan, report: PublishReport | None, seconds: float
         "dry_run": report is None,
         "plan": plan_dict(plan),
         "written": list(report.written) if report else [],
+        "removed": list(report.removed) if report else [],
         "digest": report.digest_id if report else None,
         "delivery": delivery_dict(report.delivery) if report else None,
         "seconds": round(seconds, 3),

@@ -1,0 +1,327 @@
+"""The static site: article pages, the index, topic pages and the digest archive.
+
+Pages are Jinja2 templates under ``templates/site/`` with autoescaping on; article bodies
+are already sanitised HTML. Every page names its language and carries autodiscovery links
+to its feeds. Navigation links are relative, so the site works under any host; canonical
+and feed links are absolute.
+
+A page is rebuilt only when what it is made from changed: each page's *input key* (its
+entries, the templates, the settings, the disclaimer) is kept in the ledger with the size
+and mtime of the file written, and a page whose key and file both still match is left
+alone. Anything else is rendered and written only if its bytes changed. Files under ``articles/`` and ``topics/`` that no page or feed claims any more
+(a withdrawn or renamed article, a topic removed from the configuration) are *stale*.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+import jinja2
+from markupsafe import Markup
+
+from pipeline.cache import CACHE_VERSION
+from pipeline.config import Settings
+from pipeline.disclaimer import Disclaimer
+from pipeline.errors import TemplateError
+from pipeline.feeds import FEED_FORMATS
+from pipeline.ledger import DigestCopy, OutputStamp
+from pipeline.models import Entry
+
+__all__ = [
+    "SitePlan",
+    "digest_page",
+    "output_stamps",
+    "plan_site",
+    "remove_stale",
+    "trial_url",
+]
+
+SITE_TEMPLATES = "site"
+SITE_VERSION = "1"  # bump when this module changes what a page looks like
+_ROOT_FROM_SUBPAGE = "../../"  # articles/<slug>/, topics/<t>/ and digests/<n>/ are two deep
+
+
+@dataclass(frozen=True, slots=True)
+class SitePlan:
+    """The pages of one publish."""
+
+    files: dict[str, bytes]  # pages to write, by path under public/
+    keys: dict[str, str]  # every article and list page -> its input key
+    stale: tuple[str, ...]  # paths under public/ to remove (directories or files)
+    forget: tuple[str, ...] = ()  # page stamps in the ledger for pages no longer made
+
+
+def trial_url(nct_id: str) -> str:
+    """A trial's page on ClinicalTrials.gov."""
+    return f"https://clinicaltrials.gov/study/{nct_id}"
+
+
+def article_page_path(slug: str) -> str:
+    return f"articles/{slug}/index.html"
+
+
+def plan_site(
+    entries: Sequence[Entry],
+    settings: Settings,
+    disclaimer: Disclaimer,
+    *,
+    stamps: Mapping[str, OutputStamp],
+    digests: Sequence[DigestCopy] = (),
+    feed_paths: Iterable[str] = (),
+) -> SitePlan:
+    """Render what changed; list every article page and the stale files. Writes nothing."""
+    pages = _Pages(settings, disclaimer)
+    public = settings.paths.public
+    ordered = sorted(entries, key=lambda e: (e.published, e.slug), reverse=True)
+    files: dict[str, bytes] = {}
+    keys: dict[str, str] = {}
+
+    def fresh(path: str, key: str) -> bool:
+        """Record the page's key; True if the page must be rendered (it is not up to date)."""
+        keys[path] = key
+        stamp = stamps.get(path)
+        return (
+            stamp is None or stamp.input_key != key or not _unchanged_on_disk(public / path, stamp)
+        )
+
+    entry_keys: dict[str, str] = {}
+    for entry in ordered:
+        path = article_page_path(entry.slug)
+        entry_keys[entry.slug] = pages.input_key(entry)
+        if fresh(path, entry_keys[entry.slug]):
+            files[path] = pages.article(entry)
+    listings: list[tuple[str, str | None, list[Entry]]] = [("index.html", None, ordered)]
+    for topic in sorted(settings.topics):
+        chosen = [e for e in ordered if topic in e.article.topics]
+        listings.append((f"topics/{topic}/index.html", topic, chosen))
+    for list_path, list_topic, chosen in listings:
+        if fresh(list_path, pages.listing_key((entry_keys[e.slug] for e in chosen), list_topic)):
+            files[list_path] = pages.listing(chosen, list_topic)
+    for copy in digests:
+        files[f"digests/{copy.id}/index.html"] = digest_page(copy.web_html, settings)
+    claimed = {*files, *keys, *feed_paths}
+    forget = tuple(sorted(p for p in stamps if p not in keys))
+    return SitePlan(files, keys, tuple(_stale(public, claimed)), forget)
+
+
+def digest_page(web_html: str, settings: Settings) -> bytes:
+    """A digest's web copy with the site's feed autodiscovery links added to its head."""
+    links = "".join(
+        f'<link rel="alternate" type="{f["type"]}" title="{Markup.escape(f["title"])}" '
+        f'href="{f["href"]}">'
+        for f in _feed_links(settings, "")
+    )
+    head_end = web_html.find("</head>")
+    page = web_html if head_end < 0 else web_html[:head_end] + links + web_html[head_end:]
+    return page.encode("utf-8")
+
+
+def output_stamps(
+    public: Path, keys: Mapping[str, str], written: Iterable[str]
+) -> list[OutputStamp]:
+    """Stamps for the pages just written (or checked), to skip them next time."""
+    stamps = []
+    for path in written:
+        key = keys.get(path)
+        if key is None:
+            continue
+        info = (public / path).stat()
+        stamps.append(OutputStamp(path, key, info.st_size, info.st_mtime_ns))
+    return stamps
+
+
+def remove_stale(public: Path, stale: Iterable[str]) -> list[str]:
+    """Delete stale pages: each directory is renamed away first, so it vanishes at once."""
+    removed = []
+    for relative in stale:
+        target = public / relative
+        if target.is_dir():
+            graveyard = target.with_name(f".{target.name}.removed-{os.getpid()}")
+            target.rename(graveyard)
+            shutil.rmtree(graveyard)
+        elif target.exists():
+            target.unlink()
+        else:
+            continue
+        removed.append(relative)
+    return removed
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+class _Pages:
+    """The page templates and what every page shares, loaded once per publish."""
+
+    def __init__(self, settings: Settings, disclaimer: Disclaimer) -> None:
+        self.settings = settings
+        directory = settings.paths.templates / SITE_TEMPLATES
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(directory),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.common: dict[str, Any] = {
+            "site": settings.site,
+            "topics": [
+                {"slug": t, "label": settings.topic_label(t)} for t in sorted(settings.topics)
+            ],
+            "disclaimer": Markup(disclaimer.html),
+        }
+        fingerprint = hashlib.sha256()
+        for part in (SITE_VERSION, CACHE_VERSION, repr(settings.site), repr(settings.topics)):
+            fingerprint.update(part.encode("utf-8") + b"\0")
+        fingerprint.update(disclaimer.html.encode("utf-8") + b"\0")
+        for template in sorted(directory.glob("*.j2")):
+            fingerprint.update(template.name.encode("utf-8") + b"\0" + template.read_bytes())
+        self.fingerprint = fingerprint.hexdigest()
+        self._feeds = {t: _feed_links(settings, t) for t in ("", *settings.topics)}
+
+    def feeds(self, topic: str) -> list[dict[str, str]]:
+        """Autodiscovery links of the site (``topic`` "") or of one topic."""
+        return self._feeds.get(topic) or _feed_links(self.settings, topic)
+
+    def input_key(self, entry: Entry) -> str:
+        """Everything an article page depends on, hashed."""
+        parts = (
+            self.fingerprint,
+            entry.slug,
+            entry.entry_id,
+            entry.url,
+            entry.published.isoformat(),
+            entry.updated.isoformat(),
+            entry.article.content_hash,
+        )
+        return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
+
+    def listing_key(self, entry_keys: Iterable[str], topic: str | None) -> str:
+        """Everything a list page depends on: its topic and its entries' keys, in order."""
+        digest = hashlib.sha256(f"{self.fingerprint}\0listing\0{topic or ''}".encode())
+        for key in entry_keys:
+            digest.update(key.encode("ascii"))
+        return digest.hexdigest()
+
+    def article(self, entry: Entry) -> bytes:
+        settings = self.settings
+        article = entry.article
+        moved = entry.updated > entry.published
+        return self._render(
+            "article.html.j2",
+            root=_ROOT_FROM_SUBPAGE,
+            canonical=entry.url,
+            feeds=self.feeds("") + [f for t in article.topics for f in self.feeds(t)],
+            article=article,
+            published=_when(entry.published),
+            updated=_when(entry.updated) if moved else None,
+            article_topics=[{"slug": t, "label": settings.topic_label(t)} for t in article.topics],
+            therapy=article.therapy,
+            trials=[{"id": t, "url": trial_url(t)} for t in article.trials],
+            body=Markup(article.html),
+        )
+
+    def listing(self, entries: Sequence[Entry], topic: str | None) -> bytes:
+        settings = self.settings
+        items = [
+            {
+                "slug": e.slug,
+                "title": e.article.title,
+                "summary": e.article.summary,
+                "published": _when(e.published),
+                "therapy": e.article.therapy.name if e.article.therapy else "",
+            }
+            for e in entries
+        ]
+        if topic is None:
+            return self._render(
+                "list.html.j2",
+                root="",
+                canonical=settings.base_url,
+                feeds=self.feeds(""),
+                heading=settings.site.title,
+                items=items,
+            )
+        return self._render(
+            "list.html.j2",
+            root=_ROOT_FROM_SUBPAGE,
+            canonical=urljoin(settings.base_url, f"topics/{topic}/"),
+            feeds=self.feeds(topic) + self.feeds(""),
+            heading=settings.topic_label(topic),
+            items=items,
+        )
+
+    def _render(self, name: str, **context: Any) -> bytes:
+        try:
+            return self.env.get_template(name).render(self.common, **context).encode("utf-8")
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(
+                f"templates/{SITE_TEMPLATES}/{exc.name or name}:{exc.lineno}: {exc.message}"
+            ) from exc
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateError(f"templates/{SITE_TEMPLATES}/{exc.name}: missing") from exc
+        except jinja2.UndefinedError as exc:
+            raise TemplateError(f"templates/{SITE_TEMPLATES}/{name}: {exc.message}") from exc
+
+
+def _feed_links(settings: Settings, topic: str) -> list[dict[str, str]]:
+    """Autodiscovery links for the site's feeds (``topic`` "") or one topic's."""
+    directory = f"topics/{topic}/" if topic else ""
+    label = (
+        f"{settings.site.title}: {settings.topic_label(topic)}" if topic else settings.site.title
+    )
+    return [
+        {
+            "type": media_type,
+            "title": f"{label} ({kind})",
+            "href": urljoin(settings.base_url, directory + name),
+        }
+        for name, media_type, kind in FEED_FORMATS
+    ]
+
+
+def _when(moment: datetime) -> dict[str, str]:
+    utc = moment.astimezone(UTC)
+    return {"iso": utc.strftime("%Y-%m-%dT%H:%M:%SZ"), "text": f"{utc.day} {utc:%B %Y}"}
+
+
+def _unchanged_on_disk(path: Path, stamp: OutputStamp) -> bool:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return False
+    return info.st_size == stamp.size and info.st_mtime_ns == stamp.mtime_ns
+
+
+def _stale(public: Path, claimed: set[str]) -> list[str]:
+    """Paths under articles/ and topics/ that nothing in this publish claims."""
+    stale: list[str] = []
+    live_dirs = {p.split("/")[1] for p in claimed if p.startswith("articles/")}
+    articles = public / "articles"
+    if articles.is_dir():
+        stale += sorted(
+            f"articles/{d.name}"
+            for d in os.scandir(articles)
+            if d.is_dir() and not d.name.startswith(".") and d.name not in live_dirs
+        )
+    topics = public / "topics"
+    if topics.is_dir():
+        for folder in sorted(os.scandir(topics), key=lambda d: d.name):
+            relative = f"topics/{folder.name}"
+            if not any(c.startswith(relative + "/") for c in claimed):
+                stale.append(relative)
+            elif folder.is_dir():
+                stale += sorted(
+                    f"{relative}/{f.name}"
+                    for f in os.scandir(folder.path)
+                    if f.is_file() and f"{relative}/{f.name}" not in claimed
+                )
+    return stale
