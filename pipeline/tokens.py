@@ -3,8 +3,9 @@
 Tokens are signed with the secret key (itsdangerous, HMAC) and bound to one purpose
 (unsubscribe, preferences, confirm): a token made for one page is refused by another. They
 never carry the address: unsubscribe and preference links sign ``subscriber_ref``, a keyed
-hash of it, and confirmation links a random sign-up id. Each carries the time it was signed,
-so a confirmation link can expire.
+hash of it, and confirmation links a random sign-up id. Confirmation tokens carry the time
+they were signed, so they can expire; unsubscribe and preference tokens carry no time, so the
+same subscriber always gets the same link and a retried message is byte-for-byte the same.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import hashlib
 import hmac
 from datetime import UTC, datetime, timedelta
 
-from itsdangerous import BadData, URLSafeTimedSerializer
+from itsdangerous import BadData, URLSafeSerializer, URLSafeTimedSerializer
 
 from pipeline.addresses import email_key
 from pipeline.errors import SubscriberError
@@ -43,10 +44,14 @@ class TokenError(SubscriberError):
         self.expired = expired
 
 
-def _serializer(key: str, purpose: str) -> URLSafeTimedSerializer:
+_TIMED = frozenset({"confirm"})
+
+
+def _serializer(key: str, purpose: str) -> URLSafeSerializer | URLSafeTimedSerializer:
     if purpose not in PURPOSES:
         raise ValueError(f"unknown token purpose {purpose!r}; use one of {PURPOSES}")
-    return URLSafeTimedSerializer(key, salt=f"pipeline.{purpose}")
+    kind = URLSafeTimedSerializer if purpose in _TIMED else URLSafeSerializer
+    return kind(key, salt=f"pipeline.{purpose}")
 
 
 def make_token(value: str, key: str, purpose: str) -> str:
@@ -63,15 +68,21 @@ def read_token(
     now: datetime | None = None,
 ) -> str:
     """The value signed into ``token``; raises ``TokenError`` if it is not valid here."""
+    serializer = _serializer(key, purpose)
     try:
-        value, signed_at = _serializer(key, purpose).loads(token, return_timestamp=True)
+        if isinstance(serializer, URLSafeTimedSerializer):
+            value, signed_at = serializer.loads(token, return_timestamp=True)
+        else:
+            value, signed_at = serializer.loads(token), None
     except BadData as exc:
         raise TokenError(
             "the link is not valid: it was altered or made for something else"
         ) from exc
     if not isinstance(value, str):
         raise TokenError("the link is not valid")
-    if max_age is not None and (now or datetime.now(UTC)) - signed_at > max_age:
+    if max_age is not None and (
+        signed_at is None or (now or datetime.now(UTC)) - signed_at > max_age
+    ):
         raise TokenError("the link has expired", expired=True)
     return value
 
