@@ -6,17 +6,22 @@ Exit codes: 0 done; 1 problems found (invalid input, configuration or template);
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
 from pipeline.articles import load_articles
 from pipeline.config import Settings, load_settings
+from pipeline.delivery import DeliveryReport
+from pipeline.drain import Progress
 from pipeline.errors import ContentError, PipelineError
 from pipeline.publish import PublishPlan, execute, open_ledger, plan_publish
 from pipeline.subscribers import load_subscribers
+from pipeline.workers import deliver_outbox
 
 EXIT_PROBLEMS = 1
 EXIT_PARTIAL = 3
@@ -81,6 +86,7 @@ def status(obj: Context) -> None:
     with open_ledger(settings) as ledger:
         plan = plan_publish(settings, ledger)
         counts = ledger.delivery_counts()
+        deliveries = ledger.digest_deliveries()
         last = ledger.last_run()
     click.echo("Next publish:")
     _print_plan(plan)
@@ -88,6 +94,13 @@ def status(obj: Context) -> None:
         f"Outbox: {counts.pending} pending, {counts.deferred} deferred, "
         f"{counts.sent} sent, {counts.failed} failed"
     )
+    for digest in deliveries:
+        c = digest.counts
+        if c.pending or c.deferred or c.failed:
+            click.echo(
+                f"  digest {digest.digest_id} ({digest.created_at:%Y-%m-%d}): {c.pending} pending, "
+                f"{c.deferred} deferred, {c.failed} failed, {c.sent} sent"
+            )
     click.echo(f"Last publish: {last[0]:%Y-%m-%d %H:%M} UTC" if last else "Last publish: never")
 
 
@@ -127,22 +140,100 @@ def publish(obj: Context, dry_run: bool, no_email: bool) -> None:
         if dry_run:
             click.echo("Dry run: nothing written, recorded or sent.")
             return
-        report = execute(plan, settings, ledger, send_email=not no_email)
+        with _delivery_progress() as progress:
+            report = execute(plan, settings, ledger, send_email=not no_email, on_progress=progress)
     for path in report.written:
         click.echo(f"wrote public/{path}")
     if not report.written:
         click.echo("feeds unchanged")
     delivery = report.delivery
-    target = settings.smtp_target()
-    where = f"SMTP {target}" if target else f"the local Maildir {settings.paths.maildir}"
     if delivery is not None:
-        click.echo(
-            f"delivered to {where}: {delivery.sent} sent, {delivery.deferred} deferred, "
-            f"{delivery.failed} failed"
-        )
+        _print_delivery(settings, delivery)
     click.echo(f"done in {time.perf_counter() - started:.2f} s")
     if delivery is not None and not delivery.complete:
         sys.exit(EXIT_PARTIAL)
+
+
+# --- delivery: the deliver command, the progress display, the summary ----------------------
+
+
+@cli.command("deliver")
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="First make failed messages pending again (suppressed addresses stay failed).",
+)
+@pass_context
+def deliver_command(obj: Context, retry_failed: bool) -> None:
+    """Send what the outbox holds: pending messages, and deferred ones whose time has come."""
+    settings = obj.settings
+    with open_ledger(settings) as ledger, _delivery_progress() as progress:
+        report = deliver_outbox(settings, ledger, retry_failed=retry_failed, on_progress=progress)
+    if retry_failed:
+        click.echo(f"{report.retried} failed message(s) made pending again")
+    _print_delivery(settings, report)
+    if not report.complete:
+        sys.exit(EXIT_PARTIAL)
+
+
+@contextlib.contextmanager
+def _delivery_progress() -> Iterator[Progress]:
+    """A progress bar with rate and ETA on a terminal; a plain line every 5 s otherwise."""
+    started = time.perf_counter()
+    if sys.stdout.isatty():
+        from rich import progress as bars
+
+        columns = (
+            bars.TextColumn("delivering"),
+            bars.BarColumn(),
+            bars.MofNCompleteColumn(),
+            bars.TextColumn("{task.fields[rate]:,.0f}/s"),
+            bars.TimeRemainingColumn(),
+        )
+        with bars.Progress(*columns) as bar:
+            task = bar.add_task("delivery", total=None, rate=0.0)
+
+            def draw(report: DeliveryReport) -> None:
+                rate = report.sent / max(time.perf_counter() - started, 1e-6)
+                bar.update(task, total=report.total, completed=report.done, rate=rate)
+
+            yield draw
+        return
+
+    last_line = started
+
+    def log(report: DeliveryReport) -> None:
+        nonlocal last_line
+        now = time.perf_counter()
+        if now - last_line >= 5.0:
+            last_line = now
+            click.echo(
+                f"delivering: {report.done}/{report.total} ({report.sent} sent, "
+                f"{report.deferred} deferred, {report.failed} failed), "
+                f"{report.sent / (now - started):,.0f}/s"
+            )
+
+    yield log
+
+
+def _print_delivery(settings: Settings, report: DeliveryReport) -> None:
+    target = settings.smtp_target()
+    where = f"SMTP {target}" if target else f"the local Maildir {settings.paths.maildir}"
+    click.echo(
+        f"delivered to {where}: {report.sent} sent, {report.deferred} deferred, "
+        f"{report.failed} failed, {report.suppressed} suppressed "
+        f"({report.rate:,.0f} messages/s)"
+    )
+    if report.skipped:
+        click.echo(f"{report.skipped} not sent: the address was suppressed since the digest")
+    if report.interrupted:
+        click.echo(f"interrupted: {report.pending} message(s) left pending; run pipeline deliver")
+    elif report.stopped:
+        click.echo(f"stopped early: {report.stopped}", err=True)
+    elif report.pending:
+        click.echo(f"{report.pending} message(s) still pending (another delivery holds them)")
+    if report.deferred:
+        click.echo("deferred messages are retried by the next pipeline deliver or publish")
 
 
 def main() -> None:
