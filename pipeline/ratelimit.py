@@ -52,7 +52,8 @@ class RateLimiter:
                 wait = max(wait, self._window[0] + HOUR - now)
         return wait
 
-    def _take(self) -> None:
+    def take(self) -> None:
+        """Count a send as made now."""
         now = self._clock()
         # A slot is not banked while idle: after a pause the next send goes at once,
         # and the ones after it are spaced again.
@@ -67,4 +68,4 @@ class RateLimiter:
         async with self._lock:  # connections queue up in turn, none jumps ahead
             while (wait := self.delay()) > 0:
                 await asyncio.sleep(wait)
-            self._take()
+            self.take()
