@@ -86,11 +86,11 @@ _MIGRATIONS: tuple[str, ...] = (
         created_at  TEXT NOT NULL
     );
     """,
-    # 2: claim-before-send: find unsent rows in id order, a worker's leases, recent sends
+    # 2: claim-before-send finds due rows in id order. One index on the outbox only: each
+    # message's commit rewrites every index its row is in, and that is the cost per send.
     """
+    DROP INDEX outbox_due;
     CREATE INDEX outbox_by_status ON outbox (status, id);
-    CREATE INDEX outbox_by_lease ON outbox (lease_owner) WHERE lease_owner IS NOT NULL;
-    CREATE INDEX outbox_by_sent_at ON outbox (sent_at) WHERE sent_at IS NOT NULL;
     """,
 )
 
@@ -440,7 +440,8 @@ class Ledger:
     def sent_since(self, since: datetime) -> list[datetime]:
         """When each message accepted at or after ``since`` went out (for hourly caps)."""
         rows = self._db.execute(
-            "SELECT sent_at FROM outbox WHERE sent_at >= ? ORDER BY sent_at", (_iso(since),)
+            "SELECT sent_at FROM outbox WHERE status = 'sent' AND sent_at >= ? ORDER BY sent_at",
+            (_iso(since),),
         )
         return [_parse(stamp) for (stamp,) in rows]
 
