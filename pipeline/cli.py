@@ -190,7 +190,7 @@ def _delivery_progress() -> Iterator[Progress]:
             bars.TextColumn("{task.fields[rate]:,.0f}/s"),
             bars.TimeRemainingColumn(),
         )
-        with bars.Progress(*columns) as bar:
+        with bars.Progress(*columns, transient=True) as bar:
             task = bar.add_task("delivery", total=None, rate=0.0)
 
             def draw(report: DeliveryReport) -> None:
