@@ -43,12 +43,14 @@ from pipeline.authoring import create_article
 from pipeline.check import check_project, load_checked
 from pipeline.config import Settings, load_project
 from pipeline.console import Output, Verbosity
+from pipeline.delivery import DeliveryReport
 from pipeline.errors import ContentError, PipelineError, Problem
 from pipeline.ledger import SUBSCRIBER_STATUSES, DeliveryCounts
 from pipeline.preview import send_test, write_preview
 from pipeline.publish import PublishPlan, PublishReport, execute, open_ledger, plan_publish
 from pipeline.status import ProjectStatus, destination, project_status, read_ledger
 from pipeline.subscribers import export_csv, open_store, parse_topics
+from pipeline.workers import deliver_outbox
 
 __all__ = ["App", "ExitCode", "cli", "command", "main"]
 
@@ -192,6 +194,9 @@ def _render_status(app: App, result: ProjectStatus) -> None:
     app.out.data(views.status_dict(result))
     _render_plan(app, result.plan)
     app.out.show(views.deliveries_table(result))
+    per_digest = views.digests_table(result)
+    if per_digest is not None:
+        app.out.show(per_digest)
 
 
 def _render_plan(app: App, plan: PublishPlan) -> None:
@@ -301,8 +306,8 @@ def publish(app: App, dry_run: bool, no_email: bool, yes: bool) -> None:
         if not _confirmed(app, emails, yes):
             app.out.say("Nothing published.", level=Verbosity.QUIET)
             stop(ExitCode.PROBLEMS)
-        with app.out.progress("Sending", emails) as advance:
-            report = execute(plan, settings, ledger, send_email=not no_email, on_result=advance)
+        with app.out.delivery_progress() as progress:
+            report = execute(plan, settings, ledger, send_email=not no_email, on_progress=progress)
     _render_publish(app, plan, report, time.perf_counter() - started)
     if report.delivery is not None and not report.delivery.complete:
         stop(ExitCode.PARTIAL)
@@ -344,23 +349,42 @@ def _render_publish(
         out.say("Nothing new, updated or withdrawn.")
     written = len(report.written)
     out.say(f"Wrote {written} file(s) under public/." if written else "Files in public/ unchanged.")
-    delivery = report.delivery
-    if delivery is None:
+    if report.delivery is None:
         out.say("No email sent (--no-email).")
-    elif delivery.sent + delivery.deferred + delivery.failed == 0:
-        out.say("No email to send.")
     else:
-        out.say(
-            f"Email to {destination(app.settings)}: {delivery.sent} sent, "
-            f"{delivery.deferred} deferred, {delivery.failed} failed"
-            + (f" ({delivery.suppressed} address(es) suppressed)" if delivery.suppressed else "")
-            + "."
-        )
-        if delivery.deferred:
-            out.warn(f"{delivery.deferred} message(s) deferred; `pipeline publish` retries them")
-        if delivery.failed:
-            out.warn(f"{delivery.failed} message(s) failed for good; see `pipeline status`")
+        _render_delivery(app, report.delivery)
     out.say(f"Done in {seconds:.2f} s.", level=Verbosity.VERBOSE)
+
+
+def _render_delivery(app: App, delivery: DeliveryReport) -> None:
+    """The summary of a delivery, shared by publish and deliver."""
+    out = app.out
+    if delivery.total == 0 and not delivery.pending:
+        out.say("No email to send.")
+        return
+    out.say(
+        f"Email to {destination(app.settings)}: {delivery.sent} sent, "
+        f"{delivery.deferred} deferred, {delivery.failed} failed"
+        + (f" ({delivery.suppressed} address(es) suppressed)" if delivery.suppressed else "")
+        + (f", {delivery.rate:,.0f} a second" if delivery.sent > 1 else "")
+        + "."
+    )
+    if delivery.skipped:
+        out.say(f"{delivery.skipped} not sent: the address was suppressed after the digest.")
+    if delivery.interrupted:
+        out.warn(
+            f"interrupted: {delivery.pending} message(s) left pending; `pipeline deliver` sends them"
+        )
+    elif delivery.stopped:
+        out.warn(f"stopped early: {delivery.stopped}")
+    elif delivery.pending:
+        out.warn(f"{delivery.pending} message(s) still pending (another delivery holds them)")
+    if delivery.deferred:
+        out.warn(
+            f"{delivery.deferred} message(s) deferred; `pipeline deliver` or `publish` retries them"
+        )
+    if delivery.failed:
+        out.warn(f"{delivery.failed} message(s) failed for good; see `pipeline status`")
 
 
 # --- subscribers ---------------------------------------------------------------------------
@@ -479,6 +503,31 @@ def serve(app: App, host: str, port: int) -> None:
     settings = app.settings
     app.out.say(f"Serving {settings.paths.public} on http://{host}:{port}/ (Ctrl-C stops)")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+# --- deliver -------------------------------------------------------------------------------
+
+
+@command("deliver", json_output=True)
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="First make failed messages pending again (suppressed addresses stay failed).",
+)
+def deliver_command(app: App, retry_failed: bool) -> None:
+    """Send what the outbox holds: pending messages, and deferred ones whose time has come.
+
+    Exits 3 when some messages were deferred, failed or left pending.
+    """
+    settings = app.settings
+    with open_ledger(settings) as ledger, app.out.delivery_progress() as progress:
+        report = deliver_outbox(settings, ledger, retry_failed=retry_failed, on_progress=progress)
+    app.out.data({"retried": report.retried, "delivery": views.delivery_dict(report)})
+    if retry_failed:
+        app.out.say(f"{report.retried} failed message(s) made pending again.")
+    _render_delivery(app, report)
+    if not report.complete:
+        stop(ExitCode.PARTIAL)
 
 
 def main() -> None:

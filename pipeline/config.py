@@ -61,8 +61,9 @@ class SenderSettings:
 @dataclass(frozen=True, slots=True)
 class SmtpSettings:
     url: str = ""
-    timeout: float = 30.0
+    timeout: float = 30.0  # seconds to wait for each reply
     local_hostname: str = ""
+    connect_timeout: float = 10.0  # seconds to open a connection (TLS and login included)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,9 @@ class SendSettings:
     rate_per_second: float = 0.0
     max_attempts: int = 5
     confirm_above: int = 100  # on a terminal, publish asks before emailing more people
+    rate_per_hour: int = 0  # 0: no hourly cap
+    retry_after: float = 60.0  # seconds before the first retry; doubles with each attempt
+    processes: int = 0  # sending processes; 0: one, or one per core for large lists
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +271,16 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"{CONFIG_FILE}: [send] connections must be at least 1")
     if settings.send.confirm_above < 0:
         raise ConfigError(f"{CONFIG_FILE}: [send] confirm_above must be 0 or more")
+    send = settings.send
+    if send.rate_per_second < 0 or send.rate_per_hour < 0 or send.retry_after < 0:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [send] rate_per_second, rate_per_hour and retry_after "
+            "must be 0 or more"
+        )
+    if send.max_attempts < 1 or send.processes < 0:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [send] max_attempts must be at least 1, processes 0 or more"
+        )
     if settings.feeds.max_entries < 1:
         raise ConfigError(f"{CONFIG_FILE}: [feeds] max_entries must be at least 1")
     if settings.smtp.url:

@@ -11,15 +11,21 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
+
+from pipeline.delivery import DeliveryReport
+
+if TYPE_CHECKING:
+    from pipeline.delivery import DeliveryReport
 
 __all__ = ["Output", "Verbosity"]
 
@@ -113,6 +119,46 @@ class Output:
         yield
 
     @contextmanager
+    def delivery_progress(self) -> Iterator[Callable[[DeliveryReport], None]]:
+        """Follow a delivery: a bar with rate and ETA on a terminal, else a line every 5 s.
+
+        Yields the callback delivery calls with its running report.
+        """
+        started = time.perf_counter()
+        if self._err.is_terminal and self._shows(Verbosity.NORMAL):
+            columns = (
+                TextColumn("Sending"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:,.0f}/s"),
+                TimeRemainingColumn(),
+            )
+            with Progress(*columns, console=self._err, transient=True) as bar:
+                task = bar.add_task("delivery", total=None, rate=0.0)
+
+                def draw(report: DeliveryReport) -> None:
+                    rate = report.sent / max(time.perf_counter() - started, 1e-6)
+                    bar.update(task, total=report.total, completed=report.done, rate=rate)
+
+                yield draw
+            return
+
+        last_line = started
+
+        def log(report: DeliveryReport) -> None:
+            nonlocal last_line
+            now = time.perf_counter()
+            if now - last_line >= 5.0 and self._shows(Verbosity.NORMAL):
+                last_line = now
+                self._err.print(
+                    f"sending: {report.done}/{report.total} ({report.sent} sent, "
+                    f"{report.deferred} deferred, {report.failed} failed), "
+                    f"{report.sent / (now - started):,.0f}/s",
+                    soft_wrap=True,
+                )
+
+        yield log
+
     def progress(self, label: str, total: int | None) -> Iterator[Callable[[str], None]]:
         """A progress bar on a terminal; yields a callback to call once per item done."""
         if not (self._err.is_terminal and self._shows(Verbosity.NORMAL)) or not total:

@@ -1,40 +1,47 @@
-"""Drain the outbox: send each due row and record its fate before taking the next.
+"""Send messages: the transports (SMTP through aiosmtplib, or a local Maildir).
 
-Only this module opens SMTP connections. A ``Transport`` sends one message and either
-returns the server's reply or raises ``TemporaryFailure`` (try later) or
-``PermanentFailure`` (never). Two transports exist: SMTP through aiosmtplib, and a local
-Maildir for runs without a mail server.
+Only this module opens SMTP connections. A ``Transport`` sends one message and returns the
+server's reply, or raises what the reply means for that row:
+
+    TemporaryFailure      4xx, a dropped connection, a timeout: try again later
+    └── Unreachable       the connection could not be (re)opened: the message never left
+    PermanentFailure      5xx: never; ``hard_bounce`` when the reply is about the address
+    DeliveryError         the server refuses the whole run (the sender, the login)
+
+``DeliveryOptions`` says how to send and ``DeliveryReport`` what a run did. Draining the
+outbox through transports is ``pipeline.drain``; running several drains in parallel
+processes, and choosing how many, is ``pipeline.workers``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import functools
 import mailbox
-import random
+import re
 import socket
-import time
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
 import aiosmtplib
 
-from pipeline.config import SmtpTarget
+from pipeline.config import SendSettings, Settings, SmtpTarget
 from pipeline.errors import DeliveryError
-from pipeline.ledger import Ledger, OutboxRow
-from pipeline.messages import MessageFactory, OutgoingMessage
+from pipeline.messages import OutgoingMessage
 
 __all__ = [
+    "DeliveryOptions",
     "DeliveryReport",
     "MaildirTransport",
     "PermanentFailure",
     "SmtpTransport",
     "TemporaryFailure",
     "Transport",
-    "deliver",
+    "Unreachable",
+    "transport_for",
+    "wire_form",
 ]
 
 
@@ -46,15 +53,27 @@ class TemporaryFailure(Exception):
         self.reply = reply
 
 
-class PermanentFailure(Exception):
-    """The server refused this recipient for good (5xx): a hard bounce."""
+class Unreachable(TemporaryFailure):
+    """The connection could not be opened again; the message was not sent at all."""
 
-    def __init__(self, reply: str) -> None:
+
+class PermanentFailure(Exception):
+    """The server refused this message for good (5xx).
+
+    ``hard_bounce`` is true when the refusal is about the recipient's address (at RCPT,
+    or a 5.1.x/5.2.x status after the data), so the address is suppressed; a refusal of
+    the content is not held against the subscriber.
+    """
+
+    def __init__(self, reply: str, *, hard_bounce: bool) -> None:
         super().__init__(reply)
         self.reply = reply
+        self.hard_bounce = hard_bounce
 
 
 class Transport(Protocol):
+    """One connection's worth of sending; ``open`` raises ``DeliveryError`` naming the server."""
+
     async def open(self) -> None: ...
     async def send(self, message: OutgoingMessage) -> str: ...
     async def close(self) -> None: ...
@@ -71,7 +90,9 @@ class MaildirTransport:
         self._box = mailbox.Maildir(self.path, create=True)
 
     async def send(self, message: OutgoingMessage) -> str:
-        assert self._box is not None, "open() first"
+        if self._box is None:
+            await self.open()
+        assert self._box is not None
         key = self._box.add(message.data)
         return f"250 stored in maildir as {key}"
 
@@ -79,14 +100,125 @@ class MaildirTransport:
         self._box = None
 
 
-class SmtpTransport:
-    """One persistent aiosmtplib connection, reopened when the server drops it."""
+@dataclass(frozen=True, slots=True)
+class DeliveryOptions:
+    """How one drain sends: connections, retry budget, rate limits, claiming."""
 
-    def __init__(self, target: SmtpTarget, *, timeout: float, local_hostname: str | None) -> None:
+    connections: int = 4
+    max_attempts: int = 5
+    rate_per_second: float = 0.0  # across this drain's connections; 0: no limit
+    rate_per_hour: int = 0
+    retry_base: float = 60.0  # seconds before the first retry; doubles with each attempt
+    retry_cap: float = 6 * 3600.0
+    lease: float = 120.0  # seconds a claim holds rows; renewed while the drain runs
+    batch: int = 200  # rows claimed at a time
+    history_share: tuple[int, int] = (0, 1)  # (index, of) of past sends this drain counts
+
+    @classmethod
+    def from_settings(
+        cls, send: SendSettings, *, share: int = 0, shares: int = 1
+    ) -> DeliveryOptions:
+        """``[send]`` settings, split evenly when ``shares`` processes send in parallel."""
+        return cls(
+            connections=max(1, send.connections // shares),
+            max_attempts=send.max_attempts,
+            rate_per_second=send.rate_per_second / shares,
+            rate_per_hour=-(-send.rate_per_hour // shares),
+            retry_base=send.retry_after,
+            history_share=(share, shares),
+        )
+
+
+@dataclass(slots=True)
+class DeliveryReport:
+    """What a delivery run did. Partial failure is a value; only a total failure raises."""
+
+    total: int = 0  # rows due when the run started
+    sent: int = 0
+    deferred: int = 0  # still deferred at the end (a later run retries them)
+    failed: int = 0
+    suppressed: int = 0  # addresses suppressed after a hard bounce
+    skipped: int = 0  # rows not sent because their address was suppressed meanwhile
+    retried: int = 0  # failed rows made pending again on request
+    pending: int = 0  # rows still pending at the end (interrupted, or held by another run)
+    seconds: float = 0.0
+    interrupted: bool = False
+    stopped: str | None = None  # why the run stopped early, if the server went away
+
+    @property
+    def done(self) -> int:
+        """Rows this run settled, one way or another."""
+        return self.sent + self.deferred + self.failed
+
+    @property
+    def rate(self) -> float:
+        """Messages accepted per second."""
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def complete(self) -> bool:
+        """Every due message was accepted: nothing deferred, failed or left pending."""
+        return not (self.deferred or self.failed or self.pending or self.stopped)
+
+    def add(self, other: DeliveryReport) -> None:
+        """Fold in the report of a parallel run over the same outbox."""
+        for name in ("sent", "deferred", "failed", "suppressed", "skipped"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.interrupted = self.interrupted or other.interrupted
+        self.stopped = self.stopped or other.stopped
+
+
+_BARE_LINE_ENDS = re.compile(rb"\r\n|\r|\n")
+_MAILBOX_STATUS = re.compile(r"^5\.[12]\.\d")
+
+
+def wire_form(data: bytes) -> bytes:
+    """The message as it travels after DATA: CRLF line ends, leading dots doubled, the end.
+
+    aiosmtplib makes the same transformation with two regular-expression passes over every
+    message; messages from ``policy.SMTP`` already end lines with CRLF, so counting is
+    enough to know, and one ``bytes.replace`` does the dot-stuffing.
+    """
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+        data = _BARE_LINE_ENDS.sub(b"\r\n", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    if data.startswith(b"."):
+        data = b"." + data
+    return data.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+
+
+@functools.cache
+def _default_hostname() -> str:
+    return socket.getfqdn() or "localhost"
+
+
+class SmtpTransport:
+    """One persistent aiosmtplib connection, reused for many messages, reopened after a drop.
+
+    The connection (TLS, STARTTLS, login, EHLO) is aiosmtplib's. The transaction is issued
+    through the client's command interface, with the message handed over in wire form:
+    this skips aiosmtplib's per-message address parsing and its two regular-expression
+    passes, which were most of the client's time per message.
+    """
+
+    def __init__(
+        self,
+        target: SmtpTarget,
+        *,
+        timeout: float,
+        connect_timeout: float | None = None,
+        local_hostname: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.target = target
         self._timeout = timeout
-        self._local_hostname = local_hostname or socket.getfqdn() or "localhost"
+        self._connect_timeout = connect_timeout or timeout
+        self._local_hostname = local_hostname or _default_hostname()
+        self._tls_context = tls_context
         self._client: aiosmtplib.SMTP | None = None
+        self._utf8 = False
 
     async def open(self) -> None:
         target = self.target
@@ -99,156 +231,139 @@ class SmtpTransport:
             local_hostname=self._local_hostname,
             username=target.username,
             password=target.password,
+            tls_context=self._tls_context,
         )
         try:
-            await client.connect()
+            await client.connect(timeout=self._connect_timeout)
+            if client.is_ehlo_or_helo_needed:
+                try:
+                    await client.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    await client.helo()
         except aiosmtplib.SMTPAuthenticationError as exc:
-            raise DeliveryError(f"SMTP server {target} refused the login: {exc.message}") from exc
-        except (aiosmtplib.SMTPException, OSError) as exc:
+            client.close()
             raise DeliveryError(
-                f"cannot reach the SMTP server at {target} ({exc}); check PIPELINE_SMTP_URL "
-                "or [smtp] url in pipeline.toml"
+                f"the SMTP server at {target} refused the login: {exc.code} {exc.message}; "
+                "check the user in PIPELINE_SMTP_URL and PIPELINE_SMTP_PASSWORD"
+            ) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            client.close()
+            raise DeliveryError(
+                f"cannot reach the SMTP server at {target} ({exc}); check that it is running "
+                "and PIPELINE_SMTP_URL or [smtp] url in pipeline.toml"
             ) from exc
         self._client = client
+        self._utf8 = client.supports_extension("smtputf8")
 
     async def send(self, message: OutgoingMessage) -> str:
-        if self._client is None or not self._client.is_connected:
+        client = self._client
+        if client is None or not client.is_connected:
             try:
                 await self.open()
             except DeliveryError as exc:
-                raise TemporaryFailure(str(exc)) from exc
-        assert self._client is not None
+                raise Unreachable(str(exc)) from exc
+            client = self._client
+            assert client is not None
         try:
-            _, reply = await self._client.sendmail(
-                message.sender, [message.recipient], message.data
-            )
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            refusal = exc.recipients[0]
-            raise _classify(refusal.code, refusal.message) from exc
-        except aiosmtplib.SMTPResponseException as exc:
-            raise _classify(exc.code, exc.message) from exc
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            self._client = None  # the connection is gone or unusable; reopen next time
-            raise TemporaryFailure(f"connection lost: {exc}") from exc
-        return reply
+            return await self._transaction(client, message)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
+            # The connection is gone or out of step with the server: never reuse it.
+            self._drop()
+            reason = "timed out" if isinstance(exc, TimeoutError) else "connection lost"
+            raise TemporaryFailure(f"{reason}: {exc}") from exc
 
-    async def close(self) -> None:
-        if self._client is not None and self._client.is_connected:
-            try:
-                await self._client.quit()
-            except (aiosmtplib.SMTPException, OSError):
-                self._client.close()
+    async def _transaction(self, client: aiosmtplib.SMTP, message: OutgoingMessage) -> str:
+        sender = message.sender.encode()
+        recipient = message.recipient.encode()
+        options: list[bytes] = []
+        if not (sender + recipient).isascii():
+            if not self._utf8:
+                raise PermanentFailure(
+                    f"the server at {self.target} does not accept non-ASCII addresses (SMTPUTF8)",
+                    hard_bounce=False,
+                )
+            options.append(b"SMTPUTF8")
+        try:
+            reply = await client.execute_command(b"MAIL", b"FROM:<" + sender + b">", *options)
+            if reply.code != 250:
+                await self._reset(client)
+                if reply.code >= 500:
+                    raise DeliveryError(
+                        f"the SMTP server at {self.target} refuses the sender "
+                        f"{message.sender}: {reply.code} {reply.message}; "
+                        "check [sender] address in pipeline.toml and the relay's settings"
+                    )
+                raise TemporaryFailure(f"{reply.code} {reply.message}")
+            reply = await client.execute_command(b"RCPT", b"TO:<" + recipient + b">")
+            if reply.code not in (250, 251):
+                await self._reset(client)
+                raise _refusal(reply.code, reply.message, hard_bounce=True)
+        except ValueError as exc:  # aiosmtplib refuses control characters in a command
+            raise PermanentFailure(f"invalid address: {exc}", hard_bounce=False) from exc
+        reply = await client.execute_command(b"DATA")
+        if reply.code != 354:
+            await self._reset(client)
+            raise _refusal(reply.code, reply.message, hard_bounce=False)
+        protocol = client.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("connection lost before the data")
+        protocol.write(wire_form(message.data))
+        reply = await protocol.read_response(timeout=self._timeout)
+        if reply.code != 250:
+            bounce = bool(_MAILBOX_STATUS.match(reply.message))
+            raise _refusal(reply.code, reply.message, hard_bounce=bounce)
+        return f"{reply.code} {reply.message}"
+
+    async def _reset(self, client: aiosmtplib.SMTP) -> None:
+        """End a refused transaction so the connection can take the next message."""
+        try:
+            if client.is_connected:
+                reply = await client.execute_command(b"RSET")
+                if reply.code == 250:
+                    return
+        except (aiosmtplib.SMTPException, OSError):
+            pass  # the refusal is what this row is recorded with; reconnect for the next
+        self._drop()
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            self._client.close()
         self._client = None
 
-
-def _classify(code: int, message: str) -> Exception:
-    reply = f"{code} {message}"
-    return PermanentFailure(reply) if 500 <= code < 600 else TemporaryFailure(reply)
-
-
-@dataclass(slots=True)
-class DeliveryReport:
-    sent: int = 0
-    deferred: int = 0
-    failed: int = 0
-    suppressed: int = 0
-    seconds: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        return self.sent / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def complete(self) -> bool:
-        return self.deferred == 0 and self.failed == 0
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and client.is_connected:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
 
 
-def backoff(attempts: int, *, base: float = 60.0, cap: float = 6 * 3600.0) -> timedelta:
-    """Exponential back-off with full jitter: 1, 2, 4 … minutes, capped at six hours."""
-    return timedelta(seconds=random.uniform(0.5, 1.0) * min(cap, base * 2 ** max(0, attempts)))
+def _refusal(code: int, text: str, *, hard_bounce: bool) -> Exception:
+    reply = f"{code} {text}"
+    if 500 <= code < 600:
+        return PermanentFailure(reply, hard_bounce=hard_bounce)
+    return TemporaryFailure(reply)
 
 
-def deliver(
-    ledger: Ledger,
-    factory: MessageFactory,
-    make_transport: Callable[[], Transport],
-    *,
-    connections: int = 1,
-    max_attempts: int = 5,
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    on_result: Callable[[str], None] | None = None,
-) -> DeliveryReport:
-    """Send every due outbox row over ``connections`` transports; return what happened."""
-    return asyncio.run(
-        _deliver(ledger, factory, make_transport, connections, max_attempts, clock, on_result)
-    )
+def transport_for(settings: Settings) -> tuple[Callable[[], Transport], bool]:
+    """How to open one connection for this configuration, and whether it is SMTP.
 
+    No SMTP URL means the local Maildir ``state/maildir``.
+    """
+    target = settings.smtp_target()
+    if target is None:
+        maildir = settings.paths.maildir
+        return (lambda: MaildirTransport(maildir)), False
+    smtp = settings.smtp
+    hostname = smtp.local_hostname or None
 
-async def _deliver(
-    ledger: Ledger,
-    factory: MessageFactory,
-    make_transport: Callable[[], Transport],
-    connections: int,
-    max_attempts: int,
-    clock: Callable[[], datetime],
-    on_result: Callable[[str], None] | None,
-) -> DeliveryReport:
-    report = DeliveryReport()
-    started = time.perf_counter()
-    first_batch = ledger.due_rows(clock(), limit=1)
-    if not first_batch:
-        return report
+    def connect() -> Transport:
+        return SmtpTransport(
+            target,
+            timeout=smtp.timeout,
+            connect_timeout=smtp.connect_timeout,
+            local_hostname=hostname,
+        )
 
-    queue: asyncio.Queue[OutboxRow | None] = asyncio.Queue(maxsize=connections * 8)
-
-    async def produce() -> None:
-        after = 0
-        while True:
-            batch = ledger.due_rows(clock(), after_id=after)
-            if not batch:
-                break
-            for row in batch:
-                await queue.put(row)
-            after = batch[-1].id
-        for _ in range(connections):
-            await queue.put(None)
-
-    async def work(transport: Transport) -> None:
-        try:
-            while (row := await queue.get()) is not None:
-                message = factory.build(row)
-                try:
-                    reply = await transport.send(message)
-                except TemporaryFailure as exc:
-                    if row.attempts + 1 >= max_attempts:
-                        ledger.mark_failed(row.id, exc.reply)
-                        report.failed += 1
-                        outcome = "failed"
-                    else:
-                        ledger.mark_deferred(row.id, exc.reply, clock() + backoff(row.attempts))
-                        report.deferred += 1
-                        outcome = "deferred"
-                except PermanentFailure as exc:
-                    ledger.mark_failed(row.id, exc.reply)
-                    ledger.suppress(row.email, f"bounced: {exc.reply}", clock())
-                    report.failed += 1
-                    report.suppressed += 1
-                    outcome = "failed"
-                else:
-                    # Recorded before this connection takes its next message.
-                    ledger.mark_sent(row.id, message.message_id, reply, clock())
-                    report.sent += 1
-                    outcome = "sent"
-                if on_result is not None:
-                    on_result(outcome)
-        finally:
-            await transport.close()
-
-    transports = [make_transport() for _ in range(connections)]
-    await transports[0].open()  # fail fast, naming the server, when it cannot be reached
-    for transport in transports[1:]:
-        with contextlib.suppress(DeliveryError):  # it retries on its first message
-            await transport.open()
-    await asyncio.gather(produce(), *(work(t) for t in transports))
-    report.seconds = time.perf_counter() - started
-    return report
+    return connect, True

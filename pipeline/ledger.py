@@ -21,6 +21,7 @@ __all__ = [
     "CachedArticle",
     "DeliveryCounts",
     "DigestCopy",
+    "DigestDelivery",
     "KnownArticle",
     "Ledger",
     "MergeCounts",
@@ -146,6 +147,12 @@ _MIGRATIONS: tuple[str, ...] = (
         mtime_ns   INTEGER NOT NULL
     );
     """,
+    # 4: claim-before-send finds due rows in id order. One index on the outbox only: each
+    # message's commit rewrites every index its row is in, and that is the cost per send.
+    """
+    DROP INDEX outbox_due;
+    CREATE INDEX outbox_by_status ON outbox (status, id);
+    """,
 )
 
 
@@ -192,6 +199,16 @@ class DeliveryCounts:
     deferred: int = 0
     sent: int = 0
     failed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DigestDelivery:
+    """Where one digest's delivery stands: its outbox rows counted by status."""
+
+    digest_id: int
+    subject: str
+    created_at: datetime
+    counts: DeliveryCounts
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,36 +431,147 @@ class Ledger:
             raise LookupError(f"digest {digest_id} has no audience {key!r}")
         return AudienceRecord(*row)
 
-    def due_rows(self, now: datetime, *, after_id: int = 0, limit: int = 500) -> list[OutboxRow]:
-        """Pending rows and deferred rows whose next try has come, in id order, one batch."""
+    # --- the outbox: claim before send ----------------------------------------------------
+    #
+    # A worker claims a batch of due rows by writing its name and a lease expiry on them, in
+    # one write transaction, so two workers never claim the same row. Each row's fate is
+    # committed on its own as soon as the server answers, which also drops the lease. A
+    # worker that dies leaves leased rows still pending: they are claimable again once the
+    # lease runs out, or at once when a worker on the same host sees the owner is dead.
+
+    _ROW = "id, digest_id, audience_key, email, name, attempts"
+
+    def claim(self, owner: str, now: datetime, until: datetime, limit: int) -> list[OutboxRow]:
+        """Lease up to ``limit`` due rows to ``owner`` until ``until``; oldest first.
+
+        Due means pending, or deferred with its next try come; rows under another live
+        lease are skipped. Deferred rows go first: they have waited longest.
+        """
+        stamp = _iso(now)
+        claimed: list[tuple[int, int, str, str, str, int]] = []
+        with self.transaction() as db:
+            for due in (
+                "status = 'deferred' AND next_attempt_at <= :now",
+                "status = 'pending'",
+            ):
+                if len(claimed) >= limit:
+                    break
+                claimed += db.execute(
+                    f"""UPDATE outbox SET lease_owner = :owner, lease_until = :until
+                        WHERE id IN (
+                            SELECT id FROM outbox
+                            WHERE {due} AND (lease_until IS NULL OR lease_until <= :now)
+                            ORDER BY id LIMIT :limit)
+                        RETURNING {self._ROW}""",
+                    {
+                        "owner": owner,
+                        "until": _iso(until),
+                        "now": stamp,
+                        "limit": limit - len(claimed),
+                    },
+                ).fetchall()
+        return [OutboxRow(*row) for row in sorted(claimed)]
+
+    def extend_leases(self, owner: str, until: datetime) -> None:
+        """Push back the expiry of every row ``owner`` still holds (a long, slow run)."""
+        self._db.execute(
+            "UPDATE outbox SET lease_until = ? WHERE lease_owner = ?", (_iso(until), owner)
+        )
+
+    def release_leases(self, owner: str) -> int:
+        """Hand back every row ``owner`` holds unsent, so others may take it now."""
+        cursor = self._db.execute(
+            "UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?",
+            (owner,),
+        )
+        return cursor.rowcount
+
+    def lease_holders(self) -> list[str]:
+        """The owners of rows currently leased (their leases may have run out)."""
         rows = self._db.execute(
-            """SELECT id, digest_id, audience_key, email, name, attempts FROM outbox
-               WHERE id > ? AND (status = 'pending' OR (status = 'deferred' AND next_attempt_at <= ?))
-               ORDER BY id LIMIT ?""",
-            (after_id, _iso(now), limit),
-        ).fetchall()
-        return [OutboxRow(*row) for row in rows]
+            "SELECT DISTINCT lease_owner FROM outbox WHERE lease_owner IS NOT NULL"
+        )
+        return [owner for (owner,) in rows]
 
     def mark_sent(self, row_id: int, message_id: str, reply: str, now: datetime) -> None:
+        """The server accepted the message: committed before the connection sends again."""
         self._db.execute(
             """UPDATE outbox SET status = 'sent', attempts = attempts + 1, message_id = ?,
-                   last_reply = ?, sent_at = ?, next_attempt_at = NULL WHERE id = ?""",
+                   last_reply = ?, sent_at = ?, next_attempt_at = NULL,
+                   lease_owner = NULL, lease_until = NULL
+               WHERE id = ?""",
             (message_id, reply, _iso(now), row_id),
         )
 
     def mark_deferred(self, row_id: int, reply: str, next_attempt: datetime) -> None:
         self._db.execute(
             """UPDATE outbox SET status = 'deferred', attempts = attempts + 1, last_reply = ?,
-                   next_attempt_at = ? WHERE id = ?""",
+                   next_attempt_at = ?, lease_owner = NULL, lease_until = NULL
+               WHERE id = ?""",
             (reply, _iso(next_attempt), row_id),
         )
 
     def mark_failed(self, row_id: int, reply: str) -> None:
         self._db.execute(
             """UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_reply = ?,
-                   next_attempt_at = NULL WHERE id = ?""",
+                   next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL
+               WHERE id = ?""",
             (reply, row_id),
         )
+
+    def mark_bounced(self, row_id: int, email: str, reply: str, now: datetime) -> None:
+        """A hard bounce: fail the row and suppress the address, in one transaction."""
+        with self.transaction() as db:
+            db.execute(
+                """UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_reply = ?,
+                       next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL
+                   WHERE id = ?""",
+                (reply, row_id),
+            )
+            self.suppress(email, f"bounced: {reply}", now)
+
+    def cancel_suppressed(self, now: datetime) -> int:
+        """Fail unsent rows whose address was suppressed since (unsubscribed, bounced)."""
+        cursor = self._db.execute(
+            """UPDATE outbox SET status = 'failed', next_attempt_at = NULL,
+                   last_reply = 'not sent: the address is suppressed'
+               WHERE status IN ('pending', 'deferred')
+                 AND (lease_until IS NULL OR lease_until <= ?)
+                 AND lower(email) IN (SELECT email_key FROM subscribers
+                                      WHERE status IN ('unsubscribed', 'bounced'))""",
+            (_iso(now),),
+        )
+        return cursor.rowcount
+
+    def retry_failed(self, digest_id: int | None = None) -> int:
+        """Make failed rows pending again with a fresh attempt budget; suppressed stay failed."""
+        where, args = ("AND digest_id = ?", (digest_id,)) if digest_id is not None else ("", ())
+        cursor = self._db.execute(
+            f"""UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = NULL
+                WHERE status = 'failed' {where}
+                  AND lower(email) NOT IN (SELECT email_key FROM subscribers
+                                           WHERE status IN ('unsubscribed', 'bounced'))""",
+            args,
+        )
+        return cursor.rowcount
+
+    def due_count(self, now: datetime) -> int:
+        """How many rows are due: pending, or deferred with their next try come."""
+        (count,) = self._db.execute(
+            """SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending')
+                    + (SELECT COUNT(*) FROM outbox
+                       WHERE status = 'deferred' AND next_attempt_at <= ?)""",
+            (_iso(now),),
+        ).fetchone()
+        return int(count)
+
+    def sent_since(self, since: datetime) -> list[datetime]:
+        """When each message accepted at or after ``since`` went out (for hourly caps)."""
+        rows = self._db.execute(
+            "SELECT sent_at FROM outbox WHERE status = 'sent' AND sent_at >= ? ORDER BY sent_at",
+            (_iso(since),),
+        )
+        return [_parse(stamp) for (stamp,) in rows]
 
     def delivery_counts(self, digest_id: int | None = None) -> DeliveryCounts:
         where, args = ("WHERE digest_id = ?", (digest_id,)) if digest_id is not None else ("", ())
@@ -453,6 +581,24 @@ class Ledger:
         return DeliveryCounts(
             **{k: counts.get(k, 0) for k in ("pending", "deferred", "sent", "failed")}
         )
+
+    def digest_deliveries(self) -> list[DigestDelivery]:
+        """Every digest with its outbox counted by status, oldest first."""
+        per_digest: dict[int, dict[str, int]] = {}
+        for digest_id, status, count in self._db.execute(
+            "SELECT digest_id, status, COUNT(*) FROM outbox GROUP BY digest_id, status"
+        ):
+            per_digest.setdefault(digest_id, {})[status] = count
+        digests = self._db.execute("SELECT id, subject, created_at FROM digests ORDER BY id")
+        return [
+            DigestDelivery(
+                digest_id,
+                subject,
+                _parse(created),
+                DeliveryCounts(**per_digest.get(digest_id, {})),
+            )
+            for digest_id, subject, created in digests
+        ]
 
     # --- subscribers ----------------------------------------------------------------------
     # pipeline/subscribers.py validates and decides; these statements store, each change in

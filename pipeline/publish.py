@@ -17,14 +17,15 @@ from pathlib import Path
 from pipeline.atomic import write_all_if_changed, write_if_changed
 from pipeline.cache import CachedLoad, load_articles_cached
 from pipeline.config import Settings, secret_key
-from pipeline.delivery import DeliveryReport, MaildirTransport, SmtpTransport, Transport, deliver
+from pipeline.delivery import DeliveryReport, Transport, transport_for
 from pipeline.detect import detect_changes
 from pipeline.digest import DigestPlan, plan_digest
 from pipeline.disclaimer import load_disclaimer
+from pipeline.drain import Progress
 from pipeline.errors import ContentError, Problem
 from pipeline.feeds import render_feeds
 from pipeline.ledger import KnownArticle, Ledger, PublishRecord
-from pipeline.messages import MessageFactory, check_email_settings
+from pipeline.messages import check_email_settings
 from pipeline.models import Changes
 from pipeline.site import SitePlan, digest_page, output_stamps, plan_site, remove_stale
 from pipeline.subscribers import (
@@ -34,6 +35,7 @@ from pipeline.subscribers import (
     load_subscribers,
     planned_recipients,
 )
+from pipeline.workers import deliver_outbox
 
 __all__ = [
     "PublishPlan",
@@ -127,14 +129,8 @@ def plan_publish(settings: Settings, ledger: Ledger, *, now: datetime | None = N
 
 def transport_factory(settings: Settings) -> tuple[Callable[[], Transport], int]:
     """The transport for this configuration and how many connections to open."""
-    target = settings.smtp_target()
-    if target is None:
-        maildir = settings.paths.maildir
-        return (lambda: MaildirTransport(maildir)), 1
-    timeout, hostname = settings.smtp.timeout, settings.smtp.local_hostname or None
-    return (
-        lambda: SmtpTransport(target, timeout=timeout, local_hostname=hostname)
-    ), settings.send.connections
+    make_transport, smtp = transport_for(settings)
+    return make_transport, settings.send.connections if smtp else 1
 
 
 def execute(
@@ -145,7 +141,7 @@ def execute(
     send_email: bool = True,
     make_transport: Callable[[], Transport] | None = None,
     connections: int | None = None,
-    on_result: Callable[[str], None] | None = None,
+    on_progress: Progress | None = None,
 ) -> PublishReport:
     """Write the files, record the run, deliver the outbox."""
     report = PublishReport(plan)
@@ -195,14 +191,11 @@ def execute(
                 report.written.append(str(web_copy))
 
     if send_email:
-        default_factory, default_connections = transport_factory(settings)
-        factory = MessageFactory(settings, secret_key(settings.paths), ledger.audience)
-        report.delivery = deliver(
+        report.delivery = deliver_outbox(
+            settings,
             ledger,
-            factory,
-            make_transport or default_factory,
-            connections=connections or default_connections,
-            max_attempts=settings.send.max_attempts,
-            on_result=on_result,
+            make_transport=make_transport,
+            connections=connections,
+            on_progress=on_progress,
         )
     return report

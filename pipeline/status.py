@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pipeline.config import Settings
-from pipeline.ledger import DeliveryCounts, Ledger
+from pipeline.ledger import DeliveryCounts, DigestDelivery, Ledger
 from pipeline.publish import PublishPlan, plan_publish
 
 __all__ = ["AudienceCount", "ProjectStatus", "audience_counts", "project_status", "read_ledger"]
@@ -35,6 +35,7 @@ class ProjectStatus:
     last_publish: datetime | None
     last_digest: int | None
     destination: str  # where email goes: "SMTP host:port" or the local Maildir
+    digests: tuple[DigestDelivery, ...] = ()  # per digest, oldest first
 
 
 def read_ledger(settings: Settings) -> Ledger:
@@ -76,6 +77,7 @@ def project_status(settings: Settings, *, now: datetime | None = None) -> Projec
     with read_ledger(settings) as ledger:
         plan = plan_publish(settings, ledger, now=now)
         deliveries = ledger.delivery_counts()
+        digests = tuple(ledger.digest_deliveries())
         last = ledger.last_run()
     return ProjectStatus(
         plan=plan,
@@ -83,4 +85,5 @@ def project_status(settings: Settings, *, now: datetime | None = None) -> Projec
         last_publish=last[0] if last else None,
         last_digest=last[1] if last else None,
         destination=destination(settings),
+        digests=digests,
     )

@@ -179,6 +179,27 @@ def deliveries_table(status: ProjectStatus) -> Table:
     return table
 
 
+def digests_table(status: ProjectStatus) -> Table | None:
+    """One row per digest that still has messages pending, deferred or failed."""
+    open_ones = [
+        d for d in status.digests if d.counts.pending or d.counts.deferred or d.counts.failed
+    ]
+    if not open_ones:
+        return None
+    table = _table("digest", "created", "pending", "deferred", "failed", "sent", title="Digests")
+    for d in open_ones:
+        c = d.counts
+        table.add_row(
+            str(d.digest_id),
+            _when(d.created_at),
+            str(c.pending),
+            str(c.deferred),
+            str(c.failed),
+            str(c.sent),
+        )
+    return table
+
+
 def status_dict(status: ProjectStatus) -> dict[str, Any]:
     return {
         "next_publish": plan_dict(status.plan),
@@ -187,6 +208,15 @@ def status_dict(status: ProjectStatus) -> dict[str, Any]:
         if status.last_publish is None
         else {"at": _iso(status.last_publish), "digest": status.last_digest},
         "destination": status.destination,
+        "digests": [
+            {
+                "digest": d.digest_id,
+                "subject": d.subject,
+                "created": _iso(d.created_at),
+                **_counts_dict(d.counts),
+            }
+            for d in status.digests
+        ],
     }
 
 
@@ -201,6 +231,10 @@ def delivery_dict(delivery: DeliveryReport | None) -> dict[str, Any] | None:
         "deferred": delivery.deferred,
         "failed": delivery.failed,
         "suppressed": delivery.suppressed,
+        "skipped": delivery.skipped,
+        "pending": delivery.pending,
+        "interrupted": delivery.interrupted,
+        "rate": round(delivery.rate, 1),
         "seconds": round(delivery.seconds, 3),
         "complete": delivery.complete,
     }

@@ -266,9 +266,12 @@ def test_unsubscribing_stops_messages_already_queued(project: Path, settings: Se
         )
         assert store.remove("ANA.REYES@example.org", NOW)
         counts = store.ledger.delivery_counts(digest_id)
-        due = [row.email for row in store.ledger.due_rows(NOW + timedelta(days=1))]
+        due = store.ledger.due_count(NOW + timedelta(days=1))
     assert (counts.pending, counts.failed) == (1, 1)
-    assert due == ["ben.okafor@example.org"]
+    assert due == 1
+    with sqlite3.connect(settings.paths.ledger) as db:
+        pending = db.execute("SELECT email FROM outbox WHERE status = 'pending'").fetchall()
+    assert pending == [("ben.okafor@example.org",)]
 
 
 def test_an_edit_after_unsubscribing_reaches_everyone_else(

@@ -1,0 +1,525 @@
+"""Delivery through a real SMTP server that misbehaves: nothing lost, nothing doubled.
+
+Every test ends by comparing three accounts of the same run: what the server accepted,
+what the outbox in the SQLite ledger says, and the report the run returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import tomllib
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline import DeliveryError, execute, load_settings, open_ledger, plan_publish
+from pipeline.cli import cli
+from pipeline.config import parse_smtp_url
+from pipeline.delivery import DeliveryReport, SmtpTransport, wire_form
+from pipeline.drain import release_abandoned_leases
+from pipeline.messages import OutgoingMessage
+from pipeline.workers import deliver_outbox
+from tests.conftest import REPO, Received, free_port, require_tool
+from tests.helpers import FIRST_RUN, edit_article, publish
+from tests.smtp_faults import Faults, Server, faulty_server
+
+READERS = 40
+
+
+def configure(root: Path, **sections: dict[str, Any]) -> None:
+    """Merge keys into the project's pipeline.toml (scalar values only, plus [topics])."""
+    data = tomllib.loads((root / "pipeline.toml").read_text(encoding="utf-8"))
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    lines = []
+    for name, values in data.items():
+        lines.append(f"[{name}]")
+        for key, value in values.items():
+            literal = f'"{value}"' if isinstance(value, str) else repr(value).lower()
+            lines.append(f"{key} = {literal}")
+    (root / "pipeline.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def add_readers(root: Path, count: int) -> list[str]:
+    """Generated subscribers who chose every topic: each of them gets the digest."""
+    emails = [f"reader{i:04d}@example.net" for i in range(count)]
+    lines = ["email,name,topics", *(f"{e},Reader {i}," for i, e in enumerate(emails))]
+    (root / "subscribers" / "readers.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return emails
+
+
+@dataclass
+class Row:
+    status: str
+    attempts: int
+    last_reply: str | None
+    message_id: str | None
+    lease_owner: str | None
+
+
+def outbox(root: Path) -> dict[str, Row]:
+    with sqlite3.connect(root / "state" / "pipeline.db") as db:
+        rows = db.execute(
+            "SELECT email, status, attempts, last_reply, message_id, lease_owner FROM outbox"
+        ).fetchall()
+    return {email.lower(): Row(*rest) for email, *rest in rows}
+
+
+def suppressed(root: Path) -> set[str]:
+    with sqlite3.connect(root / "state" / "pipeline.db") as db:
+        rows = db.execute(
+            "SELECT email_key FROM subscribers WHERE status IN ('bounced', 'unsubscribed')"
+        )
+        return {email for (email,) in rows}
+
+
+def assert_one_copy_each(
+    root: Path, received: Received, *, extra_allowed: int = 0, failed: frozenset[str] = frozenset()
+) -> Counter[str]:
+    """Every row is sent (or one of ``failed``) and its subscriber holds one copy."""
+    rows = outbox(root)
+    copies = Counter(rcpt.lower() for rcpt in received.recipients())
+    deliverable = {email for email in rows if email not in failed}
+    assert {e for e, r in rows.items() if r.status == "sent"} == deliverable
+    assert {e for e, r in rows.items() if r.status == "failed"} == set(failed)
+    assert set(copies) == deliverable, set(copies) ^ deliverable
+    assert sum(n - 1 for n in copies.values()) <= extra_allowed, copies.most_common(5)
+    assert all(r.lease_owner is None for r in rows.values())
+    for rcpt, raw in received.messages:
+        message = message_from_bytes(raw, policy=policy.default)
+        assert message["Message-ID"] == rows[rcpt.lower()].message_id
+    return copies
+
+
+@pytest.fixture
+def site(project: Path) -> Path:
+    add_readers(project, READERS)
+    configure(project, smtp={"timeout": 0.5, "connect_timeout": 2.0}, send={"retry_after": 0.0})
+    return project
+
+
+def use(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_SMTP_URL", server.url)
+
+
+# --- faults at the server ---------------------------------------------------------------
+
+
+def test_random_451_at_rcpt_are_retried_until_everyone_has_one_copy(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with faulty_server(Faults(tempfail_rate=0.3)) as server:
+        use(server, monkeypatch)
+        report = publish(site).delivery
+
+    assert report is not None
+    assert server.handler.log.tempfails, "the fault was never injected"
+    copies = assert_one_copy_each(site, server.received)
+    assert report.sent == len(server.received.messages) == len(copies)
+    assert (report.deferred, report.failed, report.pending) == (0, 0, 0)
+    rows = outbox(site)
+    for address, refusals in server.handler.log.tempfails.items():
+        assert rows[address.lower()].attempts == refusals + 1
+
+
+def test_connection_dropped_during_data_is_resent_once(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dropped = frozenset({"reader0003@example.net", "reader0017@example.net"})
+    with faulty_server(Faults(drop_in_data=dropped)) as server:
+        use(server, monkeypatch)
+        report = publish(site).delivery
+
+    assert report is not None and report.complete
+    assert server.handler.log.dropped == dropped
+    assert_one_copy_each(site, server.received)
+    assert report.sent == len(server.received.messages)
+    rows = outbox(site)
+    assert all(rows[a].attempts == 2 for a in dropped)
+
+
+def test_a_550_fails_the_row_suppresses_the_address_and_the_run_goes_on(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = "reader0005@example.net"
+    with faulty_server(Faults(reject=frozenset({bad}))) as server:
+        use(server, monkeypatch)
+        report = publish(site).delivery
+
+        assert report is not None and not report.complete
+        assert (report.failed, report.suppressed, report.deferred) == (1, 1, 0)
+        assert_one_copy_each(site, server.received, failed=frozenset({bad}))
+        assert report.sent == len(server.received.messages)
+        assert outbox(site)[bad].last_reply.startswith("550 5.1.1")  # type: ignore[union-attr]
+        assert bad in suppressed(site)
+        assert server.handler.log.rejected[bad] == 1  # refused once, never retried
+
+        # The next digest leaves the bounced address out altogether.
+        server.received.messages.clear()
+        edit_article(site, "nintedanib", "twelve hours apart", "twelve hours apart, with food")
+        publish(site, now=FIRST_RUN + timedelta(days=1))
+        assert server.received.messages
+        assert bad not in server.received.recipients()
+        assert server.handler.log.rejected[bad] == 1
+
+
+def test_a_server_slower_than_the_timeout_defers_and_a_later_run_delivers(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(site, send={"retry_after": 600.0})
+    slow = frozenset({"reader0011@example.net"})
+    with faulty_server(Faults(slow_rcpt=slow)) as server:
+        use(server, monkeypatch)
+        first = publish(site).delivery
+        assert first is not None
+        assert (first.deferred, first.failed, first.sent) == (1, 0, len(outbox(site)) - 1)
+        row = outbox(site)["reader0011@example.net"]
+        assert (row.status, row.attempts) == ("deferred", 1)
+        assert "timed out" in (row.last_reply or "")
+
+        settings = load_settings(site)
+        with open_ledger(settings) as ledger:
+            too_soon = deliver_outbox(settings, ledger)
+            later = deliver_outbox(settings, ledger, clock=lambda: _now() + timedelta(hours=1))
+        assert too_soon.total == 0
+        assert (later.sent, later.deferred) == (1, 0)
+    assert_one_copy_each(site, server.received)
+    assert first.sent + later.sent == len(server.received.messages)
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+def test_a_server_too_slow_to_greet_is_a_delivery_error_naming_it(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(site, smtp={"connect_timeout": 0.5})
+    with faulty_server(Faults(slow_seconds=2.0), slow_greeting=True) as server:
+        use(server, monkeypatch)
+        with pytest.raises(DeliveryError, match=f"127.0.0.1:{server.port}"):
+            publish(site)
+    rows = outbox(site)
+    assert rows and all(r.status == "pending" and r.lease_owner is None for r in rows.values())
+
+
+def test_an_unreachable_server_is_an_error_and_the_cli_says_where(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("PIPELINE_SMTP_URL", f"smtp://127.0.0.1:{port}")
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "--root", str(site), "publish"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert f"cannot reach the SMTP server at 127.0.0.1:{port}" in result.stderr
+    assert all(r.status == "pending" for r in outbox(site).values())
+
+
+# --- crashes and interruptions -------------------------------------------------------------
+
+
+def _run_cli(root: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "--root", str(root), *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(received: Received, count: int, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while len(received.messages) < count:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run never got going"
+        time.sleep(0.01)
+
+
+def _settle(received: Received) -> int:
+    """The count once the server has taken in what was already on the wire."""
+    count = -1
+    while count != len(received.messages):
+        count = len(received.messages)
+        time.sleep(0.3)
+    return count
+
+
+@pytest.mark.parametrize("resume", ["publish", "deliver"])
+def test_sigkill_mid_publish_then_resume_sends_the_rest_once(
+    project: Path, monkeypatch: pytest.MonkeyPatch, resume: str
+) -> None:
+    add_readers(project, 300)
+    connections = load_settings(project).send.connections
+    with faulty_server(Faults(delay_per_message=0.004)) as server:
+        use(server, monkeypatch)
+        run = _run_cli(project, "publish")
+        _wait_for(server.received, 60, run)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        before = _settle(server.received)
+        assert before < len(outbox(project)), "the run finished before the kill"
+
+        resumed = _run_cli(project, resume)
+        out, err = resumed.communicate(timeout=120)
+        assert resumed.returncode == 0, out + err
+        if resume == "publish":
+            assert "no new, updated or withdrawn articles" in out
+        sent_after = len(server.received.messages) - before
+        assert f"{sent_after} sent, 0 deferred, 0 failed" in out
+
+    assert_one_copy_each(project, server.received, extra_allowed=connections)
+
+
+def test_ctrl_c_finishes_messages_in_flight_and_leaves_the_rest_pending(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_readers(project, 300)
+    with faulty_server(Faults(delay_per_message=0.004)) as server:
+        use(server, monkeypatch)
+        run = _run_cli(project, "publish")
+        _wait_for(server.received, 40, run)
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=60)
+        assert run.returncode == 3, out + err
+        assert "interrupted" in err  # a warning, on stderr
+        rows = outbox(project)
+        sent = [e for e, r in rows.items() if r.status == "sent"]
+        pending = [e for e, r in rows.items() if r.status == "pending"]
+        # Nothing accepted went unrecorded; nothing is left leased.
+        assert Counter(r.lower() for r in server.received.recipients()) == Counter(sent)
+        assert pending and len(sent) + len(pending) == len(rows)
+        assert all(r.lease_owner is None for r in rows.values())
+        assert f"{len(sent)} sent" in out
+
+        resumed = _run_cli(project, "deliver")
+        out, err = resumed.communicate(timeout=120)
+        assert resumed.returncode == 0, out + err
+    assert_one_copy_each(project, server.received)
+
+
+def test_two_drain_processes_share_the_outbox_without_doubling(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(site, send={"processes": 2, "connections": 4, "retry_after": 0.0})
+    settings = load_settings(site)
+    progress: list[DeliveryReport] = []
+    with faulty_server(Faults(tempfail_rate=0.2)) as server:
+        use(server, monkeypatch)
+        with open_ledger(settings) as ledger:
+            plan = plan_publish(settings, ledger, now=FIRST_RUN)
+            delivery = execute(plan, settings, ledger, on_progress=progress.append).delivery
+
+    assert delivery is not None and delivery.complete
+    assert server.handler.log.tempfails, "the fault was never injected"
+    assert delivery.sent == len(server.received.messages) == len(outbox(site))
+    assert progress and progress[-1].done == delivery.sent
+    assert_one_copy_each(site, server.received)
+
+
+# --- the outbox's leases ------------------------------------------------------------------
+
+
+def test_claims_never_overlap_and_dead_owners_are_released(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_readers(project, 30)
+    monkeypatch.setenv("PIPELINE_SMTP_URL", f"smtp://127.0.0.1:{free_port()}")
+    with pytest.raises(DeliveryError):
+        publish(project)  # records the digest and its outbox, then finds no server
+    settings = load_settings(project)
+    now = _now()
+    with open_ledger(settings) as ledger:
+        total = ledger.due_count(now)
+        first = ledger.claim("host:1:a", now, now + timedelta(minutes=2), 10)
+        second = ledger.claim("host:2:b", now, now + timedelta(minutes=2), 100)
+        assert len(first) == 10 and len(second) == total - 10
+        assert not {r.id for r in first} & {r.id for r in second}
+        assert ledger.claim("host:3:c", now, now + timedelta(minutes=2), 10) == []
+
+        # A lease that ran out returns its rows; one still running does not.
+        later = now + timedelta(minutes=3)
+        again = ledger.claim("host:3:c", later, later + timedelta(minutes=2), 100)
+        assert {r.id for r in again} == {r.id for r in first} | {r.id for r in second}
+
+        # A drain on this host whose process is gone frees its rows at once.
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        owner = f"{os.uname().nodename}:{dead.pid}:feed"
+        ledger.release_leases("host:3:c")
+        ledger.claim(owner, now, now + timedelta(hours=1), 5)
+        ledger.claim(f"{os.uname().nodename}:{os.getpid()}:live", now, now + timedelta(hours=1), 5)
+        assert release_abandoned_leases(ledger) == 5
+        assert len(ledger.claim("x:9:z", now, now + timedelta(minutes=1), 100)) == total - 5
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+def test_deliver_retry_failed_retries_failures_but_not_bounces(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(site, send={"max_attempts": 1})
+    bounced, unlucky = "reader0001@example.net", "reader0002@example.net"
+    faults = Faults(reject=frozenset({bounced}), drop_in_data=frozenset({unlucky}))
+    with faulty_server(faults) as server:
+        use(server, monkeypatch)
+        first = publish(site).delivery
+        assert first is not None and (first.failed, first.suppressed) == (2, 1)
+
+        runner = CliRunner()
+        status = runner.invoke(cli, ["--root", str(site), "status", "--json"])
+        assert status.exit_code == 0, status.output
+        (digest,) = json.loads(status.stdout)["digests"]
+        assert (digest["pending"], digest["deferred"], digest["failed"]) == (0, 0, 2)
+
+        result = runner.invoke(cli, ["--root", str(site), "deliver", "--retry-failed"])
+        assert result.exit_code == 0, result.output
+        assert "1 failed message(s) made pending again" in result.output
+        assert "1 sent, 0 deferred, 0 failed" in result.output
+
+        again = runner.invoke(cli, ["--root", str(site), "deliver"])
+        assert again.exit_code == 0 and again.output == "No email to send.\n"
+    assert_one_copy_each(site, server.received, failed=frozenset({bounced}))
+
+
+def test_deliver_exits_3_when_delivery_is_partial(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(site, send={"retry_after": 600.0})
+    with faulty_server(Faults(drop_in_data=frozenset({"reader0004@example.net"}))) as server:
+        use(server, monkeypatch)
+        result = CliRunner().invoke(cli, ["--root", str(site), "publish"])
+        assert result.exit_code == 3, result.output
+        assert "1 deferred" in result.output
+        assert "deferred; `pipeline deliver` or `publish` retries them" in result.output
+
+
+# --- the wire ------------------------------------------------------------------------------
+
+
+def test_wire_form_stuffs_dots_and_fixes_bare_line_ends() -> None:
+    assert wire_form(b".a\r\n.b\r\nc") == b"..a\r\n..b\r\nc\r\n.\r\n"
+    assert wire_form(b"a\nb\rc\r\n") == b"a\r\nb\r\nc\r\n.\r\n"
+
+
+def test_lines_starting_with_a_dot_arrive_intact(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = (
+        b"From: a@example.org\r\nTo: b@example.net\r\nSubject: dots\r\n\r\n"
+        b".leading dot\r\n..two\r\n.\r\nend\r\n"
+    )
+    with faulty_server() as server:
+        transport = SmtpTransport(parse_smtp_url(server.url, None), timeout=5)
+
+        async def send() -> str:
+            await transport.open()
+            try:
+                return await transport.send(
+                    OutgoingMessage("a@example.org", "b@example.net", "<x@example.org>", data)
+                )
+            finally:
+                await transport.close()
+
+        reply = asyncio.run(send())
+    assert reply.startswith("250")
+    assert server.received.messages == [("b@example.net", data)]
+
+
+@pytest.fixture
+def certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, trusted by this test's TLS clients only."""
+    openssl = require_tool("openssl", why="makes a self-signed certificate for the TLS server")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    return cert, key
+
+
+def test_starttls_and_login_as_the_url_says(certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    from aiosmtpd.smtp import AuthResult
+
+    from tests.smtp_faults import server_tls_context
+
+    logins: list[tuple[bytes, bytes]] = []
+
+    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        logins.append((data.login, data.password))
+        return AuthResult(success=data.password == b"s3cret", handled=False)
+
+    with faulty_server(
+        tls_context=server_tls_context(str(cert), str(key)),
+        require_starttls=True,
+        authenticator=authenticate,
+        auth_required=True,
+    ) as server:
+        target = parse_smtp_url(f"smtp://news@127.0.0.1:{server.port}?starttls=true", "s3cret")
+        transport = SmtpTransport(target, timeout=5)
+        message = OutgoingMessage(
+            "a@example.org", "b@example.net", "<y@example.org>", b"Subject: tls\r\n\r\nhi\r\n"
+        )
+
+        async def send() -> str:
+            try:
+                return await transport.send(message)
+            finally:
+                await transport.close()
+
+        assert asyncio.run(send()).startswith("250")
+        assert logins == [(b"news", b"s3cret")]
+        assert server.received.recipients() == ["b@example.net"]
+
+        wrong_url = f"smtp://news@127.0.0.1:{server.port}?starttls=true"
+        wrong = SmtpTransport(parse_smtp_url(wrong_url, "nope"), timeout=5)
+        with pytest.raises(DeliveryError, match="refused the login"):
+            asyncio.run(wrong.open())
+
+
+def test_implicit_tls_from_an_smtps_url(certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    from tests.smtp_faults import server_tls_context
+
+    with faulty_server(ssl_context=server_tls_context(str(cert), str(key))) as server:
+        transport = SmtpTransport(
+            parse_smtp_url(f"smtps://127.0.0.1:{server.port}", None), timeout=5
+        )
+        message = OutgoingMessage(
+            "a@example.org", "b@example.net", "<z@example.org>", b"Subject: tls\r\n\r\nhi\r\n"
+        )
+
+        async def send() -> str:
+            try:
+                return await transport.send(message)
+            finally:
+                await transport.close()
+
+        assert asyncio.run(send()).startswith("250")
+        assert server.received.recipients() == ["b@example.net"]
