@@ -243,6 +243,10 @@ class _Drain:
             await self.limiter.acquire()
             if self.should_stop():
                 return  # the row stays pending; its lease is released at the end
+            if not self.ledger.still_claimed(row.id, self.owner):
+                self.report.skipped += 1  # unsubscribed or bounced since it was claimed
+                self._settle(row)
+                continue
             message = self.factory.build(row)
             try:
                 reply = await transport.send(message)

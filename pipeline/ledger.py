@@ -493,6 +493,16 @@ class Ledger:
         )
         return [owner for (owner,) in rows]
 
+    def still_claimed(self, row_id: int, owner: str) -> bool:
+        """True if the row is still ``owner``'s to send: not cancelled since it was claimed
+        (its address unsubscribed or bounced while the row waited in the drain's queue)."""
+        row = self._db.execute(
+            """SELECT 1 FROM outbox WHERE id = ? AND lease_owner = ?
+                   AND status IN ('pending', 'deferred')""",
+            (row_id, owner),
+        ).fetchone()
+        return row is not None
+
     def mark_sent(self, row_id: int, message_id: str, reply: str, now: datetime) -> None:
         """The server accepted the message: committed before the connection sends again."""
         self._db.execute(
@@ -507,7 +517,7 @@ class Ledger:
         self._db.execute(
             """UPDATE outbox SET status = 'deferred', attempts = attempts + 1, last_reply = ?,
                    next_attempt_at = ?, lease_owner = NULL, lease_until = NULL
-               WHERE id = ?""",
+               WHERE id = ? AND status IN ('pending', 'deferred')""",
             (reply, _iso(next_attempt), row_id),
         )
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 
 from pipeline import DeliveryError, execute, load_settings, open_ledger, plan_publish
@@ -31,6 +32,7 @@ from pipeline.config import parse_smtp_url
 from pipeline.delivery import DeliveryReport, SmtpTransport, wire_form
 from pipeline.drain import release_abandoned_leases
 from pipeline.messages import OutgoingMessage
+from pipeline.subscribers import open_store
 from pipeline.workers import deliver_outbox
 from tests.conftest import REPO, Received, free_port, require_tool
 from tests.helpers import FIRST_RUN, edit_article, publish
@@ -523,3 +525,50 @@ def test_implicit_tls_from_an_smtps_url(certificate: tuple[Path, Path]) -> None:
 
         assert asyncio.run(send()).startswith("250")
         assert server.received.recipients() == ["b@example.net"]
+
+
+# --- suppressions that arrive while a drain runs -----------------------------------------
+
+
+class UnsubscribingHandler:
+    """Accepts mail; while the first message is being accepted, ``victims`` unsubscribe
+    through the ledger (as they would on the web pages, from another process)."""
+
+    def __init__(self, root: Path, victims: list[str]) -> None:
+        self.root = root
+        self.victims = victims
+        self.received = Received()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if not self.received.messages:
+            settings = load_settings(self.root)
+            with open_store(settings) as store:
+                for victim in self.victims:
+                    assert store.remove(victim, _now(), reason="one-click unsubscribe")
+        for rcpt in envelope.rcpt_tos:
+            self.received.messages.append((rcpt, envelope.original_content))
+        return "250 Message accepted"
+
+
+def test_an_address_unsubscribed_during_a_drain_gets_nothing_already_claimed(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One connection and a batch larger than the list: every row is claimed before the
+    # first message goes, as a long rate-limited run holds its batch for minutes.
+    configure(site, send={"connections": 1, "processes": 1})
+    victims = [f"reader{i:04d}@example.net" for i in range(20, 30)]
+    handler = UnsubscribingHandler(site, victims)
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        monkeypatch.setenv("PIPELINE_SMTP_URL", f"smtp://127.0.0.1:{controller.port}")
+        report = publish(site).delivery
+    finally:
+        controller.stop()
+
+    assert report is not None
+    got = {rcpt.lower() for rcpt in handler.received.recipients()}
+    assert got and not got & set(victims)
+    rows = outbox(site)
+    assert all(rows[v].status == "failed" for v in victims)
+    assert "unsubscribed" in (rows[victims[0]].last_reply or "")
