@@ -84,7 +84,9 @@ class PublicFiles:
         if target.is_dir():
             if not url_path.endswith("/"):
                 query = scope.get("query_string", b"").decode("latin-1")
-                return RedirectResponse(url_path + "/" + (f"?{query}" if query else ""), 301)
+                # Rebuilt from the parts: a path starting "//" would name another host.
+                local = "/" + "".join(p + "/" for p in url_path.split("/") if p)
+                return RedirectResponse(local + (f"?{query}" if query else ""), 301)
             target = target / "index.html"
             if not target.is_file():
                 return PlainTextResponse("Not Found", status_code=404)

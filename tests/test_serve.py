@@ -145,6 +145,14 @@ def test_a_directory_without_its_slash_redirects(site: httpx.Client) -> None:
     assert response.headers["location"] == "/articles/nintedanib/"
 
 
+def test_the_slash_redirect_never_leaves_the_site(site: httpx.Client) -> None:
+    # "//topics/scleroderma/" would be a link to the host "topics": an open redirect.
+    for path in ("//topics/scleroderma", "///topics//scleroderma"):
+        response = site.get(str(site.base_url).rstrip("/") + path)  # the path as it is
+        assert response.status_code == 301
+        assert response.headers["location"] == "/topics/scleroderma/"
+
+
 def test_extra_routes_come_before_the_files(site: httpx.Client) -> None:
     response = site.get("/articles/")  # a folder of public/ too: the route wins
     assert response.status_code == 200 and response.text == "a route of its own"
