@@ -40,6 +40,11 @@ def mint_entry_id(base_url: str, article: Article) -> str:
     return f"tag:{host},{article.published:%Y-%m-%d}:articles/{article.slug}"
 
 
+def _seconds(moment: datetime) -> datetime:
+    """``moment`` as precise as the ledger keeps it, so the next run renders the same date."""
+    return moment.replace(microsecond=0)
+
+
 def detect_changes(
     articles: Iterable[Article], known: dict[str, KnownArticle], *, now: datetime, base_url: str
 ) -> Changes:
@@ -74,13 +79,15 @@ def detect_changes(
         if before is None or not before.live:
             entry_id = before.entry_id if before else mint_entry_id(base_url, article)
             last_change = max(article.published, article.updated or article.published)
-            new.append(Entry(article, entry_id, url, article.published, last_change))
+            new.append(
+                Entry(article, entry_id, url, _seconds(article.published), _seconds(last_change))
+            )
         elif before.content_hash == article.content_hash:
             entry = Entry(article, before.entry_id, url, before.published, before.updated)
             (renamed if before.slug != article.slug else unchanged).append(entry)
         else:
             moved = article.updated if article.updated and article.updated > before.updated else now
-            updated.append(Entry(article, before.entry_id, url, before.published, moved))
+            updated.append(Entry(article, before.entry_id, url, before.published, _seconds(moved)))
 
     def newest_first(entries: list[Entry]) -> tuple[Entry, ...]:
         return tuple(sorted(entries, key=lambda e: (e.published, e.slug), reverse=True))

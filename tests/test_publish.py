@@ -96,6 +96,23 @@ def test_second_publish_sends_nothing_and_rewrites_nothing(
     assert (project / "public" / "atom.xml").read_bytes() == feed_bytes
 
 
+def test_a_publish_after_an_edit_at_any_instant_rewrites_nothing_the_next_time(
+    project: Path,
+) -> None:
+    # A real clock has microseconds; the ledger keeps whole seconds. The feeds written when
+    # the edit is published must equal those the next, unchanged publish renders.
+    publish(project, send_email=False)
+    edit_article(project, "nintedanib", "twelve hours apart", "twelve hours apart, with food")
+    edited_at = FIRST_RUN + timedelta(days=1, microseconds=610530)
+    publish(project, now=edited_at, send_email=False)
+    feeds = {p: p.read_bytes() for p in (project / "public").rglob("*.*") if p.is_file()}
+
+    report = publish(project, now=edited_at + timedelta(hours=1), send_email=False)
+
+    assert report.written == []
+    assert {p: p.read_bytes() for p in feeds} == feeds
+
+
 def test_an_edit_is_announced_as_updated_and_keeps_its_feed_id(
     project: Path, smtp_server: Received
 ) -> None:
