@@ -235,12 +235,37 @@ def render_audience(
     slot = {name: SlotTemplate.marker(nonce, name) for name in SLOTS}
     context = digest_context(audience, settings, disclaimer, slot)
     mjml_source, text = render_sources(env, context)
+    html = compile_mjml(mjml_source)
+    for file in missing_disclaimer(html, text, disclaimer):
+        raise TemplateError(f"{file}: {DISCLAIMER_MISSING}")
     return CompiledAudience(
         audience,
         str(context["subject"]),
-        SlotTemplate(compile_mjml(mjml_source), nonce),
+        SlotTemplate(html, nonce),
         SlotTemplate(text, nonce),
     )
+
+
+DISCLAIMER_MISSING = (
+    "the medical disclaimer is missing from the output; every email part must carry it: "
+    "keep {{ disclaimer_html }} in the MJML and {{ disclaimer_text }} in the text template"
+)
+
+
+def missing_disclaimer(html: str, text: str, disclaimer: Disclaimer) -> list[str]:
+    """The digest templates whose rendered output lacks the disclaimer (white space aside)."""
+
+    def has(output: str, part: str) -> bool:
+        return " ".join(part.split()) in " ".join(output.split())
+
+    return [
+        f"templates/{name}"
+        for name, output, part in (
+            (HTML_TEMPLATE, html, disclaimer.html),
+            (TEXT_TEMPLATE, text, disclaimer.text),
+        )
+        if not has(output, part)
+    ]
 
 
 def compile_mjml(source: str) -> str:

@@ -30,6 +30,7 @@ from jinja2 import meta, nodes
 
 from pipeline.config import CONFIG_FILE, Settings
 from pipeline.digest import (
+    DISCLAIMER_MISSING,
     EVERY_TOPIC,
     HTML_TEMPLATE,
     SLOTS,
@@ -37,6 +38,7 @@ from pipeline.digest import (
     TemplateRenderError,
     compile_mjml,
     digest_context,
+    missing_disclaimer,
     render_sources,
     template_environment,
 )
@@ -347,6 +349,10 @@ def check_templates(settings: Settings) -> list[Problem]:
         html = compile_mjml(mjml_source)
     except TemplateError as exc:
         return [*problems, Problem(mjml_file, None, None, str(exc).split(": ", 1)[-1])]
+    problems += [
+        Problem(file, None, None, DISCLAIMER_MISSING)
+        for file in missing_disclaimer(html, text, disclaimer)
+    ]
     return problems + _leftovers(mjml_file, html)
 
 

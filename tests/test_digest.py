@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from pipeline import load_settings, open_ledger
 from pipeline.cli import cli
+from pipeline.errors import TemplateError
 from pipeline.preview import NothingToSend, build_preview, send_test, write_preview
 from pipeline.template_check import check_templates
 from tests.conftest import Received
@@ -216,3 +217,26 @@ def test_send_test_mails_one_marked_copy_and_records_nothing(
     with open_ledger(settings) as ledger:
         again, _ = send_test(settings, ledger, "editor@example.org")
     assert again.message.message_id != message["Message-ID"], "a fresh id, never collapsed"
+
+
+@pytest.mark.parametrize(
+    ("file", "old"),
+    [(TEXT, "{{ disclaimer_text | wordwrap(72) }}"), (MJML, "{{ disclaimer_html }}")],
+)
+def test_a_digest_template_without_the_disclaimer_is_refused(
+    project: Path, smtp_server: Received, file: str, old: str
+) -> None:
+    edit(project, file, old, "")
+    problems = check_templates(load_settings(project))
+    assert [(p.file, "disclaimer" in p.message) for p in problems] == [(file, True)]
+    with pytest.raises(TemplateError, match="disclaimer"):
+        publish(project)
+    assert smtp_server.messages == []
+    assert not (project / "state" / "pipeline.db").exists() or not publish_recorded(project)
+
+
+def publish_recorded(root: Path) -> bool:
+    import sqlite3
+
+    with sqlite3.connect(root / "state" / "pipeline.db") as db:
+        return bool(db.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
