@@ -7,7 +7,6 @@ link, and receive nothing more.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,24 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from playwright.sync_api import Page, expect, sync_playwright
 
 from pipeline import PublishReport, load_settings
 from pipeline.subscribers import open_store
 from pipeline.web import create_app
-from tests.conftest import Received, free_port, require_tool
+from tests.conftest import CHROMIUM_ARGS, Received, free_port, require_tool, served
 from tests.helpers import FIRST_RUN, edit_article, publish
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 READER = "bea.browser@example.org"
 
 
@@ -47,20 +36,8 @@ def site(project: Path, smtp_server: Received) -> Iterator[str]:
     config_file.write_text(
         text.replace("http://localhost:8000/", f"http://127.0.0.1:{port}/"), encoding="utf-8"
     )
-    app = create_app(load_settings(project))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        assert thread.is_alive(), "uvicorn stopped"
-        time.sleep(0.02)
-    try:
+    with served(create_app(load_settings(project)), port):
         yield f"http://127.0.0.1:{port}/"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 @pytest.fixture

@@ -16,19 +16,10 @@ import pytest
 
 from pipeline import load_settings, open_ledger
 from pipeline.preview import build_preview
-from tests.conftest import REPO, require_tool
+from tests.conftest import CHROMIUM_ARGS, REPO, require_tool
 from tests.helpers import FIRST_RUN
 
 ARTIFACTS = REPO / "test-artifacts"
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 LONG_WORD = "Pneumonoultramicroscopicsilicovolcanoconiosis" * 2
 
 # For every visible element holding text: its colour, the first opaque background behind
@@ -67,7 +58,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=LAUNCH_ARGS)
+        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             yield launched
         finally:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import gzip
-import threading
-import time
 from collections.abc import Iterator
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from click.testing import CliRunner
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -20,7 +17,7 @@ from starlette.routing import Route
 from pipeline import load_settings
 from pipeline.cli import cli
 from pipeline.web import create_app
-from tests.conftest import free_port
+from tests.conftest import free_port, served
 from tests.helpers import publish
 
 
@@ -34,22 +31,14 @@ def site(project: Path) -> Iterator[httpx.Client]:
 
     app = create_app(load_settings(project), [Route("/articles/", hello)])
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        # No automatic decompression: the tests look at the bytes on the wire.
-        with httpx.Client(
+    # No automatic decompression: the tests look at the bytes on the wire.
+    with (
+        served(app, port),
+        httpx.Client(
             base_url=f"http://127.0.0.1:{port}", headers={"Accept-Encoding": "identity"}
-        ) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        ) as client,
+    ):
+        yield client
 
 
 @pytest.mark.parametrize(
