@@ -29,7 +29,7 @@ from pipeline.models import Article, Therapy
 __all__ = ["CachedLoad", "decode_article", "encode_article", "load_articles_cached"]
 
 # Bump when parsing, sanitising or rendering changes what an article turns into.
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
 # Below this many changed files, starting worker processes costs more than it saves.
 _PARALLEL_FROM = 500
 _MAX_WORKERS = 8
