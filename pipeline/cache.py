@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
-import threading
-from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,14 +22,12 @@ from pipeline.articles import LoadResult, parse_article, with_html
 from pipeline.errors import Problem
 from pipeline.ledger import CachedArticle
 from pipeline.models import Article, Therapy
+from pipeline.parallel import map_forked
 
 __all__ = ["CachedLoad", "decode_article", "encode_article", "load_articles_cached"]
 
 # Bump when parsing, sanitising or rendering changes what an article turns into.
 CACHE_VERSION = "2"
-# Below this many changed files, starting worker processes costs more than it saves.
-_PARALLEL_FROM = 500
-_MAX_WORKERS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +62,10 @@ def load_articles_cached(
     problems: list[Problem] = []
     misses: list[_Miss] = []
     folder = _relative(directory, root)
+    prefix = os.fspath(directory) + os.sep
     for name in _markdown_files(directory):
         slug = name[:-3]
-        with open(os.path.join(directory, name), "rb") as handle:
+        with open(prefix + name, "rb") as handle:
             data = handle.read()
         relative = f"{folder}/{name}"
         source_hash = hashlib.sha256(salt + b"\0" + relative.encode() + b"\0" + data).hexdigest()
@@ -87,7 +83,8 @@ def load_articles_cached(
         misses.append(_Miss(slug, relative, text, source_hash, topics, base_url))
 
     fresh: list[CachedArticle] = []
-    for miss, (article, trouble) in zip(misses, _parse_all(misses), strict=True):
+    parsed = map_forked(_parse_one, misses, len(misses))
+    for miss, (article, trouble) in zip(misses, parsed, strict=True):
         problems.extend(trouble)
         if article is not None and not trouble:
             found[miss.slug] = article
@@ -112,23 +109,12 @@ class _Miss:
     base_url: str
 
 
-def _parse_one(miss: _Miss) -> tuple[Article | None, list[Problem]]:
+def _parse_one(misses: Sequence[_Miss], index: int) -> tuple[Article | None, list[Problem]]:
+    miss = misses[index]
     article, problems = parse_article(miss.slug, miss.source, miss.text, known_topics=miss.topics)
     if article is None or problems:
         return None, problems
     return with_html(article, miss.base_url), problems
-
-
-def _parse_all(misses: list[_Miss]) -> Iterator[tuple[Article | None, list[Problem]]]:
-    workers = min(os.cpu_count() or 1, _MAX_WORKERS)
-    # Forking a process that runs other threads can deadlock, and "spawn" would re-run the
-    # caller's main module in every worker: so workers only for a single-threaded caller.
-    if len(misses) < _PARALLEL_FROM or workers < 2 or threading.active_count() > 1:
-        return map(_parse_one, misses)
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        # Results come back in order; a worker's exception re-raises here with its traceback.
-        return iter(list(pool.map(_parse_one, misses, chunksize=128)))
 
 
 def encode_article(article: Article, source_hash: str) -> CachedArticle:

@@ -197,7 +197,7 @@ def test_worker_processes_load_exactly_what_one_process_loads(
 ) -> None:
     import threading
 
-    from pipeline import cache
+    from pipeline import cache, parallel
 
     if threading.active_count() > 1:
         pytest.skip("other threads are running: the loader stays in one process then")
@@ -213,7 +213,7 @@ def test_worker_processes_load_exactly_what_one_process_loads(
         )
 
     alone = load()
-    monkeypatch.setattr(cache, "_PARALLEL_FROM", 1)
+    monkeypatch.setattr(parallel, "PARALLEL_FROM", 1)
     pooled = load()
     assert pooled == alone and len(pooled.fresh) == 4
 
