@@ -5,6 +5,12 @@ articles that is most of a publish. Each valid article is cached in the ledger u
 slug with the hash of its file's bytes (and of everything else its parse depends on: the
 site URL, the known topics, this module's version). A publish re-parses and re-renders only
 the files whose hash changed; the rest come back from the cache exactly as before.
+
+Like git's index, the cache also keeps each file's size, mtime, ctime and inode: a file
+whose ``stat`` still gives exactly those is not even read. Any write moves the ctime (which
+no tool can set back), so an edit is never missed; and a file whose times are within
+``_RACY_NS`` of the moment they were recorded is always read, since a second write in the
+same clock tick could leave its times unchanged.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +35,8 @@ __all__ = ["CachedLoad", "decode_article", "encode_article", "load_articles_cach
 
 # Bump when parsing, sanitising or rendering changes what an article turns into.
 CACHE_VERSION = "2"
+# How recent a file's times may be and still be trusted (file system clocks tick coarsely).
+_RACY_NS = 2_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +46,7 @@ class CachedLoad:
     result: LoadResult
     fresh: tuple[CachedArticle, ...]  # articles parsed this time
     slugs: tuple[str, ...]  # every valid article's slug: the cache keeps these
+    restamped: tuple[tuple[str, str], ...] = ()  # (slug, file stat) of unchanged files re-read
 
     @property
     def hits(self) -> int:
@@ -63,15 +73,24 @@ def load_articles_cached(
     misses: list[_Miss] = []
     folder = _relative(directory, root)
     prefix = os.fspath(directory) + os.sep
+    stat_salt = hashlib.sha256(salt + b"\0" + folder.encode()).hexdigest()[:16]
+    now_ns = time.time_ns()
+    restamped: list[tuple[str, str]] = []
     for name in _markdown_files(directory):
         slug = name[:-3]
-        with open(prefix + name, "rb") as handle:
-            data = handle.read()
+        path = prefix + name
+        stat = _file_stat(path, stat_salt, now_ns)  # before reading: a later write shows
+        hit = cached.get(slug)
+        if hit is not None and stat and hit.file_stat == stat:
+            found[slug] = decode_article(hit)
+            continue
+        data = _read_bytes(path)
         relative = f"{folder}/{name}"
         source_hash = hashlib.sha256(salt + b"\0" + relative.encode() + b"\0" + data).hexdigest()
-        hit = cached.get(slug)
         if hit is not None and hit.source_hash == source_hash:
             found[slug] = decode_article(hit)
+            if stat != hit.file_stat:
+                restamped.append((slug, stat))
             continue
         try:
             text = data.decode("utf-8")
@@ -80,7 +99,7 @@ def load_articles_cached(
                 Problem(relative, None, None, f"not UTF-8 ({exc.reason}); save as UTF-8")
             )
             continue
-        misses.append(_Miss(slug, relative, text, source_hash, topics, base_url))
+        misses.append(_Miss(slug, relative, text, source_hash, stat, topics, base_url))
 
     fresh: list[CachedArticle] = []
     parsed = map_forked(_parse_one, misses, len(misses))
@@ -88,12 +107,13 @@ def load_articles_cached(
         problems.extend(trouble)
         if article is not None and not trouble:
             found[miss.slug] = article
-            fresh.append(encode_article(article, miss.source_hash))
+            fresh.append(encode_article(article, miss.source_hash, miss.file_stat))
     articles = tuple(found[slug] for slug in sorted(found))
     return CachedLoad(
         LoadResult(articles, tuple(sorted(problems, key=lambda p: p.file))),
         tuple(fresh),
         tuple(a.slug for a in articles),
+        tuple(restamped),
     )
 
 
@@ -105,6 +125,7 @@ class _Miss:
     source: str
     text: str
     source_hash: str
+    file_stat: str
     topics: frozenset[str]
     base_url: str
 
@@ -117,7 +138,7 @@ def _parse_one(misses: Sequence[_Miss], index: int) -> tuple[Article | None, lis
     return with_html(article, miss.base_url), problems
 
 
-def encode_article(article: Article, source_hash: str) -> CachedArticle:
+def encode_article(article: Article, source_hash: str, file_stat: str = "") -> CachedArticle:
     """The cache row of a parsed, rendered article."""
     therapy = article.therapy
     fields: dict[str, Any] = {
@@ -137,7 +158,7 @@ def encode_article(article: Article, source_hash: str) -> CachedArticle:
         "content_hash": article.content_hash,
     }
     return CachedArticle(
-        article.slug, source_hash, json.dumps(fields, ensure_ascii=False), article.html
+        article.slug, source_hash, json.dumps(fields, ensure_ascii=False), article.html, file_stat
     )
 
 
@@ -163,6 +184,19 @@ def decode_article(row: CachedArticle) -> Article:
         content_hash=fields["content_hash"],
         html=row.html,
     )
+
+
+def _file_stat(path: str, salt: str, now_ns: int) -> str:
+    """The file's identity as ``stat`` sees it, or "" when its times are too recent to trust."""
+    info = os.stat(path)
+    if now_ns - max(info.st_mtime_ns, info.st_ctime_ns) < _RACY_NS:
+        return ""
+    return f"{salt}:{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{info.st_ino}"
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
 
 
 def _markdown_files(directory: Path) -> list[str]:

@@ -153,6 +153,10 @@ _MIGRATIONS: tuple[str, ...] = (
     DROP INDEX outbox_due;
     CREATE INDEX outbox_by_status ON outbox (status, id);
     """,
+    # 5: the article cache remembers each file's size, times and inode, to skip reading it
+    """
+    ALTER TABLE article_cache ADD COLUMN file_stat TEXT NOT NULL DEFAULT ''
+    """,
 )
 
 
@@ -232,6 +236,7 @@ class CachedArticle:
     source_hash: str
     article: str  # JSON of the parsed fields
     html: str
+    file_stat: str = ""  # the file's size, times and inode when read; "" to always read it
 
 
 @dataclass(frozen=True, slots=True)
@@ -856,18 +861,33 @@ class Ledger:
     # --- caches: parsed articles and site outputs; digest web copies ----------------------
 
     def cached_articles(self) -> dict[str, CachedArticle]:
-        rows = self._db.execute("SELECT slug, source_hash, article, html FROM article_cache")
+        rows = self._db.execute(
+            "SELECT slug, source_hash, article, html, file_stat FROM article_cache"
+        )
         return {row[0]: CachedArticle(*row) for row in rows}
 
-    def store_cached_articles(self, fresh: Iterable[CachedArticle], keep: Iterable[str]) -> None:
-        """Upsert ``fresh`` and drop the rows of slugs not in ``keep``."""
+    def store_cached_articles(
+        self,
+        fresh: Iterable[CachedArticle],
+        keep: Iterable[str],
+        *,
+        restamped: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Upsert ``fresh``, set the ``(slug, file_stat)`` pairs of ``restamped`` and drop
+        the rows of slugs not in ``keep``."""
         kept = set(keep)
         with self.transaction() as db:
             db.executemany(
-                """INSERT INTO article_cache (slug, source_hash, article, html) VALUES (?, ?, ?, ?)
+                """INSERT INTO article_cache (slug, source_hash, article, html, file_stat)
+                   VALUES (?, ?, ?, ?, ?)
                    ON CONFLICT (slug) DO UPDATE SET source_hash = excluded.source_hash,
-                       article = excluded.article, html = excluded.html""",
-                ((c.slug, c.source_hash, c.article, c.html) for c in fresh),
+                       article = excluded.article, html = excluded.html,
+                       file_stat = excluded.file_stat""",
+                ((c.slug, c.source_hash, c.article, c.html, c.file_stat) for c in fresh),
+            )
+            db.executemany(
+                "UPDATE article_cache SET file_stat = ? WHERE slug = ?",
+                ((stat, slug) for slug, stat in restamped),
             )
             gone = [(s,) for (s,) in db.execute("SELECT slug FROM article_cache") if s not in kept]
             db.executemany("DELETE FROM article_cache WHERE slug = ?", gone)

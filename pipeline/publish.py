@@ -169,7 +169,9 @@ def execute(
             output_stamps(public, plan.site.keys, plan.files), plan.site.forget
         )
     if plan.cache is not None:
-        ledger.store_cached_articles(plan.cache.fresh, plan.cache.slugs)
+        ledger.store_cached_articles(
+            plan.cache.fresh, plan.cache.slugs, restamped=plan.cache.restamped
+        )
 
     changes = plan.changes
     if changes.any:
