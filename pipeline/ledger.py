@@ -153,9 +153,11 @@ _MIGRATIONS: tuple[str, ...] = (
     DROP INDEX outbox_due;
     CREATE INDEX outbox_by_status ON outbox (status, id);
     """,
-    # 5: the article cache remembers each file's size, times and inode, to skip reading it
+    # 5: the article cache remembers each file's size, times and inode, to skip reading it,
+    # and keeps the Markdown body out of the JSON (decoding it was most of a no-op publish)
     """
-    ALTER TABLE article_cache ADD COLUMN file_stat TEXT NOT NULL DEFAULT ''
+    ALTER TABLE article_cache ADD COLUMN file_stat TEXT NOT NULL DEFAULT '';
+    ALTER TABLE article_cache ADD COLUMN markdown TEXT NOT NULL DEFAULT ''
     """,
 )
 
@@ -234,9 +236,10 @@ class CachedArticle:
 
     slug: str
     source_hash: str
-    article: str  # JSON of the parsed fields
+    article: str  # JSON of the parsed fields but the body
     html: str
     file_stat: str = ""  # the file's size, times and inode when read; "" to always read it
+    markdown: str = ""  # the body as written
 
 
 @dataclass(frozen=True, slots=True)
@@ -862,7 +865,7 @@ class Ledger:
 
     def cached_articles(self) -> dict[str, CachedArticle]:
         rows = self._db.execute(
-            "SELECT slug, source_hash, article, html, file_stat FROM article_cache"
+            "SELECT slug, source_hash, article, html, file_stat, markdown FROM article_cache"
         )
         return {row[0]: CachedArticle(*row) for row in rows}
 
@@ -878,12 +881,15 @@ class Ledger:
         kept = set(keep)
         with self.transaction() as db:
             db.executemany(
-                """INSERT INTO article_cache (slug, source_hash, article, html, file_stat)
-                   VALUES (?, ?, ?, ?, ?)
+                """INSERT INTO article_cache (slug, source_hash, article, html, file_stat, markdown)
+                   VALUES (?, ?, ?, ?, ?, ?)
                    ON CONFLICT (slug) DO UPDATE SET source_hash = excluded.source_hash,
                        article = excluded.article, html = excluded.html,
-                       file_stat = excluded.file_stat""",
-                ((c.slug, c.source_hash, c.article, c.html, c.file_stat) for c in fresh),
+                       file_stat = excluded.file_stat, markdown = excluded.markdown""",
+                (
+                    (c.slug, c.source_hash, c.article, c.html, c.file_stat, c.markdown)
+                    for c in fresh
+                ),
             )
             db.executemany(
                 "UPDATE article_cache SET file_stat = ? WHERE slug = ?",
