@@ -99,7 +99,7 @@ def _find_syncfs() -> Callable[[int], int] | None:
     """Linux's ``syncfs(2)`` from the C library, or None where there is none."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
+    except (OSError, TypeError):  # no C library to load by that name (Windows)
         return None
     function: Callable[[int], int] | None = getattr(libc, "syncfs", None)
     return function

@@ -302,3 +302,24 @@ def test_writing_many_files_without_syncfs_syncs_each_file(
     assert atomic.write_all_if_changed(files) == [path for path, _ in files]
     assert len(synced) == 3 and all(".tmp" in name for name in synced)
     assert [path.read_bytes() for path, _ in files] == [data for _, data in files]
+
+
+def test_a_template_error_in_a_worker_process_names_the_template(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from pipeline import TemplateError, parallel
+
+    if threading.active_count() > 1:
+        pytest.skip("other threads are running: pages are rendered in one process then")
+    template = project / "templates" / "site" / "article.html.j2"
+    template.write_text(
+        template.read_text("utf-8").replace("<h1>", "{{ no_such_value }}<h1>"), "utf-8"
+    )
+    monkeypatch.setattr(parallel, "PARALLEL_FROM", 1)
+    settings = load_settings(project)
+    with open_ledger(settings) as ledger, pytest.raises(TemplateError) as caught:
+        plan_publish(settings, ledger, now=FIRST_RUN, email=False)
+    assert "templates/site/article.html.j2" in str(caught.value)
+    assert "no_such_value" in str(caught.value)
