@@ -4,7 +4,8 @@ Generates 10,000 articles (times ``scale``) in a temporary project and publishes
 ``send_email=False`` through the library, as ``pipeline publish --no-email`` would:
 
 * full rebuild: empty ledger, empty caches, empty ``public/``;
-* no-op: the same articles again; the caches skip parsing, rendering and page writing;
+* no-op: the same articles again (the best of three runs); the caches skip reading,
+  parsing, rendering and page writing;
 * no-op without caches (the baseline): the same no-op with the article cache and the page
   stamps dropped first, so every article is parsed, rendered and compared again;
 * one edit: one article changed, so one page, the index pages and the feeds are rewritten.
@@ -84,7 +85,7 @@ def timed_publish(root: Path, now: datetime, before: Callable[[], None] | None =
         before()
     started = time.perf_counter()
     with open_ledger(settings) as ledger:
-        plan = plan_publish(settings, ledger, now=now)
+        plan = plan_publish(settings, ledger, now=now, email=False)
         execute(plan, settings, ledger, send_email=False)
     return time.perf_counter() - started
 
@@ -108,8 +109,10 @@ def run(scale: float) -> Table:
         full = timed_publish(root, NOW)
         noop = timed_publish(root, NOW + timedelta(hours=1))
         baseline = timed_publish(root, NOW + timedelta(hours=2), lambda: drop_caches(root))
-        noop_again = timed_publish(root, NOW + timedelta(hours=3))
-        noop = min(noop, noop_again)
+        # The best of three no-op runs: other processes on the machine only ever add time.
+        noop = min(
+            noop, *(timed_publish(root, NOW + timedelta(hours=3, minutes=m)) for m in (0, 1))
+        )
 
         edited = root / "articles" / "therapy-00007.md"
         edited.write_text(edited.read_text("utf-8") + "\nOne more line.\n", encoding="utf-8")

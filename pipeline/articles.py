@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
+import cmarkgfm
 import nh3
 import yaml
-from markdown_it import MarkdownIt
+from cmarkgfm.cmark import Options
 
 from pipeline.errors import Problem
 from pipeline.models import Article, Therapy
@@ -39,7 +40,10 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _FIELDS = {"title", "summary", "published", "updated", "topics", "therapy", "trials", "draft", "id"}
 _THERAPY_FIELDS = {"name", "maker", "brands"}
 
-_markdown = MarkdownIt("commonmark").enable("table")
+# CommonMark with GitHub's tables, by cmark-gfm (C): about 8x faster than a pure-Python
+# parser. Raw HTML passes through ("unsafe") because sanitize_html decides what stays.
+_MARKDOWN_OPTIONS = Options.CMARK_OPT_UNSAFE
+_MARKDOWN_EXTENSIONS = ("table",)
 
 # Tags an article may use; everything else (script, style, iframe, forms) is dropped.
 _ALLOWED_TAGS = {
@@ -125,7 +129,12 @@ def sanitize_html(html: str, page_url: str) -> str:
 
 def render_markdown(markdown: str, page_url: str) -> str:
     """CommonMark to sanitised HTML with absolute URLs."""
-    return sanitize_html(_markdown.render(strip_control_chars(markdown)), page_url)
+    html: str = cmarkgfm.markdown_to_html_with_extensions(
+        strip_control_chars(markdown),
+        options=_MARKDOWN_OPTIONS,
+        extensions=list(_MARKDOWN_EXTENSIONS),
+    )
+    return sanitize_html(html, page_url)
 
 
 def load_articles(directory: Path, root: Path, *, known_topics: Iterable[str] = ()) -> LoadResult:

@@ -206,6 +206,8 @@ def _render_plan(app: App, plan: PublishPlan) -> None:
     out.say(f"{len(plan.changes.unchanged)} article(s) unchanged.", level=Verbosity.VERBOSE)
     if plan.digest is not None:
         out.show(views.audiences_table(plan, app.settings))
+    elif not plan.email and plan.changes.announced:
+        out.say("No digest: --no-email; the changes count as published without one.")
     else:
         out.say("No digest: nothing new or updated to announce.")
     for warning in plan.warnings:
@@ -295,7 +297,7 @@ def publish(app: App, dry_run: bool, no_email: bool, yes: bool) -> None:
     started = time.perf_counter()
     with read_ledger(settings) if dry_run else open_ledger(settings) as ledger:
         with app.out.step("Reading and rendering the articles…"):
-            plan = plan_publish(settings, ledger)
+            plan = plan_publish(settings, ledger, email=not no_email)
         queued = ledger.delivery_counts()
         _render_plan(app, plan)
         emails = 0 if no_email else plan.recipients + queued.pending + queued.deferred

@@ -153,6 +153,12 @@ _MIGRATIONS: tuple[str, ...] = (
     DROP INDEX outbox_due;
     CREATE INDEX outbox_by_status ON outbox (status, id);
     """,
+    # 5: the article cache remembers each file's size, times and inode, to skip reading it,
+    # and keeps the Markdown body out of the JSON (decoding it was most of a no-op publish)
+    """
+    ALTER TABLE article_cache ADD COLUMN file_stat TEXT NOT NULL DEFAULT '';
+    ALTER TABLE article_cache ADD COLUMN markdown TEXT NOT NULL DEFAULT ''
+    """,
 )
 
 
@@ -230,8 +236,10 @@ class CachedArticle:
 
     slug: str
     source_hash: str
-    article: str  # JSON of the parsed fields
+    article: str  # JSON of the parsed fields but the body
     html: str
+    file_stat: str = ""  # the file's size, times and inode when read; "" to always read it
+    markdown: str = ""  # the body as written
 
 
 @dataclass(frozen=True, slots=True)
@@ -866,18 +874,36 @@ class Ledger:
     # --- caches: parsed articles and site outputs; digest web copies ----------------------
 
     def cached_articles(self) -> dict[str, CachedArticle]:
-        rows = self._db.execute("SELECT slug, source_hash, article, html FROM article_cache")
+        rows = self._db.execute(
+            "SELECT slug, source_hash, article, html, file_stat, markdown FROM article_cache"
+        )
         return {row[0]: CachedArticle(*row) for row in rows}
 
-    def store_cached_articles(self, fresh: Iterable[CachedArticle], keep: Iterable[str]) -> None:
-        """Upsert ``fresh`` and drop the rows of slugs not in ``keep``."""
+    def store_cached_articles(
+        self,
+        fresh: Iterable[CachedArticle],
+        keep: Iterable[str],
+        *,
+        restamped: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Upsert ``fresh``, set the ``(slug, file_stat)`` pairs of ``restamped`` and drop
+        the rows of slugs not in ``keep``."""
         kept = set(keep)
         with self.transaction() as db:
             db.executemany(
-                """INSERT INTO article_cache (slug, source_hash, article, html) VALUES (?, ?, ?, ?)
+                """INSERT INTO article_cache (slug, source_hash, article, html, file_stat, markdown)
+                   VALUES (?, ?, ?, ?, ?, ?)
                    ON CONFLICT (slug) DO UPDATE SET source_hash = excluded.source_hash,
-                       article = excluded.article, html = excluded.html""",
-                ((c.slug, c.source_hash, c.article, c.html) for c in fresh),
+                       article = excluded.article, html = excluded.html,
+                       file_stat = excluded.file_stat, markdown = excluded.markdown""",
+                (
+                    (c.slug, c.source_hash, c.article, c.html, c.file_stat, c.markdown)
+                    for c in fresh
+                ),
+            )
+            db.executemany(
+                "UPDATE article_cache SET file_stat = ? WHERE slug = ?",
+                ((stat, slug) for slug, stat in restamped),
             )
             gone = [(s,) for (s,) in db.execute("SELECT slug FROM article_cache") if s not in kept]
             db.executemany("DELETE FROM article_cache WHERE slug = ?", gone)

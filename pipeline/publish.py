@@ -57,6 +57,7 @@ class PublishPlan:
     subscriber_lists: SubscriberList | None = None  # merged into the ledger by execute()
     site: SitePlan | None = None  # article pages to track, stale pages to remove
     cache: CachedLoad | None = None  # articles parsed this time, to cache
+    email: bool = True  # False: planned for a publish without email, so no digest planned
 
     @property
     def recipients(self) -> int:
@@ -76,8 +77,14 @@ def open_ledger(settings: Settings) -> Ledger:
     return Ledger(settings.paths.ledger)
 
 
-def plan_publish(settings: Settings, ledger: Ledger, *, now: datetime | None = None) -> PublishPlan:
-    """Load, validate, detect and render; raise ``ContentError`` listing every problem."""
+def plan_publish(
+    settings: Settings, ledger: Ledger, *, now: datetime | None = None, email: bool = True
+) -> PublishPlan:
+    """Load, validate, detect and render; raise ``ContentError`` listing every problem.
+
+    ``email=False`` plans a publish without email (``--no-email``): the digest is neither
+    rendered nor checked, and ``execute`` must then be called with ``send_email=False``.
+    """
     now = now or datetime.now(UTC)
     paths = settings.paths
     topics = frozenset(settings.topics)
@@ -112,7 +119,7 @@ def plan_publish(settings: Settings, ledger: Ledger, *, now: datetime | None = N
     # merges them; the plan only previews, so --dry-run writes nothing).
     subscriber_list = load_subscribers(paths.subscribers, paths.root, known_topics=topics)
     subscribers = planned_recipients(ledger, subscriber_list)
-    digest = plan_digest(changes, subscribers, settings, disclaimer)
+    digest = plan_digest(changes, subscribers, settings, disclaimer) if email else None
     if digest is not None:
         check_email_settings(settings)  # a DKIM or sender mistake stops the run before recording
     return PublishPlan(
@@ -124,6 +131,7 @@ def plan_publish(settings: Settings, ledger: Ledger, *, now: datetime | None = N
         subscriber_lists=subscriber_list,
         site=site,
         cache=cache,
+        email=email,
     )
 
 
@@ -144,6 +152,9 @@ def execute(
     on_progress: Progress | None = None,
 ) -> PublishReport:
     """Write the files, record the run, deliver the outbox."""
+    if send_email and not plan.email:
+        # Recording the changes without their digest would drop them for every subscriber.
+        raise ValueError("this plan was made with email=False; execute it with send_email=False")
     report = PublishReport(plan)
     if plan.subscriber_lists is not None:
         store = SubscriberStore(ledger, secret_key(settings.paths), settings.topics)
@@ -158,7 +169,9 @@ def execute(
             output_stamps(public, plan.site.keys, plan.files), plan.site.forget
         )
     if plan.cache is not None:
-        ledger.store_cached_articles(plan.cache.fresh, plan.cache.slugs)
+        ledger.store_cached_articles(
+            plan.cache.fresh, plan.cache.slugs, restamped=plan.cache.restamped
+        )
 
     changes = plan.changes
     if changes.any:

@@ -34,6 +34,7 @@ from pipeline.errors import TemplateError
 from pipeline.feeds import FEED_FORMATS
 from pipeline.ledger import DigestCopy, OutputStamp
 from pipeline.models import Entry
+from pipeline.parallel import map_forked
 
 __all__ = [
     "SitePlan",
@@ -80,6 +81,7 @@ def plan_site(
     """Render what changed; list every article page and the stale files. Writes nothing."""
     pages = _Pages(settings, disclaimer)
     public = settings.paths.public
+    public_prefix = os.fspath(public) + os.sep
     ordered = sorted(entries, key=lambda e: (e.published, e.slug), reverse=True)
     files: dict[str, bytes] = {}
     keys: dict[str, str] = {}
@@ -89,15 +91,21 @@ def plan_site(
         keys[path] = key
         stamp = stamps.get(path)
         return (
-            stamp is None or stamp.input_key != key or not _unchanged_on_disk(public / path, stamp)
+            stamp is None
+            or stamp.input_key != key
+            or not _unchanged_on_disk(public_prefix + path, stamp)
         )
 
     entry_keys: dict[str, str] = {}
+    todo: list[Entry] = []
     for entry in ordered:
-        path = article_page_path(entry.slug)
         entry_keys[entry.slug] = pages.input_key(entry)
-        if fresh(path, entry_keys[entry.slug]):
-            files[path] = pages.article(entry)
+        if fresh(article_page_path(entry.slug), entry_keys[entry.slug]):
+            todo.append(entry)
+    # A first publish or a template change renders every page: one worker per core then.
+    rendered = map_forked(_render_article, (pages, todo), len(todo))
+    for entry, page in zip(todo, rendered, strict=True):
+        files[article_page_path(entry.slug)] = page
     listings: list[tuple[str, str | None, list[Entry]]] = [("index.html", None, ordered)]
     for topic in sorted(settings.topics):
         chosen = [e for e in ordered if topic in e.article.topics]
@@ -293,9 +301,14 @@ def _when(moment: datetime) -> dict[str, str]:
     return {"iso": utc.strftime("%Y-%m-%dT%H:%M:%SZ"), "text": f"{utc.day} {utc:%B %Y}"}
 
 
-def _unchanged_on_disk(path: Path, stamp: OutputStamp) -> bool:
+def _render_article(work: tuple[_Pages, Sequence[Entry]], index: int) -> bytes:
+    pages, entries = work
+    return pages.article(entries[index])
+
+
+def _unchanged_on_disk(path: str, stamp: OutputStamp) -> bool:
     try:
-        info = path.stat()
+        info = os.stat(path)
     except FileNotFoundError:
         return False
     return info.st_size == stamp.size and info.st_mtime_ns == stamp.mtime_ns

@@ -339,6 +339,7 @@ def test_no_email_updates_the_feeds_and_emails_nobody(project: Path, smtp_server
     assert (project / "public" / "atom.xml").exists()
     assert smtp_server.messages == []
     assert "No email sent (--no-email)." in result.stdout.splitlines()
+    assert "No digest: --no-email; the changes count as published without one." in result.stdout
     assert json.loads(run(project, "status", "--json").stdout)["next_publish"]["new"] == []
 
 

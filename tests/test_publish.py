@@ -10,7 +10,7 @@ from pathlib import Path
 import feedparser
 import pytest
 
-from pipeline import ContentError, load_settings
+from pipeline import ContentError, execute, load_settings, open_ledger, plan_publish
 from tests.conftest import Received
 from tests.helpers import FIRST_RUN, edit_article, publish
 
@@ -179,3 +179,20 @@ def test_invalid_article_is_reported_by_file_and_nothing_is_published(
     assert any("articles/broken.md" in p and "summary" in p for p in problems), problems
     assert not (project / "public").exists()
     assert smtp_server.messages == []
+
+
+def test_a_plan_without_email_renders_no_digest_and_cannot_be_sent(
+    project: Path, smtp_server: Received
+) -> None:
+    settings = load_settings(project)
+    with open_ledger(settings) as ledger:
+        plan = plan_publish(settings, ledger, now=FIRST_RUN, email=False)
+        assert plan.changes.announced and plan.digest is None
+        with pytest.raises(ValueError, match="send_email=False"):
+            execute(plan, settings, ledger, send_email=True)
+        assert ledger.known_articles() == {}  # refused before recording anything
+        report = execute(plan, settings, ledger, send_email=False)
+    assert report.digest_id is None and smtp_server.messages == []
+    assert (project / "public" / "atom.xml").exists()
+    # The articles count as published: a later publish with email has nothing to announce.
+    assert publish(project, now=FIRST_RUN + timedelta(hours=1)).plan.digest is None

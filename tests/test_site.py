@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from datetime import timedelta
@@ -197,7 +198,7 @@ def test_worker_processes_load_exactly_what_one_process_loads(
 ) -> None:
     import threading
 
-    from pipeline import cache
+    from pipeline import cache, parallel
 
     if threading.active_count() > 1:
         pytest.skip("other threads are running: the loader stays in one process then")
@@ -213,7 +214,7 @@ def test_worker_processes_load_exactly_what_one_process_loads(
         )
 
     alone = load()
-    monkeypatch.setattr(cache, "_PARALLEL_FROM", 1)
+    monkeypatch.setattr(parallel, "PARALLEL_FROM", 1)
     pooled = load()
     assert pooled == alone and len(pooled.fresh) == 4
 
@@ -229,3 +230,96 @@ def test_writing_many_files_skips_equal_ones_and_leaves_no_temporaries(tmp_path:
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(
         path.name for path, _ in files
     )
+
+
+def test_worker_processes_render_exactly_the_pages_one_process_renders(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from pipeline import parallel
+
+    if threading.active_count() > 1:
+        pytest.skip("other threads are running: pages are rendered in one process then")
+    settings = load_settings(project)
+    with open_ledger(settings) as ledger:
+        alone = plan_publish(settings, ledger, now=FIRST_RUN, email=False)
+        monkeypatch.setattr(parallel, "PARALLEL_FROM", 1)
+        pooled = plan_publish(settings, ledger, now=FIRST_RUN, email=False)
+    pages = {p: data for p, data in pooled.files.items() if p.startswith("articles/")}
+    assert len(pages) == 4 and list(pooled.files) == list(alone.files)
+    assert pooled.files == alone.files
+
+
+def test_an_article_whose_file_stat_is_unchanged_is_not_read_again(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline import cache
+
+    def read_bytes(path: str) -> bytes:
+        raise AssertionError(f"{path} was read although its stat is unchanged")
+
+    monkeypatch.setattr(cache, "_RACY_NS", 0)  # trust times at once, not after 2 seconds
+    publish(project, send_email=False)
+    settings = load_settings(project)
+    with monkeypatch.context() as reading:
+        reading.setattr(cache, "_read_bytes", read_bytes)
+        with open_ledger(settings) as ledger:
+            plan = plan_publish(settings, ledger, now=FIRST_RUN + timedelta(hours=1))
+    assert plan.cache is not None and plan.cache.hits == 4 and plan.cache.fresh == ()
+
+    # An edit that keeps the size and puts the mtime back still moves the ctime.
+    path = project / "articles" / "nintedanib.md"
+    before = path.stat()
+    text = path.read_text("utf-8")
+    assert "twelve hours apart" in text
+    path.write_text(text.replace("twelve hours apart", "twelve hours APART", 1), "utf-8")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size
+    with open_ledger(settings) as ledger:
+        plan = plan_publish(settings, ledger, now=FIRST_RUN + timedelta(hours=1))
+    assert plan.cache is not None and [c.slug for c in plan.cache.fresh] == ["nintedanib"]
+
+
+def test_files_with_recent_times_are_always_read(project: Path) -> None:
+    publish(project, send_email=False)  # the sample files were written moments ago
+    settings = load_settings(project)
+    with open_ledger(settings) as ledger:
+        assert all(row.file_stat == "" for row in ledger.cached_articles().values())
+        plan = plan_publish(settings, ledger, now=FIRST_RUN + timedelta(hours=1))
+    assert plan.cache is not None and plan.cache.restamped == ()
+
+
+def test_writing_many_files_without_syncfs_syncs_each_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline import atomic
+
+    synced: list[str] = []
+    monkeypatch.setattr(atomic, "_syncfs", None)
+    monkeypatch.setattr(atomic, "_fsync_path", synced.append)
+    files = [(tmp_path / f"d{n}" / "index.html", f"page {n}".encode()) for n in range(3)]
+    assert atomic.write_all_if_changed(files) == [path for path, _ in files]
+    assert len(synced) == 3 and all(".tmp" in name for name in synced)
+    assert [path.read_bytes() for path, _ in files] == [data for _, data in files]
+
+
+def test_a_template_error_in_a_worker_process_names_the_template(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from pipeline import TemplateError, parallel
+
+    if threading.active_count() > 1:
+        pytest.skip("other threads are running: pages are rendered in one process then")
+    template = project / "templates" / "site" / "article.html.j2"
+    template.write_text(
+        template.read_text("utf-8").replace("<h1>", "{{ no_such_value }}<h1>"), "utf-8"
+    )
+    monkeypatch.setattr(parallel, "PARALLEL_FROM", 1)
+    settings = load_settings(project)
+    with open_ledger(settings) as ledger, pytest.raises(TemplateError) as caught:
+        plan_publish(settings, ledger, now=FIRST_RUN, email=False)
+    assert "templates/site/article.html.j2" in str(caught.value)
+    assert "no_such_value" in str(caught.value)
