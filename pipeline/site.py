@@ -124,7 +124,7 @@ def digest_page(web_html: str, settings: Settings) -> bytes:
     """A digest's web copy with the site's feed autodiscovery links added to its head."""
     links = "".join(
         f'<link rel="alternate" type="{f["type"]}" title="{Markup.escape(f["title"])}" '
-        f'href="{f["href"]}">'
+        f'href="{Markup.escape(f["href"])}">'
         for f in _feed_links(settings, "")
     )
     head_end = web_html.find("</head>")
