@@ -101,7 +101,22 @@ def deliver(
     true ends the run after the messages in flight; the rest stays pending.
     """
     drain = _Drain(ledger, factory, options or DeliveryOptions(), clock, on_progress, stop)
-    return asyncio.run(drain.run(make_transport))
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(drain.run(make_transport))
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (a faster loop and socket layer), else None.
+
+    None means asyncio's own loop; delivery behaves the same on either.
+    """
+    if os.environ.get("PIPELINE_EVENT_LOOP") == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 class _Drain:
@@ -157,7 +172,7 @@ class _Drain:
             transports = [make_transport() for _ in range(options.connections)]
             await transports[0].open()  # fail fast, naming the server, before claiming rows
             try:
-                with self._interrupt_on_sigint():
+                with self._interrupt_on_sigint(), ledger.checkpoints_in_background():
                     await self._drain(transports)
             finally:
                 for transport in transports:
