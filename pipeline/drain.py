@@ -275,7 +275,7 @@ class _Drain:
                 self.request_stop(str(exc))
                 return
             else:
-                self._record_sent(row, message, reply)
+                await self._record_sent(row, message, reply)
             reconnect_failures = 0
 
     async def _retry_row_later(self, row: OutboxRow, reason: str, failures: int) -> bool:
@@ -289,9 +289,16 @@ class _Drain:
         await asyncio.sleep(min(2.0**failures, 10.0) * random.uniform(0.5, 1.0))
         return not self.should_stop()
 
-    def _record_sent(self, row: OutboxRow, message: OutgoingMessage, reply: str) -> None:
-        # Committed before this connection takes its next row: the duplicate window.
-        self.ledger.mark_sent(row.id, message.message_id, reply, self.clock())
+    async def _record_sent(self, row: OutboxRow, message: OutgoingMessage, reply: str) -> None:
+        # Committed before this connection takes its next row: the duplicate window. While
+        # another drain process holds the write lock, this process's other connections go
+        # on working instead of the whole event loop sleeping in SQLite's busy handler.
+        pause = 0.0
+        while not self.ledger.mark_sent(
+            row.id, message.message_id, reply, self.clock(), wait=False
+        ):
+            await asyncio.sleep(pause)
+            pause = min(0.01, pause * 2 or 0.0005)
         self.report.sent += 1
         self._settle(row)
 

@@ -494,15 +494,33 @@ class Ledger:
         )
         return [owner for (owner,) in rows]
 
-    def mark_sent(self, row_id: int, message_id: str, reply: str, now: datetime) -> None:
-        """The server accepted the message: committed before the connection sends again."""
-        self._db.execute(
-            """UPDATE outbox SET status = 'sent', attempts = attempts + 1, message_id = ?,
-                   last_reply = ?, sent_at = ?, next_attempt_at = NULL,
-                   lease_owner = NULL, lease_until = NULL
-               WHERE id = ?""",
-            (message_id, reply, _iso(now), row_id),
-        )
+    def mark_sent(
+        self, row_id: int, message_id: str, reply: str, now: datetime, *, wait: bool = True
+    ) -> bool:
+        """The server accepted the message: committed before the connection sends again.
+
+        With ``wait=False``, when another process holds the write lock this returns False at
+        once, having written nothing, instead of sleeping (a millisecond or more) for it:
+        a drain then lets its other connections work and tries again.
+        """
+        if not wait:
+            self._db.execute("PRAGMA busy_timeout = 0")
+        try:
+            self._db.execute(
+                """UPDATE outbox SET status = 'sent', attempts = attempts + 1, message_id = ?,
+                       last_reply = ?, sent_at = ?, next_attempt_at = NULL,
+                       lease_owner = NULL, lease_until = NULL
+                   WHERE id = ?""",
+                (message_id, reply, _iso(now), row_id),
+            )
+        except sqlite3.OperationalError as exc:
+            if wait or exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+            return False
+        finally:
+            if not wait:
+                self._db.execute("PRAGMA busy_timeout = 30000")  # as connected: 30 s
+        return True
 
     def mark_deferred(self, row_id: int, reply: str, next_attempt: datetime) -> None:
         self._db.execute(

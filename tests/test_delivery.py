@@ -29,7 +29,7 @@ from pipeline import DeliveryError, execute, load_settings, open_ledger, plan_pu
 from pipeline.cli import cli
 from pipeline.config import parse_smtp_url
 from pipeline.delivery import DeliveryReport, SmtpTransport, wire_form
-from pipeline.drain import release_abandoned_leases
+from pipeline.drain import event_loop_factory, release_abandoned_leases
 from pipeline.messages import OutgoingMessage
 from pipeline.workers import deliver_outbox
 from tests.conftest import REPO, Received, free_port, require_tool
@@ -379,6 +379,45 @@ def test_claims_never_overlap_and_dead_owners_are_released(
         ledger.claim(f"{os.uname().nodename}:{os.getpid()}:live", now, now + timedelta(hours=1), 5)
         assert release_abandoned_leases(ledger) == 5
         assert len(ledger.claim("x:9:z", now, now + timedelta(minutes=1), 100)) == total - 5
+
+
+def test_mark_sent_without_waiting_writes_nothing_while_another_process_holds_the_lock(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_readers(project, 3)
+    monkeypatch.setenv("PIPELINE_SMTP_URL", f"smtp://127.0.0.1:{free_port()}")
+    with pytest.raises(DeliveryError):
+        publish(project)  # records the outbox, then finds no server
+    settings = load_settings(project)
+    now = _now()
+    with open_ledger(settings) as ledger:
+        (row, *_) = ledger.claim("host:1:a", now, now + timedelta(minutes=2), 10)
+        other = sqlite3.connect(settings.paths.ledger, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another drain, mid-commit
+        try:
+            assert ledger.mark_sent(row.id, "<m@x>", "250 ok", now, wait=False) is False
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert outbox(project)[row.email.lower()].status == "pending"
+        assert ledger.mark_sent(row.id, "<m@x>", "250 ok", now, wait=False) is True
+    sent = outbox(project)[row.email.lower()]
+    assert (sent.status, sent.message_id, sent.lease_owner) == ("sent", "<m@x>", None)
+
+
+def test_delivery_works_the_same_on_asyncios_own_event_loop(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without uvloop (or with PIPELINE_EVENT_LOOP=asyncio) drains run on asyncio's loop."""
+    monkeypatch.setenv("PIPELINE_EVENT_LOOP", "asyncio")
+    assert event_loop_factory() is None
+    with faulty_server(Faults(tempfail_rate=0.3), pipelining=True) as server:
+        use(server, monkeypatch)
+        report = publish(site).delivery
+    assert report is not None and report.complete
+    assert server.handler.log.tempfails, "the fault was never injected"
+    assert report.sent == len(server.received.messages)
+    assert_one_copy_each(site, server.received)
 
 
 # --- the command line ---------------------------------------------------------------------
