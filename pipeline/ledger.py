@@ -625,21 +625,29 @@ class Ledger:
     # of the process for tens of milliseconds, a few times a second. A thread does it instead.
 
     @contextmanager
-    def checkpoints_in_background(self, every: float = 0.25) -> Iterator[None]:
+    def checkpoints_in_background(
+        self, every: float = 0.25, restart_at: int = 8192
+    ) -> Iterator[None]:
         """While the block runs, checkpoint the WAL from a thread instead of in commits.
 
         Durability is unchanged: every commit is in the WAL exactly as before; only the
-        copying of committed pages into the database file moves out of the commits.
+        copying of committed pages into the database file moves out of the commits. The WAL
+        starts over once it holds ``restart_at`` pages (32 MB at SQLite's default page size).
         """
         stop = threading.Event()
 
         def checkpoint() -> None:
-            db = sqlite3.connect(self.path, isolation_level=None)
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
             try:
                 while not stop.wait(every):
-                    # PASSIVE never waits for a lock: a busy moment is skipped, not waited out.
                     with suppress(sqlite3.OperationalError):
-                        db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                        # PASSIVE copies what it can without waiting for anyone ...
+                        (_, frames, _) = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                        if frames >= restart_at:
+                            # ... but under a steady stream of commits it never finishes, so
+                            # the WAL would grow without end: now and then hold the writers
+                            # back for the last few frames, and the WAL starts over.
+                            db.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
             finally:
                 db.close()
 
