@@ -44,11 +44,22 @@ class Log:
 
 
 class FaultyHandler:
-    def __init__(self, received: Received, faults: Faults) -> None:
+    def __init__(self, received: Received, faults: Faults, *, pipelining: bool = False) -> None:
         self.received = received
         self.faults = faults
+        self.pipelining = pipelining
         self.log = Log()
         self._random = random.Random(faults.seed)
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        # aiosmtpd reads one command line at a time, so it copes with pipelined clients;
+        # it only does not say so. Saying so is what a relay like Postfix does.
+        session.host_name = hostname
+        if self.pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -110,12 +121,16 @@ def faulty_server(
     faults: Faults | None = None,
     *,
     slow_greeting: bool = False,
+    pipelining: bool = False,
     **controller_options: Any,
 ) -> Iterator[Server]:
-    """Run a faulty SMTP server on 127.0.0.1 for the duration of the block."""
+    """Run a faulty SMTP server on 127.0.0.1 for the duration of the block.
+
+    ``pipelining`` makes it advertise PIPELINING (RFC 2920) in its EHLO reply.
+    """
     received = Received()
     handler_class = SlowGreetingHandler if slow_greeting else FaultyHandler
-    handler = handler_class(received, faults or Faults())
+    handler = handler_class(received, faults or Faults(), pipelining=pipelining)
     controller = Controller(handler, hostname="127.0.0.1", port=free_port(), **controller_options)
     controller.start()
     try:

@@ -30,7 +30,7 @@ from pipeline import DeliveryError, execute, load_settings, open_ledger, plan_pu
 from pipeline.cli import cli
 from pipeline.config import parse_smtp_url
 from pipeline.delivery import DeliveryReport, SmtpTransport, wire_form
-from pipeline.drain import release_abandoned_leases
+from pipeline.drain import event_loop_factory, release_abandoned_leases
 from pipeline.messages import OutgoingMessage
 from pipeline.subscribers import open_store
 from pipeline.workers import deliver_outbox
@@ -119,11 +119,16 @@ def use(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
 
 # --- faults at the server ---------------------------------------------------------------
 
+# Each fault once against a server that advertises PIPELINING (MAIL, RCPT and DATA go out
+# together) and once against one that does not (each command waits for its reply).
+both_ways = pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
 
+
+@both_ways
 def test_random_451_at_rcpt_are_retried_until_everyone_has_one_copy(
-    site: Path, monkeypatch: pytest.MonkeyPatch
+    site: Path, monkeypatch: pytest.MonkeyPatch, pipelining: bool
 ) -> None:
-    with faulty_server(Faults(tempfail_rate=0.3)) as server:
+    with faulty_server(Faults(tempfail_rate=0.3), pipelining=pipelining) as server:
         use(server, monkeypatch)
         report = publish(site).delivery
 
@@ -137,11 +142,12 @@ def test_random_451_at_rcpt_are_retried_until_everyone_has_one_copy(
         assert rows[address.lower()].attempts == refusals + 1
 
 
+@both_ways
 def test_connection_dropped_during_data_is_resent_once(
-    site: Path, monkeypatch: pytest.MonkeyPatch
+    site: Path, monkeypatch: pytest.MonkeyPatch, pipelining: bool
 ) -> None:
     dropped = frozenset({"reader0003@example.net", "reader0017@example.net"})
-    with faulty_server(Faults(drop_in_data=dropped)) as server:
+    with faulty_server(Faults(drop_in_data=dropped), pipelining=pipelining) as server:
         use(server, monkeypatch)
         report = publish(site).delivery
 
@@ -153,11 +159,12 @@ def test_connection_dropped_during_data_is_resent_once(
     assert all(rows[a].attempts == 2 for a in dropped)
 
 
+@both_ways
 def test_a_550_fails_the_row_suppresses_the_address_and_the_run_goes_on(
-    site: Path, monkeypatch: pytest.MonkeyPatch
+    site: Path, monkeypatch: pytest.MonkeyPatch, pipelining: bool
 ) -> None:
     bad = "reader0005@example.net"
-    with faulty_server(Faults(reject=frozenset({bad}))) as server:
+    with faulty_server(Faults(reject=frozenset({bad})), pipelining=pipelining) as server:
         use(server, monkeypatch)
         report = publish(site).delivery
 
@@ -178,12 +185,13 @@ def test_a_550_fails_the_row_suppresses_the_address_and_the_run_goes_on(
         assert server.handler.log.rejected[bad] == 1
 
 
+@both_ways
 def test_a_server_slower_than_the_timeout_defers_and_a_later_run_delivers(
-    site: Path, monkeypatch: pytest.MonkeyPatch
+    site: Path, monkeypatch: pytest.MonkeyPatch, pipelining: bool
 ) -> None:
     configure(site, send={"retry_after": 600.0})
     slow = frozenset({"reader0011@example.net"})
-    with faulty_server(Faults(slow_rcpt=slow)) as server:
+    with faulty_server(Faults(slow_rcpt=slow), pipelining=pipelining) as server:
         use(server, monkeypatch)
         first = publish(site).delivery
         assert first is not None
@@ -375,6 +383,45 @@ def test_claims_never_overlap_and_dead_owners_are_released(
         assert len(ledger.claim("x:9:z", now, now + timedelta(minutes=1), 100)) == total - 5
 
 
+def test_mark_sent_without_waiting_writes_nothing_while_another_process_holds_the_lock(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_readers(project, 3)
+    monkeypatch.setenv("PIPELINE_SMTP_URL", f"smtp://127.0.0.1:{free_port()}")
+    with pytest.raises(DeliveryError):
+        publish(project)  # records the outbox, then finds no server
+    settings = load_settings(project)
+    now = _now()
+    with open_ledger(settings) as ledger:
+        (row, *_) = ledger.claim("host:1:a", now, now + timedelta(minutes=2), 10)
+        other = sqlite3.connect(settings.paths.ledger, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another drain, mid-commit
+        try:
+            assert ledger.mark_sent(row.id, "<m@x>", "250 ok", now, wait=False) is False
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert outbox(project)[row.email.lower()].status == "pending"
+        assert ledger.mark_sent(row.id, "<m@x>", "250 ok", now, wait=False) is True
+    sent = outbox(project)[row.email.lower()]
+    assert (sent.status, sent.message_id, sent.lease_owner) == ("sent", "<m@x>", None)
+
+
+def test_delivery_works_the_same_on_asyncios_own_event_loop(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without uvloop (or with PIPELINE_EVENT_LOOP=asyncio) drains run on asyncio's loop."""
+    monkeypatch.setenv("PIPELINE_EVENT_LOOP", "asyncio")
+    assert event_loop_factory() is None
+    with faulty_server(Faults(tempfail_rate=0.3), pipelining=True) as server:
+        use(server, monkeypatch)
+        report = publish(site).delivery
+    assert report is not None and report.complete
+    assert server.handler.log.tempfails, "the fault was never injected"
+    assert report.sent == len(server.received.messages)
+    assert_one_copy_each(site, server.received)
+
+
 # --- the command line ---------------------------------------------------------------------
 
 
@@ -425,26 +472,85 @@ def test_wire_form_stuffs_dots_and_fixes_bare_line_ends() -> None:
     assert wire_form(b"a\nb\rc\r\n") == b"a\r\nb\r\nc\r\n.\r\n"
 
 
-def test_lines_starting_with_a_dot_arrive_intact(monkeypatch: pytest.MonkeyPatch) -> None:
+@both_ways
+def test_lines_starting_with_a_dot_arrive_intact(pipelining: bool) -> None:
     data = (
         b"From: a@example.org\r\nTo: b@example.net\r\nSubject: dots\r\n\r\n"
         b".leading dot\r\n..two\r\n.\r\nend\r\n"
     )
-    with faulty_server() as server:
+    with faulty_server(pipelining=pipelining) as server:
         transport = SmtpTransport(parse_smtp_url(server.url, None), timeout=5)
 
-        async def send() -> str:
+        async def send() -> list[str]:
             await transport.open()
             try:
-                return await transport.send(
-                    OutgoingMessage("a@example.org", "b@example.net", "<x@example.org>", data)
-                )
+                return [
+                    await transport.send(
+                        OutgoingMessage("a@example.org", rcpt, f"<{n}@example.org>", data)
+                    )
+                    for n, rcpt in enumerate(["b@example.net", "c@example.net"])
+                ]
             finally:
                 await transport.close()
 
-        reply = asyncio.run(send())
-    assert reply.startswith("250")
-    assert server.received.messages == [("b@example.net", data)]
+        replies = asyncio.run(send())
+    assert transport.pipelining is pipelining  # it pipelines exactly when offered
+    assert all(reply.startswith("250") for reply in replies)
+    assert server.received.messages == [("b@example.net", data), ("c@example.net", data)]
+
+
+def test_a_pipelined_transaction_sends_its_commands_in_one_go_and_reads_replies_in_order() -> None:
+    """A scripted server that answers only once MAIL, RCPT and DATA have all arrived.
+
+    A client that waited for each reply before the next command would hang here. The
+    replies come back split at odd places, several in one segment and one over two lines,
+    as TCP is free to deliver them.
+    """
+    seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 scripted ESMTP\r\n")
+        assert (await reader.readline()).startswith(b"EHLO")
+        writer.write(b"250-scripted\r\n250 PIPELINING\r\n")
+        for _ in range(2):  # two messages on one connection
+            commands = [await reader.readline() for _ in range(3)]
+            seen.extend(commands)
+            writer.write(b"250 2.1.0 sender ok\r\n250-2.1.5 recipient")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b" ok\r\n250 2.1.5 really\r\n354 go ahead\r\n")
+            body = await reader.readuntil(b"\r\n.\r\n")
+            seen.append(body)
+            writer.write(b"250 2.0.0 queued as X\r\n")
+        assert await reader.readline() == b"QUIT\r\n"
+        writer.write(b"221 bye\r\n")
+        writer.close()
+
+    async def scenario() -> list[str]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport = SmtpTransport(parse_smtp_url(f"smtp://127.0.0.1:{port}", None), timeout=2)
+        try:
+            return [
+                await transport.send(
+                    OutgoingMessage("a@example.org", rcpt, "<p@example.org>", b"Subject: p\r\n")
+                )
+                for rcpt in ("b@example.net", "c@example.net")
+            ]
+        finally:
+            await transport.close()
+            server.close()
+            await server.wait_closed()
+
+    replies = asyncio.run(scenario())
+    assert replies == ["250 2.0.0 queued as X"] * 2
+    assert seen[:3] == [
+        b"MAIL FROM:<a@example.org>\r\n",
+        b"RCPT TO:<b@example.net>\r\n",
+        b"DATA\r\n",
+    ]
+    assert seen[3] == b"Subject: p\r\n.\r\n"
+    assert seen[5] == b"RCPT TO:<c@example.net>\r\n"
 
 
 @pytest.fixture
