@@ -401,8 +401,8 @@ def subscribers() -> None:
 @click.option("--status", type=click.Choice(SUBSCRIBER_STATUSES), help="Only this status.")
 def subscribers_list(app: App, status: str | None) -> None:
     """Show every subscriber: address, status, topics, name (tab-separated)."""
-    with open_store(app.settings) as store:
-        records = store.records(status)
+    with read_ledger(app.settings) as ledger:  # listing creates nothing on disk
+        records = ledger.subscribers((status,) if status else ())
     for r in records:
         topics = ";".join(sorted(r.topics)) or "*"
         click.echo(f"{r.email}\t{r.status}\t{topics}\t{r.name}")  # tab-separated for scripts
@@ -452,8 +452,8 @@ def subscribers_import(app: App, file: Path) -> None:
 )
 def subscribers_export(app: App, output: Path | None) -> None:
     """Write every subscriber with status and source as CSV."""
-    with open_store(app.settings) as store:
-        text = export_csv(store.records())
+    with read_ledger(app.settings) as ledger:  # exporting creates nothing on disk
+        text = export_csv(ledger.subscribers())
     if output is None:
         click.echo(text, nl=False)
     else:

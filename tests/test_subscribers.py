@@ -455,3 +455,12 @@ def test_a_hard_bounce_leaves_the_address_bounced_for_good(
         assert record is not None and record.status == "bounced"
         assert "550" in record.reason
         assert "emma.schulz@example.org" not in {s.email for s in store.active()}
+
+
+def test_listing_and_exporting_a_fresh_project_create_nothing(project: Path) -> None:
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["--root", str(project), "subscribers", "list"])
+    exported = runner.invoke(cli, ["--root", str(project), "subscribers", "export"])
+    assert listed.exit_code == 0 and "0 subscriber(s)" in listed.output
+    assert exported.exit_code == 0 and exported.output.startswith("email,")
+    assert not (project / "state").exists()
