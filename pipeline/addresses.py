@@ -14,11 +14,11 @@ from collections.abc import Iterable
 from email_validator import EmailNotValidError, validate_email
 
 from pipeline.errors import SubscriberError
+from pipeline.mime import header_safe
 
 __all__ = ["clean_name", "email_key", "normalise_email", "parse_topics"]
 
 _TOPIC = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _NAME_LIMIT = 100
 
 
@@ -47,7 +47,7 @@ def email_key(address: str) -> str:
 
 def clean_name(name: str) -> str:
     """A display name without control characters or runs of spaces, at most 100 characters."""
-    return " ".join(_CONTROL.sub(" ", name).split())[:_NAME_LIMIT]
+    return header_safe(name)[:_NAME_LIMIT]
 
 
 def parse_topics(text: str, known_topics: Iterable[str] = ()) -> frozenset[str]:

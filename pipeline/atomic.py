@@ -8,11 +8,11 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-__all__ = ["write_all_if_changed", "write_atomic", "write_if_changed"]
+__all__ = ["write_all_if_changed", "write_atomic", "write_if_changed", "write_new"]
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over."""
+def _durable_temporary(path: Path, data: bytes, mode: int) -> str:
+    """A temporary file beside ``path`` holding ``data``, synced to disk; returns its name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -21,10 +21,33 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp_name, mode)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return tmp_name
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over."""
+    tmp_name = _durable_temporary(path, data, mode)
+    try:
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def write_new(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Like ``write_atomic``, but raise ``FileExistsError`` rather than replace a file.
+
+    A hard link to the finished temporary file fails if ``path`` exists, so two writers can
+    never both succeed and nobody sees the file half written.
+    """
+    tmp_name = _durable_temporary(path, data, mode)
+    try:
+        os.link(tmp_name, path)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:

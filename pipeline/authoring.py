@@ -7,14 +7,13 @@ or anyone's inbox until the editor says it is ready.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 
+from pipeline.atomic import write_new
 from pipeline.config import Settings
 from pipeline.errors import PipelineError, Problem
 from pipeline.models import Article
@@ -123,20 +122,11 @@ def placeholder_problems(articles: Iterable[Article]) -> list[Problem]:
 
 
 def _create_exclusively(target: Path, data: bytes) -> None:
-    """Write whole, and only if ``target`` does not exist (a hard link fails if it does)."""
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    """Write whole, and only if ``target`` does not exist."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)
-        try:
-            os.link(temporary, target)
-        except FileExistsError as exc:
-            raise PipelineError(
-                f"{target.parent.name}/{target.name} already exists; edit it, or choose "
-                "another title or --slug"
-            ) from exc
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+        write_new(target, data)
+    except FileExistsError as exc:
+        raise PipelineError(
+            f"{target.parent.name}/{target.name} already exists; edit it, or choose "
+            "another title or --slug"
+        ) from exc

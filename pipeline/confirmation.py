@@ -7,33 +7,30 @@ headers; it ends with the disclaimer and the postal address like every email of 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from email import policy
-from email.headerregistry import Address
-from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 import jinja2
 from markupsafe import Markup
-from mjml import mjml2html
 
 from pipeline.config import Settings
-from pipeline.digest import template_environment
+from pipeline.digest import compile_mjml, template_environment, topics_phrase
 from pipeline.disclaimer import Disclaimer
 from pipeline.errors import TemplateError
 from pipeline.messages import OutgoingMessage
+from pipeline.mime import (
+    addr_spec,
+    encode_address,
+    encode_unstructured,
+    fold_header,
+    multipart_alternative,
+    quoted_printable,
+)
 from pipeline.subscribers import CONFIRM_MAX_AGE, clean_name
 
-__all__ = ["confirmation_message", "topics_phrase"]
+__all__ = ["confirmation_message"]
 
 HTML_TEMPLATE = "confirm.mjml.j2"
 TEXT_TEMPLATE = "confirm.txt.j2"
-
-
-def topics_phrase(settings: Settings, topics: frozenset[str]) -> str:
-    """ "every topic", or the chosen topics' labels."""
-    if not topics:
-        return "every topic"
-    return ", ".join(settings.topic_label(t) for t in sorted(topics))
 
 
 def confirmation_message(
@@ -66,22 +63,22 @@ def confirmation_message(
     }
     env = template_environment(str(settings.paths.templates))
     try:
-        html = mjml2html(env.get_template(HTML_TEMPLATE).render(context), disable_comments=True)
+        mjml_source = env.get_template(HTML_TEMPLATE).render(context)
         text = env.get_template(TEXT_TEMPLATE).render(context)
     except jinja2.TemplateError as exc:
         raise TemplateError(f"templates/{HTML_TEMPLATE} or {TEXT_TEMPLATE}: {exc}") from exc
-    except Exception as exc:  # mrml raises a bare error type; name the file
-        raise TemplateError(f"templates/{HTML_TEMPLATE}: MJML does not compile: {exc}") from exc
+    html = compile_mjml(mjml_source, HTML_TEMPLATE)
 
     domain = sender.address.rpartition("@")[2].lower()
-    message = EmailMessage(policy=policy.SMTP.clone(max_line_length=998))
-    message["From"] = Address(clean_name(sender.name), addr_spec=sender.address)
-    message["To"] = Address(name, addr_spec=email)
-    message["Subject"] = subject
-    message["Date"] = format_datetime(now.astimezone(UTC))
     message_id = make_msgid("confirm", domain=domain)
-    message["Message-ID"] = message_id
-    message["Auto-Submitted"] = "auto-generated"  # no out-of-office replies, please
-    message.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
-    message.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
-    return OutgoingMessage(sender.address, email, message_id, message.as_bytes())
+    headers = (
+        fold_header("From", encode_address(clean_name(sender.name), sender.address)),
+        fold_header("To", encode_address(name, email)),
+        fold_header("Subject", encode_unstructured(subject)),
+        b"Date: %s\r\n" % format_datetime(now.astimezone(UTC)).encode("ascii"),
+        b"Message-ID: %s\r\n" % message_id.encode("ascii"),
+        b"Auto-Submitted: auto-generated\r\n",  # no out-of-office replies, please
+    )
+    boundary = "=_" + message_id[1:].partition("@")[0]
+    data = multipart_alternative(headers, boundary, quoted_printable(text), quoted_printable(html))
+    return OutgoingMessage(addr_spec(sender.address), addr_spec(email), message_id, data)

@@ -47,6 +47,7 @@ __all__ = [
     "render_sources",
     "template_environment",
     "template_line",
+    "topics_phrase",
 ]
 
 HTML_TEMPLATE = "digest.mjml.j2"
@@ -125,6 +126,13 @@ def template_environment(templates_dir: str) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+
+
+def topics_phrase(settings: Settings, topics: frozenset[str]) -> str:
+    """ "every topic", or the chosen topics' labels in slug order."""
+    if not topics:
+        return "every topic"
+    return ", ".join(settings.topic_label(t) for t in sorted(topics))
 
 
 def audience_key(topics: frozenset[str]) -> str:
@@ -268,12 +276,12 @@ def missing_disclaimer(html: str, text: str, disclaimer: Disclaimer) -> list[str
     ]
 
 
-def compile_mjml(source: str) -> str:
+def compile_mjml(source: str, template: str = HTML_TEMPLATE) -> str:
     """MJML to HTML: no comments, and no web-font imports (a font request is a tracker)."""
     try:
         return mjml2html(source, disable_comments=True, fonts={})
     except Exception as exc:  # mrml raises a bare error type; name the file
-        raise TemplateError(f"templates/{HTML_TEMPLATE}: MJML does not compile: {exc}") from exc
+        raise TemplateError(f"templates/{template}: MJML does not compile: {exc}") from exc
 
 
 def template_line(exc: BaseException, name: str) -> int | None:

@@ -23,7 +23,7 @@ from email.utils import format_datetime
 from urllib.parse import quote
 
 from pipeline.config import CONFIG_FILE, Settings
-from pipeline.digest import EVERY_TOPIC, SlotTemplate
+from pipeline.digest import EVERY_TOPIC, SlotTemplate, topics_phrase
 from pipeline.errors import ConfigError, Problem
 from pipeline.ledger import AudienceRecord, OutboxRow
 from pipeline.mime import (
@@ -38,7 +38,7 @@ from pipeline.mime import (
     multipart_alternative,
 )
 from pipeline.signing import DkimSigner, load_signer
-from pipeline.subscribers import sign_token
+from pipeline.subscribers import make_token, subscriber_ref
 
 __all__ = [
     "TEST_PREFIX",
@@ -178,24 +178,22 @@ class MessageFactory:
     def _topics(self, audience_key: str) -> str:
         label = self._topic_labels.get(audience_key)
         if label is None:
-            label = (
-                "every topic"
-                if audience_key == EVERY_TOPIC
-                else ", ".join(self.settings.topic_label(t) for t in audience_key.split(";"))
+            topics = (
+                frozenset() if audience_key == EVERY_TOPIC else frozenset(audience_key.split(";"))
             )
-            self._topic_labels[audience_key] = label
+            label = self._topic_labels[audience_key] = topics_phrase(self.settings, topics)
         return label
 
     def slot_values(self, row: OutboxRow, audience_key: str) -> dict[str, str]:
         """The per-subscriber values, unescaped: name, address, topics and signed links."""
         name = header_safe(row.name)
         base = self.settings.base_url  # ends in "/", so joining is concatenating
+        ref = subscriber_ref(row.email, self._key)  # one keyed hash for both links
         return {
             "greeting": f"Hello {name}," if name else "Hello,",
             "email": row.email,
-            "unsubscribe_url": f"{base}unsubscribe/{sign_token(row.email, self._key)}",
-            "preferences_url": f"{base}preferences/"
-            + sign_token(row.email, self._key, "preferences"),
+            "unsubscribe_url": f"{base}unsubscribe/{make_token(ref, self._key, 'unsubscribe')}",
+            "preferences_url": f"{base}preferences/{make_token(ref, self._key, 'preferences')}",
             "view_url": self._web_copy_url(row.digest_id),
             "topics": self._topics(audience_key),
         }

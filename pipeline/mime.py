@@ -42,7 +42,7 @@ __all__ = [
 CRLF = b"\r\n"
 _SOFT_BREAK = b"=\r\n"
 _FOLD_AT = 78
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f]+")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")  # C0 and C1 controls
 _ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
 _DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _DOMAIN = re.compile(

@@ -21,13 +21,13 @@ from urllib.parse import urljoin
 
 from pipeline.atomic import write_atomic
 from pipeline.config import Settings, secret_key
-from pipeline.delivery import PermanentFailure, TemporaryFailure, Transport
+from pipeline.delivery import PermanentFailure, TemporaryFailure, Transport, transport_for
 from pipeline.digest import EVERY_TOPIC, DigestPlan
 from pipeline.errors import DeliveryError, PipelineError
 from pipeline.ledger import AudienceRecord, Ledger, OutboxRow
 from pipeline.messages import MessageFactory, OutgoingMessage
 from pipeline.mime import addr_spec
-from pipeline.publish import plan_publish, transport_factory
+from pipeline.publish import plan_publish
 from pipeline.subscribers import email_key
 
 __all__ = [
@@ -156,7 +156,7 @@ def send_test(
     """
     addr_spec(to)  # a clear error for a malformed address, before any work
     preview = build_preview(settings, ledger, subscriber=subscriber, to=to, test=True, now=now)
-    chosen = transport if transport is not None else transport_factory(settings)[0]()
+    chosen = transport if transport is not None else transport_for(settings)[0]()
     reply = asyncio.run(_send_one(chosen, preview.message))
     return preview, reply
 

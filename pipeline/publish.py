@@ -17,7 +17,7 @@ from pathlib import Path
 from pipeline.atomic import write_all_if_changed, write_if_changed
 from pipeline.cache import CachedLoad, load_articles_cached
 from pipeline.config import Settings, secret_key
-from pipeline.delivery import DeliveryReport, Transport, transport_for
+from pipeline.delivery import DeliveryReport, Transport
 from pipeline.detect import detect_changes
 from pipeline.digest import DigestPlan, plan_digest
 from pipeline.disclaimer import load_disclaimer
@@ -43,7 +43,6 @@ __all__ = [
     "execute",
     "open_ledger",
     "plan_publish",
-    "transport_factory",
 ]
 
 
@@ -133,12 +132,6 @@ def plan_publish(
         cache=cache,
         email=email,
     )
-
-
-def transport_factory(settings: Settings) -> tuple[Callable[[], Transport], int]:
-    """The transport for this configuration and how many connections to open."""
-    make_transport, smtp = transport_for(settings)
-    return make_transport, settings.send.connections if smtp else 1
 
 
 def execute(

@@ -11,6 +11,7 @@ same subscriber always gets the same link and a retried message is byte-for-byte
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from datetime import UTC, datetime, timedelta
@@ -47,6 +48,7 @@ class TokenError(SubscriberError):
 _TIMED = frozenset({"confirm"})
 
 
+@functools.lru_cache(maxsize=32)  # building one derives its key: once per key and purpose
 def _serializer(key: str, purpose: str) -> URLSafeSerializer | URLSafeTimedSerializer:
     if purpose not in PURPOSES:
         raise ValueError(f"unknown token purpose {purpose!r}; use one of {PURPOSES}")

@@ -31,13 +31,13 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from pipeline.config import Settings, secret_key
-from pipeline.confirmation import confirmation_message, topics_phrase
-from pipeline.delivery import PermanentFailure, TemporaryFailure, Transport
+from pipeline.confirmation import confirmation_message
+from pipeline.delivery import PermanentFailure, TemporaryFailure, Transport, transport_for
+from pipeline.digest import topics_phrase
 from pipeline.disclaimer import load_disclaimer
 from pipeline.errors import DeliveryError, SubscriberError
 from pipeline.ledger import Ledger, SubscriberRecord
 from pipeline.messages import OutgoingMessage
-from pipeline.publish import transport_factory
 from pipeline.subscribers import SubscriberStore, TokenError
 
 __all__ = ["RateLimit", "subscriber_routes"]
@@ -154,7 +154,7 @@ def subscriber_routes(
         )
 
     async def send(message: OutgoingMessage) -> None:
-        transport = (make_transport or transport_factory(settings)[0])()
+        transport = (make_transport or transport_for(settings)[0])()
         try:
             await transport.open()
             await transport.send(message)
