@@ -21,6 +21,7 @@ from pipeline.errors import ConfigError
 
 __all__ = [
     "CONFIG_FILE",
+    "BounceSettings",
     "DigestSettings",
     "DkimSettings",
     "FeedSettings",
@@ -97,6 +98,19 @@ class DkimSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class BounceSettings:
+    """``[bounces]``: where late bounces arrive and how messages say where to send them."""
+
+    # VERP: the envelope sender becomes local+<token>@domain; empty: the From address.
+    return_path: str = ""
+    # What `pipeline bounces` reads: a Maildir or mbox path (relative to the root) or an
+    # imap:// / imaps:// URL; the password comes from PIPELINE_BOUNCES_PASSWORD.
+    source: str = "state/bounces"
+    processed_folder: str = "Processed"  # where handled mail is moved (Maildir, IMAP)
+    webhook_max_age: float = 300.0  # seconds a signed webhook request stays acceptable
+
+
+@dataclass(frozen=True, slots=True)
 class SmtpTarget:
     """Where and how to connect, parsed from an ``smtp://`` or ``smtps://`` URL."""
 
@@ -154,6 +168,7 @@ class Settings:
     feeds: FeedSettings = field(default_factory=FeedSettings)
     digest: DigestSettings = field(default_factory=DigestSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
+    bounces: BounceSettings = field(default_factory=BounceSettings)
     topics: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -181,6 +196,7 @@ _SECTIONS: dict[str, type] = {
     "feeds": FeedSettings,
     "digest": DigestSettings,
     "dkim": DkimSettings,
+    "bounces": BounceSettings,
 }
 
 
@@ -285,6 +301,28 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"{CONFIG_FILE}: [feeds] max_entries must be at least 1")
     if settings.smtp.url:
         parse_smtp_url(settings.smtp.url, None)
+    _validate_bounces(settings.bounces)
+
+
+def _validate_bounces(bounces: BounceSettings) -> None:
+    # The token takes 1 + 48 characters of the 64 a local part may have (RFC 5321).
+    local, at, domain = bounces.return_path.rpartition("@")
+    if bounces.return_path and (not at or not local or "." not in domain or "+" in local):
+        raise ConfigError(
+            f"{CONFIG_FILE}: [bounces] return_path {bounces.return_path!r} must be a plain "
+            "address such as bounces@news.example.org (no '+': the token goes there)"
+        )
+    if len(local) > 15:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [bounces] return_path: the part before '@' may have at most 15 "
+            "characters, since the token added to it must fit the 64 a mailbox name may have; "
+            "use a shorter one such as bounces@"
+        )
+    if bounces.webhook_max_age <= 0 or not bounces.processed_folder.strip():
+        raise ConfigError(
+            f"{CONFIG_FILE}: [bounces] webhook_max_age must be more than 0 and "
+            "processed_folder not empty"
+        )
 
 
 def parse_smtp_url(url: str, password: str | None) -> SmtpTarget:

@@ -1,0 +1,274 @@
+"""What a message that came back says: bounce, complaint, unsubscribe request or auto-reply.
+
+``read_message(raw)`` is pure: it parses one message (bytes, as a mailbox holds it) and
+returns an ``InboundMessage`` with one ``InboundEvent`` per address it is about. Nothing is
+looked up or changed here; ``pipeline.bounce_inbox`` matches the events to subscribers and
+applies them.
+
+In order, a message is recognised as:
+
+1. an ARF feedback report (RFC 5965, ``multipart/report; report-type=feedback-report``): a
+   complaint, unless its Feedback-Type is one that is not about our mail (``not-spam``,
+   ``auth-failure``, ``virus``);
+2. a DSN (RFC 3464, ``multipart/report; report-type=delivery-status``): one event per
+   recipient, judged by its Action and Status (RFC 3463) as ``event_kind`` says;
+3. an unsubscribe request: an unsubscribe token (``pipeline.return_path``) in the address
+   it was sent to or in its Subject, from a person (not Auto-Submitted);
+4. a bounce in one of the many non-standard formats flufl.bounce (Mailman's detector) knows;
+5. an auto-reply (RFC 3834 ``Auto-Submitted``, and the older ``X-Autoreply``-style headers);
+6. anything else: unknown, left for a person to read.
+"""
+
+from __future__ import annotations
+
+import email
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from email import policy
+from email.message import EmailMessage, Message
+from enum import StrEnum
+
+from flufl.bounce import all_failures
+
+from pipeline.return_path import find_token
+
+__all__ = [
+    "InboundEvent",
+    "InboundKind",
+    "InboundMessage",
+    "event_kind",
+    "message_key",
+    "read_message",
+]
+
+log = logging.getLogger(__name__)
+
+
+class InboundKind(StrEnum):
+    HARD = "hard"  # the address is gone for good: scores as a hard bounce
+    SOFT = "soft"  # the mailbox refused for now (full, too large): scores as a soft bounce
+    COMPLAINT = "complaint"  # marked as spam (ARF): unsubscribe at once and for good
+    UNSUBSCRIBE = "unsubscribe"  # a request to the List-Unsubscribe mailto
+    SENDER = "sender"  # refused because of the sender or relay (policy): nobody is touched
+    DELAYED = "delayed"  # a warning: the relay still tries (Action: delayed)
+    AUTO_REPLY = "auto_reply"  # out of office and the like: ignored
+    UNKNOWN = "unknown"  # not recognised: left in the mailbox for a person
+
+
+@dataclass(frozen=True, slots=True)
+class InboundEvent:
+    kind: InboundKind
+    recipient: str  # the address the report names ("" when it names none)
+    reason: str  # status and diagnostic, or what the message is, for the ledger and report
+    status: str = ""  # RFC 3463 enhanced status code, when the report gives one
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    key: str  # what makes it "already processed": its Message-ID, else a hash of its bytes
+    subject: str
+    tokens: tuple[str, ...]  # return-path tokens in the addresses it was sent to, unverified
+    events: tuple[InboundEvent, ...]
+
+    @property
+    def recognised(self) -> bool:
+        return any(e.kind is not InboundKind.UNKNOWN for e in self.events)
+
+
+# Headers an MTA or the sender put the envelope recipient in (the VERP address of a bounce).
+_ADDRESS_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To", "Cc")
+_NOT_OUR_MAIL = frozenset({"not-spam", "auth-failure", "virus", "dmarc"})
+# Unknown-user texts of servers that give no enhanced status code.
+_UNKNOWN_USER = re.compile(
+    r"user unknown|unknown user|no such (user|mailbox|recipient)|mailbox (unavailable|not found)"
+    r"|does not exist|doesn't exist|invalid (recipient|mailbox)|recipient address rejected"
+    r"|account (has been )?disabled|address rejected",
+    re.IGNORECASE,
+)
+_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_AUTO_REPLY_SUBJECT = re.compile(
+    r"^(auto(matic)?[ -]?(reply|response)|out of (the )?office|autoreply|vacation|abwesenheit)",
+    re.IGNORECASE,
+)
+
+
+def message_key(parsed: Message, raw: bytes) -> str:
+    """The key under which a message counts as processed: ``mid:<Message-ID>`` or a hash."""
+    message_id = str(parsed.get("Message-ID", "")).strip()
+    if message_id:
+        return "mid:" + message_id
+    canonical = raw.replace(b"\r\n", b"\n")
+    return "sha256:" + hashlib.sha256(canonical).hexdigest()
+
+
+def event_kind(action: str, status: str, diagnostic: str) -> InboundKind:
+    """How one DSN recipient counts (RFC 3464 Action, RFC 3463 Status, the server's text).
+
+    ``delayed``: a warning only. ``failed``: by the status code's subject: address (x.1.x,
+    and x.4.4 no route to the domain) is hard, except x.1.7/x.1.8 (the sender's address);
+    mailbox (x.2.x) soft, except 5.2.1 (mailbox disabled) hard; a too-large message
+    (x.3.4) soft; other system, network, protocol, content and policy codes are about the
+    sender or the relay. A 4.x.x with Action failed means the relay gave up retrying: soft.
+    Without a code, an unknown-user text is hard, anything else soft.
+    """
+    action = action.strip().lower()
+    if action == "delayed":
+        return InboundKind.DELAYED
+    if action in ("delivered", "relayed", "expanded"):
+        return InboundKind.UNKNOWN
+    found = _STATUS.search(status) or _STATUS.search(diagnostic)
+    if found is None:
+        return InboundKind.HARD if _UNKNOWN_USER.search(diagnostic) else InboundKind.SOFT
+    klass, subject, detail = found[1], int(found[2]), int(found[3])
+    if klass != "5":
+        return InboundKind.SOFT
+    if subject == 1:
+        return InboundKind.SENDER if detail in (7, 8) else InboundKind.HARD
+    if subject == 2:
+        return InboundKind.HARD if detail == 1 else InboundKind.SOFT
+    if (subject, detail) == (3, 4):
+        return InboundKind.SOFT
+    if (subject, detail) == (4, 4):
+        return InboundKind.HARD
+    return InboundKind.SENDER
+
+
+def _address(field: object) -> str:
+    """``rfc822; ana@example.org`` (RFC 3464 address-type; address) as a bare address."""
+    text = str(field or "").strip()
+    if ";" in text:
+        text = text.partition(";")[2]
+    return text.strip().strip("<>").strip()
+
+
+def _parts(parsed: Message, content_type: str) -> list[Message]:
+    return [p for p in parsed.walk() if p.get_content_type() == content_type]
+
+
+def _fields(part: Message) -> list[Message]:
+    """The header blocks inside a ``message/delivery-status`` or ``feedback-report`` part."""
+    payload = part.get_payload()
+    return [p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []
+
+
+def _dsn_events(parsed: Message) -> list[InboundEvent]:
+    events = []
+    for part in _parts(parsed, "message/delivery-status"):
+        for block in _fields(part)[1:]:  # the first block is about the whole message
+            recipient = _address(block.get("Original-Recipient")) or _address(
+                block.get("Final-Recipient")
+            )
+            action = str(block.get("Action", ""))
+            status = str(block.get("Status", "")).strip()
+            diagnostic = " ".join(str(block.get("Diagnostic-Code", "")).split())
+            diagnostic = diagnostic.partition(";")[2].strip() or diagnostic
+            kind = event_kind(action, status, diagnostic)
+            reason = f"{action.strip().lower() or 'failed'} {status} {diagnostic}".strip()
+            events.append(InboundEvent(kind, recipient, reason, status))
+    return events
+
+
+def _original_headers(parsed: Message) -> Message | None:
+    """The returned message's headers (``message/rfc822`` or ``text/rfc822-headers``)."""
+    for part in parsed.walk():
+        if part.get_content_type() == "message/rfc822":
+            inner = _fields(part)
+            if inner:
+                return inner[0]
+        if part.get_content_type() == "text/rfc822-headers":
+            text = part.get_payload(decode=True) or b""
+            assert isinstance(text, bytes)
+            return email.message_from_bytes(text, policy=policy.default)
+    return None
+
+
+def _arf_events(parsed: Message) -> list[InboundEvent]:
+    events = []
+    for part in _parts(parsed, "message/feedback-report"):
+        for block in _fields(part)[:1]:
+            feedback_type = str(block.get("Feedback-Type", "abuse")).strip().lower()
+            kind = InboundKind.UNKNOWN if feedback_type in _NOT_OUR_MAIL else InboundKind.COMPLAINT
+            recipients = [_address(r) for r in block.get_all("Original-Rcpt-To", [])]
+            if not recipients:
+                original = _original_headers(parsed)
+                recipients = [_address(original.get("To"))] if original is not None else [""]
+            agent = str(block.get("User-Agent", "")).strip()
+            reason = f"complaint ({feedback_type}{', ' + agent if agent else ''})"
+            events += [InboundEvent(kind, r, reason) for r in recipients]
+    return events
+
+
+def _tokens(parsed: Message) -> tuple[str, ...]:
+    """Return-path tokens in the addresses the message was sent to, then in related places.
+
+    A complaint's returned original carries the subscriber's unsubscribe token in its
+    List-Unsubscribe header and the bounce token in its Return-Path; both are signed, so
+    finding them in the body is as safe as in a header.
+    """
+    places = [str(v) for name in _ADDRESS_HEADERS for v in parsed.get_all(name, [])]
+    if _parts(parsed, "message/feedback-report"):
+        for block in _fields(_parts(parsed, "message/feedback-report")[0])[:1]:
+            places.append(str(block.get("Original-Mail-From", "")))
+        original = _original_headers(parsed)
+        if original is not None:
+            for name in ("Return-Path", "List-Unsubscribe"):
+                places.append(str(original.get(name, "")))
+    found = (find_token(place) for place in places)
+    return tuple(dict.fromkeys(t for t in found if t))
+
+
+def _is_auto_submitted(parsed: Message) -> bool:
+    """RFC 3834 ``Auto-Submitted`` other than ``no``, or one of the older conventions."""
+    auto = str(parsed.get("Auto-Submitted", "no")).strip().lower()
+    precedence = str(parsed.get("Precedence", "")).strip().lower()
+    return (
+        not auto.startswith("no")
+        or any(parsed.get(h) for h in ("X-Autoreply", "X-Autorespond", "X-Autoresponder"))
+        or precedence in ("auto_reply", "bulk", "junk")
+        or bool(_AUTO_REPLY_SUBJECT.match(str(parsed.get("Subject", "")).strip()))
+    )
+
+
+def _flufl_events(parsed: Message) -> list[InboundEvent]:
+    try:
+        temporary, permanent = all_failures(parsed)
+    except Exception:  # its heuristic detectors index into odd mail without checking
+        log.warning("flufl.bounce could not scan a message", exc_info=True)
+        return []
+    events = [
+        InboundEvent(InboundKind.HARD, a.decode("utf-8", "replace"), "bounce (non-standard)")
+        for a in sorted(permanent)
+    ]
+    events += [
+        InboundEvent(InboundKind.SOFT, a.decode("utf-8", "replace"), "temporary failure")
+        for a in sorted(temporary - permanent)
+    ]
+    return events
+
+
+def read_message(raw: bytes) -> InboundMessage:
+    """Parse one message from a mailbox and say what it is; never raises on bad mail."""
+    parsed = email.message_from_bytes(raw, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    subject = " ".join(str(parsed.get("Subject", "")).split())
+    report_type = str(parsed.get_param("report-type", "", header="content-type")).lower()
+    tokens = _tokens(parsed)
+    events: list[InboundEvent] = []
+    if parsed.get_content_type() == "multipart/report" and report_type == "feedback-report":
+        events = _arf_events(parsed)
+    elif parsed.get_content_type() == "multipart/report" and report_type == "delivery-status":
+        events = _dsn_events(parsed)
+    if not events:
+        unsubscribe = find_token(subject) or next((t for t in tokens if t.startswith("u-")), None)
+        if unsubscribe and unsubscribe.startswith("u-") and not _is_auto_submitted(parsed):
+            tokens = (unsubscribe, *(t for t in tokens if t != unsubscribe))
+            events = [InboundEvent(InboundKind.UNSUBSCRIBE, "", "unsubscribe request by email")]
+    if not events:
+        events = _flufl_events(parsed)
+    if not events and _is_auto_submitted(parsed):
+        events = [InboundEvent(InboundKind.AUTO_REPLY, "", f"auto-reply: {subject}"[:200])]
+    if not events:
+        events = [InboundEvent(InboundKind.UNKNOWN, "", f"not recognised: {subject}"[:200])]
+    return InboundMessage(message_key(parsed, raw), subject, tokens, tuple(events))
