@@ -301,10 +301,10 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"{CONFIG_FILE}: [feeds] max_entries must be at least 1")
     if settings.smtp.url:
         parse_smtp_url(settings.smtp.url, None)
-    _validate_bounces(settings.bounces)
+    _validate_return_path(settings.bounces)
 
 
-def _validate_bounces(bounces: BounceSettings) -> None:
+def _validate_return_path(bounces: BounceSettings) -> None:
     # The token takes 1 + 48 characters of the 64 a local part may have (RFC 5321).
     local, at, domain = bounces.return_path.rpartition("@")
     if bounces.return_path and (not at or not local or "." not in domain or "+" in local):

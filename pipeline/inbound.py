@@ -71,6 +71,7 @@ class InboundMessage:
     subject: str
     tokens: tuple[str, ...]  # return-path tokens in the addresses it was sent to, unverified
     events: tuple[InboundEvent, ...]
+    date: str = ""  # its Date header as written
 
     @property
     def recognised(self) -> bool:
@@ -271,4 +272,5 @@ def read_message(raw: bytes) -> InboundMessage:
         events = [InboundEvent(InboundKind.AUTO_REPLY, "", f"auto-reply: {subject}"[:200])]
     if not events:
         events = [InboundEvent(InboundKind.UNKNOWN, "", f"not recognised: {subject}"[:200])]
-    return InboundMessage(message_key(parsed, raw), subject, tokens, tuple(events))
+    date = str(parsed.get("Date", ""))
+    return InboundMessage(message_key(parsed, raw), subject, tokens, tuple(events), date)
