@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pipeline.ledger_bounces import BOUNCE_MIGRATION, BounceTables
+
 __all__ = [
     "SUBSCRIBER_STATUSES",
     "AudienceRecord",
@@ -160,6 +162,8 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE article_cache ADD COLUMN file_stat TEXT NOT NULL DEFAULT '';
     ALTER TABLE article_cache ADD COLUMN markdown TEXT NOT NULL DEFAULT ''
     """,
+    # 6: bounce events and scores; each outbox row keeps the cause of its last refusal
+    BOUNCE_MIGRATION,
 )
 
 
@@ -263,7 +267,7 @@ class DigestCopy:
     web_html: str
 
 
-class Ledger:
+class Ledger(BounceTables):
     """A connection to ``state/pipeline.db``; use as a context manager."""
 
     def __init__(self, path: Path) -> None:
@@ -286,6 +290,10 @@ class Ledger:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; inside another, simply part of it."""
+        if self._db.in_transaction:
+            yield self._db
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
