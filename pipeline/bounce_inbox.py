@@ -19,8 +19,7 @@ Who an event is about:
 Bounces go to ``bounce_scores.record_bounce``; a complaint unsubscribes at once and for good
 (``Ledger.complain``); an unsubscribe request unsubscribes at once. Delayed-delivery
 warnings, auto-replies and refusals about the sender (policy, blocklists) touch nobody.
-Effects come before the processed-key is recorded: a crash between the two means the
-message is applied again on the next run, which a bounce's once-a-day scoring absorbs.
+A message's effects and its processed key are written in one transaction: exactly once.
 """
 
 from __future__ import annotations
@@ -176,13 +175,14 @@ def process_mailbox(
                 mailbox.handled(message_id)  # a move a crash interrupted
             continue
         when = _received_at(message.date, now)
-        outcomes = [
-            actions.apply(e, tokens=message.tokens, source="mailbox", now=when)
-            for e in message.events
-        ]
-        kinds = ",".join(sorted({str(e.kind) for e in message.events}))
-        summary = "; ".join(f"{o.address or '-'}: {o.action}" for o in outcomes)
-        ledger.record_inbound(message.key, mailbox.name, kinds, summary[:500], now)
+        with ledger.transaction():  # the effects and the processed key, together
+            outcomes = [
+                actions.apply(e, tokens=message.tokens, source="mailbox", now=when)
+                for e in message.events
+            ]
+            kinds = ",".join(sorted({str(e.kind) for e in message.events}))
+            summary = "; ".join(f"{o.address or '-'}: {o.action}" for o in outcomes)
+            ledger.record_inbound(message.key, mailbox.name, kinds, summary, now)
         if message.recognised:
             report.outcomes += outcomes
             mailbox.handled(message_id)

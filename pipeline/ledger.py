@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pipeline.ledger_bounces import BOUNCE_MIGRATION, BounceTables
+from pipeline.ledger_inbound import INBOUND_MIGRATION, InboundTables
+
 __all__ = [
     "SUBSCRIBER_STATUSES",
     "AudienceRecord",
@@ -160,17 +163,10 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE article_cache ADD COLUMN file_stat TEXT NOT NULL DEFAULT '';
     ALTER TABLE article_cache ADD COLUMN markdown TEXT NOT NULL DEFAULT ''
     """,
-    # 6: mail that came back (bounces, complaints, unsubscribe requests) and webhook events
-    # already handled, so reading a mailbox or a webhook retry twice changes nothing more
-    """
-    CREATE TABLE inbound_messages (
-        key          TEXT PRIMARY KEY,
-        source       TEXT NOT NULL,
-        kind         TEXT NOT NULL,
-        outcome      TEXT NOT NULL,
-        received_at  TEXT NOT NULL
-    )
-    """,
+    # 6: bounce events and scores; each outbox row keeps the cause of its last refusal
+    BOUNCE_MIGRATION,
+    # 7: mail that came back and webhook events already handled (pipeline.ledger_inbound)
+    INBOUND_MIGRATION,
 )
 
 
@@ -274,7 +270,7 @@ class DigestCopy:
     web_html: str
 
 
-class Ledger:
+class Ledger(BounceTables, InboundTables):
     """A connection to ``state/pipeline.db``; use as a context manager."""
 
     def __init__(self, path: Path) -> None:
@@ -297,6 +293,10 @@ class Ledger:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; inside another, simply part of it."""
+        if self._db.in_transaction:
+            yield self._db
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
@@ -832,25 +832,6 @@ class Ledger:
             (f"not sent: {status} before delivery", email_key),
         )
 
-    def complain(self, email: str, reason: str, now: datetime) -> bool:
-        """A spam complaint (RFC 5965): unsubscribed at once and for good, even if the
-        address was bounce-suppressed (so no bounce reactivation brings it back) or unknown
-        (so no list import adds it). False if it was already unsubscribed."""
-        key, stamp = email.strip().lower(), _iso(now)
-        with self.transaction() as db:
-            cursor = db.execute(
-                """INSERT INTO subscribers (email_key, email, status, source, reason,
-                       created_at, updated_at)
-                   VALUES (?, ?, 'unsubscribed', 'complaint', ?, ?, ?)
-                   ON CONFLICT (email_key) DO UPDATE SET
-                       status = 'unsubscribed', reason = excluded.reason,
-                       updated_at = excluded.updated_at
-                   WHERE subscribers.status <> 'unsubscribed'""",
-                (key, email.strip(), reason, stamp, stamp),
-            )
-            self._cancel_queued(db, key, "unsubscribed")
-        return cursor.rowcount == 1
-
     # Sign-ups wait in their own table until confirmed, so an unconfirmed request never
     # changes an existing subscriber's name, topics or status.
 
@@ -961,22 +942,6 @@ class Ledger:
                 (fingerprint,),
             )
         return len(keys)
-
-    # --- inbound mail and webhook events -------------------------------------------------
-
-    def inbound_seen(self, key: str) -> bool:
-        """True if the message or event ``key`` was handled before."""
-        row = self._db.execute("SELECT 1 FROM inbound_messages WHERE key = ?", (key,)).fetchone()
-        return row is not None
-
-    def record_inbound(self, key: str, source: str, kind: str, outcome: str, now: datetime) -> bool:
-        """Remember that ``key`` was handled and how; False if it already was."""
-        cursor = self._db.execute(
-            """INSERT INTO inbound_messages (key, source, kind, outcome, received_at)
-               VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING""",
-            (key, source, kind, outcome, _iso(now)),
-        )
-        return cursor.rowcount == 1
 
     # --- caches: parsed articles and site outputs; digest web copies ----------------------
 

@@ -16,6 +16,7 @@ port 143: for a server on the same machine or tests), a path to a Maildir (a fol
 
 from __future__ import annotations
 
+import contextlib
 import mailbox
 import os
 import ssl
@@ -164,10 +165,9 @@ class ImapMailbox:
             client.uid_expunge([uid])
 
     def close(self) -> None:
-        try:
+        # Closing a connection that already broke leaves nothing to do.
+        with contextlib.suppress(Exception):
             self._client.logout()
-        except Exception:  # closing a connection that already broke: nothing left to do
-            pass
 
 
 def open_mailbox(spec: str, settings: Settings) -> Mailbox:
