@@ -41,7 +41,9 @@ from pipeline.tokens import TokenError
 
 __all__ = ["InboundActions", "InboxReport", "Outcome", "process_mailbox"]
 
-_ACTED = frozenset({InboundKind.HARD, InboundKind.SOFT, InboundKind.COMPLAINT, InboundKind.UNSUBSCRIBE})
+_ACTED = frozenset(
+    {InboundKind.HARD, InboundKind.SOFT, InboundKind.COMPLAINT, InboundKind.UNSUBSCRIBE}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +179,7 @@ def process_mailbox(
         when = _received_at(message.date, now)
         with ledger.transaction():  # the effects and the processed key, together
             outcomes = [
-                actions.apply(e, tokens=message.tokens, source="mailbox", now=when)
+                actions.apply(e, tokens=message.tokens, source="dsn", now=when)
                 for e in message.events
             ]
             kinds = ",".join(sorted({str(e.kind) for e in message.events}))

@@ -535,3 +535,7 @@ def deliver_command(app: App, retry_failed: bool) -> None:
 def main() -> None:
     """The console script ``pipeline`` (also ``python -m pipeline``)."""
     cli(prog_name="pipeline")
+
+
+# Commands kept in their own modules register themselves on import.
+from pipeline import cli_inbound  # noqa: E402,F401

@@ -128,9 +128,7 @@ class ReturnPaths:
     def unsubscribe_mailto(self, email: str) -> str:
         """The ``mailto:`` URL for List-Unsubscribe (RFC 2369), opaque to everyone but us."""
         token = unsubscribe_token(self._key, email)
-        address = (
-            f"{self._local}+{token}@{self._domain}" if self.return_path else self._sender
-        )
+        address = f"{self._local}+{token}@{self._domain}" if self.return_path else self._sender
         return f"mailto:{quote(address, safe='@+')}?subject=unsubscribe%20{token}"
 
     def is_ours(self, address: str) -> bool:
