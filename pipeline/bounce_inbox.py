@@ -101,7 +101,7 @@ class InboundActions:
             return None, None, "its token names no subscriber (made before a key change?)"
         if forged:
             return None, None, "refused: its token is forged or was signed with another key"
-        if event.kind is InboundKind.UNSUBSCRIBE:
+        if event.kind is InboundKind.UNSUBSCRIBE and not trusted:
             return None, None, "refused: no valid unsubscribe token"
         if event.kind is InboundKind.COMPLAINT and self._verp and not trusted:
             return None, None, "not acted on: with a return path set, a complaint needs its token"
@@ -118,7 +118,11 @@ class InboundActions:
         trusted: bool = False,
         digest_id: int | None = None,
     ) -> Outcome:
-        """Act on one event; ``trusted`` for an authenticated relay naming the recipient."""
+        """Act on one event; ``trusted`` for an authenticated relay naming the recipient.
+
+        ``tokens``: return-path tokens found with it (unverified); ``digest_id``: the digest
+        when the caller knows it (a token's wins). Returns what was done.
+        """
         if event.kind not in _ACTED:
             return Outcome(event.kind, event.recipient, "ignored")
         subscriber, token_digest, why = self._target(event, tokens, trusted)

@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from pipeline.config import Settings
 from pipeline.web_subscribers import subscriber_routes
+from pipeline.webhooks import webhook_routes
 
 __all__ = ["PublicFiles", "create_app", "media_type"]
 
@@ -167,6 +168,7 @@ def create_app(settings: Settings, routes: Sequence[BaseRoute] = ()) -> Starlett
     return Starlette(
         routes=[
             *subscriber_routes(settings),
+            *webhook_routes(settings),
             *routes,
             Mount("/", app=PublicFiles(settings.paths.public), name="public"),
         ]
