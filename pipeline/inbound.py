@@ -32,6 +32,8 @@ from enum import StrEnum
 
 from flufl.bounce import all_failures
 
+from pipeline.bounce_rules import Phase, judge, parse_status
+from pipeline.bounce_scores import BounceKind
 from pipeline.return_path import find_token
 
 __all__ = [
@@ -81,14 +83,8 @@ class InboundMessage:
 # Headers an MTA or the sender put the envelope recipient in (the VERP address of a bounce).
 _ADDRESS_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To", "Cc")
 _NOT_OUR_MAIL = frozenset({"not-spam", "auth-failure", "virus", "dmarc"})
-# Unknown-user texts of servers that give no enhanced status code.
-_UNKNOWN_USER = re.compile(
-    r"user unknown|unknown user|no such (user|mailbox|recipient)|mailbox (unavailable|not found)"
-    r"|does not exist|doesn't exist|invalid (recipient|mailbox)|recipient address rejected"
-    r"|account (has been )?disabled|address rejected",
-    re.IGNORECASE,
-)
-_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
+_SMTP_REPLY = re.compile(r"\s*([245]\d\d)[ -](.*)", re.DOTALL)  # "550 5.1.1 <a>: …"
 _AUTO_REPLY_SUBJECT = re.compile(
     r"^(auto(matic)?[ -]?(reply|response)|out of (the )?office|autoreply|vacation|abwesenheit)",
     re.IGNORECASE,
@@ -107,33 +103,28 @@ def message_key(parsed: Message, raw: bytes) -> str:
 def event_kind(action: str, status: str, diagnostic: str) -> InboundKind:
     """How one DSN recipient counts (RFC 3464 Action, RFC 3463 Status, the server's text).
 
-    ``delayed``: a warning only. ``failed``: by the status code's subject: address (x.1.x,
-    and x.4.4 no route to the domain) is hard, except x.1.7/x.1.8 (the sender's address);
-    mailbox (x.2.x) soft, except 5.2.1 (mailbox disabled) hard; a too-large message
-    (x.3.4) soft; other system, network, protocol, content and policy codes are about the
-    sender or the relay. A 4.x.x with Action failed means the relay gave up retrying: soft.
-    Without a code, an unknown-user text is hard, anything else soft.
+    ``delayed`` is a warning only; ``delivered``, ``relayed`` and ``expanded`` are not
+    failures. A ``failed`` recipient with a 4.x.x status is one the relay gave up retrying
+    (a mailbox full for days, a host that never answered): a soft bounce. Any other failure
+    is judged as the same reply during a run would be (``bounce_rules.judge``, at RCPT):
+    about the address (hard), the mailbox (soft) or the sender and relay (nobody touched).
     """
     action = action.strip().lower()
     if action == "delayed":
         return InboundKind.DELAYED
     if action in ("delivered", "relayed", "expanded"):
         return InboundKind.UNKNOWN
-    found = _STATUS.search(status) or _STATUS.search(diagnostic)
-    if found is None:
-        return InboundKind.HARD if _UNKNOWN_USER.search(diagnostic) else InboundKind.SOFT
-    klass, subject, detail = found[1], int(found[2]), int(found[3])
-    if klass != "5":
+    status = status.strip()
+    if status.startswith("4."):
         return InboundKind.SOFT
-    if subject == 1:
-        return InboundKind.SENDER if detail in (7, 8) else InboundKind.HARD
-    if subject == 2:
-        return InboundKind.HARD if detail == 1 else InboundKind.SOFT
-    if (subject, detail) == (3, 4):
-        return InboundKind.SOFT
-    if (subject, detail) == (4, 4):
-        return InboundKind.HARD
-    return InboundKind.SENDER
+    found = _SMTP_REPLY.match(diagnostic)
+    code, text = (int(found[1]), found[2]) if found else (550, diagnostic)
+    if parse_status(text) is None and _STATUS.fullmatch(status):
+        text = f"{status} {text}"
+    bounce = judge(code, text, Phase.RCPT).bounce
+    if bounce is None:
+        return InboundKind.SENDER
+    return InboundKind.HARD if bounce is BounceKind.HARD else InboundKind.SOFT
 
 
 def _address(field: object) -> str:

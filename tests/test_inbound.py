@@ -113,7 +113,11 @@ def test_a_message_to_the_bare_sender_saying_unsubscribe_without_a_token_is_not_
         ("failed", "5.1.2", "", InboundKind.HARD),
         ("failed", "5.1.10", "null MX", InboundKind.HARD),
         ("failed", "5.4.4", "Host or domain name not found", InboundKind.HARD),
-        ("failed", "5.2.1", "mailbox disabled", InboundKind.HARD),
+        ("failed", "5.2.1", "mailbox disabled", InboundKind.SOFT),  # as in a run: mailbox
+        ("failed", "5.1.1", "550 5.1.1 <a@b.c>: Recipient address rejected", InboundKind.HARD),
+        ("failed", "5.0.0", "550 5.0.0 <a@b.c>: User unknown in local table", InboundKind.HARD),
+        ("failed", "5.0.0", "554 5.0.0 Relay access denied", InboundKind.SENDER),
+        ("failed", "4.4.7", "delivery time expired", InboundKind.SOFT),
         ("failed", "5.2.2", "mailbox full", InboundKind.SOFT),
         ("failed", "5.2.3", "message too large", InboundKind.SOFT),
         ("failed", "5.3.4", "message too big for system", InboundKind.SOFT),
