@@ -141,3 +141,11 @@ def test_garbage_is_unknown_and_keyed_by_its_bytes() -> None:
     message = read_message(b"\x00\xff not an email at all")
     assert [e.kind for e in message.events] == [InboundKind.UNKNOWN]
     assert message.key.startswith("sha256:")
+
+
+def test_an_encoded_subject_is_decoded_for_the_report() -> None:
+    raw = sample("human-reply.eml", RCPT).replace(
+        b"Subject: Question about nintedanib", b"Subject: =?utf-8?q?Frage_zu_Nintedanib_=C3=BC?="
+    )
+    message = read_message(raw)
+    assert message.subject == "Frage zu Nintedanib ü"
