@@ -91,11 +91,11 @@ def run(scale: float) -> Table:
             store.merge(load_subscribers(root / "subscribers", root, known_topics=()).entries, NOW)
 
             def parse_only() -> None:
-                for key in box.keys():
+                for key in box.iterkeys():
                     email.message_from_bytes(box.get_bytes(key))
 
             def recognise() -> None:
-                for key in box.keys():
+                for key in box.iterkeys():
                     read_message(box.get_bytes(key))
 
             def first_run() -> None:
