@@ -353,6 +353,12 @@ def _validate_return_path(bounces: BounceSettings) -> None:
             "characters, since the token added to it must fit the 64 a mailbox name may have; "
             "use a shorter one such as bounces@"
         )
+    source = urlsplit(bounces.source)
+    if source.scheme in ("imap", "imaps") and source.password is not None:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [bounces] source: keep the password out of the file; remove it "
+            "from the URL and set PIPELINE_BOUNCES_PASSWORD"
+        )
     if bounces.webhook_max_age <= 0 or not bounces.processed_folder.strip():
         raise ConfigError(
             f"{CONFIG_FILE}: [bounces] webhook_max_age must be more than 0 and "

@@ -221,3 +221,20 @@ def test_bad_sources_get_one_line_naming_the_fix(project: Path, source: str, mes
     result = run(project, "bounces", "--from", source)
     assert result.exit_code == 1
     assert message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ('return_path = "newsletter-bounces@news.example.org"', "at most 15 characters"),
+        ('return_path = "bounces+x@news.example.org"', "no '+'"),
+        ('return_path = "bounces"', "must be a plain address"),
+        ('source = "imaps://u:hunter2@mail.example.org/INBOX"', "keep the password out"),
+    ],
+)
+def test_bounce_settings_are_checked(project: Path, setting: str, message: str) -> None:
+    config = project / "pipeline.toml"
+    config.write_text(config.read_text(encoding="utf-8") + f"\n[bounces]\n{setting}\n")
+    result = run(project, "check")
+    assert result.exit_code == 1
+    assert message in result.output and "hunter2" not in result.output
