@@ -25,8 +25,8 @@ from bench.table import Table
 from pipeline.bounce_inbox import process_mailbox
 from pipeline.config import load_settings
 from pipeline.inbound import read_message
-from pipeline.ledger import Ledger
 from pipeline.mailboxes import MaildirMailbox, MboxMailbox
+from pipeline.store import Ledger
 from pipeline.subscribers import SubscriberStore, load_subscribers
 from tests.inbound_samples import KEY, RETURN_PATH, sample
 

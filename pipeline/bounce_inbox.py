@@ -34,9 +34,9 @@ from pipeline.addresses import email_key
 from pipeline.bounce_scores import BounceKind, BouncePolicy, record_bounce
 from pipeline.config import Settings
 from pipeline.inbound import InboundEvent, InboundKind, read_message
-from pipeline.ledger import Ledger, SubscriberRecord
 from pipeline.mailboxes import Mailbox
 from pipeline.return_path import VerpToken, read_verp_token
+from pipeline.store import Ledger, SubscriberRecord
 from pipeline.tokens import TokenError
 
 __all__ = ["InboundActions", "InboxReport", "Outcome", "process_mailbox"]

@@ -23,8 +23,8 @@ from enum import StrEnum
 
 from pipeline.addresses import email_key
 from pipeline.config import BounceSettings
-from pipeline.ledger import Ledger
 from pipeline.ledger_bounces import BounceEvent, BounceScore
+from pipeline.store import Ledger
 
 __all__ = ["BounceKind", "BouncePolicy", "clear_on_delivery", "next_score", "record_bounce"]
 

@@ -8,9 +8,12 @@ a score, its event and a suppression are written together by ``Ledger.transactio
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.store.database import Database
 
 __all__ = ["BOUNCE_MIGRATION", "BounceEvent", "BounceScore", "BounceTables", "ScoredAddress"]
 
@@ -85,7 +88,7 @@ class ScoredAddress:
 class BounceTables:
     """Statements about bounces, mixed into ``Ledger`` (which provides ``_db``)."""
 
-    _db: sqlite3.Connection
+    _db: Database
 
     def bounce_score(self, email_key: str) -> BounceScore | None:
         row = self._db.execute(

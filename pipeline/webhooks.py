@@ -44,7 +44,7 @@ from starlette.routing import BaseRoute, Route
 from pipeline.bounce_inbox import InboundActions
 from pipeline.config import Settings, secret_key
 from pipeline.inbound import InboundEvent, InboundKind, event_kind
-from pipeline.ledger import Ledger
+from pipeline.store import Ledger
 
 __all__ = [
     "MAILGUN_KEY_ENV",

@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from pipeline.cli import cli
-from pipeline.ledger import Ledger
 from pipeline.return_path import read_verp_token
+from pipeline.store import Ledger
 from pipeline.tokens import subscriber_ref
 from tests.conftest import Received
 from tests.helpers import FIRST_RUN, publish

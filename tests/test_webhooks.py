@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pipeline.config import load_settings
-from pipeline.ledger import Ledger
+from pipeline.store import Ledger
 from pipeline.web import create_app
 from tests.conftest import free_port, served
 from tests.helpers import publish
