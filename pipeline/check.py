@@ -16,6 +16,7 @@ from pipeline.errors import ConfigError, PipelineError, Problem
 from pipeline.messages import email_settings_problems
 from pipeline.subscribers import load_subscribers
 from pipeline.template_check import check_templates
+from pipeline.webhooks import webhook_problems
 
 __all__ = ["check_project", "load_checked", "problem_from_error"]
 
@@ -54,6 +55,7 @@ def check_project(settings: Settings) -> list[Problem]:
         *_check_environment(settings),
         *check_templates(settings),
         *email_settings_problems(settings),
+        *webhook_problems(),
         *_in_file_order([*articles.problems, *placeholder_problems(articles.articles)]),
         *load_subscribers(paths.subscribers, paths.root, known_topics=topics).problems,
     ]

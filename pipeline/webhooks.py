@@ -43,6 +43,7 @@ from starlette.routing import BaseRoute, Route
 
 from pipeline.bounce_inbox import InboundActions
 from pipeline.config import Settings, secret_key
+from pipeline.errors import Problem
 from pipeline.inbound import InboundEvent, InboundKind, event_kind
 from pipeline.store import Ledger
 
@@ -53,6 +54,7 @@ __all__ = [
     "sendgrid_events",
     "verify_mailgun",
     "verify_sendgrid",
+    "webhook_problems",
     "webhook_routes",
 ]
 
@@ -61,6 +63,7 @@ SENDGRID_KEY_ENV = "PIPELINE_SENDGRID_PUBLIC_KEY"
 SENDGRID_SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 SENDGRID_TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
 _DIGEST_MESSAGE_ID = re.compile(r"<?digest(\d+)\.")
+MAX_BODY = 10 * 1024 * 1024  # bytes; a provider's batch of events is far smaller
 
 # (key under which the event is recorded, the event, the digest its Message-ID names)
 Keyed = tuple[str, InboundEvent, int | None]
@@ -123,6 +126,32 @@ def verify_sendgrid(
     except (InvalidSignature, binascii.Error, ValueError):
         raise Refused(403, "the signature does not match") from None
     _fresh(timestamp, now, max_age)
+
+
+def webhook_problems() -> list[Problem]:
+    """For ``pipeline check``: a webhook secret in the environment that cannot be used."""
+    key = os.environ.get(SENDGRID_KEY_ENV, "")
+    if not key:
+        return []
+    try:
+        _sendgrid_key(key)
+    except (ValueError, binascii.Error) as exc:
+        message = (
+            f"not an elliptic-curve public key ({exc}); paste the verification key "
+            "SendGrid's Signed Event Webhook settings show (base64) or a PEM public key"
+        )
+        return [Problem(SENDGRID_KEY_ENV, None, None, message)]
+    return []
+
+
+async def _body(request: Request) -> bytes | None:
+    """The request's body, or None when it is larger than ``MAX_BODY``."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            return None
+    return bytes(body)
 
 
 def _digest_of(message_id: object) -> int | None:
@@ -226,8 +255,11 @@ def webhook_routes(
         key = os.environ.get(MAILGUN_KEY_ENV, "")
         if not key:
             return JSONResponse({"error": "not configured"}, status_code=404)
+        raw = await _body(request)
+        if raw is None:
+            return JSONResponse({"error": "the body is too large"}, status_code=413)
         try:
-            body = json.loads(await request.body())
+            body = json.loads(raw)
         except ValueError:
             return JSONResponse({"error": "the body is not JSON"}, status_code=400)
         if not isinstance(body, dict):
@@ -245,7 +277,9 @@ def webhook_routes(
         key = os.environ.get(SENDGRID_KEY_ENV, "")
         if not key:
             return JSONResponse({"error": "not configured"}, status_code=404)
-        raw = await request.body()
+        raw = await _body(request)
+        if raw is None:
+            return JSONResponse({"error": "the body is too large"}, status_code=413)
         now = clock()
         try:
             verify_sendgrid(

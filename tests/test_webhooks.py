@@ -206,3 +206,21 @@ def test_a_provider_without_its_secret_has_no_endpoint(
     assert httpx.post(site + "webhooks/sendgrid", json=[]).status_code == 404
     monkeypatch.delenv("PIPELINE_MAILGUN_SIGNING_KEY")
     assert httpx.post(site + "webhooks/mailgun", json={}).status_code == 404
+
+
+def test_check_names_an_unusable_sendgrid_key(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    monkeypatch.setenv("PIPELINE_SENDGRID_PUBLIC_KEY", "bm90IGEga2V5")  # base64 of "not a key"
+    result = CliRunner().invoke(cli, ["--root", str(project), "check"])
+    assert result.exit_code == 1
+    assert "PIPELINE_SENDGRID_PUBLIC_KEY" in result.output and "public key" in result.output
+
+
+def test_an_oversized_body_is_refused_before_it_is_read_whole(site: str) -> None:
+    response = httpx.post(site + "webhooks/mailgun", content=b"{" + b" " * (11 * 1024 * 1024))
+    assert response.status_code == 413
