@@ -33,7 +33,7 @@ from email.utils import parsedate_to_datetime
 from pipeline.addresses import email_key
 from pipeline.bounce_scores import BounceKind, BouncePolicy, record_bounce
 from pipeline.config import Settings
-from pipeline.inbound import InboundEvent, InboundKind, read_message
+from pipeline.inbound import InboundEvent, InboundKind, message_key, read_message
 from pipeline.mailboxes import Mailbox
 from pipeline.return_path import VerpToken, read_verp_token
 from pipeline.store import Ledger, SubscriberRecord
@@ -174,12 +174,13 @@ def process_mailbox(
     report = InboxReport(mailbox.name)
     for message_id, raw in mailbox.messages():
         report.read += 1
-        message = read_message(raw)
-        if ledger.inbound_seen(message.key):
+        seen = ledger.inbound_kind(message_key(raw))
+        if seen is not None:
             report.already_processed += 1
-            if message.recognised:
+            if seen != InboundKind.UNKNOWN:
                 mailbox.handled(message_id)  # a move a crash interrupted
             continue
+        message = read_message(raw)
         when = _received_at(message.date, now)
         with ledger.transaction():  # the effects and the processed key, together
             outcomes = [

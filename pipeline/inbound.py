@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from email import policy
 from email.header import decode_header, make_header
 from email.message import Message
+from email.parser import BytesHeaderParser
 from enum import StrEnum
 
 from flufl.bounce import all_failures
@@ -103,9 +104,13 @@ def _decoded(value: object) -> str:
         return str(value)
 
 
-def message_key(parsed: Message, raw: bytes) -> str:
-    """The key under which a message counts as processed: ``mid:<Message-ID>`` or a hash."""
-    message_id = str(parsed.get("Message-ID", "")).strip()
+def message_key(raw: bytes) -> str:
+    """The key under which a message counts as processed: ``mid:<Message-ID>`` or a hash.
+
+    Reads the header only, so a message seen before costs little to skip.
+    """
+    headers = BytesHeaderParser(policy=_POLICY).parsebytes(raw)
+    message_id = str(headers.get("Message-ID", "")).strip()
     if message_id:
         return "mid:" + message_id
     canonical = raw.replace(b"\r\n", b"\n")
@@ -275,4 +280,4 @@ def read_message(raw: bytes) -> InboundMessage:
     if not events:
         events = [InboundEvent(InboundKind.UNKNOWN, "", f"not recognised: {subject}"[:200])]
     date = str(parsed.get("Date", ""))
-    return InboundMessage(message_key(parsed, raw), subject, tokens, tuple(events), date)
+    return InboundMessage(message_key(raw), subject, tokens, tuple(events), date)

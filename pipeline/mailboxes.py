@@ -56,29 +56,41 @@ class Mailbox(Protocol):
 
 
 class MaildirMailbox:
-    """The top folder of a Maildir; handled mail moves to ``.<processed>/cur`` marked seen."""
+    """The top folder of a Maildir; handled mail moves to ``.<processed>/cur`` marked seen.
+
+    A message is moved with one ``rename`` (atomic, and no copy: Maildir's own way), its
+    flags kept and ``S`` (seen) added. Ids are ``new/<name>`` or ``cur/<name>``.
+    """
 
     def __init__(self, path: Path, processed: str) -> None:
         self.name = f"maildir:{path}"
+        self._root = path
         self._box = mailbox.Maildir(path, create=False)
         self._processed_name = processed
-        self._processed: mailbox.Maildir | None = None
+        self._processed: Path | None = None
 
     def messages(self) -> Iterator[tuple[str, bytes]]:
-        for key in sorted(self._box.keys()):  # keys start with the delivery time
-            try:
-                yield key, self._box.get_bytes(key)
-            except KeyError:  # taken away by another reader meanwhile
-                continue
+        for sub in ("new", "cur"):
+            names = sorted(  # names start with the delivery time
+                entry.name
+                for entry in os.scandir(self._root / sub)
+                if entry.is_file() and not entry.name.startswith(".")
+            )
+            for name in names:
+                try:
+                    yield f"{sub}/{name}", (self._root / sub / name).read_bytes()
+                except FileNotFoundError:  # taken away by another reader meanwhile
+                    continue
 
     def handled(self, message_id: str) -> None:
         if self._processed is None:
-            self._processed = self._box.add_folder(self._processed_name)
-        message = self._box.get_message(message_id)
-        message.set_subdir("cur")
-        message.add_flag("S")
-        self._processed.add(message)  # the copy is on disk before the original goes
-        self._box.discard(message_id)
+            self._box.add_folder(self._processed_name)  # Maildir++: .Name with its marker
+            self._processed = self._root / f".{self._processed_name}"
+        name = message_id.partition("/")[2]
+        unique, _, info = name.partition(":")
+        flags = set(info.removeprefix("2,")) if info.startswith("2,") else set()
+        target = self._processed / "cur" / f"{unique}:2,{''.join(sorted(flags | {'S'}))}"
+        os.rename(self._root / message_id, target)
 
     def close(self) -> None:
         self._box.close()

@@ -100,6 +100,7 @@ def test_a_dsn_a_day_later_suppresses_exactly_that_subscriber_and_once(
     again = run(project, "bounces", "--json")
     assert again.exit_code == 0, again.output
     assert '"already_processed": 1' in again.output
+    assert len(box) == 0 and len(box.get_folder("Processed")) == 2  # put away, not acted on
     with Ledger(project / "state" / "pipeline.db") as ledger:
         assert len(list(ledger.inbound_outcomes())) == 1
 

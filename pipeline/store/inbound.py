@@ -38,6 +38,11 @@ class InboundStore:
         row = self._db.execute("SELECT 1 FROM inbound_messages WHERE key = ?", (key,)).fetchone()
         return row is not None
 
+    def inbound_kind(self, key: str) -> str | None:
+        """What the message ``key`` was found to be (kinds joined by ","), None if new."""
+        row = self._db.execute("SELECT kind FROM inbound_messages WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
     def record_inbound(self, key: str, source: str, kind: str, outcome: str, now: datetime) -> bool:
         """Remember that ``key`` was handled and how; False if it already was."""
         cursor = self._db.execute(
