@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 from pipeline.addresses import email_key
@@ -73,7 +73,7 @@ class InboundActions:
         self.ledger = ledger
         self._key = key
         self._verp = bool(settings.bounces.return_path)
-        self._policy = BouncePolicy.from_settings(settings.bounces)
+        self.policy = BouncePolicy.from_settings(settings.bounces)
 
     def _tokens(self, tokens: Sequence[str]) -> tuple[list[VerpToken], bool]:
         valid, forged = [], False
@@ -134,30 +134,31 @@ class InboundActions:
             return Outcome(event.kind, address, "unsubscribed" if done else "already unsubscribed")
         if event.kind is InboundKind.UNSUBSCRIBE:
             done = self.ledger.unsubscribe(subscriber.email_key, event.reason, now)
-            return Outcome(event.kind, address, "unsubscribed" if done else "already unsubscribed")
+            return Outcome(event.kind, address, "unsubscribed" if done else "already suppressed")
         suppressed = record_bounce(
             self.ledger,
             address,
             BounceKind(str(event.kind)),
             event.reason,
             now=now,
-            policy=self._policy,
+            policy=self.policy,
             digest_id=token_digest if token_digest is not None else digest_id,
             source=source,
         )
         return Outcome(event.kind, address, "suppressed" if suppressed else "scored")
 
 
-def _received_at(raw_date: str, now: datetime) -> datetime:
-    """When the report was written (its Date), never later than now: late DSNs count on
-    their own day. ``now`` when the date is missing or unreadable."""
+def _received_at(raw_date: str, now: datetime, oldest: timedelta) -> datetime:
+    """When the report was written (its Date): late DSNs count on their own day. Never
+    later than now nor earlier than ``oldest`` ago (a Date is easy to get wrong); ``now``
+    when the date is missing or unreadable."""
     try:
         written = parsedate_to_datetime(raw_date)
     except (TypeError, ValueError):
         return now
     if written.tzinfo is None:
         written = written.replace(tzinfo=UTC)
-    return min(written.astimezone(UTC), now)
+    return max(min(written.astimezone(UTC), now), now - oldest)
 
 
 def process_mailbox(
@@ -181,7 +182,7 @@ def process_mailbox(
                 mailbox.handled(message_id)  # a move a crash interrupted
             continue
         message = read_message(raw)
-        when = _received_at(message.date, now)
+        when = _received_at(message.date, now, actions.policy.stale_after)
         with ledger.transaction():  # the effects and the processed key, together
             outcomes = [
                 actions.apply(e, tokens=message.tokens, source="dsn", now=when)

@@ -202,11 +202,12 @@ def test_a_forged_verp_token_changes_nothing(project: Path) -> None:
 def test_a_late_dsn_counts_on_the_day_it_was_written() -> None:
     from pipeline.bounce_inbox import _received_at
 
-    now = FIRST_RUN + timedelta(days=2)
-    assert _received_at("Tue, 08 Dec 2026 09:14:03 +0000", now) == now  # in the future: now
-    written = _received_at("Sat, 21 Nov 2026 09:14:03 +0000", now)
+    now, week = FIRST_RUN + timedelta(days=2), timedelta(days=7)
+    assert _received_at("Tue, 08 Dec 2026 09:14:03 +0000", now, week) == now  # future: now
+    written = _received_at("Sat, 21 Nov 2026 09:14:03 +0000", now, week)
     assert written == datetime(2026, 11, 21, 9, 14, 3, tzinfo=UTC)
-    assert _received_at("not a date", now) == now
+    assert _received_at("Mon, 01 Jan 2001 00:00:00 +0000", now, week) == now - week
+    assert _received_at("not a date", now, week) == now
 
 
 @pytest.mark.parametrize(
