@@ -174,6 +174,8 @@ def mailgun_events(body: dict[str, Any], token: str) -> list[Keyed]:
         kind = InboundKind.DELAYED  # Mailgun keeps retrying; its final verdict follows
     elif name == "failed" and data.get("reason") == "suppress-bounce":
         kind = InboundKind.HARD
+    elif name == "failed" and str(status.get("code", "")).startswith("4"):
+        kind = InboundKind.SOFT  # given up after retrying a temporary refusal, as a DSN's 4.x.x
     elif name == "failed":
         kind = event_kind("failed", str(status.get("enhanced-code", "")), text)
     elif name == "complained":

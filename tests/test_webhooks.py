@@ -139,7 +139,11 @@ def test_mailgun_soft_and_temporary_failures_suppress_nobody(project: Path, site
     assert mailgun.post(failed(ANA, 552, "5.2.2 Mailbox full")).status_code == 200
     assert mailgun.post(failed(BEN, 421, "try later", severity="temporary")).status_code == 200
     assert mailgun.post(failed(CHLOE, 554, "5.7.1 Relay access denied")).status_code == 200
+    assert mailgun.post(failed(CHLOE, 421, "4.4.2 timed out, gave up")).status_code == 200
     assert [status(project, a) for a in (ANA, BEN, CHLOE)] == ["active"] * 3
+    with Ledger(project / "state" / "pipeline.db") as ledger:
+        kinds = {kind for _, source, kind, _ in ledger.inbound_outcomes() if source == "mailgun"}
+    assert kinds >= {"soft", "delayed", "sender", "request"}
 
 
 def test_mailgun_refuses_unsigned_forged_and_stale_requests(project: Path, site: str) -> None:
