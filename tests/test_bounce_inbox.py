@@ -131,6 +131,16 @@ def test_a_complaint_without_a_token_is_not_acted_on_when_verp_is_set(project: P
     assert status(project, BEN)[0] == "active"
 
 
+def test_without_verp_a_complaint_is_matched_by_the_reported_address(project: Path) -> None:
+    publish(project, send_email=False)
+    arf = sample("arf-complaint.eml", BEN, return_path="").decode()
+    arf = "\n".join(line for line in arf.split("\n") if "List-Unsubscribe" not in line)
+    deliver(project, arf.encode())
+    result = run(project, "bounces")
+    assert f"complaint: {BEN}: unsubscribed" in result.output
+    assert status(project, BEN)[0] == "unsubscribed"
+
+
 def test_unsubscribe_mail_acts_on_its_token_never_on_its_from(project: Path) -> None:
     publish(project, send_email=False)  # no return path: the token is in the subject
     forged = sample("unsubscribe-request.eml", CHLOE, return_path="").decode()
