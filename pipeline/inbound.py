@@ -13,7 +13,7 @@ In order, a message is recognised as:
 2. a DSN (RFC 3464, ``multipart/report; report-type=delivery-status``): one event per
    recipient, judged by its Action and Status (RFC 3463) as ``event_kind`` says;
 3. an unsubscribe request: an unsubscribe token (``pipeline.return_path``) in the address
-   it was sent to or in its Subject, from a person (not Auto-Submitted);
+   it was sent to or in its Subject;
 4. a bounce in one of the many non-standard formats flufl.bounce (Mailman's detector) knows;
 5. an auto-reply (RFC 3834 ``Auto-Submitted``, and the older ``X-Autoreply``-style headers);
 6. anything else: unknown, left for a person to read.
@@ -210,20 +210,21 @@ def _arf_events(parsed: Message) -> list[InboundEvent]:
 
 
 def _tokens(parsed: Message) -> tuple[str, ...]:
-    """Return-path tokens in the addresses the message was sent to, then in related places.
+    """Return-path tokens in the addresses the message was sent to, then in the report.
 
-    A complaint's returned original carries the subscriber's unsubscribe token in its
-    List-Unsubscribe header and the bounce token in its Return-Path; both are signed, so
-    finding them in the body is as safe as in a header.
+    A report (DSN or ARF) returns our message's headers: its Return-Path holds the bounce
+    token, its List-Unsubscribe the subscriber's unsubscribe token, and an ARF report's
+    Original-Mail-From the bounce token again. Tokens are signed, so finding one in a
+    report's body is as safe as in the address it came to; without VERP they still tie a
+    bounce to the subscriber when the failed address is one their mail was forwarded to.
     """
     places = [str(v) for name in _ADDRESS_HEADERS for v in parsed.get_all(name, [])]
-    if _parts(parsed, "message/feedback-report"):
-        for block in _fields(_parts(parsed, "message/feedback-report")[0])[:1]:
-            places.append(str(block.get("Original-Mail-From", "")))
+    for block in _parts(parsed, "message/feedback-report")[:1]:
+        places += [str(f.get("Original-Mail-From", "")) for f in _fields(block)[:1]]
+    if parsed.get_content_type() == "multipart/report":
         original = _original_headers(parsed)
         if original is not None:
-            for name in ("Return-Path", "List-Unsubscribe"):
-                places.append(str(original.get(name, "")))
+            places += [str(original.get(name, "")) for name in ("Return-Path", "List-Unsubscribe")]
     found = (find_token(place) for place in places)
     return tuple(dict.fromkeys(t for t in found if t))
 
@@ -270,7 +271,9 @@ def read_message(raw: bytes) -> InboundMessage:
         events = _dsn_events(parsed)
     if not events:
         unsubscribe = find_token(subject) or next((t for t in tokens if t.startswith("u-")), None)
-        if unsubscribe and unsubscribe.startswith("u-") and not _is_auto_submitted(parsed):
+        # No Auto-Submitted test: a mail client's unsubscribe button may send the request
+        # itself, and nothing we send comes from the mailto address for an auto-reply to quote.
+        if unsubscribe and unsubscribe.startswith("u-"):
             tokens = (unsubscribe, *(t for t in tokens if t != unsubscribe))
             events = [InboundEvent(InboundKind.UNSUBSCRIBE, "", "unsubscribe request by email")]
     if not events:

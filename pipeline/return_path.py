@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from pipeline.tokens import TokenError, subscriber_ref
 
@@ -101,8 +101,9 @@ def read_verp_token(key: str, token: str) -> VerpToken:
 
 
 def find_token(text: str) -> str | None:
-    """The first token-shaped word in ``text`` (a subject, an address), unverified."""
-    found = _TOKEN_IN_TEXT.search(text.lower())
+    """The first token-shaped word in ``text`` (a subject, an address, a header holding a
+    percent-encoded ``mailto:`` URL), unverified."""
+    found = _TOKEN_IN_TEXT.search(unquote(text).lower())
     return None if found is None else found[0]
 
 

@@ -199,6 +199,21 @@ def test_non_standard_bounces_without_verp_match_by_address(project: Path) -> No
     )
 
 
+def test_without_verp_the_returned_headers_token_finds_a_forwarding_subscriber(
+    project: Path,
+) -> None:
+    publish(project, send_email=False)
+    # Ana forwards her mail; the forwarding target is gone. The DSN names only that address,
+    # but the returned headers carry Ana's unsubscribe token.
+    dsn = sample("postfix-user-unknown.eml", ANA, return_path="").decode()
+    dsn = dsn.replace(f"rfc822; {ANA}", "rfc822; ana@gone.example")
+    dsn = dsn.replace(f"rfc822;{ANA}", "rfc822;ana@gone.example")
+    deliver(project, dsn.encode())
+    result = run(project, "bounces")
+    assert f"hard: {ANA}: suppressed" in result.output
+    assert status(project, ANA)[0] == "bounced"
+
+
 def test_a_forged_verp_token_changes_nothing(project: Path) -> None:
     with_return_path(project)
     publish(project, send_email=False)

@@ -8,6 +8,7 @@ from pipeline.inbound import InboundKind, event_kind, read_message
 from pipeline.return_path import (
     ReturnPaths,
     bounce_token,
+    find_token,
     read_verp_token,
     unsubscribe_token,
 )
@@ -149,3 +150,8 @@ def test_an_encoded_subject_is_decoded_for_the_report() -> None:
     )
     message = read_message(raw)
     assert message.subject == "Frage zu Nintedanib ü"
+
+
+def test_tokens_are_found_in_a_percent_encoded_mailto() -> None:
+    mailto = ReturnPaths(KEY, "newsletter@example.org").unsubscribe_mailto(RCPT)
+    assert find_token(f"<https://x.example/u/abc>, <{mailto}>") == unsubscribe_token(KEY, RCPT)
