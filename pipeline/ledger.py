@@ -548,32 +548,33 @@ class Ledger(BounceTables):
                 self._db.execute("PRAGMA busy_timeout = 30000")  # as connected: 30 s
         return True
 
-    def mark_deferred(self, row_id: int, reply: str, next_attempt: datetime) -> None:
+    def mark_deferred(
+        self, row_id: int, reply: str, next_attempt: datetime, *, cause: str | None = None
+    ) -> None:
+        """Try again at ``next_attempt``; ``cause`` is what the refusal was judged to be."""
         self._db.execute(
             """UPDATE outbox SET status = 'deferred', attempts = attempts + 1, last_reply = ?,
-                   next_attempt_at = ?, lease_owner = NULL, lease_until = NULL
+                   next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, cause = ?
                WHERE id = ? AND status IN ('pending', 'deferred')""",
-            (reply, _iso(next_attempt), row_id),
+            (reply, _iso(next_attempt), cause, row_id),
         )
 
-    def mark_failed(self, row_id: int, reply: str) -> None:
+    def mark_failed(self, row_id: int, reply: str, *, cause: str | None = None) -> None:
         self._db.execute(
             """UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_reply = ?,
-                   next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL
+                   next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, cause = ?
                WHERE id = ?""",
-            (reply, row_id),
+            (reply, cause, row_id),
         )
 
-    def mark_bounced(self, row_id: int, email: str, reply: str, now: datetime) -> None:
-        """A hard bounce: fail the row and suppress the address, in one transaction."""
-        with self.transaction() as db:
-            db.execute(
-                """UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_reply = ?,
-                       next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL
-                   WHERE id = ?""",
-                (reply, row_id),
-            )
-            self.suppress(email, f"bounced: {reply}", now)
+    def mark_held(self, row_id: int, reply: str, cause: str) -> None:
+        """Refused for a reason of the sender or relay: the row stays pending, as if not
+        tried (no attempt counted), with the reply and its cause kept for ``status``."""
+        self._db.execute(
+            """UPDATE outbox SET last_reply = ?, cause = ?, lease_owner = NULL, lease_until = NULL
+               WHERE id = ? AND status IN ('pending', 'deferred')""",
+            (reply, cause, row_id),
+        )
 
     def cancel_suppressed(self, now: datetime) -> int:
         """Fail unsent rows whose address was suppressed since (unsubscribed, bounced)."""

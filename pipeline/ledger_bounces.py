@@ -185,21 +185,22 @@ class BounceTables:
     ) -> list[str]:
         """Make addresses suppressed by a bounce active again and clear their scores.
 
-        Chooses by ``keys`` (lower-cased addresses), by ``cause`` (text found in the
-        suppression's reason, any case) and by ``since`` (suppressed at or after), all
-        given ones together. Unsubscribed or complained addresses are never touched.
-        Returns the addresses reactivated.
+        Chooses the ``keys`` (lower-cased addresses) named, or, without keys, those whose
+        suppression reason contains ``cause`` (any case) and were suppressed at or after
+        ``since``. Unsubscribed or complained addresses are never touched. Returns the
+        addresses reactivated.
         """
         where, args = ["status = 'bounced'"], []
         if keys:
             where.append(f"email_key IN ({', '.join('?' * len(keys))})")
             args += list(keys)
-        if cause:
-            where.append("instr(lower(reason), ?) > 0")
-            args.append(cause.lower())
-        if since is not None:
-            where.append("updated_at >= ?")
-            args.append(_iso(since))
+        else:
+            if cause:
+                where.append("instr(lower(reason), ?) > 0")
+                args.append(cause.lower())
+            if since is not None:
+                where.append("updated_at >= ?")
+                args.append(_iso(since))
         found = [
             (key, email)
             for key, email in self._db.execute(
