@@ -25,8 +25,8 @@ from enum import StrEnum
 from pipeline.addresses import email_key
 from pipeline.config import BounceSettings
 from pipeline.errors import SubscriberError
-from pipeline.ledger import Ledger
-from pipeline.ledger_bounces import BounceEvent, BounceScore
+from pipeline.store import Ledger
+from pipeline.store.bounces import BounceEvent, BounceScore
 
 __all__ = [
     "BounceKind",

@@ -29,7 +29,7 @@ from pipeline.bounce_rules import Phase, Scope, Verdict, judge
 from pipeline.bounce_scores import BouncePolicy, clear_on_delivery, record_bounce
 from pipeline.breaker import Breaker
 from pipeline.delivery import DeliveryOptions, DeliveryReport
-from pipeline.ledger import Ledger, OutboxRow
+from pipeline.store import Ledger, OutboxRow
 
 __all__ = ["BREAKER_CAUSE", "Refusals", "advice", "backoff", "revive_misjudged"]
 

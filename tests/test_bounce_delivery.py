@@ -229,3 +229,24 @@ def test_a_few_dead_addresses_among_good_ones_do_not_trip_the_breaker(
     assert report is not None and report.suppressed == 5 and report.held == 0
     assert {e for e, s in statuses(site).items() if s == "bounced"} == dead
     assert_one_copy_each(site, server.received, failed=frozenset(dead))
+
+
+def test_send_test_and_web_sign_ups_say_what_a_refusing_relay_said(
+    site: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from starlette.testclient import TestClient
+
+    from pipeline.web import create_app
+
+    with faulty_server(Faults(every_rcpt=RELAY_DENIED)) as bad:
+        use(bad, monkeypatch)
+        result = CliRunner().invoke(cli, ["--root", str(site), "send-test", "--to", "me@x.example"])
+        assert result.exit_code == 1
+        assert (
+            "sender: relay access denied" in result.stderr and "PIPELINE_SMTP_URL" in result.stderr
+        )
+        assert "Traceback" not in result.output + result.stderr
+        with TestClient(create_app(load_settings(site))) as client:
+            page = client.post("/subscribe/", data={"email": "new@x.example", "topic": []})
+        assert page.status_code == 200
+    assert "Relay access denied" in caplog.text

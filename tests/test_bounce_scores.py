@@ -13,7 +13,7 @@ from pipeline.bounce_scores import (
     clear_on_delivery,
     record_bounce,
 )
-from pipeline.ledger import Ledger, SubscriberRow
+from pipeline.store import Ledger, SubscriberRow
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 POLICY = BouncePolicy()  # the documented defaults: hard 5, soft 1, threshold 5, stale 7 days
