@@ -17,16 +17,26 @@ Every bounce is kept as an event with its cause, reply, digest and time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pipeline.addresses import email_key
 from pipeline.config import BounceSettings
-from pipeline.ledger_bounces import BounceEvent, BounceScore
+from pipeline.errors import SubscriberError
 from pipeline.store import Ledger
+from pipeline.store.bounces import BounceEvent, BounceScore
 
-__all__ = ["BounceKind", "BouncePolicy", "clear_on_delivery", "next_score", "record_bounce"]
+__all__ = [
+    "BounceKind",
+    "BouncePolicy",
+    "Reactivation",
+    "clear_on_delivery",
+    "next_score",
+    "reactivate",
+    "record_bounce",
+]
 
 
 class BounceKind(StrEnum):
@@ -131,3 +141,55 @@ def record_bounce(
 def clear_on_delivery(ledger: Ledger, email: str) -> bool:
     """A message to ``email`` was accepted: its score starts again from zero."""
     return ledger.clear_bounce_score(email_key(email))
+
+
+@dataclass(frozen=True, slots=True)
+class Reactivation:
+    """What ``reactivate`` did: the addresses back, and the named ones left as they were."""
+
+    reactivated: tuple[str, ...]
+    refused: tuple[tuple[str, str], ...]  # (address as given, why it was not reactivated)
+
+
+def reactivate(
+    ledger: Ledger,
+    addresses: Sequence[str] = (),
+    *,
+    cause: str | None = None,
+    since: datetime | None = None,
+    now: datetime,
+) -> Reactivation:
+    """Make addresses suppressed by bounces active again, their scores cleared.
+
+    Chooses the ``addresses`` named, and every bounced address whose suppression reason
+    contains ``cause`` (any case) and was suppressed at or after ``since`` (an incident:
+    either filter alone, or both). Never touches an address that unsubscribed or complained: only a new
+    confirmed sign-up brings those back. Raises ``SubscriberError`` when nothing chooses.
+    """
+    if not (addresses or cause or since):
+        raise SubscriberError(
+            "name the addresses to reactivate, or choose them with --cause TEXT or --since DATE"
+        )
+    keys = tuple(dict.fromkeys(email_key(a) for a in addresses))
+    with ledger.transaction():
+        back = ledger.reactivate_bounced(keys=keys, now=now) if keys else []
+        if cause or since:
+            back += ledger.reactivate_bounced(cause=cause, since=since, now=now)
+        done = {email_key(a) for a in back}
+        refused = []
+        for address in addresses:
+            if email_key(address) in done:
+                continue
+            record = ledger.subscriber(email_key(address))
+            refused.append((address, _why_not(record.status if record else None)))
+    return Reactivation(tuple(back), tuple(refused))
+
+
+def _why_not(status: str | None) -> str:
+    if status is None:
+        return "not a subscriber"
+    if status == "bounced":
+        return "suppressed by bounces, but not for that cause or since that date"
+    if status == "unsubscribed":
+        return "unsubscribed (or complained): only a new confirmed sign-up brings it back"
+    return f"not suppressed (it is {status})"

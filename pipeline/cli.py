@@ -514,7 +514,8 @@ def serve(app: App, host: str, port: int) -> None:
 @click.option(
     "--retry-failed",
     is_flag=True,
-    help="First make failed messages pending again (suppressed addresses stay failed).",
+    help="First make failed messages pending again (suppressed addresses stay failed, "
+    "but those an older run suppressed on a relay's refusal are reactivated).",
 )
 def deliver_command(app: App, retry_failed: bool) -> None:
     """Send what the outbox holds: pending messages, and deferred ones whose time has come.
@@ -527,6 +528,8 @@ def deliver_command(app: App, retry_failed: bool) -> None:
     app.out.data({"retried": report.retried, "delivery": views.delivery_dict(report)})
     if retry_failed:
         app.out.say(f"{report.retried} failed message(s) made pending again.")
+        if report.reactivated:
+            app.out.say(f"{report.reactivated} address(es) suppressed by an older run reactivated.")
     _render_delivery(app, report)
     if not report.complete:
         stop(ExitCode.PARTIAL)
@@ -537,5 +540,5 @@ def main() -> None:
     cli(prog_name="pipeline")
 
 
-# Commands kept in their own modules register themselves on import.
-from pipeline import cli_inbound  # noqa: E402,F401
+# subscribers bounces|reactivate (cli_bounces) and bounces (cli_inbound) register on import.
+from pipeline import cli_bounces, cli_inbound  # noqa: E402, F401

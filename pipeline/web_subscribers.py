@@ -32,7 +32,13 @@ from starlette.routing import BaseRoute, Route
 
 from pipeline.config import Settings, secret_key
 from pipeline.confirmation import confirmation_message
-from pipeline.delivery import PermanentFailure, TemporaryFailure, Transport, transport_for
+from pipeline.delivery import (
+    PermanentFailure,
+    Refused,
+    TemporaryFailure,
+    Transport,
+    transport_for,
+)
 from pipeline.digest import topics_phrase
 from pipeline.disclaimer import load_disclaimer
 from pipeline.errors import DeliveryError, SubscriberError
@@ -158,7 +164,7 @@ def subscriber_routes(
         try:
             await transport.open()
             await transport.send(message)
-        except (DeliveryError, TemporaryFailure, PermanentFailure) as exc:
+        except (DeliveryError, Refused, TemporaryFailure, PermanentFailure) as exc:
             log.warning("confirmation email to %s not sent: %s", message.recipient, exc)
         finally:
             await transport.close()

@@ -10,6 +10,7 @@ seam, and :class:`Ledger` composing them::
 
     articles.py     published article versions, the parsed-article cache
     site.py         stamps of generated files
+    bounces.py      bounce events and scores
     digests.py      publishes, digests, audiences, web copies
     outbox.py       claims, leases, the fate of each message
     subscribers.py  subscribers, sign-ups, suppressions
@@ -24,8 +25,8 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from pipeline.ledger_bounces import BounceTables
 from pipeline.store.articles import ArticleStore
+from pipeline.store.bounces import BounceStore
 from pipeline.store.database import Database
 from pipeline.store.digests import DigestStore
 from pipeline.store.inbound import InboundStore
@@ -74,7 +75,7 @@ __all__ = [
 
 
 class Ledger(
-    ArticleStore, SiteStore, DigestStore, OutboxStore, SubscriberStore, BounceTables, InboundStore
+    ArticleStore, SiteStore, DigestStore, OutboxStore, SubscriberStore, BounceStore, InboundStore
 ):
     """One connection to the ledger; use as a context manager.
 
@@ -101,7 +102,8 @@ class Ledger(
         self._db.close()
 
     def transaction(self) -> AbstractContextManager[None]:
-        """One write transaction for several store calls; inside another, part of it."""
+        """One write transaction around statements of several stores (a row's fate and a
+        bounce score); inside another, simply part of it."""
         return self._db.transaction()
 
     def checkpoints_in_background(self) -> AbstractContextManager[None]:

@@ -8,7 +8,6 @@ existing ledgers have run it. The SQLite file records how many it has run in its
 
 from __future__ import annotations
 
-from pipeline.ledger_bounces import BOUNCE_MIGRATION
 from pipeline.store.inbound import INBOUND_MIGRATION
 
 __all__ = ["SQLITE_MIGRATIONS"]
@@ -139,7 +138,29 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE article_cache ADD COLUMN markdown TEXT NOT NULL DEFAULT ''
     """,
     # 6: bounce events and scores; each outbox row keeps the cause of its last refusal
-    BOUNCE_MIGRATION,
+    """
+    CREATE TABLE bounce_events (
+        id          INTEGER PRIMARY KEY,
+        email_key   TEXT NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('hard', 'soft')),
+        cause       TEXT NOT NULL,
+        reply       TEXT NOT NULL,
+        digest_id   INTEGER,
+        source      TEXT NOT NULL,
+        points      REAL NOT NULL,
+        created_at  TEXT NOT NULL
+    );
+    CREATE INDEX bounce_events_by_address ON bounce_events (email_key, created_at);
+    CREATE TABLE bounce_scores (
+        email_key       TEXT PRIMARY KEY,
+        score           REAL NOT NULL,
+        day             TEXT NOT NULL,
+        day_points      REAL NOT NULL,
+        last_bounce_at  TEXT NOT NULL,
+        reason          TEXT NOT NULL
+    );
+    ALTER TABLE outbox ADD COLUMN cause TEXT
+    """,
     # 7: mail that came back and webhook events already handled (store/inbound.py)
     INBOUND_MIGRATION,
 )

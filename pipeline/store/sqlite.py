@@ -88,7 +88,7 @@ class SqliteDatabase:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        if self._db.in_transaction:  # nested: part of the enclosing transaction
+        if self._db.in_transaction:  # inside another: simply part of it
             yield
             return
         self._db.execute("BEGIN IMMEDIATE")

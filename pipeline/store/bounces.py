@@ -1,50 +1,23 @@
-"""The ledger's bounce tables: bounce events, per-address scores, outbox causes.
+"""Bounces: bounce events, per-address scores, reactivation.
 
-Part of the ledger (``Ledger`` inherits these statements): the only SQL about bounces.
-``pipeline.bounce_scores`` decides what a bounce does to a score; this module stores it.
-Every statement runs on the caller's connection and opens no transaction of its own, so
-a score, its event and a suppression are written together by ``Ledger.transaction``.
+``pipeline.bounce_scores`` decides what a bounce does to a score; this store keeps it.
+No statement opens a transaction of its own, so a row's fate, a score, its event and a
+suppression are written together inside ``Ledger.transaction``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from datetime import datetime
 
-if TYPE_CHECKING:
-    from pipeline.store.database import Database
+from pipeline.store.database import Database
+from pipeline.store.records import iso, parse_instant
 
-__all__ = ["BOUNCE_MIGRATION", "BounceEvent", "BounceScore", "BounceTables", "ScoredAddress"]
+__all__ = ["BounceEvent", "BounceScore", "BounceStore", "ScoredAddress"]
 
-# Appended to the ledger's migrations (number 6).
-BOUNCE_MIGRATION = """
-    CREATE TABLE bounce_events (
-        id          INTEGER PRIMARY KEY,
-        email_key   TEXT NOT NULL,
-        kind        TEXT NOT NULL CHECK (kind IN ('hard', 'soft')),
-        cause       TEXT NOT NULL,
-        reply       TEXT NOT NULL,
-        digest_id   INTEGER,
-        source      TEXT NOT NULL,
-        points      REAL NOT NULL,
-        created_at  TEXT NOT NULL
-    );
-    CREATE INDEX bounce_events_by_address ON bounce_events (email_key, created_at);
-    CREATE TABLE bounce_scores (
-        email_key       TEXT PRIMARY KEY,
-        score           REAL NOT NULL,
-        day             TEXT NOT NULL,
-        day_points      REAL NOT NULL,
-        last_bounce_at  TEXT NOT NULL,
-        reason          TEXT NOT NULL
-    );
-    ALTER TABLE outbox ADD COLUMN cause TEXT
-"""
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds")
+# Characters LIKE reads as wildcards, escaped so a --cause text matches as written.
+_LIKE_SPECIAL = re.compile(r"[\\%_]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +58,8 @@ class ScoredAddress:
     events: int
 
 
-class BounceTables:
-    """Statements about bounces, mixed into ``Ledger`` (which provides ``_db``)."""
+class BounceStore:
+    """Bounce events and scores; suppressions themselves are the subscribers' statuses."""
 
     _db: Database
 
@@ -99,7 +72,7 @@ class BounceTables:
         if row is None:
             return None
         key, score, day, day_points, last, reason = row
-        return BounceScore(key, score, day, day_points, datetime.fromisoformat(last), reason)
+        return BounceScore(key, score, day, day_points, parse_instant(last), reason)
 
     def store_bounce(self, event: BounceEvent, score: BounceScore) -> None:
         """Append the event and write the address's new score."""
@@ -115,7 +88,7 @@ class BounceTables:
                 event.digest_id,
                 event.source,
                 event.points,
-                _iso(event.created_at),
+                iso(event.created_at),
             ),
         )
         self._db.execute(
@@ -130,7 +103,7 @@ class BounceTables:
                 score.score,
                 score.day,
                 score.day_points,
-                _iso(score.last_bounce_at),
+                iso(score.last_bounce_at),
                 score.reason,
             ),
         )
@@ -159,7 +132,7 @@ class BounceTables:
                 email,
                 status,
                 score,
-                None if last is None else datetime.fromisoformat(last),
+                None if last is None else parse_instant(last),
                 reason,
                 events,
             )
@@ -174,7 +147,7 @@ class BounceTables:
             (email_key,),
         )
         return [
-            BounceEvent(key, kind, cause, reply, digest, source, points, datetime.fromisoformat(at))
+            BounceEvent(key, kind, cause, reply, digest, source, points, parse_instant(at))
             for key, kind, cause, reply, digest, source, points, at in rows
         ]
 
@@ -188,21 +161,22 @@ class BounceTables:
     ) -> list[str]:
         """Make addresses suppressed by a bounce active again and clear their scores.
 
-        Chooses by ``keys`` (lower-cased addresses), by ``cause`` (text found in the
-        suppression's reason, any case) and by ``since`` (suppressed at or after), all
-        given ones together. Unsubscribed or complained addresses are never touched.
-        Returns the addresses reactivated.
+        Chooses the ``keys`` (lower-cased addresses) named, or, without keys, those whose
+        suppression reason contains ``cause`` (any case) and were suppressed at or after
+        ``since``. Unsubscribed or complained addresses are never touched. Returns the
+        addresses reactivated.
         """
         where, args = ["status = 'bounced'"], []
         if keys:
             where.append(f"email_key IN ({', '.join('?' * len(keys))})")
             args += list(keys)
-        if cause:
-            where.append("instr(lower(reason), ?) > 0")
-            args.append(cause.lower())
-        if since is not None:
-            where.append("updated_at >= ?")
-            args.append(_iso(since))
+        else:
+            if cause:
+                where.append("lower(reason) LIKE ? ESCAPE '\\'")
+                args.append("%" + _LIKE_SPECIAL.sub(r"\\\g<0>", cause.lower()) + "%")
+            if since is not None:
+                where.append("updated_at >= ?")
+                args.append(iso(since))
         found = [
             (key, email)
             for key, email in self._db.execute(
@@ -210,7 +184,7 @@ class BounceTables:
                 args,
             )
         ]
-        stamp = _iso(now)
+        stamp = iso(now)
         self._db.executemany(
             """UPDATE subscribers SET status = 'active', reason = '', updated_at = ?
                WHERE email_key = ? AND status = 'bounced'""",
@@ -220,13 +194,3 @@ class BounceTables:
             "DELETE FROM bounce_scores WHERE email_key = ?", [(key,) for key, _ in found]
         )
         return [email for _, email in found]
-
-    def cause_counts(self) -> dict[int, dict[str, int]]:
-        """Per digest, its unsent or refused outbox rows counted by cause."""
-        counts: dict[int, dict[str, int]] = {}
-        for digest_id, cause, count in self._db.execute(
-            """SELECT digest_id, cause, COUNT(*) FROM outbox
-               WHERE cause IS NOT NULL AND status <> 'sent' GROUP BY digest_id, cause"""
-        ):
-            counts.setdefault(digest_id, {})[cause] = count
-        return counts

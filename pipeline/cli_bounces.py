@@ -1,0 +1,95 @@
+"""``pipeline subscribers bounces`` and ``pipeline subscribers reactivate``.
+
+Registered under the ``subscribers`` group of ``pipeline.cli`` (which imports this module
+last); each command is a few lines over ``pipeline.bounce_scores``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import click
+
+from pipeline.bounce_scores import reactivate
+from pipeline.cli import App, command, subscribers
+from pipeline.errors import SubscriberError
+from pipeline.publish import open_ledger
+from pipeline.status import read_ledger
+
+__all__ = ["subscribers_bounces", "subscribers_reactivate"]
+
+
+@command("bounces", group=subscribers, json_output=True)
+def subscribers_bounces(app: App) -> None:
+    """List bounce scores and bounce suppressions: address, status, score, last bounce, reason."""
+    with read_ledger(app.settings) as ledger:
+        scored = ledger.bounce_listing()
+    app.out.data(
+        {
+            "addresses": [
+                {
+                    "email": s.email,
+                    "status": s.status,
+                    "score": s.score,
+                    "last_bounce": None
+                    if s.last_bounce_at is None
+                    else s.last_bounce_at.isoformat(),
+                    "events": s.events,
+                    "reason": s.reason,
+                }
+                for s in scored
+            ],
+            "threshold": app.settings.bounces.threshold,
+        }
+    )
+    if not app.out.as_json:
+        for s in scored:
+            when = "-" if s.last_bounce_at is None else s.last_bounce_at.strftime("%Y-%m-%d %H:%M")
+            # tab-separated for scripts, as `subscribers list`
+            click.echo(f"{s.email}\t{s.status}\t{s.score:g}\t{when}\t{s.reason}")
+    app.out.say(
+        f"{len(scored)} address(es); suppression at score {app.settings.bounces.threshold:g}",
+        style="dim",
+    )
+
+
+@command("reactivate", group=subscribers, json_output=True)
+@click.argument("addresses", nargs=-1, metavar="[ADDR]...")
+@click.option(
+    "--cause", metavar="TEXT", help="Every address bounced with TEXT in its reason (any case)."
+)
+@click.option(
+    "--since",
+    metavar="DATE",
+    help="Every address suppressed by bounces on or after DATE (YYYY-MM-DD, or an ISO time).",
+)
+def subscribers_reactivate(
+    app: App, addresses: tuple[str, ...], cause: str | None, since: str | None
+) -> None:
+    """Bring back addresses suppressed by bounces (never unsubscribed or complained ones)."""
+    when = _moment(since) if since else None
+    with open_ledger(app.settings) as ledger:
+        result = reactivate(ledger, addresses, cause=cause, since=when, now=datetime.now(UTC))
+    app.out.data({"reactivated": list(result.reactivated), "refused": dict(result.refused)})
+    for email in result.reactivated:
+        app.out.say(f"{email} is active again")
+    for address, why in result.refused:
+        app.out.warn(f"{address}: {why}")
+    app.out.say(
+        f"{len(result.reactivated)} address(es) reactivated"
+        + (
+            "; `pipeline deliver --retry-failed` sends what they missed"
+            if result.reactivated
+            else ""
+        )
+    )
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise SubscriberError(
+            f"--since {text!r} is not a date; write YYYY-MM-DD or YYYY-MM-DDTHH:MM"
+        ) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
