@@ -17,6 +17,7 @@ port 143: for a server on the same machine or tests), a path to a Maildir (a fol
 from __future__ import annotations
 
 import contextlib
+import imaplib
 import mailbox
 import os
 import ssl
@@ -154,16 +155,30 @@ class ImapMailbox:
             self.close()
             raise MailboxError(f"{self.name}: {exc}") from exc
 
+    @contextlib.contextmanager
+    def _talking(self) -> Iterator[None]:
+        """A dropped connection or a refused command as one ``MailboxError`` line."""
+        try:
+            yield
+        except (imaplib.IMAP4.error, OSError) as exc:  # imapclient's errors derive from these
+            raise MailboxError(f"{self.name}: {exc}") from exc
+
     def messages(self) -> Iterator[tuple[str, bytes]]:
-        uids = self._client.search(["NOT", "DELETED"])
+        with self._talking():
+            uids = self._client.search(["NOT", "DELETED"])
         for start in range(0, len(uids), 100):
             batch = uids[start : start + 100]
             # BODY.PEEK leaves \\Seen alone: mail nobody recognises stays unread.
-            for uid, data in sorted(self._client.fetch(batch, ["BODY.PEEK[]"]).items()):
+            with self._talking():
+                fetched = sorted(self._client.fetch(batch, ["BODY.PEEK[]"]).items())
+            for uid, data in fetched:
                 yield str(uid), bytes(data[b"BODY[]"])
 
     def handled(self, message_id: str) -> None:
-        uid = int(message_id)
+        with self._talking():
+            self._move(int(message_id))
+
+    def _move(self, uid: int) -> None:
         client = self._client
         if not client.folder_exists(self._processed):
             client.create_folder(self._processed)

@@ -77,3 +77,14 @@ def test_a_refused_imap_login_is_one_line(project: Path, dovecot: Dovecot) -> No
     assert result.exit_code == 1
     assert "refused the login" in result.output and "Traceback" not in result.output
     assert "not-the-password" not in result.output
+
+
+def test_a_missing_imap_folder_is_one_line(project: Path, dovecot: Dovecot) -> None:
+    url = dovecot.url.replace("/INBOX", "/NoSuchFolder")
+    result = CliRunner().invoke(
+        cli,
+        ["--root", str(project), "bounces", "--from", url],
+        env={"PIPELINE_BOUNCES_PASSWORD": dovecot.password},
+    )
+    assert result.exit_code == 1 and "NoSuchFolder" in result.output
+    assert "Traceback" not in result.output
