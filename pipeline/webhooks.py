@@ -1,7 +1,8 @@
-"""Relay webhooks on ``pipeline serve``: bounce and complaint events from Mailgun and SendGrid.
+"""Relay webhooks on ``pipeline serve``: bounce and complaint events from Mailgun, SendGrid
+and Postmark.
 
-Each provider signs its requests its own way, and a request is acted on only when that
-signature verifies with the secret from the environment:
+Each provider authenticates its requests its own way, and a request is acted on only when
+that verifies with the secret from the environment:
 
 - **Mailgun** (``POST /webhooks/mailgun``, ``PIPELINE_MAILGUN_SIGNING_KEY``): the JSON body's
   ``signature`` object holds ``timestamp``, ``token`` and ``signature``, the hex
@@ -10,6 +11,11 @@ signature verifies with the secret from the environment:
   key the dashboard shows, or PEM): ``X-Twilio-Email-Event-Webhook-Signature`` is a
   base64 ECDSA (P-256, SHA-256) signature of the ``X-Twilio-Email-Event-Webhook-Timestamp``
   header followed by the raw body.
+- **Postmark** (``POST /webhooks/postmark``, ``PIPELINE_POSTMARK_WEBHOOK_AUTH`` as
+  ``user:password``): HTTP Basic authentication, the credentials written into the webhook
+  URL in Postmark's settings; Postmark signs nothing and sends no timestamp, so serve it
+  over HTTPS only, and a replay can only repeat an event already applied (recorded by its
+  ``ID``).
 
 A request without a signature gets 401, one whose signature does not verify or whose
 timestamp is more than ``[bounces] webhook_max_age`` seconds from now gets 403; nothing is
@@ -29,14 +35,14 @@ import hashlib
 import hmac
 import json
 import os
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -44,14 +50,14 @@ from starlette.routing import BaseRoute, Route
 from pipeline.bounce_inbox import InboundActions
 from pipeline.config import Settings, secret_key
 from pipeline.errors import Problem
-from pipeline.inbound import InboundEvent, InboundKind, event_kind
 from pipeline.store import Ledger
+from pipeline.webhook_events import Keyed, mailgun_events, postmark_events, sendgrid_events
 
 __all__ = [
     "MAILGUN_KEY_ENV",
+    "POSTMARK_AUTH_ENV",
     "SENDGRID_KEY_ENV",
-    "mailgun_events",
-    "sendgrid_events",
+    "verify_basic_auth",
     "verify_mailgun",
     "verify_sendgrid",
     "webhook_problems",
@@ -60,17 +66,15 @@ __all__ = [
 
 MAILGUN_KEY_ENV = "PIPELINE_MAILGUN_SIGNING_KEY"
 SENDGRID_KEY_ENV = "PIPELINE_SENDGRID_PUBLIC_KEY"
+POSTMARK_AUTH_ENV = "PIPELINE_POSTMARK_WEBHOOK_AUTH"
 SENDGRID_SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 SENDGRID_TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
-_DIGEST_MESSAGE_ID = re.compile(r"<?digest(\d+)\.")
 MAX_BODY = 10 * 1024 * 1024  # bytes; a provider's batch of events is far smaller
-
-# (key under which the event is recorded, the event, the digest its Message-ID names)
-Keyed = tuple[str, InboundEvent, int | None]
 
 
 class Refused(Exception):
-    """The request is not from the provider: 401 (unsigned) or 403 (forged or stale)."""
+    """The request is not from the provider: 401 (unsigned) or 403 (forged or stale); or,
+    400, not what the provider sends."""
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -97,6 +101,19 @@ def verify_mailgun(body: dict[str, Any], key: str, now: datetime, max_age: float
         raise Refused(403, "the signature does not match")
     _fresh(timestamp, now, max_age)
     return token
+
+
+def verify_basic_auth(authorization: str, expected: str) -> None:
+    """Check an ``Authorization: Basic`` header (RFC 7617) against ``user:password``."""
+    scheme, _, encoded = authorization.partition(" ")
+    if scheme.lower() != "basic" or not encoded.strip():
+        raise Refused(401, "no credentials")
+    try:
+        given = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise Refused(403, "the credentials do not match") from None
+    if not hmac.compare_digest(given, expected.encode()):
+        raise Refused(403, "the credentials do not match")
 
 
 def _sendgrid_key(text: str) -> ec.EllipticCurvePublicKey:
@@ -154,72 +171,6 @@ async def _body(request: Request) -> bytes | None:
     return bytes(body)
 
 
-def _digest_of(message_id: object) -> int | None:
-    found = _DIGEST_MESSAGE_ID.match(str(message_id or ""))
-    return int(found[1]) if found else None
-
-
-def mailgun_events(body: dict[str, Any], token: str) -> list[Keyed]:
-    """Mailgun's ``event-data`` as an event: failed (permanent or temporary), complained,
-    unsubscribed; anything else (delivered, opened …) is ignored."""
-    data = body.get("event-data")
-    if not isinstance(data, dict):
-        return []
-    name, recipient = str(data.get("event", "")), str(data.get("recipient", ""))
-    status = data.get("delivery-status") if isinstance(data.get("delivery-status"), dict) else {}
-    assert isinstance(status, dict)
-    text = " ".join(f"{status.get('code', '')} {status.get('message', '')}".split())
-    reason = text or str(data.get("reason", ""))
-    if name == "failed" and data.get("severity") == "temporary":
-        kind = InboundKind.DELAYED  # Mailgun keeps retrying; its final verdict follows
-    elif name == "failed" and data.get("reason") == "suppress-bounce":
-        kind = InboundKind.HARD
-    elif name == "failed" and str(status.get("code", "")).startswith("4"):
-        kind = InboundKind.SOFT  # given up after retrying a temporary refusal, as a DSN's 4.x.x
-    elif name == "failed":
-        kind = event_kind("failed", str(status.get("enhanced-code", "")), text)
-    elif name == "complained":
-        kind, reason = InboundKind.COMPLAINT, "complaint (reported to Mailgun)"
-    elif name == "unsubscribed":
-        kind, reason = InboundKind.UNSUBSCRIBE, "unsubscribed at Mailgun"
-    else:
-        return []
-    message = data.get("message") if isinstance(data.get("message"), dict) else {}
-    headers = message.get("headers", {}) if isinstance(message, dict) else {}
-    digest = _digest_of(headers.get("message-id") if isinstance(headers, dict) else None)
-    key = f"mailgun:{data.get('id') or token}"
-    return [(key, InboundEvent(kind, recipient, f"mailgun: {reason}"), digest)]
-
-
-_SENDGRID_KINDS = {
-    "spamreport": InboundKind.COMPLAINT,
-    "unsubscribe": InboundKind.UNSUBSCRIBE,
-    "group_unsubscribe": InboundKind.UNSUBSCRIBE,
-    "deferred": InboundKind.DELAYED,
-}
-
-
-def sendgrid_events(body: Any) -> list[Keyed]:
-    """SendGrid's array of events: bounce (judged by its status), spamreport, unsubscribe,
-    deferred; the rest (processed, delivered, dropped, opens …) are ignored."""
-    events: list[Keyed] = []
-    for item in body if isinstance(body, list) else []:
-        if not isinstance(item, dict):
-            continue
-        name, recipient = str(item.get("event", "")), str(item.get("email", ""))
-        reason = " ".join(str(item.get("reason", "")).split())
-        if name == "bounce":
-            kind = event_kind("failed", str(item.get("status", "")), reason)
-        elif name in _SENDGRID_KINDS:
-            kind = _SENDGRID_KINDS[name]
-        else:
-            continue
-        key = f"sendgrid:{item.get('sg_event_id') or item.get('sg_message_id')}:{name}"
-        digest = _digest_of(item.get("smtp-id"))
-        events.append((key, InboundEvent(kind, recipient, f"sendgrid {name}: {reason}"), digest))
-    return events
-
-
 def _apply(
     settings: Settings, events: Iterable[Keyed], source: str, now: datetime, request_key: str = ""
 ) -> int:
@@ -250,58 +201,62 @@ def webhook_routes(
     """The webhook endpoints, for ``create_app`` (each 404 while its secret is unset)."""
     max_age = settings.bounces.webhook_max_age
 
-    def refused(exc: Refused) -> Response:
-        return JSONResponse({"error": str(exc)}, status_code=exc.status)
-
-    async def mailgun(request: Request) -> Response:
-        key = os.environ.get(MAILGUN_KEY_ENV, "")
-        if not key:
-            return JSONResponse({"error": "not configured"}, status_code=404)
-        raw = await _body(request)
-        if raw is None:
-            return JSONResponse({"error": "the body is too large"}, status_code=413)
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+    def mailgun(headers: Headers, key: str, raw: bytes, body: Any, now: datetime) -> int:
         if not isinstance(body, dict):
-            return JSONResponse({"error": "the body is not a JSON object"}, status_code=400)
-        now = clock()
-        try:
-            token = verify_mailgun(body, key, now, max_age)
-        except Refused as exc:
-            return refused(exc)
+            raise Refused(400, "the body is not a JSON object")
+        token = verify_mailgun(body, key, now, max_age)
         events = mailgun_events(body, token)
-        applied = _apply(settings, events, "mailgun", now, request_key=f"mailgun-token:{token}")
-        return JSONResponse({"applied": applied})
+        return _apply(settings, events, "mailgun", now, request_key=f"mailgun-token:{token}")
 
-    async def sendgrid(request: Request) -> Response:
-        key = os.environ.get(SENDGRID_KEY_ENV, "")
-        if not key:
-            return JSONResponse({"error": "not configured"}, status_code=404)
-        raw = await _body(request)
-        if raw is None:
-            return JSONResponse({"error": "the body is too large"}, status_code=413)
-        now = clock()
-        try:
-            verify_sendgrid(
-                raw,
-                request.headers.get(SENDGRID_SIGNATURE, ""),
-                request.headers.get(SENDGRID_TIMESTAMP, ""),
-                key,
-                now,
-                max_age,
-            )
-        except Refused as exc:
-            return refused(exc)
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
-        applied = _apply(settings, sendgrid_events(body), "sendgrid", now)
-        return JSONResponse({"applied": applied})
+    def sendgrid(headers: Headers, key: str, raw: bytes, body: Any, now: datetime) -> int:
+        signature, timestamp = (
+            headers.get(SENDGRID_SIGNATURE, ""),
+            headers.get(SENDGRID_TIMESTAMP, ""),
+        )
+        verify_sendgrid(raw, signature, timestamp, key, now, max_age)
+        return _apply(settings, sendgrid_events(body), "sendgrid", now)
+
+    def postmark(headers: Headers, auth: str, raw: bytes, body: Any, now: datetime) -> int:
+        verify_basic_auth(headers.get("Authorization", ""), auth)
+        return _apply(settings, postmark_events(body), "postmark", now)
 
     return [
-        Route("/webhooks/mailgun", mailgun, methods=["POST"]),
-        Route("/webhooks/sendgrid", sendgrid, methods=["POST"]),
+        Route("/webhooks/mailgun", _endpoint(MAILGUN_KEY_ENV, mailgun, clock), methods=["POST"]),
+        Route("/webhooks/sendgrid", _endpoint(SENDGRID_KEY_ENV, sendgrid, clock), methods=["POST"]),
+        Route(
+            "/webhooks/postmark", _endpoint(POSTMARK_AUTH_ENV, postmark, clock), methods=["POST"]
+        ),
     ]
+
+
+# (request headers, the provider's secret, raw body, decoded JSON, now) -> events applied;
+# raises Refused when the request is not the provider's.
+Handler = Callable[[Headers, str, bytes, Any, datetime], int]
+
+
+def _endpoint(
+    secret_env: str, handle: Handler, clock: Callable[[], datetime]
+) -> Callable[[Request], Awaitable[Response]]:
+    """The steps every provider shares: its secret set, a bounded JSON body, one answer."""
+
+    async def endpoint(request: Request) -> Response:
+        secret = os.environ.get(secret_env, "")
+        if not secret:
+            return JSONResponse({"error": "not configured"}, status_code=404)
+        raw = await _body(request)
+        if raw is None:
+            return JSONResponse({"error": "the body is too large"}, status_code=413)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+        try:
+            applied = handle(request.headers, secret, raw, body, clock())
+        except Refused as exc:
+            response = JSONResponse({"error": str(exc)}, status_code=exc.status)
+            if exc.status == 401 and secret_env == POSTMARK_AUTH_ENV:
+                response.headers["WWW-Authenticate"] = 'Basic realm="webhooks", charset="UTF-8"'
+            return response
+        return JSONResponse({"applied": applied})
+
+    return endpoint

@@ -1,8 +1,10 @@
-"""Relay webhooks on the real app served by uvicorn: Mailgun (HMAC) and SendGrid (ECDSA).
+"""Relay webhooks on the real app served by uvicorn: Mailgun (HMAC), SendGrid (ECDSA) and
+Postmark (HTTP Basic).
 
-The providers cannot run here, so each is a named stand-in that signs its requests as the
-provider documents it: ``MailgunSender`` with an HMAC-SHA256 signing key, ``SendGridSender``
-with its own P-256 key pair (the public half goes where the dashboard's would).
+The providers cannot run here, so each is a named stand-in that authenticates its requests
+as the provider documents it: ``MailgunSender`` with an HMAC-SHA256 signing key,
+``SendGridSender`` with its own P-256 key pair (the public half goes where the dashboard's
+would), ``PostmarkSender`` with the user and password written into the webhook URL.
 """
 
 from __future__ import annotations
@@ -94,11 +96,23 @@ class SendGridSender:
         return httpx.post(self.url, content=raw, headers=headers)
 
 
+class PostmarkSender:
+    """Stand-in for Postmark's webhook sender: JSON records, Basic credentials from the URL."""
+
+    def __init__(self, base: str, auth: tuple[str, str] | None = ("postmark", "hook-pass")) -> None:
+        self.url, self.auth = base + "webhooks/postmark", auth
+
+    def post(self, record: dict[str, Any]) -> httpx.Response:
+        record = {"ID": secrets.randbelow(10**12), "MessageStream": "outbound", **record}
+        return httpx.post(self.url, json=record, auth=self.auth)
+
+
 @pytest.fixture
 def site(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The project's app (subscribers merged into the ledger) on a real uvicorn."""
     publish(project, send_email=False)
     monkeypatch.setenv("PIPELINE_MAILGUN_SIGNING_KEY", MAILGUN_KEY)
+    monkeypatch.setenv("PIPELINE_POSTMARK_WEBHOOK_AUTH", "postmark:hook-pass")
     port = free_port()
     with served(create_app(load_settings(project)), port):
         yield f"http://127.0.0.1:{port}/"
@@ -210,6 +224,8 @@ def test_a_provider_without_its_secret_has_no_endpoint(
     assert httpx.post(site + "webhooks/sendgrid", json=[]).status_code == 404
     monkeypatch.delenv("PIPELINE_MAILGUN_SIGNING_KEY")
     assert httpx.post(site + "webhooks/mailgun", json={}).status_code == 404
+    monkeypatch.delenv("PIPELINE_POSTMARK_WEBHOOK_AUTH")
+    assert httpx.post(site + "webhooks/postmark", json={}).status_code == 404
 
 
 def test_check_names_an_unusable_sendgrid_key(
@@ -228,3 +244,36 @@ def test_check_names_an_unusable_sendgrid_key(
 def test_an_oversized_body_is_refused_before_it_is_read_whole(site: str) -> None:
     response = httpx.post(site + "webhooks/mailgun", content=b"{" + b" " * (11 * 1024 * 1024))
     assert response.status_code == 413
+
+
+def test_postmark_bounces_and_complaint_with_basic_auth(project: Path, site: str) -> None:
+    postmark = PostmarkSender(site)
+    hard = {
+        "RecordType": "Bounce",
+        "Type": "HardBounce",
+        "TypeCode": 1,
+        "Email": ANA,
+        "Details": "smtp;550 5.1.1 The email account that you tried to reach does not exist",
+    }
+    full = {
+        "RecordType": "Bounce",
+        "Type": "SoftBounce",
+        "TypeCode": 4096,
+        "Email": CHLOE,
+        "Details": "smtp;552 5.2.2 mailbox full",
+    }
+    complaint = {"RecordType": "SpamComplaint", "Type": "SpamComplaint", "Email": BEN}
+    for record in (hard, full, complaint):
+        assert postmark.post(record).json() == {"applied": 1}
+    assert [status(project, a) for a in (ANA, BEN, CHLOE)] == ["bounced", "unsubscribed", "active"]
+    retried = {**complaint, "ID": 7}
+    assert postmark.post(retried).json() == {"applied": 1}
+    assert postmark.post(retried).json() == {"applied": 0}  # Postmark retries: once only
+
+
+def test_postmark_refuses_missing_and_wrong_credentials(project: Path, site: str) -> None:
+    record = {"RecordType": "SpamComplaint", "Type": "SpamComplaint", "Email": ANA}
+    missing = PostmarkSender(site, auth=None).post(record)
+    assert missing.status_code == 401 and missing.headers["WWW-Authenticate"].startswith("Basic")
+    assert PostmarkSender(site, auth=("postmark", "guess")).post(record).status_code == 403
+    assert status(project, ANA) == "active"
