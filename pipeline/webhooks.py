@@ -147,18 +147,22 @@ def verify_sendgrid(
 
 def webhook_problems() -> list[Problem]:
     """For ``pipeline check``: a webhook secret in the environment that cannot be used."""
+    problems = []
     key = os.environ.get(SENDGRID_KEY_ENV, "")
-    if not key:
-        return []
     try:
-        _sendgrid_key(key)
+        if key:
+            _sendgrid_key(key)
     except (ValueError, binascii.Error) as exc:
         message = (
             f"not an elliptic-curve public key ({exc}); paste the verification key "
             "SendGrid's Signed Event Webhook settings show (base64) or a PEM public key"
         )
-        return [Problem(SENDGRID_KEY_ENV, None, None, message)]
-    return []
+        problems.append(Problem(SENDGRID_KEY_ENV, None, None, message))
+    auth = os.environ.get(POSTMARK_AUTH_ENV, "")
+    if auth and (":" not in auth or not auth.partition(":")[2]):
+        message = "write it as user:password, the credentials in Postmark's webhook URL"
+        problems.append(Problem(POSTMARK_AUTH_ENV, None, None, message))
+    return problems
 
 
 async def _body(request: Request) -> bytes | None:

@@ -228,7 +228,7 @@ def test_a_provider_without_its_secret_has_no_endpoint(
     assert httpx.post(site + "webhooks/postmark", json={}).status_code == 404
 
 
-def test_check_names_an_unusable_sendgrid_key(
+def test_check_names_unusable_webhook_secrets(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from click.testing import CliRunner
@@ -236,9 +236,11 @@ def test_check_names_an_unusable_sendgrid_key(
     from pipeline.cli import cli
 
     monkeypatch.setenv("PIPELINE_SENDGRID_PUBLIC_KEY", "bm90IGEga2V5")  # base64 of "not a key"
+    monkeypatch.setenv("PIPELINE_POSTMARK_WEBHOOK_AUTH", "only-a-user")
     result = CliRunner().invoke(cli, ["--root", str(project), "check"])
     assert result.exit_code == 1
     assert "PIPELINE_SENDGRID_PUBLIC_KEY" in result.output and "public key" in result.output
+    assert "PIPELINE_POSTMARK_WEBHOOK_AUTH" in result.output and "user:password" in result.output
 
 
 def test_an_oversized_body_is_refused_before_it_is_read_whole(site: str) -> None:
