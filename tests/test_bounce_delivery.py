@@ -250,3 +250,19 @@ def test_send_test_and_web_sign_ups_say_what_a_refusing_relay_said(
             page = client.post("/subscribe/", data={"email": "new@x.example", "topic": []})
         assert page.status_code == 200
     assert "Relay access denied" in caplog.text
+
+
+def test_parallel_drains_each_stop_on_a_relay_refusal_and_suppress_nobody(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(site, send={"processes": 2})
+    with faulty_server(Faults(every_rcpt=BLOCKLISTED), pipelining=True) as bad:
+        use(bad, monkeypatch)
+        with pytest.raises(DeliveryError, match="sending host blocklisted"):
+            publish(site)
+    assert set(statuses(site).values()) == {"active"}
+    assert {r.status for r in outbox(site).values()} == {"pending"}
+    with faulty_server(pipelining=True) as fixed:
+        use(fixed, monkeypatch)
+        deliver(site)
+        assert_one_copy_each(site, fixed.received)
