@@ -266,3 +266,20 @@ def test_parallel_drains_each_stop_on_a_relay_refusal_and_suppress_nobody(
         use(fixed, monkeypatch)
         deliver(site)
         assert_one_copy_each(site, fixed.received)
+
+
+def test_a_delivery_clears_the_score_a_soft_bounce_left(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full = "reader006@mail.example"
+    faults = Faults(rcpt_replies={full: "452 4.2.2 <{address}>: Mailbox full"}, rcpt_reply_times=1)
+    with faulty_server(faults) as server:
+        use(server, monkeypatch)
+        report = publish(site).delivery
+        assert report is not None and report.complete
+        assert server.handler.log.rejected[full] == 1
+        assert_one_copy_each(site, server.received)
+    with open_ledger(load_settings(site)) as ledger:
+        assert ledger.bounce_score(full) is None  # cleared by the delivery that followed
+        (event,) = ledger.bounce_events(full)  # the bounce itself is kept
+        assert (event.kind, event.cause) == ("soft", "mailbox full")
