@@ -233,6 +233,8 @@ def judge(code: int, text: str, phase: Phase) -> Verdict:
         return verdict(Scope.MAILBOX, _mailbox_cause(text, "storage exceeded"), True)
     if status is not None:
         found = _judge_status(status[1], status[2], verdict)
+        if found is not None and found.scope is Scope.ADDRESS and _UNKNOWN_USER.search(text):
+            return verdict(Scope.ADDRESS, "unknown user")  # Outlook says 5.1.10 for it too
         if found is not None:
             return found
     if _UNKNOWN_DOMAIN.search(text):

@@ -34,6 +34,7 @@ class Faults:
     seed: int = 7
     every_rcpt: str = ""  # if set, the reply to every RCPT ({address} is filled in)
     rcpt_replies: dict[str, str] = field(default_factory=dict)  # address -> reply at RCPT
+    rcpt_reply_times: int = 0  # how often each address gets its rcpt_replies one; 0: always
     data_replies: dict[str, str] = field(default_factory=dict)  # address -> reply after DATA
 
 
@@ -70,7 +71,8 @@ class FaultyHandler:
     ) -> str:
         faults, log = self.faults, self.log
         refusal = faults.rcpt_replies.get(address) or faults.every_rcpt
-        if refusal:
+        times = faults.rcpt_reply_times
+        if refusal and not (times and log.rejected[address] >= times):
             log.rejected[address] += 1
             return refusal.format(address=address)
         if address in faults.reject:

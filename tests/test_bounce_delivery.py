@@ -250,3 +250,36 @@ def test_send_test_and_web_sign_ups_say_what_a_refusing_relay_said(
             page = client.post("/subscribe/", data={"email": "new@x.example", "topic": []})
         assert page.status_code == 200
     assert "Relay access denied" in caplog.text
+
+
+def test_parallel_drains_each_stop_on_a_relay_refusal_and_suppress_nobody(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(site, send={"processes": 2})
+    with faulty_server(Faults(every_rcpt=BLOCKLISTED), pipelining=True) as bad:
+        use(bad, monkeypatch)
+        with pytest.raises(DeliveryError, match="sending host blocklisted"):
+            publish(site)
+    assert set(statuses(site).values()) == {"active"}
+    assert {r.status for r in outbox(site).values()} == {"pending"}
+    with faulty_server(pipelining=True) as fixed:
+        use(fixed, monkeypatch)
+        deliver(site)
+        assert_one_copy_each(site, fixed.received)
+
+
+def test_a_delivery_clears_the_score_a_soft_bounce_left(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full = "reader006@mail.example"
+    faults = Faults(rcpt_replies={full: "452 4.2.2 <{address}>: Mailbox full"}, rcpt_reply_times=1)
+    with faulty_server(faults) as server:
+        use(server, monkeypatch)
+        report = publish(site).delivery
+        assert report is not None and report.complete
+        assert server.handler.log.rejected[full] == 1
+        assert_one_copy_each(site, server.received)
+    with open_ledger(load_settings(site)) as ledger:
+        assert ledger.bounce_score(full) is None  # cleared by the delivery that followed
+        (event,) = ledger.bounce_events(full)  # the bounce itself is kept
+        assert (event.kind, event.cause) == ("soft", "mailbox full")
