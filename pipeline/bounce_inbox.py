@@ -144,6 +144,7 @@ class InboundActions:
             policy=self.policy,
             digest_id=token_digest if token_digest is not None else digest_id,
             source=source,
+            cause=event.cause,
         )
         return Outcome(event.kind, address, "suppressed" if suppressed else "scored")
 

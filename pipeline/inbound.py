@@ -43,6 +43,7 @@ __all__ = [
     "InboundKind",
     "InboundMessage",
     "event_kind",
+    "judge_failure",
     "message_key",
     "read_message",
 ]
@@ -67,6 +68,7 @@ class InboundEvent:
     recipient: str  # the address the report names ("" when it names none)
     reason: str  # status and diagnostic, or what the message is, for the ledger and report
     status: str = ""  # RFC 3463 enhanced status code, when the report gives one
+    cause: str = ""  # short words it was judged by ("unknown user"), when judged
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +119,9 @@ def message_key(raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(canonical).hexdigest()
 
 
-def event_kind(action: str, status: str, diagnostic: str) -> InboundKind:
-    """How one DSN recipient counts (RFC 3464 Action, RFC 3463 Status, the server's text).
+def judge_failure(action: str, status: str, diagnostic: str) -> tuple[InboundKind, str]:
+    """How one DSN recipient counts (RFC 3464 Action, RFC 3463 Status, the server's text),
+    and its cause in short words ("unknown user", "mailbox full" …).
 
     ``delayed`` is a warning only; ``delivered``, ``relayed`` and ``expanded`` are not
     failures. A ``failed`` recipient with a 4.x.x status is one the relay gave up retrying
@@ -128,20 +131,26 @@ def event_kind(action: str, status: str, diagnostic: str) -> InboundKind:
     """
     action = action.strip().lower()
     if action == "delayed":
-        return InboundKind.DELAYED
+        return InboundKind.DELAYED, "delivery delayed"
     if action in ("delivered", "relayed", "expanded"):
-        return InboundKind.UNKNOWN
+        return InboundKind.UNKNOWN, action
     status = status.strip()
     if status.startswith("4."):
-        return InboundKind.SOFT
+        return InboundKind.SOFT, "the relay gave up retrying"
     found = _SMTP_REPLY.match(diagnostic)
     code, text = (int(found[1]), found[2]) if found else (550, diagnostic)
     if parse_status(text) is None and _STATUS.fullmatch(status):
         text = f"{status} {text}"
-    bounce = judge(code, text, Phase.RCPT).bounce
-    if bounce is None:
-        return InboundKind.SENDER
-    return InboundKind.HARD if bounce is BounceKind.HARD else InboundKind.SOFT
+    verdict = judge(code, text, Phase.RCPT)
+    if verdict.bounce is None:
+        return InboundKind.SENDER, verdict.cause
+    kind = InboundKind.HARD if verdict.bounce is BounceKind.HARD else InboundKind.SOFT
+    return kind, verdict.cause
+
+
+def event_kind(action: str, status: str, diagnostic: str) -> InboundKind:
+    """``judge_failure`` without the cause."""
+    return judge_failure(action, status, diagnostic)[0]
 
 
 def _address(field: object) -> str:
@@ -173,9 +182,9 @@ def _dsn_events(parsed: Message) -> list[InboundEvent]:
             status = str(block.get("Status", "")).strip()
             diagnostic = " ".join(str(block.get("Diagnostic-Code", "")).split())
             diagnostic = diagnostic.partition(";")[2].strip() or diagnostic
-            kind = event_kind(action, status, diagnostic)
-            reason = f"{action.strip().lower() or 'failed'} {status} {diagnostic}".strip()
-            events.append(InboundEvent(kind, recipient, reason, status))
+            kind, cause = judge_failure(action, status, diagnostic)
+            reason = f"{status} {diagnostic}".strip() or action.strip().lower()
+            events.append(InboundEvent(kind, recipient, reason, status, cause))
     return events
 
 
@@ -247,12 +256,23 @@ def _flufl_events(parsed: Message) -> list[InboundEvent]:
     except Exception:  # its heuristic detectors index into odd mail without checking
         log.warning("flufl.bounce could not scan a message", exc_info=True)
         return []
+    # Mailman's detectors name the address and whether the failure is permanent, no more.
     events = [
-        InboundEvent(InboundKind.HARD, a.decode("utf-8", "replace"), "bounce (non-standard)")
+        InboundEvent(
+            InboundKind.HARD,
+            a.decode("utf-8", "replace"),
+            "non-standard bounce",
+            cause="permanent failure",
+        )
         for a in sorted(permanent)
     ]
     events += [
-        InboundEvent(InboundKind.SOFT, a.decode("utf-8", "replace"), "temporary failure")
+        InboundEvent(
+            InboundKind.SOFT,
+            a.decode("utf-8", "replace"),
+            "non-standard bounce",
+            cause="temporary failure",
+        )
         for a in sorted(temporary - permanent)
     ]
     return events

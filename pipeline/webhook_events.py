@@ -5,7 +5,7 @@ Pure: each function takes the provider's decoded JSON (already authenticated by
 provider's own id for the event, under which the ledger records it, so a retried delivery
 of the same event is applied once. The digest comes from our Message-ID
 (``<digest<N>.…@…>``) when the provider passes it back. Failures are judged like a DSN's
-recipients (``inbound.event_kind``, hence ``bounce_rules.judge``) from the reply the
+recipients (``inbound.judge_failure``, hence ``bounce_rules.judge``) from the reply the
 provider quotes; complaints and unsubscribes map directly; everything else (delivered,
 opened, clicked, dropped by the provider's own suppression list …) is ignored.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipeline.inbound import InboundEvent, InboundKind, event_kind
+from pipeline.inbound import InboundEvent, InboundKind, judge_failure
 
 __all__ = ["Keyed", "mailgun_events", "postmark_events", "sendgrid_events"]
 
@@ -39,15 +39,16 @@ def mailgun_events(body: dict[str, Any], token: str) -> list[Keyed]:
     status = data.get("delivery-status") if isinstance(data.get("delivery-status"), dict) else {}
     assert isinstance(status, dict)
     text = " ".join(f"{status.get('code', '')} {status.get('message', '')}".split())
-    reason = text or str(data.get("reason", ""))
+    reason, cause = text or str(data.get("reason", "")), ""
     if name == "failed" and data.get("severity") == "temporary":
         kind = InboundKind.DELAYED  # Mailgun keeps retrying; its final verdict follows
     elif name == "failed" and data.get("reason") == "suppress-bounce":
-        kind = InboundKind.HARD
+        kind, cause = InboundKind.HARD, "on Mailgun's suppression list"
     elif name == "failed" and str(status.get("code", "")).startswith("4"):
-        kind = InboundKind.SOFT  # given up after retrying a temporary refusal, as a DSN's 4.x.x
+        # given up after retrying a temporary refusal, as a DSN's 4.x.x
+        kind, cause = InboundKind.SOFT, "the relay gave up retrying"
     elif name == "failed":
-        kind = event_kind("failed", str(status.get("enhanced-code", "")), text)
+        kind, cause = judge_failure("failed", str(status.get("enhanced-code", "")), text)
     elif name == "complained":
         kind, reason = InboundKind.COMPLAINT, "complaint (reported to Mailgun)"
     elif name == "unsubscribed":
@@ -58,7 +59,7 @@ def mailgun_events(body: dict[str, Any], token: str) -> list[Keyed]:
     headers = message.get("headers", {}) if isinstance(message, dict) else {}
     digest = _digest_of(headers.get("message-id") if isinstance(headers, dict) else None)
     key = f"mailgun:{data.get('id') or token}"
-    return [(key, InboundEvent(kind, recipient, f"mailgun: {reason}"), digest)]
+    return [(key, InboundEvent(kind, recipient, f"mailgun: {reason}", cause=cause), digest)]
 
 
 _SENDGRID_KINDS = {
@@ -77,16 +78,17 @@ def sendgrid_events(body: Any) -> list[Keyed]:
         if not isinstance(item, dict):
             continue
         name, recipient = str(item.get("event", "")), str(item.get("email", ""))
-        reason = " ".join(str(item.get("reason", "")).split())
+        reason, cause = " ".join(str(item.get("reason", "")).split()), ""
         if name == "bounce":
-            kind = event_kind("failed", str(item.get("status", "")), reason)
+            kind, cause = judge_failure("failed", str(item.get("status", "")), reason)
         elif name in _SENDGRID_KINDS:
             kind = _SENDGRID_KINDS[name]
         else:
             continue
         key = f"sendgrid:{item.get('sg_event_id') or item.get('sg_message_id')}:{name}"
         digest = _digest_of(item.get("smtp-id"))
-        events.append((key, InboundEvent(kind, recipient, f"sendgrid {name}: {reason}"), digest))
+        event = InboundEvent(kind, recipient, f"sendgrid {name}: {reason}", cause=cause)
+        events.append((key, event, digest))
     return events
 
 
@@ -114,6 +116,7 @@ def postmark_events(body: Any) -> list[Keyed]:
     recipient = str(body.get("Email", ""))
     details = " ".join(str(body.get("Details", "")).split())
     details = details.partition(";")[2].strip() if details.lower().startswith("smtp;") else details
+    cause = ""
     if record == "SpamComplaint":
         kind = InboundKind.COMPLAINT
     elif record != "Bounce":
@@ -121,11 +124,13 @@ def postmark_events(body: Any) -> list[Keyed]:
     elif bounce_type in _POSTMARK_TYPES:
         kind = _POSTMARK_TYPES[bounce_type]
     elif bounce_type in _POSTMARK_JUDGED:
-        kind = event_kind("failed", "", details)
+        kind, cause = judge_failure("failed", "", details)
         if bounce_type != "Unknown" and kind is InboundKind.SOFT:
-            kind = InboundKind.HARD  # Postmark found the address bad; the reply said no more
+            # Postmark found the address bad; the reply said no more
+            kind, cause = InboundKind.HARD, f"{bounce_type} (Postmark)"
     else:
         return []
     reason = f"postmark {bounce_type or record}: {details or body.get('Description', '')}"
     key = f"postmark:{record}:{body.get('ID')}"
-    return [(key, InboundEvent(kind, recipient, reason.strip()), None)]  # its own MessageID
+    event = InboundEvent(kind, recipient, reason.strip(), cause=cause)
+    return [(key, event, None)]  # Postmark's MessageID is its own, not ours

@@ -87,7 +87,7 @@ def test_a_dsn_a_day_later_suppresses_exactly_that_subscriber_and_once(
     assert "1 hard bounce(s)" in result.output
     assert f"hard: {ANA}: suppressed" in result.output
     assert status(project, ANA)[0] == "bounced"
-    assert "5.1.1" in status(project, ANA)[1]
+    assert "5.1.1" in status(project, ANA)[1] and "unknown user" in status(project, ANA)[1]
     for other in (BEN, CHLOE):
         assert status(project, other)[0] == "active"
     # Moved, not deleted: in .Processed, marked seen; the inbox is empty.
