@@ -60,6 +60,7 @@ class InboxReport:
     already_processed: int = 0
     outcomes: list[Outcome] = field(default_factory=list)
     unrecognised: list[str] = field(default_factory=list)  # subjects, left for a person
+    still_unread: int = 0  # unrecognised in an earlier run and still in the mailbox
 
     @property
     def counts(self) -> Counter[str]:
@@ -181,6 +182,8 @@ def process_mailbox(
             report.already_processed += 1
             if seen != InboundKind.UNKNOWN:
                 mailbox.handled(message_id)  # a move a crash interrupted
+            else:
+                report.still_unread += 1
             continue
         message = read_message(raw)
         when = _received_at(message.date, now, actions.policy.stale_after)

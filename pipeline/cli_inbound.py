@@ -69,6 +69,7 @@ def _render(app: App, report: InboxReport, now: datetime) -> None:
                 for o in report.outcomes
             ],
             "unrecognised": report.unrecognised,
+            "still_unread": report.still_unread,
             "at": now.isoformat(timespec="seconds"),
         }
     )
@@ -88,3 +89,5 @@ def _render(app: App, report: InboxReport, now: datetime) -> None:
             f"{len(report.unrecognised)} message(s) not recognised, left unread in the "
             "mailbox for a person: " + "; ".join(repr(s) for s in report.unrecognised[:5])
         )
+    if report.still_unread:
+        app.out.say(f"{report.still_unread} message(s) from earlier runs still wait for a person")

@@ -178,6 +178,9 @@ def test_soft_bounces_auto_replies_and_sender_refusals_suppress_nobody(project: 
     (left,) = box.values()
     assert left["Subject"] == "Question about nintedanib" and "S" not in left.get_flags()
     assert len(box.get_folder("Processed")) == 4
+    assert (
+        "1 message(s) from earlier runs still wait for a person" in run(project, "bounces").output
+    )
 
 
 def test_non_standard_bounces_without_verp_match_by_address(project: Path) -> None:
