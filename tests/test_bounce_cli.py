@@ -49,6 +49,11 @@ def test_bounces_lists_scores_and_reasons_and_reactivate_brings_back_an_incident
     assert "ana.reyes@example.org" not in rows  # unsubscribed, not a bounce
     listing = json.loads(run(site, "subscribers", "bounces", "--json")[1])
     assert {a["email"] for a in listing["addresses"]} == {*gone, full}
+    code, out, _ = run(site, "subscribers", "bounces", full.upper())
+    first, retry = [line.split("\t") for line in out.splitlines() if "\t" in line]
+    assert first[1:5] == ["soft", "1", "1", "mailbox full"]
+    assert first[5] == "452 4.2.2 Mailbox full"
+    assert retry[1:3] == ["soft", "0"]  # the same day counts once
 
     code, out, err = run(
         site, "subscribers", "reactivate", "ana.reyes@example.org", "--cause", "user unknown"
