@@ -6,7 +6,7 @@ last); each command is a few lines over ``pipeline.bounce_scores``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import click
 
@@ -33,7 +33,8 @@ def subscribers_bounces(app: App, address: str | None) -> None:
         if address is not None:
             _render_events(app, ledger.bounce_events(email_key(address)))
             return
-        scored = ledger.bounce_listing()
+        stale = timedelta(days=app.settings.bounces.stale_after_days)
+        scored = ledger.bounce_listing(fresh_since=datetime.now(UTC) - stale)
     app.out.data(
         {
             "addresses": [

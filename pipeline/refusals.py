@@ -97,6 +97,7 @@ class Refusals:
         bounces = options.bounces
         self.policy = BouncePolicy.from_settings(bounces)
         self.breaker: Breaker[Held] = Breaker(bounces.breaker_recipients, bounces.breaker_domains)
+        ledger.forget_stale_scores(clock() - self.policy.stale_after)
         self.scored = ledger.scored_addresses()  # few: a delivery to one clears its score
         self.stop_reason: str | None = None
 
