@@ -130,8 +130,8 @@ class Refusals:
         for held_row, held in self.breaker.take_held():
             self._hold(held_row, held.reply, BREAKER_CAUSE)
         self.stop_reason = (
-            f"circuit breaker: {self.breaker.tripped}; a refusal that alike is about the "
-            "relay or the sender, not the subscribers; check the relay's logs and settings "
+            f"circuit breaker: {self.breaker.tripped}; the same refusal for so many is about "
+            "the relay or the sender, not the subscribers; check the relay's logs and settings "
             "(if these addresses really are dead, raise [bounces] breaker_recipients)"
         )
         return self.stop_reason
