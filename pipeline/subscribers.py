@@ -137,11 +137,17 @@ class SubscriberStore:
 
     def add(self, email: str, name: str, topics: frozenset[str], now: datetime) -> SubscriberRecord:
         """An editor adds (or updates) a subscriber, active at once. Refuses to bring back
-        an unsubscribed or bounced address: only their own confirmed sign-up may."""
+        an unsubscribed or bounced address: only their own confirmed sign-up may, or for a
+        bounced one ``pipeline subscribers reactivate`` (the error says so)."""
         subscriber = Subscriber(normalise_email(email), clean_name(name), topics)
         record = self.find(subscriber.email)
         if record is None:
             self.ledger.merge_subscribers([self._row(subscriber, "active", "cli")], now)
+        elif record.status == "bounced":
+            raise SubscriberError(
+                f"{record.email} was suppressed by bounces ({record.reason}); if the mailbox "
+                f"works again, `pipeline subscribers reactivate {record.email}` brings it back"
+            )
         elif record.suppressed:
             raise SubscriberError(
                 f"{record.email} is {record.status} and stays so; only a new sign-up "

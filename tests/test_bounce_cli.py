@@ -123,3 +123,25 @@ def test_retry_failed_revives_rows_an_older_run_failed_on_a_relay_refusal(
     with sqlite3.connect(site / "state" / "pipeline.db") as db:
         (status,) = db.execute("SELECT status FROM outbox WHERE email = ?", (real,)).fetchone()
     assert status == "failed"
+
+
+def test_adding_a_bounced_address_points_to_reactivate(site: Path) -> None:
+    from pipeline import load_settings, open_ledger
+    from pipeline.bounce_scores import BounceKind, BouncePolicy, record_bounce
+    from tests.helpers import FIRST_RUN, publish
+
+    publish(site, send_email=False)
+    with open_ledger(load_settings(site)) as ledger:
+        record_bounce(
+            ledger,
+            "reader001@example.com",
+            BounceKind.HARD,
+            "550 5.1.1 gone",
+            now=FIRST_RUN,
+            policy=BouncePolicy(),
+            cause="unknown user",
+        )
+    code, _, err = run(site, "subscribers", "add", "reader001@example.com")
+    assert code == 1 and "pipeline subscribers reactivate reader001@example.com" in err
+    assert run(site, "subscribers", "reactivate", "reader001@example.com")[0] == 0
+    assert run(site, "subscribers", "add", "reader001@example.com", "--name", "R")[0] == 0
