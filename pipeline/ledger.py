@@ -18,6 +18,7 @@ from pathlib import Path
 
 __all__ = [
     "SUBSCRIBER_STATUSES",
+    "TRANSACTIONAL_DIGEST",
     "AudienceRecord",
     "CachedArticle",
     "DeliveryCounts",
@@ -160,7 +161,29 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE article_cache ADD COLUMN file_stat TEXT NOT NULL DEFAULT '';
     ALTER TABLE article_cache ADD COLUMN markdown TEXT NOT NULL DEFAULT ''
     """,
+    # 6: transactional email (sign-up confirmations) goes through the same outbox as the
+    # digests, as rows of a reserved digest 0 whose prepared message is kept beside them; and
+    # erased (forgotten) addresses stay suppressed as keyed hashes, never as addresses.
+    """
+    INSERT INTO digests (id, created_at, subject, web_html)
+        VALUES (0, '1970-01-01T00:00:00+00:00', 'transactional email', '')
+        ON CONFLICT (id) DO NOTHING;
+    CREATE TABLE outbox_messages (
+        outbox_id   INTEGER PRIMARY KEY REFERENCES outbox(id) ON DELETE CASCADE,
+        sender      TEXT NOT NULL,
+        message_id  TEXT NOT NULL,
+        data        BLOB NOT NULL
+    );
+    CREATE TABLE erased_addresses (
+        address_hash     TEXT PRIMARY KEY,
+        key_fingerprint  TEXT NOT NULL,
+        created_at       TEXT NOT NULL
+    );
+    """,
 )
+
+# The reserved digest whose outbox rows are single prepared messages (confirmations).
+TRANSACTIONAL_DIGEST = 0
 
 
 def _iso(moment: datetime) -> str:
@@ -572,7 +595,7 @@ class Ledger:
         cursor = self._db.execute(
             """UPDATE outbox SET status = 'failed', next_attempt_at = NULL,
                    last_reply = 'not sent: the address is suppressed'
-               WHERE status IN ('pending', 'deferred')
+               WHERE status IN ('pending', 'deferred') AND digest_id <> 0
                  AND (lease_until IS NULL OR lease_until <= ?)
                  AND lower(email) IN (SELECT email_key FROM subscribers
                                       WHERE status IN ('unsubscribed', 'bounced'))""",
@@ -635,6 +658,7 @@ class Ledger:
                 DeliveryCounts(**per_digest.get(digest_id, {})),
             )
             for digest_id, subject, created in digests
+            if digest_id != TRANSACTIONAL_DIGEST or digest_id in per_digest
         ]
 
     # --- checkpoints off the sending path --------------------------------------------------
@@ -817,7 +841,7 @@ class Ledger:
     def _cancel_queued(self, db: sqlite3.Connection, email_key: str, status: str) -> None:
         db.execute(
             """UPDATE outbox SET status = 'failed', last_reply = ?, next_attempt_at = NULL
-               WHERE email = ? AND status IN ('pending', 'deferred')""",
+               WHERE email = ? AND status IN ('pending', 'deferred') AND digest_id <> 0""",
             (f"not sent: {status} before delivery", email_key),
         )
 
@@ -931,6 +955,151 @@ class Ledger:
                 (fingerprint,),
             )
         return len(keys)
+
+    # --- transactional email in the outbox ------------------------------------------------
+    # A confirmation is one prepared message: its row belongs to the reserved digest 0 and
+    # its bytes wait in outbox_messages, so the same drain retries it and nothing is lost.
+
+    def queue_message(
+        self, email: str, name: str, sender: str, message_id: str, data: bytes, now: datetime
+    ) -> int:
+        """Queue one prepared message to ``email``; returns its outbox row id.
+
+        A newer message to the same address replaces one still queued (or already sent):
+        one confirmation row per address, the latest.
+        """
+        stamp = _iso(now)
+        with self.transaction() as db:
+            (row_id,) = db.execute(
+                """INSERT INTO outbox (digest_id, audience_key, email, name, created_at)
+                   VALUES (0, 'message', ?, ?, ?)
+                   ON CONFLICT (digest_id, email) DO UPDATE SET
+                       name = excluded.name, status = 'pending', attempts = 0,
+                       next_attempt_at = NULL, last_reply = NULL, message_id = NULL,
+                       lease_owner = NULL, lease_until = NULL,
+                       created_at = excluded.created_at, sent_at = NULL
+                   RETURNING id""",
+                (email, name, stamp),
+            ).fetchone()
+            db.execute(
+                """INSERT INTO outbox_messages (outbox_id, sender, message_id, data)
+                   VALUES (?, ?, ?, ?)
+                   ON CONFLICT (outbox_id) DO UPDATE SET sender = excluded.sender,
+                       message_id = excluded.message_id, data = excluded.data""",
+                (row_id, sender, message_id, data),
+            )
+        return int(row_id)
+
+    def stored_message(self, row_id: int) -> tuple[str, str, bytes]:
+        """The prepared message of a transactional row: (envelope sender, Message-ID, bytes)."""
+        row = self._db.execute(
+            "SELECT sender, message_id, data FROM outbox_messages WHERE outbox_id = ?", (row_id,)
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"outbox row {row_id} has no stored message")
+        return str(row[0]), str(row[1]), bytes(row[2])
+
+    def claim_row(
+        self, row_id: int, owner: str, now: datetime, until: datetime
+    ) -> OutboxRow | None:
+        """Lease one due row to ``owner`` (a sign-up sending its own confirmation at once)."""
+        with self.transaction() as db:
+            row = db.execute(
+                f"""UPDATE outbox SET lease_owner = ?, lease_until = ?
+                    WHERE id = ? AND (status = 'pending' OR
+                          (status = 'deferred' AND next_attempt_at <= ?))
+                      AND (lease_until IS NULL OR lease_until <= ?)
+                    RETURNING {self._ROW}""",
+                (owner, _iso(until), row_id, _iso(now), _iso(now)),
+            ).fetchone()
+        return None if row is None else OutboxRow(*row)
+
+    def deferred_waiting(self, now: datetime) -> tuple[int, datetime | None]:
+        """Deferred rows whose next try has not come: how many, and the earliest try."""
+        count, first = self._db.execute(
+            """SELECT COUNT(*), min(next_attempt_at) FROM outbox
+               WHERE status = 'deferred' AND next_attempt_at > ?""",
+            (_iso(now),),
+        ).fetchone()
+        return int(count), None if first is None else _parse(first)
+
+    def latest_digest(self) -> int | None:
+        """The newest digest that has audiences (what a test send falls back to)."""
+        row = self._db.execute(
+            "SELECT max(digest_id) FROM digest_audiences WHERE digest_id <> 0"
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def audiences(self, digest_id: int) -> list[AudienceRecord]:
+        rows = self._db.execute(
+            """SELECT audience_key, subject, slot_nonce, html, text FROM digest_audiences
+               WHERE digest_id = ? ORDER BY audience_key""",
+            (digest_id,),
+        )
+        return [AudienceRecord(*row) for row in rows]
+
+    # --- one person's data: export and erasure (GDPR articles 15, 17) ---------------------
+
+    def signups_of(self, email_key: str) -> list[SignupRecord]:
+        rows = self._db.execute(
+            "SELECT id FROM signups WHERE email_key = ? ORDER BY requested_at", (email_key,)
+        ).fetchall()
+        return [s for (signup_id,) in rows if (s := self.signup(signup_id)) is not None]
+
+    def messages_to(self, email_key: str) -> list[dict[str, object]]:
+        """Every outbox row to the address, with its digest's subject, oldest first."""
+        rows = self._db.execute(
+            """SELECT o.digest_id, d.subject, o.status, o.attempts, o.created_at, o.sent_at,
+                      o.last_reply
+               FROM outbox o JOIN digests d ON d.id = o.digest_id
+               WHERE lower(o.email) = ? ORDER BY o.id""",
+            (email_key,),
+        )
+        names = ("digest", "subject", "status", "attempts", "queued_at", "sent_at", "last_reply")
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def erase_subscriber(
+        self, email_key: str, address_hash: str, fingerprint: str, now: datetime
+    ) -> bool:
+        """Delete everything that names the address and keep only its keyed hash, so no list
+        or editor can add it again. False if nothing named it (the hash is kept anyway)."""
+        with self.transaction() as db:
+            cursor = db.execute("DELETE FROM subscribers WHERE email_key = ?", (email_key,))
+            found = cursor.rowcount
+            found += db.execute("DELETE FROM signups WHERE email_key = ?", (email_key,)).rowcount
+            db.execute(
+                """DELETE FROM outbox_messages WHERE outbox_id IN
+                       (SELECT id FROM outbox WHERE lower(email) = ?)""",
+                (email_key,),
+            )
+            # Sent rows stay as counts for each digest, but name nobody any more.
+            found += db.execute(
+                """UPDATE outbox SET email = ?, name = '', last_reply =
+                       CASE WHEN status IN ('pending', 'deferred') THEN 'not sent: erased'
+                            ELSE last_reply END,
+                       status = CASE WHEN status IN ('pending', 'deferred') THEN 'failed'
+                                     ELSE status END,
+                       next_attempt_at = NULL
+                   WHERE lower(email) = ?""",
+                (f"erased:{address_hash[:16]}", email_key),
+            ).rowcount
+            db.execute(
+                """INSERT INTO erased_addresses (address_hash, key_fingerprint, created_at)
+                   VALUES (?, ?, ?) ON CONFLICT (address_hash) DO NOTHING""",
+                (address_hash, fingerprint, _iso(now)),
+            )
+        return found > 0
+
+    def erased_hashes(self) -> set[str]:
+        return {h for (h,) in self._db.execute("SELECT address_hash FROM erased_addresses")}
+
+    def erased_fingerprints(self) -> set[str]:
+        rows = self._db.execute("SELECT DISTINCT key_fingerprint FROM erased_addresses")
+        return {f for (f,) in rows}
+
+    def unerase(self, address_hash: str) -> None:
+        """A new confirmed sign-up by the address's owner lifts the erasure's suppression."""
+        self._db.execute("DELETE FROM erased_addresses WHERE address_hash = ?", (address_hash,))
 
     # --- caches: parsed articles and site outputs; digest web copies ----------------------
 

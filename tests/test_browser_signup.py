@@ -102,7 +102,7 @@ def test_sign_up_confirm_receive_unsubscribe_and_receive_nothing_more(
     page.get_by_label("Name").fill("Bea Browser")
     page.get_by_label("Scleroderma", exact=True).check()
     page.get_by_role("button", name="Subscribe").click()
-    expect(page.get_by_role("heading", level=1)).to_have_text("Check your inbox")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Confirm your address")
 
     (confirmation,) = messages_to(smtp_server, READER)
     assert "does not give medical advice" in " ".join(body(confirmation, "plain").split())
