@@ -72,7 +72,7 @@ def run(scale: float) -> Table:
 
             def steady_publish() -> object:
                 found = load_subscribers(root / "subscribers", root, known_topics=TOPICS)
-                planned_recipients(ledger, found)
+                planned_recipients(ledger, found, "bench-key")
                 return store.merge(found.entries, NOW)
 
             baseline = _best_of(3, read)

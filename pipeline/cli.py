@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import date
 from enum import IntEnum
 from pathlib import Path
 from typing import Any, NoReturn
@@ -38,18 +38,16 @@ from typing import Any, NoReturn
 import click
 
 from pipeline import views
-from pipeline.atomic import write_atomic
 from pipeline.authoring import create_article
 from pipeline.check import check_project, load_checked
 from pipeline.config import Settings, load_project
 from pipeline.console import Output, Verbosity
 from pipeline.delivery import DeliveryReport
 from pipeline.errors import ContentError, PipelineError, Problem
-from pipeline.ledger import SUBSCRIBER_STATUSES, DeliveryCounts
+from pipeline.ledger import DeliveryCounts
 from pipeline.preview import send_test, write_preview
 from pipeline.publish import PublishPlan, PublishReport, execute, open_ledger, plan_publish
 from pipeline.status import ProjectStatus, destination, project_status, read_ledger
-from pipeline.subscribers import export_csv, open_store, parse_topics
 from pipeline.workers import deliver_outbox
 
 __all__ = ["App", "ExitCode", "cli", "command", "main"]
@@ -389,78 +387,6 @@ def _render_delivery(app: App, delivery: DeliveryReport) -> None:
         out.warn(f"{delivery.failed} message(s) failed for good; see `pipeline status`")
 
 
-# --- subscribers ---------------------------------------------------------------------------
-
-
-@cli.group()
-def subscribers() -> None:
-    """List, add, remove, import and export subscribers (kept in the ledger)."""
-
-
-@command("list", group=subscribers)
-@click.option("--status", type=click.Choice(SUBSCRIBER_STATUSES), help="Only this status.")
-def subscribers_list(app: App, status: str | None) -> None:
-    """Show every subscriber: address, status, topics, name (tab-separated)."""
-    with read_ledger(app.settings) as ledger:  # listing creates nothing on disk
-        records = ledger.subscribers((status,) if status else ())
-    for r in records:
-        topics = ";".join(sorted(r.topics)) or "*"
-        click.echo(f"{r.email}\t{r.status}\t{topics}\t{r.name}")  # tab-separated for scripts
-    app.out.say(f"{len(records)} subscriber(s)", style="dim")
-
-
-@command("add", group=subscribers)
-@click.argument("email")
-@click.option("--name", default="", help="The name used in the greeting.")
-@click.option("--topics", default="", help="Topic slugs separated by ';' (default: every topic).")
-def subscribers_add(app: App, email: str, name: str, topics: str) -> None:
-    """Add a subscriber, active at once (or update a subscribed one's name and topics)."""
-    chosen = parse_topics(topics, app.settings.topics)
-    with open_store(app.settings) as store:
-        record = store.add(email, name, chosen, datetime.now(UTC))
-    app.out.say(f"{record.email} is {record.status}")
-
-
-@command("remove", group=subscribers)
-@click.argument("email")
-def subscribers_remove(app: App, email: str) -> None:
-    """Unsubscribe an address for good: no list import brings it back."""
-    with open_store(app.settings) as store:
-        changed = store.remove(email, datetime.now(UTC))
-    app.out.say(f"{email} unsubscribed" if changed else f"{email} was not subscribed")
-
-
-@command("import", group=subscribers)
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def subscribers_import(app: App, file: Path) -> None:
-    """Merge a CSV list (email,name,topics[,status]); exit 1 if rows were skipped."""
-    with open_store(app.settings) as store:
-        counts, found = store.import_file(file, app.settings.paths.root, datetime.now(UTC))
-    for problem in found.problems:
-        app.out.warn(f"skipped {problem}")
-    app.out.say(
-        f"{counts.added} added, {counts.activated} activated, {counts.suppressed} suppressed, "
-        f"{counts.unchanged} unchanged, {len(found.problems)} skipped"
-    )
-    if found.problems:
-        stop(ExitCode.PROBLEMS)
-
-
-@command("export", group=subscribers)
-@click.option(
-    "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not stdout."
-)
-def subscribers_export(app: App, output: Path | None) -> None:
-    """Write every subscriber with status and source as CSV."""
-    with read_ledger(app.settings) as ledger:  # exporting creates nothing on disk
-        text = export_csv(ledger.subscribers())
-    if output is None:
-        click.echo(text, nl=False)
-    else:
-        write_atomic(output, text.encode("utf-8"))
-        app.out.say(f"wrote {output}")
-
-
 # --- preview and send-test -----------------------------------------------------------------
 
 
@@ -530,6 +456,10 @@ def deliver_command(app: App, retry_failed: bool) -> None:
     _render_delivery(app, report)
     if not report.complete:
         stop(ExitCode.PARTIAL)
+
+
+# The subscribers group lives in its own module; importing it registers its commands.
+from pipeline import cli_subscribers  # noqa: E402, F401
 
 
 def main() -> None:

@@ -117,7 +117,9 @@ def plan_publish(
     # Recipients are the ledger's active subscribers once the lists are merged in (execute
     # merges them; the plan only previews, so --dry-run writes nothing).
     subscriber_list = load_subscribers(paths.subscribers, paths.root, known_topics=topics)
-    subscribers = planned_recipients(ledger, subscriber_list)
+    # The key is needed only to match forgotten addresses; a dry run must not create one.
+    secret = secret_key(paths) if ledger.erased_hashes() else ""
+    subscribers = planned_recipients(ledger, subscriber_list, secret)
     digest = plan_digest(changes, subscribers, settings, disclaimer) if email else None
     if digest is not None:
         check_email_settings(settings)  # a DKIM or sender mistake stops the run before recording

@@ -396,7 +396,7 @@ def test_the_subscribers_commands(project: Path, tmp_path: Path) -> None:
 
     out = run("import", str(project / "subscribers" / "subscribers.csv"))
     assert "5 added" in out
-    assert "Ada@example.org is active" in run("add", "Ada@EXAMPLE.org", "--name", "Ada")
+    assert "Ada@example.org added, active" in run("add", "Ada@EXAMPLE.org", "--name", "Ada")
     assert "ana.reyes@example.org unsubscribed" in run("remove", "ana.reyes@example.org")
     listed = run("list")
     assert "Ada@example.org\tactive\t*\tAda" in listed
@@ -461,6 +461,9 @@ def test_listing_and_exporting_a_fresh_project_create_nothing(project: Path) -> 
     runner = CliRunner()
     listed = runner.invoke(cli, ["--root", str(project), "subscribers", "list"])
     exported = runner.invoke(cli, ["--root", str(project), "subscribers", "export"])
-    assert listed.exit_code == 0 and "0 subscriber(s)" in listed.output
+    # The list file's five people are shown, as status and preview count them.
+    assert listed.exit_code == 0
+    assert "5 subscriber(s), 5 from subscribers/*.csv not imported yet" in listed.output
     assert exported.exit_code == 0 and exported.output.startswith("email,")
+    assert exported.output.count("@example.org,") == 5
     assert not (project / "state").exists()

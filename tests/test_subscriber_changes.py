@@ -1,0 +1,112 @@
+"""Commands that change subscribers change only what they were told, say what changed,
+and show people as the rest of the pipeline counts them; one person's data can be
+exported and erased. Real ledger (SQLite), the CLI through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from pipeline.cli import cli
+from tests.helpers import publish
+
+ANA = "ana.reyes@example.org"
+
+
+def run(root: Path, *args: str) -> Result:
+    return CliRunner().invoke(cli, ["--root", str(root), "subscribers", *args])
+
+
+def listed(root: Path) -> dict[str, list[str]]:
+    result = run(root, "list")
+    assert result.exit_code == 0, result.output
+    return {
+        line.split("\t")[0]: line.split("\t")[1:]
+        for line in result.output.splitlines()
+        if "\t" in line
+    }
+
+
+def test_add_on_an_existing_subscriber_changes_nothing(project: Path) -> None:
+    assert run(project, "import", str(project / "subscribers" / "subscribers.csv")).exit_code == 0
+    result = run(project, "add", ANA)
+    assert result.exit_code == 0
+    assert "already active; nothing changed" in result.output
+    assert listed(project)[ANA] == ["active", "scleroderma", "Ana Reyes"]
+
+
+def test_add_with_different_values_refuses_and_names_set(project: Path) -> None:
+    run(project, "import", str(project / "subscribers" / "subscribers.csv"))
+    result = run(project, "add", ANA, "--name", "Ana R.")
+    assert result.exit_code == 1
+    assert "name: 'Ana Reyes' -> 'Ana R.'" in result.output
+    assert "pipeline subscribers set" in result.output
+    assert listed(project)[ANA] == ["active", "scleroderma", "Ana Reyes"]
+
+
+def test_set_changes_only_what_it_is_given_and_says_so(project: Path) -> None:
+    run(project, "import", str(project / "subscribers" / "subscribers.csv"))
+    result = run(project, "set", ANA, "--topics", "scleroderma;lupus-nephritis")
+    assert result.exit_code == 1 and "lupus-nephritis" in result.output  # unknown topic
+    result = run(project, "set", ANA, "--topics", "scleroderma;interstitial-lung-disease")
+    assert result.exit_code == 0, result.output
+    assert "topics: scleroderma -> interstitial-lung-disease;scleroderma" in result.output
+    assert listed(project)[ANA] == ["active", "interstitial-lung-disease;scleroderma", "Ana Reyes"]
+    result = run(project, "set", ANA, "--name", "Ana R.")
+    assert "name: 'Ana Reyes' -> 'Ana R.'" in result.output
+    assert listed(project)[ANA] == ["active", "interstitial-lung-disease;scleroderma", "Ana R."]
+    assert run(project, "set", ANA).exit_code == 2  # nothing to set is a usage error
+    assert run(project, "set", "nobody@example.org", "--name", "X").exit_code == 1
+
+
+def test_a_re_import_that_would_change_name_or_topics_says_so(project: Path) -> None:
+    run(project, "import", str(project / "subscribers" / "subscribers.csv"))
+    changed = project / "changed.csv"
+    changed.write_text(f"email,name,topics\n{ANA},Ana Maria Reyes,\n", encoding="utf-8")
+    result = run(project, "import", str(changed))
+    assert result.exit_code == 0
+    assert f"changed.csv:2: {ANA}: name: 'Ana Reyes' -> 'Ana Maria Reyes'" in result.output
+    assert "topics: scleroderma -> every topic" in result.output
+    assert listed(project)[ANA] == ["active", "scleroderma", "Ana Reyes"]  # kept
+
+
+def test_list_on_a_fresh_project_shows_the_lists_people(project: Path) -> None:
+    people = listed(project)
+    assert len(people) == 5
+    assert people[ANA] == ["active", "scleroderma", "Ana Reyes"]
+    assert not (project / "state").exists()
+
+
+def test_show_exports_one_persons_data_as_json(project: Path, tmp_path: Path) -> None:
+    publish(project)  # Ana gets the first digest (into the Maildir)
+    result = run(project, "show", ANA, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["email"] == ANA
+    assert data["subscriber"]["name"] == "Ana Reyes"
+    assert data["subscriber"]["topics"] == ["scleroderma"]
+    assert [m["status"] for m in data["messages"]] == ["sent"]
+    assert data["list_rows"][0]["source"] == "subscribers/subscribers.csv:2"
+
+
+def test_forget_erases_the_person_and_a_re_import_never_brings_them_back(project: Path) -> None:
+    publish(project)
+    result = run(project, "forget", ANA)
+    assert result.exit_code == 0, result.output
+    assert f"{ANA} forgotten" in result.output
+    assert "subscribers/subscribers.csv:2: still names" in result.output
+    database = project / "state" / "pipeline.db"
+    with sqlite3.connect(database) as db:
+        dump = "\n".join(db.iterdump())
+    assert "ana.reyes" not in dump.lower() and "Ana Reyes" not in dump
+    # The list file still has her line: neither a publish, an import nor `add` re-adds her.
+    assert run(project, "import", str(project / "subscribers" / "subscribers.csv")).exit_code == 0
+    assert ANA not in listed(project)
+    refused = run(project, "add", ANA)
+    assert refused.exit_code == 1 and "asked to be forgotten" in refused.output
+    publish(project)
+    with sqlite3.connect(database) as db:
+        assert "ana.reyes" not in "\n".join(db.iterdump()).lower()
