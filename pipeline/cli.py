@@ -397,7 +397,7 @@ def _render_delivery(app: App, delivery: DeliveryReport) -> None:
     help="Preview the copy this subscriber would get (default: every change).",
 )
 def preview(app: App, subscriber: str | None) -> None:
-    """Write the next digest to public/preview/ as HTML, text and .eml; record nothing."""
+    """Write the next digest to state/preview/ as HTML, text and .eml; record nothing."""
     settings = app.settings
     with read_ledger(settings) as ledger:
         result = write_preview(settings, ledger, subscriber=subscriber)

@@ -2,9 +2,11 @@
 
 Both build the digest the next ``publish`` would send, through the same code, and record
 nothing: no article versions, no digest, no outbox rows. A preview is written to
-``public/preview/`` as ``digest.html``, ``digest.txt`` (the two parts, decoded back from
+``state/preview/`` as ``digest.html``, ``digest.txt`` (the two parts, decoded back from
 the message) and ``digest.eml`` (the message exactly as it would be sent, DKIM signature
-included when configured). Their "view in browser" link points at that preview page,
+included when configured). Never under ``public/``: a subscriber's preview carries their
+working unsubscribe and preferences links, and ``public/`` is what ``serve`` serves and
+what gets deployed. Their "view in browser" link points at the local ``digest.html``,
 since the digest has no number until it is published.
 """
 
@@ -17,7 +19,6 @@ from datetime import datetime
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
-from urllib.parse import urljoin
 
 from pipeline.atomic import write_atomic
 from pipeline.config import Settings, secret_key
@@ -27,7 +28,7 @@ from pipeline.errors import DeliveryError, PipelineError
 from pipeline.ledger import AudienceRecord, Ledger, OutboxRow
 from pipeline.messages import MessageFactory, OutgoingMessage
 from pipeline.mime import addr_spec
-from pipeline.publish import plan_publish
+from pipeline.publish import PREVIEW_DIR, plan_publish, remove_public_preview
 from pipeline.subscribers import email_key
 
 __all__ = [
@@ -35,11 +36,12 @@ __all__ = [
     "NothingToSend",
     "Preview",
     "build_preview",
+    "preview_folder",
+    "remove_public_preview",
     "send_test",
     "write_preview",
 ]
 
-PREVIEW_DIR = "preview"
 _PREVIEW_DIGEST = 0  # not a real digest number: nothing is recorded
 
 
@@ -97,7 +99,7 @@ def build_preview(
     """The next digest as ``subscriber`` would get it (default: every change), unrecorded."""
     digest = _next_digest(settings, ledger, now)
     row, record = _row(digest, settings, subscriber, to)
-    preview_url = urljoin(settings.base_url, f"{PREVIEW_DIR}/digest.html")
+    preview_url = (preview_folder(settings) / "digest.html").absolute().as_uri()
     factory = MessageFactory(
         settings,
         secret_key(settings.paths),
@@ -122,9 +124,13 @@ def write_preview(
     subscriber: str | None = None,
     now: datetime | None = None,
 ) -> Preview:
-    """Write ``public/preview/digest.{html,txt,eml}``; record nothing."""
+    """Write ``state/preview/digest.{html,txt,eml}``; record nothing.
+
+    A ``public/preview/`` left by an earlier version (which wrote there) is removed first.
+    """
     preview = build_preview(settings, ledger, subscriber=subscriber, now=now)
-    folder = settings.paths.public / PREVIEW_DIR
+    remove_public_preview(settings)
+    folder = preview_folder(settings)
     contents = {
         "digest.html": preview.html.encode("utf-8"),
         "digest.txt": preview.text.encode("utf-8"),
@@ -139,6 +145,10 @@ def write_preview(
         preview.text,
         tuple(folder / name for name in contents),
     )
+
+
+def preview_folder(settings: Settings) -> Path:
+    return settings.paths.state / PREVIEW_DIR
 
 
 def send_test(

@@ -9,6 +9,7 @@ after it leaves pending rows that the next run sends.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,11 +39,13 @@ from pipeline.subscribers import (
 from pipeline.workers import deliver_outbox
 
 __all__ = [
+    "PREVIEW_DIR",
     "PublishPlan",
     "PublishReport",
     "execute",
     "open_ledger",
     "plan_publish",
+    "remove_public_preview",
 ]
 
 
@@ -70,6 +73,20 @@ class PublishReport:
     removed: list[str] = field(default_factory=list)  # stale pages (withdrawn, renamed)
     digest_id: int | None = None
     delivery: DeliveryReport | None = None
+
+
+# Previews live in state/preview/; earlier versions wrote them to public/preview/.
+PREVIEW_DIR = "preview"
+
+
+def remove_public_preview(settings: Settings) -> bool:
+    """Delete ``public/preview/`` if an earlier version left one there: its copies carry a
+    subscriber's working links and must not be served or deployed. True if it existed."""
+    legacy = settings.paths.public / PREVIEW_DIR
+    if not legacy.is_dir():
+        return False
+    shutil.rmtree(legacy)
+    return True
 
 
 def open_ledger(settings: Settings) -> Ledger:
@@ -151,6 +168,8 @@ def execute(
         # Recording the changes without their digest would drop them for every subscriber.
         raise ValueError("this plan was made with email=False; execute it with send_email=False")
     report = PublishReport(plan)
+    if remove_public_preview(settings):
+        report.removed.append(f"{PREVIEW_DIR}/")
     if plan.subscriber_lists is not None:
         store = SubscriberStore(ledger, secret_key(settings.paths), settings.topics)
         store.merge(plan.subscriber_lists.entries, plan.now)
@@ -159,7 +178,7 @@ def execute(
     written = set(write_all_if_changed((public / relative, data) for relative, data in ordered))
     report.written += [relative for relative, _ in ordered if public / relative in written]
     if plan.site is not None:
-        report.removed = remove_stale(public, plan.site.stale)
+        report.removed += remove_stale(public, plan.site.stale)
         ledger.record_site_outputs(
             output_stamps(public, plan.site.keys, plan.files), plan.site.forget
         )
