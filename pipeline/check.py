@@ -50,12 +50,14 @@ def check_project(settings: Settings) -> list[Problem]:
     paths = settings.paths
     topics = frozenset(settings.topics)
     articles = load_articles(paths.articles, paths.root, known_topics=topics)
+    lists = load_subscribers(paths.subscribers, paths.root, known_topics=topics)
     return [
         *_check_environment(settings),
         *check_templates(settings),
         *email_settings_problems(settings),
         *_in_file_order([*articles.problems, *placeholder_problems(articles.articles)]),
-        *load_subscribers(paths.subscribers, paths.root, known_topics=topics).problems,
+        *lists.problems,
+        *(p for p in lists.unusable if p not in lists.problems),  # what stops a publish
     ]
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date
 from enum import IntEnum
 from pathlib import Path
 from typing import Any, NoReturn
@@ -43,7 +43,7 @@ from pipeline.check import check_project, load_checked
 from pipeline.config import Settings, load_project
 from pipeline.console import Output, Verbosity
 from pipeline.delivery import DeliveryReport
-from pipeline.errors import ContentError, PipelineError, Problem
+from pipeline.errors import ContentError, DeliveryError, PipelineError, Problem
 from pipeline.ledger import DeliveryCounts
 from pipeline.preview import send_test, write_preview
 from pipeline.publish import PublishPlan, PublishReport, execute, open_ledger, plan_publish
@@ -349,6 +349,8 @@ def _render_publish(
         out.say("Nothing new, updated or withdrawn.")
     written = len(report.written)
     out.say(f"Wrote {written} file(s) under public/." if written else "Files in public/ unchanged.")
+    if report.digest_id is not None:
+        out.say(f"Digest {report.digest_id} recorded.")
     if report.delivery is None:
         out.say("No email sent (--no-email).")
     else:
@@ -359,8 +361,17 @@ def _render_publish(
 def _render_delivery(app: App, delivery: DeliveryReport) -> None:
     """The summary of a delivery, shared by publish and deliver."""
     out = app.out
+    if delivery.stopped and delivery.done == 0:
+        waiting = delivery.pending + delivery.deferred
+        out.warn(f"no email sent: {delivery.stopped}")
+        out.warn(
+            f"{waiting} message(s) wait in the outbox; `pipeline deliver` sends them "
+            "once the server answers"
+        )
+        return
     if delivery.total == 0 and not delivery.pending:
-        out.say("No email to send.")
+        out.say("No email to send." if not delivery.waiting else "No email due now.")
+        _render_waiting(app, delivery)
         return
     out.say(
         f"Email to {destination(app.settings)}: {delivery.sent} sent, "
@@ -385,6 +396,18 @@ def _render_delivery(app: App, delivery: DeliveryReport) -> None:
         )
     if delivery.failed:
         out.warn(f"{delivery.failed} message(s) failed for good; see `pipeline status`")
+    if not delivery.deferred:
+        _render_waiting(app, delivery)
+
+
+def _render_waiting(app: App, delivery: DeliveryReport) -> None:
+    """Deferred messages not due yet: how many, and when the first may go."""
+    if delivery.waiting and delivery.next_try is not None:
+        when = delivery.next_try.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        app.out.say(
+            f"{delivery.waiting} deferred message(s) wait for their next try, the first at "
+            f"{when}; `pipeline deliver` sends them from then on."
+        )
 
 
 # --- preview and send-test -----------------------------------------------------------------
@@ -449,7 +472,14 @@ def deliver_command(app: App, retry_failed: bool) -> None:
     """
     settings = app.settings
     with open_ledger(settings) as ledger, app.out.delivery_progress() as progress:
-        report = deliver_outbox(settings, ledger, retry_failed=retry_failed, on_progress=progress)
+        try:
+            report = deliver_outbox(
+                settings, ledger, retry_failed=retry_failed, on_progress=progress
+            )
+        except DeliveryError:
+            queued = ledger.delivery_counts()
+            app.out.warn(f"{queued.pending + queued.deferred} message(s) stay in the outbox")
+            raise  # nothing could be sent: exit 1 with the reason
     app.out.data({"retried": report.retried, "delivery": views.delivery_dict(report)})
     if retry_failed:
         app.out.say(f"{report.retried} failed message(s) made pending again.")

@@ -23,7 +23,7 @@ from pipeline.detect import detect_changes
 from pipeline.digest import DigestPlan, plan_digest
 from pipeline.disclaimer import load_disclaimer
 from pipeline.drain import Progress
-from pipeline.errors import ContentError, Problem
+from pipeline.errors import ContentError, DeliveryError, Problem
 from pipeline.feeds import render_feeds
 from pipeline.ledger import KnownArticle, Ledger, PublishRecord
 from pipeline.messages import check_email_settings
@@ -134,6 +134,12 @@ def plan_publish(
     # Recipients are the ledger's active subscribers once the lists are merged in (execute
     # merges them; the plan only previews, so --dry-run writes nothing).
     subscriber_list = load_subscribers(paths.subscribers, paths.root, known_topics=topics)
+    if subscriber_list.unusable and email:
+        # Mailing the rows that happened to parse would silently drop everyone else.
+        unusable = subscriber_list.unusable
+        raise ContentError(
+            [*subscriber_list.problems, *(p for p in unusable if p not in subscriber_list.problems)]
+        )
     # The key is needed only to match forgotten addresses; a dry run must not create one.
     secret = secret_key(paths) if ledger.erased_hashes() else ""
     subscribers = planned_recipients(ledger, subscriber_list, secret)
@@ -218,11 +224,20 @@ def execute(
                 report.written.append(str(web_copy))
 
     if send_email:
-        report.delivery = deliver_outbox(
-            settings,
-            ledger,
-            make_transport=make_transport,
-            connections=connections,
-            on_progress=on_progress,
-        )
+        try:
+            report.delivery = deliver_outbox(
+                settings,
+                ledger,
+                make_transport=make_transport,
+                connections=connections,
+                on_progress=on_progress,
+            )
+        except DeliveryError as exc:
+            # The feeds, site and digest are done and recorded: a mail server that is down
+            # leaves the messages pending for `pipeline deliver`, a partial result, not an
+            # error that would hide what was published.
+            queued = ledger.delivery_counts()
+            report.delivery = DeliveryReport(
+                pending=queued.pending, deferred=queued.deferred, stopped=str(exc)
+            )
     return report

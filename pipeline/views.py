@@ -234,6 +234,7 @@ def delivery_dict(delivery: DeliveryReport | None) -> dict[str, Any] | None:
         "skipped": delivery.skipped,
         "pending": delivery.pending,
         "interrupted": delivery.interrupted,
+        "stopped": delivery.stopped,
         "rate": round(delivery.rate, 1),
         "seconds": round(delivery.seconds, 3),
         "complete": delivery.complete,

@@ -88,6 +88,7 @@ def deliver_outbox(
     else:
         report = _deliver_in_processes(settings, ledger, processes, on_progress, clock)
     report.retried = retried
+    report.waiting, report.next_try = ledger.deferred_waiting(clock())
     return report
 
 

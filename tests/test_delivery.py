@@ -228,7 +228,7 @@ def test_a_server_too_slow_to_greet_is_a_delivery_error_naming_it(
     assert rows and all(r.status == "pending" and r.lease_owner is None for r in rows.values())
 
 
-def test_an_unreachable_server_is_an_error_and_the_cli_says_where(
+def test_an_unreachable_server_leaves_the_publish_partial_and_the_cli_says_where(
     site: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     port = free_port()
@@ -240,7 +240,8 @@ def test_an_unreachable_server_is_an_error_and_the_cli_says_where(
         cwd=REPO,
         check=False,
     )
-    assert result.returncode == 1
+    # Feeds, site and digest are published: the mail is what waits (exit 3, partial).
+    assert result.returncode == 3
     assert f"cannot reach the SMTP server at 127.0.0.1:{port}" in result.stderr
     assert all(r.status == "pending" for r in outbox(site).values())
 
