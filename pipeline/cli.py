@@ -432,10 +432,18 @@ def preview(app: App, subscriber: str | None) -> None:
 @command("send-test")
 @click.option("--to", "to", required=True, metavar="ADDR", help="Where to send the test copy.")
 def send_test_command(app: App, to: str) -> None:
-    """Send the next digest to ADDR with "[TEST]" in the subject; record nothing."""
+    """Send the next digest to ADDR with "[TEST]" in the subject; record nothing.
+
+    Right after a publish, with nothing new, the latest digest is sent as the test.
+    """
     settings = app.settings
     with read_ledger(settings) as ledger:
         result, reply = send_test(settings, ledger, to)
+    if result.published_digest is not None:
+        app.out.say(
+            f"Nothing new since the last publish: resending digest {result.published_digest}, "
+            "the latest, as the test."
+        )
     app.out.say(f"Sent {result.subject!r} to {to} through {destination(settings)}: {reply}")
 
 
@@ -449,11 +457,13 @@ def serve(app: App, host: str, port: int) -> None:
     """Serve the site, its feeds and the subscriber pages over HTTP until interrupted."""
     import uvicorn  # only this command needs the server
 
-    from pipeline.web import create_app
+    from pipeline.web import create_app, listen
 
     settings = app.settings
+    sock = listen(host, port)  # a busy port is a clear error (exit 1), before "Serving"
     app.out.say(f"Serving {settings.paths.public} on http://{host}:{port}/ (Ctrl-C stops)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    config = uvicorn.Config(create_app(settings), log_level="warning")
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 # --- deliver -------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ class Preview:
     html: str
     text: str
     files: tuple[Path, ...] = ()
+    published_digest: int | None = None  # set when a test resends an already sent digest
 
 
 def _next_digest(settings: Settings, ledger: Ledger, now: datetime | None) -> DigestPlan:
@@ -95,11 +96,14 @@ def build_preview(
     to: str | None = None,
     test: bool = False,
     now: datetime | None = None,
+    view_url: str | None = None,
 ) -> Preview:
-    """The next digest as ``subscriber`` would get it (default: every change), unrecorded."""
+    """The next digest as ``subscriber`` would get it (default: every change), unrecorded.
+
+    Its "view in browser" link is ``view_url``, by default the local preview file."""
     digest = _next_digest(settings, ledger, now)
     row, record = _row(digest, settings, subscriber, to)
-    preview_url = (preview_folder(settings) / "digest.html").absolute().as_uri()
+    preview_url = view_url or (preview_folder(settings) / "digest.html").absolute().as_uri()
     factory = MessageFactory(
         settings,
         secret_key(settings.paths),
@@ -107,14 +111,29 @@ def build_preview(
         web_copy_url=lambda _digest: preview_url,
     )
     message = factory.build(row, test=test)
+    html, text = _parts(message)
+    return Preview(message, _subject(message), html, text)
+
+
+def _parsed(message: OutgoingMessage) -> EmailMessage:
     parsed = email.message_from_bytes(message.data, policy=policy.default)
     assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def _subject(message: OutgoingMessage) -> str:
+    return str(_parsed(message)["Subject"])
+
+
+def _parts(message: OutgoingMessage) -> tuple[str, str]:
+    """The HTML and text parts, decoded, with LF line ends."""
+    parsed = _parsed(message)
     parts = {}
-    for subtype in ("plain", "html"):
+    for subtype in ("html", "plain"):
         part = parsed.get_body((subtype,))
         assert part is not None, "a digest always has both parts"
         parts[subtype] = str(part.get_content()).replace("\r\n", "\n")
-    return Preview(message, str(parsed["Subject"]), parts["html"], parts["plain"])
+    return parts["html"], parts["plain"]
 
 
 def write_preview(
@@ -162,13 +181,48 @@ def send_test(
 ) -> tuple[Preview, str]:
     """Send the next digest to ``to`` with "[TEST]" in the subject; record nothing.
 
-    Returns the message sent and the server's reply; a refusal raises ``DeliveryError``.
+    With nothing new to announce (right after a publish), the latest digest sent is
+    resent as the test instead, so a relay can be tried at any time; ``published_digest``
+    then names it. Returns the message sent and the server's reply; a refusal raises
+    ``DeliveryError``, and ``NothingToSend`` means no digest was ever sent and none is due.
     """
     addr_spec(to)  # a clear error for a malformed address, before any work
-    preview = build_preview(settings, ledger, subscriber=subscriber, to=to, test=True, now=now)
+    try:
+        preview = build_preview(
+            settings,
+            ledger,
+            subscriber=subscriber,
+            to=to,
+            test=True,
+            now=now,
+            view_url=settings.base_url,  # a test reader cannot open a local preview file
+        )
+    except NothingToSend:
+        if subscriber is not None:
+            raise
+        preview = _latest_digest(settings, ledger, to)
     chosen = transport if transport is not None else transport_for(settings)[0]()
     reply = asyncio.run(_send_one(chosen, preview.message))
     return preview, reply
+
+
+def _latest_digest(settings: Settings, ledger: Ledger, to: str) -> Preview:
+    """The latest digest sent, addressed to ``to`` as a test: its every-topic copy if it
+    had one, else the copy of the audience with the most topics."""
+    digest_id = ledger.latest_digest()
+    if digest_id is None:
+        raise NothingToSend(
+            "nothing to send: no digest was sent yet and no new or updated article is "
+            "waiting; publish an article first"
+        )
+    audiences = ledger.audiences(digest_id)
+    chosen = next((a for a in audiences if a.key == EVERY_TOPIC), None) or max(
+        audiences, key=lambda a: len(a.key.split(";"))
+    )
+    factory = MessageFactory(settings, secret_key(settings.paths), lambda _d, _k: chosen)
+    message = factory.build(OutboxRow(0, digest_id, chosen.key, to, "", 0), test=True)
+    html, text = _parts(message)
+    return Preview(message, _subject(message), html, text, published_digest=digest_id)
 
 
 async def _send_one(transport: Transport, message: OutgoingMessage) -> str:

@@ -60,10 +60,18 @@ class PublishPlan:
     site: SitePlan | None = None  # article pages to track, stale pages to remove
     cache: CachedLoad | None = None  # articles parsed this time, to cache
     email: bool = True  # False: planned for a publish without email, so no digest planned
+    to_write: tuple[str, ...] = ()  # the files whose bytes differ on disk: what execute writes
 
     @property
     def recipients(self) -> int:
         return len(self.digest.recipients) if self.digest else 0
+
+
+def _same(path: Path, data: bytes) -> bool:
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
 
 
 @dataclass(slots=True)
@@ -156,6 +164,11 @@ def plan_publish(
         site=site,
         cache=cache,
         email=email,
+        to_write=tuple(
+            relative
+            for relative, data in sorted(files.items())
+            if not _same(paths.public / relative, data)
+        ),
     )
 
 

@@ -121,6 +121,7 @@ def _entry_dict(entry: Entry) -> dict[str, Any]:
 
 
 def plan_dict(plan: PublishPlan) -> dict[str, Any]:
+    """The plan as JSON; ``files`` are those it writes (their bytes differ on disk)."""
     changes = plan.changes
     digest = plan.digest
     return {
@@ -132,7 +133,7 @@ def plan_dict(plan: PublishPlan) -> dict[str, Any]:
             for a in changes.scheduled
         ],
         "unchanged": len(changes.unchanged),
-        "files": sorted(plan.files),
+        "files": list(plan.to_write),
         "digest": None
         if digest is None
         else {

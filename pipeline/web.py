@@ -10,9 +10,11 @@ preferences) are routes passed to ``create_app``; they take precedence over the 
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import mimetypes
+import socket
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
@@ -26,6 +28,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.types import Receive, Scope, Send
 
 from pipeline.config import Settings
+from pipeline.errors import PipelineError
 from pipeline.web_subscribers import subscriber_routes
 
 __all__ = ["PublicFiles", "create_app", "media_type"]
@@ -171,3 +174,31 @@ def create_app(settings: Settings, routes: Sequence[BaseRoute] = ()) -> Starlett
             Mount("/", app=PublicFiles(settings.paths.public), name="public"),
         ]
     )
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` and listening, for the server to take over.
+
+    Bound here, before "Serving…" is printed, so a busy port or an unknown host is one
+    clear ``PipelineError`` (exit 1) rather than uvicorn's startup failure (its exit 3,
+    which this CLI reserves for a partial delivery).
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as exc:
+        raise PipelineError(f"cannot listen on {host}:{port}: {exc}; check --host") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        why = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror or exc
+        raise PipelineError(
+            f"cannot listen on {host}:{port}: {why}; stop the other server or choose "
+            "another --port"
+        ) from exc
+    return sock

@@ -20,7 +20,7 @@ from aiosmtpd.controller import Controller
 from click.testing import CliRunner, Result
 
 from pipeline.cli import cli
-from tests.conftest import Received, RecordingHandler, free_port
+from tests.conftest import REPO, Received, RecordingHandler, free_port
 
 SUBSCRIBERS = 5
 
@@ -74,3 +74,75 @@ def test_deliver_with_only_deferred_messages_not_due_says_how_many_and_when(
     assert "No email to send." not in result.output
     assert f"{len(waiting)} deferred message(s) wait for their next try" in result.output
     assert "2999-01-02 03:04 UTC" in result.output
+
+
+def test_send_test_right_after_a_publish_resends_the_latest_digest_as_a_test(
+    project: Path, smtp_server: Received
+) -> None:
+    assert run(project, "publish").exit_code == 0
+    smtp_server.messages.clear()
+    result = run(project, "send-test", "--to", "editor@example.org")
+    assert result.exit_code == 0, result.output
+    assert "resending digest 1, the latest, as the test" in result.output
+    (message,) = smtp_server.parsed()
+    assert message["Subject"].startswith("[TEST]")
+    assert message["To"].addresses[0].addr_spec == "editor@example.org"
+    text = message.get_body(("plain",))
+    assert text is not None and "/digests/1/" in str(text.get_content())
+    with sqlite3.connect(project / "state" / "pipeline.db") as db:  # recorded nothing
+        assert db.execute("SELECT COUNT(*) FROM outbox").fetchone() == (SUBSCRIBERS,)
+
+
+def test_send_test_on_a_project_with_nothing_ever_published_and_nothing_new(
+    project: Path, smtp_server: Received
+) -> None:
+    for article in (project / "articles").glob("*.md"):
+        article.unlink()
+    result = run(project, "send-test", "--to", "editor@example.org")
+    assert result.exit_code == 1
+    assert "no digest was sent yet" in result.output
+
+
+def test_serve_on_a_busy_port_exits_1_with_one_clear_line_and_never_says_serving(
+    project: Path,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline", "--root", str(project), "serve", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1, result.stderr
+    assert "Serving" not in result.stdout
+    assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_tab_in_the_front_matter_is_called_a_tab(project: Path) -> None:
+    article = project / "articles" / "nintedanib.md"
+    lines = article.read_text(encoding="utf-8").splitlines()
+    topics = next(i for i, line in enumerate(lines) if line.startswith("topics:"))
+    lines.insert(topics + 1, "\textra: value")
+    article.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = run(project, "check")
+    assert result.exit_code == 1
+    assert f"articles/nintedanib.md:{topics + 2}: a tab character" in result.output
+    assert "use spaces" in result.output
+
+
+def test_the_json_plan_lists_only_the_files_the_publish_writes(project: Path) -> None:
+    assert run(project, "publish", "--no-email").exit_code == 0
+    article = project / "articles" / "nintedanib.md"
+    article.write_text(article.read_text(encoding="utf-8") + "\nOne more line.\n", "utf-8")
+    planned = json.loads(run(project, "publish", "--dry-run", "--json").output)
+    done = json.loads(run(project, "publish", "--no-email", "--json").output)
+    assert planned["plan"]["files"] == done["plan"]["files"]
+    assert sorted(planned["plan"]["files"]) == sorted(done["written"])
+    assert "articles/nintedanib/index.html" in done["written"]
+    assert len(done["written"]) < 20  # only what changed, not every rendered file
