@@ -198,7 +198,6 @@ def listen(host: str, port: int) -> socket.socket:
         sock.close()
         why = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror or exc
         raise PipelineError(
-            f"cannot listen on {host}:{port}: {why}; stop the other server or choose "
-            "another --port"
+            f"cannot listen on {host}:{port}: {why}; stop the other server or choose another --port"
         ) from exc
     return sock

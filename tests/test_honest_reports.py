@@ -111,7 +111,16 @@ def test_serve_on_a_busy_port_exits_1_with_one_clear_line_and_never_says_serving
         taken.listen(1)
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "pipeline", "--root", str(project), "serve", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "--root",
+                str(project),
+                "serve",
+                "--port",
+                str(port),
+            ],
             capture_output=True,
             text=True,
             cwd=REPO,

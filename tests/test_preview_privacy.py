@@ -30,7 +30,9 @@ def test_a_subscribers_preview_never_lands_in_public(project: Path) -> None:
     assert "state/preview/digest.eml" in result.output
     eml = (project / "state" / "preview" / "digest.eml").read_text(encoding="ascii")
     assert "/unsubscribe/" in eml  # Ben's working link: exactly why it must stay private
-    leaked = [p for p in files_under(project / "public") if "unsubscribe/" in p.read_text("latin-1")]
+    leaked = [
+        p for p in files_under(project / "public") if "unsubscribe/" in p.read_text("latin-1")
+    ]
     assert leaked == []
     assert not (project / "public" / "preview").exists()
 
