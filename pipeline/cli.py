@@ -44,10 +44,10 @@ from pipeline.config import Settings, load_project
 from pipeline.console import Output, Verbosity
 from pipeline.delivery import DeliveryReport
 from pipeline.errors import ContentError, DeliveryError, PipelineError, Problem
-from pipeline.ledger import DeliveryCounts
 from pipeline.preview import send_test, write_preview
 from pipeline.publish import PublishPlan, PublishReport, execute, open_ledger, plan_publish
 from pipeline.status import ProjectStatus, destination, project_status, read_ledger
+from pipeline.store import DeliveryCounts
 from pipeline.workers import deliver_outbox
 
 __all__ = ["App", "ExitCode", "cli", "command", "main"]

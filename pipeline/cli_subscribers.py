@@ -16,10 +16,10 @@ import click
 from pipeline.atomic import write_atomic
 from pipeline.cli import App, ExitCode, cli, command, stop
 from pipeline.config import Settings, secret_key
-from pipeline.ledger import SUBSCRIBER_STATUSES, SubscriberRecord
 from pipeline.personal_data import forget, person_data
 from pipeline.publish import open_ledger
 from pipeline.status import read_ledger
+from pipeline.store import SUBSCRIBER_STATUSES, SubscriberRecord
 from pipeline.subscribers import (
     SubscriberList,
     export_csv,

@@ -19,7 +19,6 @@ from pipeline.digest import compile_mjml, template_environment, topics_phrase
 from pipeline.disclaimer import Disclaimer
 from pipeline.drain import backoff, lease_owner
 from pipeline.errors import DeliveryError, TemplateError
-from pipeline.ledger import Ledger
 from pipeline.messages import OutgoingMessage
 from pipeline.mime import (
     addr_spec,
@@ -29,6 +28,7 @@ from pipeline.mime import (
     multipart_alternative,
     quoted_printable,
 )
+from pipeline.store import Ledger
 from pipeline.subscribers import CONFIRM_MAX_AGE, clean_name
 
 __all__ = ["confirmation_message", "queue_confirmation", "send_queued"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.ledger import Ledger
+from pipeline.store import Ledger
 from pipeline.subscribers import (
     SubscriberList,
     email_key,

@@ -24,7 +24,8 @@ from pathlib import Path
 from pipeline.addresses import clean_name, email_key, normalise_email, parse_topics
 from pipeline.config import Settings, secret_key
 from pipeline.errors import SubscriberError
-from pipeline.ledger import (
+from pipeline.models import Subscriber
+from pipeline.store import (
     Ledger,
     MergeCounts,
     SignupRecord,
@@ -32,7 +33,6 @@ from pipeline.ledger import (
     SubscriberRow,
     merge_action,
 )
-from pipeline.models import Subscriber
 from pipeline.subscriber_lists import (
     EXPORT_COLUMNS,
     ListEntry,
@@ -124,9 +124,19 @@ def listed_subscribers(
         if action == "add":
             member = entry.subscriber
             records[key] = SubscriberRecord(
-                0, key, member.email, member.name, member.topics, entry.status,
-                entry.source, None, "", now, now, now if entry.status == "active" else None,
-            )  # fmt: skip
+                0,
+                key,
+                member.email,
+                member.name,
+                member.topics,
+                entry.status,
+                entry.source,
+                None,
+                "",
+                now,
+                now,
+                now if entry.status == "active" else None,
+            )
         elif action in ("activate", "suppress") and record is not None:
             status = "active" if action == "activate" else entry.status
             records[key] = dataclasses.replace(record, status=status)

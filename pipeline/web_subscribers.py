@@ -38,7 +38,7 @@ from pipeline.delivery import Transport, transport_for
 from pipeline.digest import topics_phrase
 from pipeline.disclaimer import load_disclaimer
 from pipeline.errors import SubscriberError
-from pipeline.ledger import Ledger, SubscriberRecord
+from pipeline.store import Ledger, SubscriberRecord
 from pipeline.subscribers import SubscriberStore, TokenError
 
 __all__ = ["RateLimit", "subscriber_routes"]

@@ -17,7 +17,7 @@ from aiosmtpd.controller import Controller
 from starlette.testclient import TestClient
 
 from pipeline import load_settings
-from pipeline.ledger import Ledger
+from pipeline.store import Ledger
 from pipeline.subscribers import open_store
 from pipeline.web import create_app
 from pipeline.workers import deliver_outbox
@@ -60,9 +60,9 @@ def test_sign_up_with_the_mail_server_down_is_queued_and_the_page_does_not_claim
     server.start()
     try:
         settings = load_settings(project)
+        with sqlite3.connect(settings.paths.ledger) as db:  # its next try has come
+            db.execute("UPDATE outbox SET next_attempt_at = '2000-01-01T00:00:00+00:00'")
         with Ledger(settings.paths.ledger) as ledger:
-            with ledger.transaction() as db:  # its next try has come
-                db.execute("UPDATE outbox SET next_attempt_at = '2000-01-01T00:00:00+00:00'")
             report = deliver_outbox(settings, ledger)
     finally:
         server.stop()
