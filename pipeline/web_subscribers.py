@@ -330,7 +330,10 @@ def subscriber_routes(
             topics = frozenset(str(t) for t in form.getlist("topic"))
             if not topics <= known_topics:
                 return page(422, ("Choose among the topics listed.",))
-            if not store.save_preferences(record, str(form.get("name", "")), topics, now):
+            # A form without the field (a script, an older page) keeps the name as it is.
+            name = form.get("name")
+            kept = record.name if name is None else str(name)
+            if not store.save_preferences(record, kept, topics, now):
                 return page(409, ("This address is unsubscribed; sign up again first.",))
             return page(notice="Saved. The next email follows your new choices.")
 

@@ -110,3 +110,22 @@ def test_forget_erases_the_person_and_a_re_import_never_brings_them_back(project
     publish(project)
     with sqlite3.connect(database) as db:
         assert "ana.reyes" not in "\n".join(db.iterdump()).lower()
+
+
+def test_a_preferences_post_without_the_name_field_keeps_the_name(
+    project: Path, smtp_server: object
+) -> None:
+    from starlette.testclient import TestClient
+
+    from pipeline import load_settings
+    from pipeline.subscribers import sign_token
+    from pipeline.web import create_app
+
+    run(project, "import", str(project / "subscribers" / "subscribers.csv"))
+    token = sign_token(ANA, "test-secret-key", "preferences")
+    with TestClient(create_app(load_settings(project))) as client:
+        answer = client.post(
+            f"/preferences/{token}", data={"action": "save", "topic": ["multiple-sclerosis"]}
+        )
+    assert answer.status_code == 200
+    assert listed(project)[ANA] == ["active", "multiple-sclerosis", "Ana Reyes"]
