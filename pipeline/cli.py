@@ -210,6 +210,13 @@ def _render_plan(app: App, plan: PublishPlan) -> None:
         out.say("No digest: nothing new or updated to announce.")
     for warning in plan.warnings:
         out.warn(f"skipped {warning}")
+    if plan.list_differences:
+        out.say(
+            f"{len(plan.list_differences)} subscriber list value(s) differ from the ledger and "
+            "are ignored (a subscriber's own choices win); `pipeline subscribers set` changes them."
+        )
+        for note in plan.list_differences:
+            out.say(f"  {note}", level=Verbosity.VERBOSE)
 
 
 # --- check ---------------------------------------------------------------------------------

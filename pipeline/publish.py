@@ -33,6 +33,7 @@ from pipeline.subscribers import (
     SubscriberList,
     SubscriberStore,
     email_key,
+    list_differences,
     load_subscribers,
     planned_recipients,
 )
@@ -61,6 +62,8 @@ class PublishPlan:
     cache: CachedLoad | None = None  # articles parsed this time, to cache
     email: bool = True  # False: planned for a publish without email, so no digest planned
     to_write: tuple[str, ...] = ()  # the files whose bytes differ on disk: what execute writes
+    # List rows whose name or topics differ from the ledger's (kept): "file:line: addr: …"
+    list_differences: tuple[str, ...] = ()
 
     @property
     def recipients(self) -> int:
@@ -164,6 +167,7 @@ def plan_publish(
         site=site,
         cache=cache,
         email=email,
+        list_differences=tuple(list_differences(ledger.subscribers(), subscriber_list.entries)),
         to_write=tuple(
             relative
             for relative, data in sorted(files.items())

@@ -67,6 +67,7 @@ __all__ = [
     "email_key",
     "erased_hash",
     "export_csv",
+    "list_differences",
     "listed_subscribers",
     "load_subscribers",
     "make_token",
@@ -84,6 +85,22 @@ __all__ = [
 
 # One confirmation email per address in this window, however often the form is sent.
 RESEND_AFTER = timedelta(minutes=5)
+
+
+def list_differences(
+    records: Iterable[SubscriberRecord], entries: Iterable[ListEntry]
+) -> list[str]:
+    """List rows whose name or topics differ from a known subscriber's, as
+    "source: address: field: 'ledger' -> 'file'". A merge keeps the subscriber's own
+    choices, so these are what a list would change if it could."""
+    known = {r.email_key: r for r in records if not r.suppressed}
+    notes = []
+    for entry in entries:
+        record = known.get(email_key(entry.subscriber.email))
+        if record is not None:
+            found = describe_changes(record, entry.subscriber.name, entry.subscriber.topics)
+            notes += [f"{entry.source}: {record.email}: {change}" for change in found]
+    return notes
 
 
 def without_erased(entries: Iterable[ListEntry], erased: set[str], key: str) -> list[ListEntry]:
@@ -178,17 +195,8 @@ class SubscriberStore:
         return self.ledger.merge_subscribers(rows, now)
 
     def differences(self, entries: Iterable[ListEntry]) -> list[str]:
-        """List rows whose name or topics differ from a known subscriber's, as
-        "source: address: field: 'ledger' -> 'file'". A merge keeps the subscriber's own
-        choices, so these are what a list would change if it could."""
-        notes = []
-        for entry in entries:
-            record = self.find(entry.subscriber.email)
-            if record is None or record.suppressed:
-                continue
-            found = describe_changes(record, entry.subscriber.name, entry.subscriber.topics)
-            notes += [f"{entry.source}: {record.email}: {change}" for change in found]
-        return notes
+        """See ``list_differences``."""
+        return list_differences(self.ledger.subscribers(), entries)
 
     def read_file(self, path: Path, root: Path) -> SubscriberList:
         """Read one list file against this project's topics (its rows, and skipped rows)."""

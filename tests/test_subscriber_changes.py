@@ -71,6 +71,10 @@ def test_a_re_import_that_would_change_name_or_topics_says_so(project: Path) -> 
     assert f"changed.csv:2: {ANA}: name: 'Ana Reyes' -> 'Ana Maria Reyes'" in result.output
     assert "topics: scleroderma -> every topic" in result.output
     assert listed(project)[ANA] == ["active", "scleroderma", "Ana Reyes"]  # kept
+    # A publish merges the lists too: it says the file's values are not taken.
+    (project / "subscribers" / "changed.csv").write_bytes(changed.read_bytes())
+    published = CliRunner().invoke(cli, ["--root", str(project), "publish", "--dry-run"])
+    assert "2 subscriber list value(s) differ from the ledger and are ignored" in published.output
 
 
 def test_list_on_a_fresh_project_shows_the_lists_people(project: Path) -> None:
