@@ -8,6 +8,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from pipeline.cli import cli
@@ -133,3 +134,23 @@ def test_a_preferences_post_without_the_name_field_keeps_the_name(
         )
     assert answer.status_code == 200
     assert listed(project)[ANA] == ["active", "multiple-sclerosis", "Ana Reyes"]
+
+
+def test_check_warns_when_forgotten_addresses_were_hashed_under_another_key(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run(project, "forget", ANA).exit_code == 0
+    result = CliRunner().invoke(cli, ["--root", str(project), "check"])
+    assert result.exit_code == 1  # her line is still in the list file
+    assert "subscribers/subscribers.csv:2: email: this address asked to be forgotten" in (
+        result.output
+    )
+    csv_file = project / "subscribers" / "subscribers.csv"
+    csv_file.write_text(
+        "".join(x for x in csv_file.read_text().splitlines(True) if ANA not in x), "utf-8"
+    )
+    assert CliRunner().invoke(cli, ["--root", str(project), "check"]).exit_code == 0
+    monkeypatch.setenv("PIPELINE_SECRET_KEY", "a-new-key")
+    result = CliRunner().invoke(cli, ["--root", str(project), "check"])
+    assert result.exit_code == 1
+    assert "hashed under an earlier secret key" in result.output
