@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page
 
 from pipeline import load_settings
 from pipeline.subscribers import load_subscribers, open_store, sign_token
 from pipeline.web import create_app
-from tests.conftest import CHROMIUM_ARGS, Received, free_port, require_tool, served
+from tests.conftest import Received, chromium_page, free_port, served
 
 KEY = "test-secret-key"
 
@@ -81,15 +81,9 @@ def site(project: Path, smtp_server: Received) -> Iterator[tuple[str, dict[str, 
 
 @pytest.fixture
 def page() -> Iterator[Page]:
-    chromium = require_tool("/usr/bin/chromium", why="the pages are checked in a browser")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            opened = browser.new_page(viewport={"width": 375, "height": 800})
-            opened.set_default_timeout(15_000)
-            yield opened
-        finally:
-            browser.close()
+    viewport = {"width": 375, "height": 800}
+    with chromium_page("the pages are checked in a browser", viewport=viewport) as opened:
+        yield opened
 
 
 def audit(page: Page) -> Any:
