@@ -16,6 +16,7 @@ import click
 from pipeline.atomic import write_atomic
 from pipeline.cli import App, ExitCode, cli, command, stop
 from pipeline.config import Settings, secret_key
+from pipeline.errors import PipelineError
 from pipeline.personal_data import forget, person_data
 from pipeline.publish import open_ledger
 from pipeline.status import read_ledger
@@ -187,6 +188,12 @@ def subscribers_export(app: App, output: Path | None) -> None:
 
     Rows of subscribers/*.csv not imported yet are included.
     """
+    public = app.settings.paths.public.resolve()
+    if output is not None and output.resolve().is_relative_to(public):
+        raise PipelineError(
+            f"{output}: refusing to write subscribers under {public.name}/, which is served "
+            "and deployed; choose a path outside it"
+        )
     text = export_csv(_listed(app, None))
     if output is None:
         click.echo(text, nl=False)

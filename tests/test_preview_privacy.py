@@ -56,3 +56,13 @@ def test_a_preview_left_in_public_by_an_earlier_version_is_removed_at_publish(
     report = publish(project)
     assert not legacy.exists()
     assert "preview/" in report.removed
+
+
+def test_an_export_is_never_written_under_public(project: Path) -> None:
+    target = project / "public" / "subscribers.csv"
+    result = CliRunner().invoke(
+        cli, ["--root", str(project), "subscribers", "export", "--output", str(target)]
+    )
+    assert result.exit_code == 1
+    assert "refusing to write subscribers under public/" in result.output
+    assert not target.exists()
