@@ -18,7 +18,7 @@ from pipeline.errors import Problem
 from pipeline.models import Entry
 from pipeline.publish import PublishPlan, PublishReport
 from pipeline.status import AudienceCount, ProjectStatus, audience_counts
-from pipeline.store import DeliveryCounts
+from pipeline.store import TRANSACTIONAL_DIGEST, DeliveryCounts
 
 __all__ = [
     "audiences_table",
@@ -190,9 +190,10 @@ def digests_table(status: ProjectStatus) -> Table | None:
     table = _table("digest", "created", "pending", "deferred", "failed", "sent", title="Digests")
     for d in open_ones:
         c = d.counts
+        confirmations = d.digest_id == TRANSACTIONAL_DIGEST  # sign-up confirmations
         table.add_row(
-            str(d.digest_id),
-            _when(d.created_at),
+            "confirmations" if confirmations else str(d.digest_id),
+            "" if confirmations else _when(d.created_at),
             str(c.pending),
             str(c.deferred),
             str(c.failed),

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
+from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 from pipeline import load_settings
+from pipeline.cli import cli
 from pipeline.store import Ledger
 from pipeline.subscribers import open_store
 from pipeline.web import create_app
@@ -54,6 +56,8 @@ def test_sign_up_with_the_mail_server_down_is_queued_and_the_page_does_not_claim
     assert "We are sending a confirmation email to new.reader@example.org" in main
     # Queued durably, and the failed first try left it waiting for a retry, not lost.
     assert outbox(project) == [(0, "new.reader@example.org", "deferred")]
+    status = CliRunner().invoke(cli, ["--root", str(project), "status"])
+    assert re.search(r"confirmations\s+0\s+1\s+0\s+0", status.output), status.output
 
     received = Received()
     server = Controller(RecordingHandler(received), hostname="127.0.0.1", port=down_port)
