@@ -10,12 +10,14 @@ preferences) are routes passed to ``create_app``; they take precedence over the 
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import gzip
 import hashlib
 import mimetypes
 import socket
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
@@ -29,7 +31,7 @@ from starlette.types import Receive, Scope, Send
 
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
-from pipeline.web_subscribers import subscriber_routes
+from pipeline.web_subscribers import retry_confirmations, subscriber_routes
 
 __all__ = ["PublicFiles", "create_app", "media_type"]
 
@@ -164,15 +166,33 @@ def _not_modified(request: Headers, etag: str, modified: datetime) -> bool:
     return False
 
 
-def create_app(settings: Settings, routes: Sequence[BaseRoute] = ()) -> Starlette:
-    """An ASGI app serving ``public/``; ``routes`` (subscriber pages) come before the files."""
+def create_app(
+    settings: Settings, routes: Sequence[BaseRoute] = (), *, retry_every: float = 60.0
+) -> Starlette:
+    """An ASGI app serving ``public/``; ``routes`` (subscriber pages) come before the files.
+
+    While it runs, confirmation emails the mail server deferred are retried every
+    ``retry_every`` seconds.
+    """
     settings.paths.public.mkdir(parents=True, exist_ok=True)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(retry_confirmations(settings, every=retry_every))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
     return Starlette(
         routes=[
             *subscriber_routes(settings),
             *routes,
             Mount("/", app=PublicFiles(settings.paths.public), name="public"),
-        ]
+        ],
+        lifespan=lifespan,
     )
 
 

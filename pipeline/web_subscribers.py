@@ -17,6 +17,7 @@ typed is escaped by the templates.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -41,7 +42,7 @@ from pipeline.errors import SubscriberError
 from pipeline.store import Ledger, SubscriberRecord
 from pipeline.subscribers import SubscriberStore, TokenError
 
-__all__ = ["RateLimit", "subscriber_routes"]
+__all__ = ["RateLimit", "retry_confirmations", "subscriber_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,29 @@ class _Pages:
             paragraphs=paragraphs,
             link={"url": link[0], "text": link[1]} if link else None,
         )
+
+
+async def retry_confirmations(
+    settings: Settings,
+    *,
+    every: float = 60.0,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    make_transport: Callable[[], Transport] | None = None,
+) -> None:
+    """While ``serve`` runs: every ``every`` seconds, send the confirmations whose next try
+    has come, so a reader is not kept waiting for the next ``deliver`` or ``publish``."""
+    while True:
+        await asyncio.sleep(every)
+        with Ledger(settings.paths.ledger) as ledger:
+            for row_id in ledger.due_messages(clock()):
+                await send_queued(
+                    ledger,
+                    row_id,
+                    make_transport or transport_for(settings)[0],
+                    now=clock,
+                    retry_after=settings.send.retry_after,
+                    max_attempts=settings.send.max_attempts,
+                )
 
 
 def subscriber_routes(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,3 +93,26 @@ def test_a_confirmation_to_an_unsubscribed_address_is_not_cancelled_as_suppresse
         test_client.post("/subscribe/", data={"email": "back.again@example.org"})
     assert [rcpt for rcpt, _ in smtp_server.messages] == ["back.again@example.org"]
     assert outbox(project) == [(0, "back.again@example.org", "sent")]
+
+
+def test_serve_retries_a_deferred_confirmation_by_itself(project: Path, down_port: int) -> None:
+    config = project / "pipeline.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace("[send]\n", "[send]\nretry_after = 0.1\n"),
+        encoding="utf-8",
+    )
+    received = Received()
+    server = Controller(RecordingHandler(received), hostname="127.0.0.1", port=down_port)
+    app = create_app(load_settings(project), retry_every=0.2)
+    with TestClient(app, follow_redirects=False) as client:
+        client.post("/subscribe/", data={"email": "patient@example.org"})
+        assert outbox(project) == [(0, "patient@example.org", "deferred")]
+        server.start()  # the mail server comes back; nobody runs `pipeline deliver`
+        try:
+            deadline = time.monotonic() + 10
+            while not received.messages and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            server.stop()
+    assert received.recipients() == ["patient@example.org"]
+    assert outbox(project) == [(0, "patient@example.org", "sent")]

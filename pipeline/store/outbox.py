@@ -239,3 +239,14 @@ class OutboxStore:
             (iso(now),),
         ).fetchone()
         return int(count), None if first is None else parse_instant(first)
+
+    def due_messages(self, now: datetime, limit: int = 100) -> list[int]:
+        """Ids of prepared (transactional) rows due now and not leased, oldest first."""
+        rows = self._db.execute(
+            """SELECT id FROM outbox WHERE digest_id = 0
+                 AND (status = 'pending' OR (status = 'deferred' AND next_attempt_at <= ?))
+                 AND (lease_until IS NULL OR lease_until <= ?)
+               ORDER BY id LIMIT ?""",
+            (iso(now), iso(now), limit),
+        )
+        return [int(row_id) for (row_id,) in rows]
