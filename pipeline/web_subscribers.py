@@ -131,14 +131,27 @@ async def retry_confirmations(
         await asyncio.sleep(every)
         with Ledger(settings.paths.ledger) as ledger:
             for row_id in ledger.due_messages(clock()):
-                await send_queued(
-                    ledger,
-                    row_id,
-                    make_transport or transport_for(settings)[0],
-                    now=clock,
-                    retry_after=settings.send.retry_after,
-                    max_attempts=settings.send.max_attempts,
-                )
+                await _try_confirmation(settings, ledger, row_id, clock, make_transport)
+
+
+async def _try_confirmation(
+    settings: Settings,
+    ledger: Ledger,
+    row_id: int,
+    clock: Callable[[], datetime],
+    make_transport: Callable[[], Transport] | None,
+) -> None:
+    """One try of a queued confirmation, with [send]'s back-off; logged unless sent."""
+    outcome = await send_queued(
+        ledger,
+        row_id,
+        make_transport or transport_for(settings)[0],
+        now=clock,
+        retry_after=settings.send.retry_after,
+        max_attempts=settings.send.max_attempts,
+    )
+    if outcome != "sent":
+        log.warning("confirmation email (outbox row %d) %s; it stays queued", row_id, outcome)
 
 
 def subscriber_routes(
@@ -179,18 +192,9 @@ def subscriber_routes(
         )
 
     async def send_confirmation(row_id: int) -> None:
-        """After the answer: one try at once; a deferred row waits for `pipeline deliver`."""
+        """After the answer: one try at once; a deferred row is retried later."""
         with Ledger(settings.paths.ledger) as ledger:
-            outcome = await send_queued(
-                ledger,
-                row_id,
-                make_transport or transport_for(settings)[0],
-                now=clock,
-                retry_after=settings.send.retry_after,
-                max_attempts=settings.send.max_attempts,
-            )
-        if outcome != "sent":
-            log.warning("confirmation email (outbox row %d) %s; it stays queued", row_id, outcome)
+            await _try_confirmation(settings, ledger, row_id, clock, make_transport)
 
     async def subscribe(request: Request) -> Response:
         def form_page(status: int, errors: list[str], values: Mapping[str, Any]) -> Response:
