@@ -151,6 +151,9 @@ def plan_publish(
         raise ContentError(
             [*subscriber_list.problems, *(p for p in unusable if p not in subscriber_list.problems)]
         )
+    warnings = subscriber_list.problems + tuple(
+        p for p in subscriber_list.unusable if p not in subscriber_list.problems
+    )
     # The key is needed only to match forgotten addresses; a dry run must not create one.
     secret = secret_key(paths) if ledger.erased_hashes() else ""
     subscribers = planned_recipients(ledger, subscriber_list, secret)
@@ -162,7 +165,7 @@ def plan_publish(
         changes,
         files,
         digest,
-        subscriber_list.problems,
+        warnings,
         subscriber_lists=subscriber_list,
         site=site,
         cache=cache,

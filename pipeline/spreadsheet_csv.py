@@ -38,15 +38,16 @@ class CsvTable:
     text: str
     dialect: type[csv.Dialect] | csv.Dialect
     described: str
+    skipped_lines: int = 0  # a "sep=;" line before the header
 
     def rows(self) -> Iterator[tuple[int, list[str]]]:
-        """Each row after the header with the line it starts on (1 is the header)."""
+        """Each row after the header with the line it starts on in the file."""
         reader = csv.reader(io.StringIO(self.text, newline=""), self.dialect)
         next(reader, None)
-        line = reader.line_num + 1
+        line = reader.line_num + 1 + self.skipped_lines
         for row in reader:
             yield line, row
-            line = reader.line_num + 1
+            line = reader.line_num + 1 + self.skipped_lines
 
 
 def _decode(raw: bytes) -> tuple[str, str]:
@@ -81,9 +82,15 @@ def read_csv(raw: bytes, required: str) -> CsvTable:
             f"line {line} is not UTF-8 text; save the file as 'CSV UTF-8' (Excel) or "
             "choose the UTF-8 character set (LibreOffice)"
         ) from exc
+    candidates: list[type[csv.Dialect] | csv.Dialect] = []
+    skipped = 0
+    first_line = text.split("\n", 1)[0].strip("\r")
+    if len(first_line) == 5 and first_line.lower().startswith("sep="):
+        # Excel's own directive naming the separator: it wins, and is not the header.
+        candidates.append(_plain(first_line[4]))
+        text, skipped = text.split("\n", 1)[1] if "\n" in text else "", 1
     sample = text[:_SAMPLE]
     first_line = sample.splitlines()[0] if sample.strip() else ""
-    candidates: list[type[csv.Dialect] | csv.Dialect] = []
     # csv.Error: too little text or no consistent separator; the header then decides alone.
     with contextlib.suppress(csv.Error):
         candidates.append(csv.Sniffer().sniff(sample, delimiters=SEPARATORS))
@@ -93,7 +100,7 @@ def read_csv(raw: bytes, required: str) -> CsvTable:
         header = [h.strip().lower() for h in next(csv.reader([first_line], dialect), [])]
         if required in header:
             shown = {"\t": "tab"}.get(dialect.delimiter, repr(dialect.delimiter))
-            return CsvTable(header, text, dialect, f"{encoding}, {shown}-separated")
+            return CsvTable(header, text, dialect, f"{encoding}, {shown}-separated", skipped)
     raise UnreadableCsv(
         f"the first line names no {required!r} column with any of the separators , ; tab |; "
         f"the first line must be a header such as {required},name,topics"

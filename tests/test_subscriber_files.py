@@ -103,3 +103,28 @@ def test_a_file_that_is_not_utf8_names_the_line_and_the_fix(tmp_path: Path) -> N
     found = read_list(path, tmp_path)
     (problem,) = found.unusable
     assert "line 3 is not UTF-8" in str(problem) and "CSV UTF-8" in str(problem)
+
+
+def test_excels_sep_line_names_the_separator_and_lines_keep_their_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_text("sep=;\r\nemail;name\r\nana@example.org;Ana\r\nnot-an-address;X\r\n")
+    found = read_list(path, tmp_path)
+    assert [e.source for e in found.entries] == ["excel.csv:3"]
+    (problem,) = found.problems
+    assert str(problem).startswith("excel.csv:4: email:")
+
+
+def test_a_one_column_list_reads(tmp_path: Path) -> None:
+    path = tmp_path / "one.csv"
+    path.write_text("email\nana@example.org\nben@example.org\n")
+    found = read_list(path, tmp_path)
+    assert [e.subscriber.email for e in found.entries] == ["ana@example.org", "ben@example.org"]
+
+
+def test_publish_without_email_only_warns_about_an_unusable_list(project: Path) -> None:
+    (project / "subscribers" / "mostly-bad.csv").write_text(
+        "email,name\nnot-an-address,A\nalso bad,B\n", encoding="utf-8"
+    )
+    result = run(project, "publish", "--no-email")
+    assert result.exit_code == 0
+    assert "subscribers/mostly-bad.csv: 2 of its 2 rows are invalid" in result.output
