@@ -99,11 +99,15 @@ def test_show_exports_one_persons_data_as_json(project: Path, tmp_path: Path) ->
 
 def test_forget_erases_the_person_and_a_re_import_never_brings_them_back(project: Path) -> None:
     publish(project)
+    database = project / "state" / "pipeline.db"
+    with sqlite3.connect(database) as db:  # one failed row to her: it must never be retried
+        db.execute("UPDATE outbox SET status = 'failed' WHERE email = ?", (ANA,))
     result = run(project, "forget", ANA)
     assert result.exit_code == 0, result.output
     assert f"{ANA} forgotten" in result.output
     assert "subscribers/subscribers.csv:2: still names" in result.output
-    database = project / "state" / "pipeline.db"
+    retried = CliRunner().invoke(cli, ["--root", str(project), "deliver", "--retry-failed"])
+    assert "0 failed message(s) made pending again" in retried.output
     with sqlite3.connect(database) as db:
         dump = "\n".join(db.iterdump())
     assert "ana.reyes" not in dump.lower() and "Ana Reyes" not in dump

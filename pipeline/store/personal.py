@@ -69,15 +69,13 @@ class PersonalDataStore:
                        (SELECT id FROM outbox WHERE lower(email) = ?)""",
                 (email_key,),
             )
-            # Sent rows stay, as counts per digest, but name nobody any more; unsent ones
-            # are cancelled.
+            # Unsent rows go (nothing may send or retry them); sent ones stay, as counts
+            # per digest, but name nobody any more.
             found += self._db.execute(
-                """UPDATE outbox SET email = ?, name = '', next_attempt_at = NULL,
-                       last_reply = CASE WHEN status IN ('pending', 'deferred')
-                                         THEN 'not sent: erased' ELSE last_reply END,
-                       status = CASE WHEN status IN ('pending', 'deferred')
-                                     THEN 'failed' ELSE status END
-                   WHERE lower(email) = ?""",
+                "DELETE FROM outbox WHERE lower(email) = ? AND status <> 'sent'", (email_key,)
+            ).rowcount
+            found += self._db.execute(
+                "UPDATE outbox SET email = ?, name = '' WHERE lower(email) = ?",
                 (f"erased:{address_hash[:16]}", email_key),
             ).rowcount
             self._db.execute(
