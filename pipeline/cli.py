@@ -469,8 +469,13 @@ def serve(app: App, host: str, port: int) -> None:
     settings = app.settings
     sock = listen(host, port)  # a busy port is a clear error (exit 1), before "Serving"
     app.out.say(f"Serving {settings.paths.public} on http://{host}:{port}/ (Ctrl-C stops)")
-    config = uvicorn.Config(create_app(settings), log_level="warning")
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    try:
+        server.run(sockets=[sock])
+    except SystemExit as exc:  # uvicorn's startup failure is its exit 3, ours is "partial"
+        raise PipelineError(f"the server on {host}:{port} did not start: see above") from exc
+    if not server.started:
+        raise PipelineError(f"the server on {host}:{port} did not start: see above")
 
 
 # --- deliver -------------------------------------------------------------------------------

@@ -155,3 +155,25 @@ def test_the_json_plan_lists_only_the_files_the_publish_writes(project: Path) ->
     assert sorted(planned["plan"]["files"]) == sorted(done["written"])
     assert "articles/nintedanib/index.html" in done["written"]
     assert len(done["written"]) < 20  # only what changed, not every rendered file
+
+
+def test_serve_whose_app_fails_to_start_exits_1_not_0(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stand-in app whose startup fails (as a broken lifespan would) under real uvicorn."""
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+
+    import pipeline.web
+
+    @asynccontextmanager
+    async def broken(app: Starlette) -> AsyncIterator[None]:
+        raise RuntimeError("cannot start")
+        yield
+
+    monkeypatch.setattr(pipeline.web, "create_app", lambda settings: Starlette(lifespan=broken))
+    result = run(project, "serve", "--port", str(free_port()))
+    assert result.exit_code == 1
+    assert "did not start" in result.output
