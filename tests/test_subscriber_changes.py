@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from pipeline.cli import cli
+from tests.conftest import Received
 from tests.helpers import publish
 
 ANA = "ana.reyes@example.org"
@@ -158,3 +159,26 @@ def test_check_warns_when_forgotten_addresses_were_hashed_under_another_key(
     result = CliRunner().invoke(cli, ["--root", str(project), "check"])
     assert result.exit_code == 1
     assert "hashed under an earlier secret key" in result.output
+
+
+def test_a_confirmed_sign_up_by_a_forgotten_address_brings_it_back(
+    project: Path, smtp_server: Received
+) -> None:
+    import re
+
+    from starlette.testclient import TestClient
+
+    from pipeline import load_settings
+    from pipeline.web import create_app
+
+    assert run(project, "forget", ANA).exit_code == 0
+    with TestClient(create_app(load_settings(project))) as client:
+        client.post("/subscribe/", data={"email": ANA, "name": "Ana", "topic": ["scleroderma"]})
+        (message,) = smtp_server.parsed()
+        text = message.get_body(("plain",))
+        assert text is not None
+        link = re.search(r"/confirm/\S+", str(text.get_content()))
+        assert link is not None
+        assert client.post(link.group(0)).status_code == 200
+    assert listed(project)[ANA] == ["active", "scleroderma", "Ana"]
+    assert run(project, "add", "ana.reyes@example.org").exit_code == 0  # no longer refused
