@@ -1,7 +1,8 @@
 """``pipeline subscribers bounces`` and ``pipeline subscribers reactivate``.
 
-Registered under the ``subscribers`` group of ``pipeline.cli`` (which imports this module
-last); each command is a few lines over ``pipeline.bounce_scores``.
+Registered under the ``subscribers`` group of ``pipeline.cli_subscribers`` when
+``pipeline.cli`` imports this module; each command is a few lines over
+``pipeline.bounce_scores``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import click
 
 from pipeline.addresses import email_key
 from pipeline.bounce_scores import reactivate
-from pipeline.cli import App, command, subscribers
+from pipeline.cli import App, command
+from pipeline.cli_subscribers import subscribers
 from pipeline.errors import SubscriberError
 from pipeline.publish import open_ledger
 from pipeline.status import read_ledger
