@@ -296,3 +296,23 @@ def test_a_delivery_clears_the_score_a_soft_bounce_left(
         assert ledger.bounce_score(full) is None  # cleared by the delivery that followed
         (event,) = ledger.bounce_events(full)  # the bounce itself is kept
         assert (event.kind, event.cause) == ("soft", "mailbox full")
+
+
+def test_a_confirmation_to_an_unknown_user_is_a_hard_bounce_without_a_digest(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from starlette.testclient import TestClient
+
+    from pipeline.web import create_app
+
+    unknown = "550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+    with faulty_server(Faults(rcpt_replies={"typo@x.example": unknown})) as server:
+        use(server, monkeypatch)
+        with TestClient(create_app(load_settings(site))) as client:
+            page = client.post("/subscribe/", data={"email": "typo@x.example", "topic": []})
+        assert page.status_code == 200
+    assert causes(site)["typo@x.example"] == "address: unknown user"
+    assert statuses(site)["typo@x.example"] == "bounced"
+    with open_ledger(load_settings(site)) as ledger:
+        (event,) = ledger.bounce_events("typo@x.example")
+        assert (event.kind, event.digest_id) == ("hard", None)  # a confirmation, no digest
