@@ -145,3 +145,28 @@ def test_adding_a_bounced_address_points_to_reactivate(site: Path) -> None:
     assert code == 1 and "pipeline subscribers reactivate reader001@example.com" in err
     assert run(site, "subscribers", "reactivate", "reader001@example.com")[0] == 0
     assert statuses(site)["reader001@example.com"] == "active"
+
+
+def test_show_includes_bounces_and_forget_erases_them(site: Path) -> None:
+    from pipeline import load_settings, open_ledger
+    from pipeline.bounce_scores import BounceKind, BouncePolicy, record_bounce
+    from tests.helpers import FIRST_RUN, publish
+
+    gone = "reader001@example.com"
+    publish(site, send_email=False)
+    with open_ledger(load_settings(site)) as ledger:
+        record_bounce(
+            ledger,
+            gone,
+            BounceKind.SOFT,
+            f"452 4.2.2 <{gone}>: Mailbox full",
+            now=FIRST_RUN,
+            policy=BouncePolicy(),
+            cause="mailbox full",
+        )
+    shown = json.loads(run(site, "subscribers", "show", gone, "--json")[1])
+    assert [(b["kind"], b["cause"]) for b in shown["bounces"]] == [("soft", "mailbox full")]
+    assert run(site, "subscribers", "forget", gone)[0] == 0
+    with sqlite3.connect(site / "state" / "pipeline.db") as db:
+        dump = "\n".join(db.iterdump())
+    assert "reader001" not in dump
