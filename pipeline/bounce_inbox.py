@@ -193,7 +193,9 @@ def process_mailbox(
                 for e in message.events
             ]
             kinds = ",".join(sorted({str(e.kind) for e in message.events}))
-            summary = "; ".join(f"{o.address or '-'}: {o.action}" for o in outcomes)
+            # What was done, without the address: the ledger keeps no copy of it here that
+            # `subscribers forget` would have to find.
+            summary = "; ".join(f"{o.kind}: {o.action}" for o in outcomes)
             ledger.record_inbound(message.key, mailbox.name, kinds, summary, now)
         if message.recognised:
             report.outcomes += outcomes

@@ -1,29 +1,42 @@
 """``pipeline subscribers bounces`` and ``pipeline subscribers reactivate``.
 
-Registered under the ``subscribers`` group of ``pipeline.cli`` (which imports this module
-last); each command is a few lines over ``pipeline.bounce_scores``.
+Registered under the ``subscribers`` group of ``pipeline.cli_subscribers`` when
+``pipeline.cli`` imports this module; each command is a few lines over
+``pipeline.bounce_scores``.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import click
 
+from pipeline.addresses import email_key
 from pipeline.bounce_scores import reactivate
-from pipeline.cli import App, command, subscribers
+from pipeline.cli import App, command
+from pipeline.cli_subscribers import subscribers
 from pipeline.errors import SubscriberError
 from pipeline.publish import open_ledger
 from pipeline.status import read_ledger
+from pipeline.store.bounces import BounceEvent
 
 __all__ = ["subscribers_bounces", "subscribers_reactivate"]
 
 
 @command("bounces", group=subscribers, json_output=True)
-def subscribers_bounces(app: App) -> None:
-    """List bounce scores and bounce suppressions: address, status, score, last bounce, reason."""
+@click.argument("address", required=False)
+def subscribers_bounces(app: App, address: str | None) -> None:
+    """List bounce scores and bounce suppressions; with ADDRESS, that address's bounces.
+
+    Columns (tab-separated): address, status, score, last bounce, reason; for one address:
+    time, kind, points, digest, cause, the server's reply.
+    """
     with read_ledger(app.settings) as ledger:
-        scored = ledger.bounce_listing()
+        if address is not None:
+            _render_events(app, ledger.bounce_events(email_key(address)))
+            return
+        stale = timedelta(days=app.settings.bounces.stale_after_days)
+        scored = ledger.bounce_listing(fresh_since=datetime.now(UTC) - stale)
     app.out.data(
         {
             "addresses": [
@@ -51,6 +64,34 @@ def subscribers_bounces(app: App) -> None:
         f"{len(scored)} address(es); suppression at score {app.settings.bounces.threshold:g}",
         style="dim",
     )
+
+
+def _render_events(app: App, events: list[BounceEvent]) -> None:
+    app.out.data(
+        {
+            "events": [
+                {
+                    "at": e.created_at.isoformat(),
+                    "kind": e.kind,
+                    "points": e.points,
+                    "digest": e.digest_id,
+                    "cause": e.cause,
+                    "reply": e.reply,
+                    "source": e.source,
+                }
+                for e in events
+            ]
+        }
+    )
+    if not app.out.as_json:
+        for e in events:
+            digest = "-" if e.digest_id is None else str(e.digest_id)
+            reply = " ".join(e.reply.split())  # one line, however many the server sent
+            click.echo(
+                f"{e.created_at:%Y-%m-%d %H:%M}\t{e.kind}\t{e.points:g}\t{digest}\t"
+                f"{e.cause}\t{reply}"
+            )
+    app.out.say(f"{len(events)} bounce(s)", style="dim")
 
 
 @command("reactivate", group=subscribers, json_output=True)

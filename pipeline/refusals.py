@@ -31,7 +31,14 @@ from pipeline.breaker import Breaker
 from pipeline.delivery import DeliveryOptions, DeliveryReport
 from pipeline.store import Ledger, OutboxRow
 
-__all__ = ["BREAKER_CAUSE", "Refusals", "advice", "backoff", "revive_misjudged"]
+__all__ = [
+    "BREAKER_CAUSE",
+    "Refusals",
+    "advice",
+    "backoff",
+    "revive_misjudged",
+    "write_refusal",
+]
 
 BREAKER_CAUSE = "sender: circuit breaker"
 
@@ -97,6 +104,7 @@ class Refusals:
         bounces = options.bounces
         self.policy = BouncePolicy.from_settings(bounces)
         self.breaker: Breaker[Held] = Breaker(bounces.breaker_recipients, bounces.breaker_domains)
+        ledger.forget_stale_scores(clock() - self.policy.stale_after)
         self.scored = ledger.scored_addresses()  # few: a delivery to one clears its score
         self.stop_reason: str | None = None
 
@@ -129,8 +137,8 @@ class Refusals:
         for held_row, held in self.breaker.take_held():
             self._hold(held_row, held.reply, BREAKER_CAUSE)
         self.stop_reason = (
-            f"circuit breaker: {self.breaker.tripped}; a refusal that alike is about the "
-            "relay or the sender, not the subscribers; check the relay's logs and settings "
+            f"circuit breaker: {self.breaker.tripped}; the same refusal for so many is about "
+            "the relay or the sender, not the subscribers; check the relay's logs and settings "
             "(if these addresses really are dead, raise [bounces] breaker_recipients)"
         )
         return self.stop_reason
@@ -155,35 +163,70 @@ class Refusals:
             self._write(row, verdict)
 
     def _write(self, row: OutboxRow, verdict: Verdict) -> None:
-        options, report, now = self.options, self.report, self.clock()
-        kind = verdict.bounce
-        with self.ledger.transaction():
-            if verdict.retry and row.attempts + 1 < options.max_attempts:
-                delay = backoff(row.attempts, base=options.retry_base, cap=options.retry_cap)
-                self.ledger.mark_deferred(row.id, verdict.reply, now + delay, cause=verdict.label)
-                if row.id not in self.deferred_ids:
-                    self.deferred_ids.add(row.id)
-                    report.deferred += 1
-            else:
-                self.ledger.mark_failed(row.id, verdict.reply, cause=verdict.label)
-                report.failed += 1
-                if row.id in self.deferred_ids:
-                    self.deferred_ids.discard(row.id)
-                    report.deferred -= 1
-            if kind is not None:
-                suppressed = record_bounce(
-                    self.ledger,
-                    row.email,
-                    kind,
-                    verdict.reply,
-                    now=now,
-                    policy=self.policy,
-                    digest_id=row.digest_id,
-                    cause=verdict.cause,
-                )
-                report.suppressed += suppressed
-                self.scored.add(email_key(row.email))
+        options, report = self.options, self.report
+        outcome, suppressed = write_refusal(
+            self.ledger,
+            row,
+            verdict,
+            self.clock(),
+            policy=self.policy,
+            retry_base=options.retry_base,
+            retry_cap=options.retry_cap,
+            max_attempts=options.max_attempts,
+        )
+        if outcome == "deferred":
+            if row.id not in self.deferred_ids:
+                self.deferred_ids.add(row.id)
+                report.deferred += 1
+        else:
+            report.failed += 1
+            if row.id in self.deferred_ids:
+                self.deferred_ids.discard(row.id)
+                report.deferred -= 1
+        report.suppressed += suppressed
+        if verdict.bounce is not None:
+            self.scored.add(email_key(row.email))
         self.settle()
+
+
+def write_refusal(
+    ledger: Ledger,
+    row: OutboxRow,
+    verdict: Verdict,
+    now: datetime,
+    *,
+    policy: BouncePolicy,
+    retry_base: float,
+    retry_cap: float = 6 * 3600.0,
+    max_attempts: int,
+) -> tuple[str, bool]:
+    """Record one refusal that does not stop the run: the row deferred (when it may pass
+    later and tries are left) or failed, and its bounce scored, in one transaction.
+
+    Returns ("deferred" or "failed", whether the bounce suppressed the address).
+    """
+    suppressed = False
+    with ledger.transaction():
+        if verdict.retry and row.attempts + 1 < max_attempts:
+            delay = backoff(row.attempts, base=retry_base, cap=retry_cap)
+            ledger.mark_deferred(row.id, verdict.reply, now + delay, cause=verdict.label)
+            outcome = "deferred"
+        else:
+            ledger.mark_failed(row.id, verdict.reply, cause=verdict.label)
+            outcome = "failed"
+        kind = verdict.bounce
+        if kind is not None:
+            suppressed = record_bounce(
+                ledger,
+                row.email,
+                kind,
+                verdict.reply,
+                now=now,
+                policy=policy,
+                digest_id=row.digest_id or None,  # 0: a sign-up confirmation, not a digest
+                cause=verdict.cause,
+            )
+    return outcome, suppressed
 
 
 def revive_misjudged(ledger: Ledger, now: datetime) -> list[str]:

@@ -77,7 +77,9 @@ def deliver_outbox(
     if make_transport is None:
         processes = process_count(settings, ledger.due_count(clock()), smtp=smtp)
     if processes == 1:
-        factory = MessageFactory(settings, secret_key(settings.paths), ledger.audience)
+        factory = MessageFactory(
+            settings, secret_key(settings.paths), ledger.audience, load_stored=ledger.stored_message
+        )
         report = deliver(
             ledger,
             factory,
@@ -90,6 +92,7 @@ def deliver_outbox(
         report = _deliver_in_processes(settings, ledger, processes, on_progress, clock)
     report.retried = retried
     report.reactivated = len(revived)
+    report.waiting, report.next_try = ledger.deferred_waiting(clock())
     return report
 
 
@@ -205,7 +208,9 @@ def _drain_process(
             settings.send, share=index, shares=processes, bounces=settings.bounces
         )
         with Ledger(settings.paths.ledger) as ledger:
-            factory = MessageFactory(settings, key, ledger.audience)
+            factory = MessageFactory(
+                settings, key, ledger.audience, load_stored=ledger.stored_message
+            )
             report = deliver(
                 ledger,
                 factory,

@@ -49,6 +49,11 @@ def test_bounces_lists_scores_and_reasons_and_reactivate_brings_back_an_incident
     assert "ana.reyes@example.org" not in rows  # unsubscribed, not a bounce
     listing = json.loads(run(site, "subscribers", "bounces", "--json")[1])
     assert {a["email"] for a in listing["addresses"]} == {*gone, full}
+    code, out, _ = run(site, "subscribers", "bounces", full.upper())
+    first, retry = [line.split("\t") for line in out.splitlines() if "\t" in line]
+    assert first[1:5] == ["soft", "1", "1", "mailbox full"]
+    assert first[5] == "452 4.2.2 Mailbox full"
+    assert retry[1:3] == ["soft", "0"]  # the same day counts once
 
     code, out, err = run(
         site, "subscribers", "reactivate", "ana.reyes@example.org", "--cause", "user unknown"
@@ -90,7 +95,7 @@ def test_retry_failed_revives_rows_an_older_run_failed_on_a_relay_refusal(
 ) -> None:
     with faulty_server(Faults(every_rcpt=RELAY_DENIED)) as bad:
         use(bad, monkeypatch)
-        assert run(site, "publish", "--yes")[0] == 1
+        assert run(site, "publish", "--yes")[0] == 3  # published, nothing delivered
     # What the pipeline before bounce verdicts left behind: every row failed and every
     # address suppressed as "bounced: <reply>", and one real unknown user among them.
     real = "reader005@example.com"
@@ -118,3 +123,50 @@ def test_retry_failed_revives_rows_an_older_run_failed_on_a_relay_refusal(
     with sqlite3.connect(site / "state" / "pipeline.db") as db:
         (status,) = db.execute("SELECT status FROM outbox WHERE email = ?", (real,)).fetchone()
     assert status == "failed"
+
+
+def test_adding_a_bounced_address_points_to_reactivate(site: Path) -> None:
+    from pipeline import load_settings, open_ledger
+    from pipeline.bounce_scores import BounceKind, BouncePolicy, record_bounce
+    from tests.helpers import FIRST_RUN, publish
+
+    publish(site, send_email=False)
+    with open_ledger(load_settings(site)) as ledger:
+        record_bounce(
+            ledger,
+            "reader001@example.com",
+            BounceKind.HARD,
+            "550 5.1.1 gone",
+            now=FIRST_RUN,
+            policy=BouncePolicy(),
+            cause="unknown user",
+        )
+    code, _, err = run(site, "subscribers", "add", "reader001@example.com")
+    assert code == 1 and "pipeline subscribers reactivate reader001@example.com" in err
+    assert run(site, "subscribers", "reactivate", "reader001@example.com")[0] == 0
+    assert statuses(site)["reader001@example.com"] == "active"
+
+
+def test_show_includes_bounces_and_forget_erases_them(site: Path) -> None:
+    from pipeline import load_settings, open_ledger
+    from pipeline.bounce_scores import BounceKind, BouncePolicy, record_bounce
+    from tests.helpers import FIRST_RUN, publish
+
+    gone = "reader001@example.com"
+    publish(site, send_email=False)
+    with open_ledger(load_settings(site)) as ledger:
+        record_bounce(
+            ledger,
+            gone,
+            BounceKind.SOFT,
+            f"452 4.2.2 <{gone}>: Mailbox full",
+            now=FIRST_RUN,
+            policy=BouncePolicy(),
+            cause="mailbox full",
+        )
+    shown = json.loads(run(site, "subscribers", "show", gone, "--json")[1])
+    assert [(b["kind"], b["cause"]) for b in shown["bounces"]] == [("soft", "mailbox full")]
+    assert run(site, "subscribers", "forget", gone)[0] == 0
+    with sqlite3.connect(site / "state" / "pipeline.db") as db:
+        dump = "\n".join(db.iterdump())
+    assert "reader001" not in dump

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline import DeliveryError, load_settings, open_ledger
+from pipeline import load_settings, open_ledger
 from pipeline.cli import cli
 from pipeline.workers import deliver_outbox
 from tests.helpers import publish
@@ -63,6 +63,14 @@ def use(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPELINE_SMTP_URL", server.url)
 
 
+def publish_refused(root: Path) -> str:
+    """Publish against a refusing relay: the publish is done, its delivery says why not."""
+    delivery = publish(root).delivery
+    assert delivery is not None and delivery.sent == 0 and not delivery.complete
+    assert delivery.stopped is not None and delivery.stopped.startswith("nothing was delivered")
+    return delivery.stopped
+
+
 def deliver(root: Path) -> None:
     settings = load_settings(root)
     with open_ledger(settings) as ledger:
@@ -77,10 +85,8 @@ def test_a_relay_refusing_the_sender_suppresses_nobody_and_the_fix_sends_each_on
 ) -> None:
     with faulty_server(Faults(every_rcpt=refusal), pipelining=pipelining) as bad:
         use(bad, monkeypatch)
-        with pytest.raises(DeliveryError, match="nothing was delivered") as raised:
-            publish(site)
+        message = publish_refused(site)
     assert bad.handler.log.rejected, "the fault was never injected"
-    message = str(raised.value)
     assert "554 5.7.1" in message and "nobody was suppressed" in message
     assert "21 message(s) stay pending" in message and "pipeline deliver" in message
     assert set(statuses(site).values()) == {"active"}
@@ -109,7 +115,10 @@ def test_the_cli_says_a_publish_delivered_nothing_and_deliver_finds_the_digest(
     with faulty_server(Faults(every_rcpt=RELAY_DENIED)) as bad:
         use(bad, monkeypatch)
         result = runner.invoke(cli, ["--root", str(site), "publish", "--yes"])
-    assert result.exit_code == 1, result.output
+        refused = runner.invoke(cli, ["--root", str(site), "deliver"])
+    assert result.exit_code == 3, result.output  # published; delivered nothing
+    assert "Published " in result.output
+    assert refused.exit_code == 1 and "nothing was delivered" in refused.stderr
     assert "nothing was delivered" in result.stderr and "Relay access denied" in result.stderr
     assert "Traceback" not in result.output + result.stderr
     status = json.loads(runner.invoke(cli, ["--root", str(site), "status", "--json"]).output)
@@ -206,9 +215,8 @@ def test_the_same_refusal_for_everyone_trips_the_breaker_and_suppresses_nobody(
     configure(site, send={"connections": 1})  # the refusals come back in id order
     with faulty_server(Faults(every_rcpt=refusal)) as server:
         use(server, monkeypatch)
-        with pytest.raises(DeliveryError, match="circuit breaker") as raised:
-            publish(site)
-    assert "10 different recipients in a row" in str(raised.value)
+        message = publish_refused(site)
+    assert "circuit breaker" in message and "10 different recipients in a row" in message
     assert sum(server.handler.log.rejected.values()) == 10
     assert set(statuses(site).values()) == {"active"}
     rows = outbox(site)
@@ -249,7 +257,13 @@ def test_send_test_and_web_sign_ups_say_what_a_refusing_relay_said(
         with TestClient(create_app(load_settings(site))) as client:
             page = client.post("/subscribe/", data={"email": "new@x.example", "topic": []})
         assert page.status_code == 200
-    assert "Relay access denied" in caplog.text
+    assert "held" in caplog.text
+    with sqlite3.connect(site / "state" / "pipeline.db") as db:
+        row = db.execute(
+            "SELECT status, cause, last_reply FROM outbox WHERE email = 'new@x.example'"
+        ).fetchone()
+    assert row[:2] == ("pending", "sender: relay access denied") and "5.7.1" in row[2]
+    assert statuses(site)["new@x.example"] == "pending"  # nobody suppressed
 
 
 def test_parallel_drains_each_stop_on_a_relay_refusal_and_suppress_nobody(
@@ -258,8 +272,7 @@ def test_parallel_drains_each_stop_on_a_relay_refusal_and_suppress_nobody(
     configure(site, send={"processes": 2})
     with faulty_server(Faults(every_rcpt=BLOCKLISTED), pipelining=True) as bad:
         use(bad, monkeypatch)
-        with pytest.raises(DeliveryError, match="sending host blocklisted"):
-            publish(site)
+        assert "sending host blocklisted" in publish_refused(site)
     assert set(statuses(site).values()) == {"active"}
     assert {r.status for r in outbox(site).values()} == {"pending"}
     with faulty_server(pipelining=True) as fixed:
@@ -283,3 +296,23 @@ def test_a_delivery_clears_the_score_a_soft_bounce_left(
         assert ledger.bounce_score(full) is None  # cleared by the delivery that followed
         (event,) = ledger.bounce_events(full)  # the bounce itself is kept
         assert (event.kind, event.cause) == ("soft", "mailbox full")
+
+
+def test_a_confirmation_to_an_unknown_user_is_a_hard_bounce_without_a_digest(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from starlette.testclient import TestClient
+
+    from pipeline.web import create_app
+
+    unknown = "550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+    with faulty_server(Faults(rcpt_replies={"typo@x.example": unknown})) as server:
+        use(server, monkeypatch)
+        with TestClient(create_app(load_settings(site))) as client:
+            page = client.post("/subscribe/", data={"email": "typo@x.example", "topic": []})
+        assert page.status_code == 200
+    assert causes(site)["typo@x.example"] == "address: unknown user"
+    assert statuses(site)["typo@x.example"] == "bounced"
+    with open_ledger(load_settings(site)) as ledger:
+        (event,) = ledger.bounce_events("typo@x.example")
+        assert (event.kind, event.digest_id) == ("hard", None)  # a confirmation, no digest

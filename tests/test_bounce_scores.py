@@ -196,3 +196,16 @@ def test_bounces_settings_are_read_and_checked(tmp_path: Path) -> None:
     (tmp_path / "pipeline.toml").write_text("[bounces]\nsoft_score = 5.0\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"\[bounces\].*soft_score < threshold"):
         load_settings(tmp_path)
+
+
+def test_stale_scores_are_forgotten_and_listed_as_zero(ledger: Ledger) -> None:
+    record_bounce(ledger, "ben@example.org", SOFT, "452 full", now=T0, policy=POLICY)
+    record_bounce(
+        ledger, "cleo@example.org", SOFT, "452 full", now=T0 + timedelta(days=6), policy=POLICY
+    )
+    later = T0 + timedelta(days=8)
+    listed = ledger.bounce_listing(fresh_since=later - POLICY.stale_after)
+    assert [(a.email, a.score) for a in listed] == [("cleo@example.org", 1.0)]
+    assert ledger.forget_stale_scores(later - POLICY.stale_after) == 1
+    assert ledger.scored_addresses() == {"cleo@example.org"}
+    assert len(ledger.bounce_events("ben@example.org")) == 1  # the history stays

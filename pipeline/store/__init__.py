@@ -15,6 +15,7 @@ seam, and :class:`Ledger` composing them::
     outbox.py       claims, leases, the fate of each message
     subscribers.py  subscribers, sign-ups, suppressions
     inbound.py      mail that came back and webhook events already handled
+    personal.py     one person's data: export, erasure, erased addresses' keyed hashes
     records.py      the values they take and return
     migrations.py   the versioned schema
     sqlite.py       the SQLite backend (the embedded default)
@@ -31,9 +32,11 @@ from pipeline.store.database import Database
 from pipeline.store.digests import DigestStore
 from pipeline.store.inbound import InboundStore
 from pipeline.store.outbox import OutboxStore
+from pipeline.store.personal import PersonalDataStore
 from pipeline.store.records import (
     SUBSCRIBER_STATUSES,
     SUPPRESSED_STATUSES,
+    TRANSACTIONAL_DIGEST,
     AudienceRecord,
     CachedArticle,
     DeliveryCounts,
@@ -56,6 +59,7 @@ from pipeline.store.subscribers import SubscriberStore
 __all__ = [
     "SUBSCRIBER_STATUSES",
     "SUPPRESSED_STATUSES",
+    "TRANSACTIONAL_DIGEST",
     "AudienceRecord",
     "CachedArticle",
     "DeliveryCounts",
@@ -75,7 +79,14 @@ __all__ = [
 
 
 class Ledger(
-    ArticleStore, SiteStore, DigestStore, OutboxStore, SubscriberStore, BounceStore, InboundStore
+    ArticleStore,
+    SiteStore,
+    DigestStore,
+    OutboxStore,
+    SubscriberStore,
+    PersonalDataStore,
+    BounceStore,
+    InboundStore,
 ):
     """One connection to the ledger; use as a context manager.
 

@@ -117,15 +117,28 @@ class BounceStore:
         """The addresses with a bounce score (few): a delivery to one of them clears it."""
         return {key for (key,) in self._db.execute("SELECT email_key FROM bounce_scores")}
 
-    def bounce_listing(self) -> list[ScoredAddress]:
-        """Subscribers with a score, or suppressed by bounces, highest score first."""
+    def forget_stale_scores(self, before: datetime) -> int:
+        """Drop the scores whose last bounce is older than ``before``: they count as zero
+        anyway (the next bounce starts again), and a delivery need not clear them."""
+        cursor = self._db.execute(
+            "DELETE FROM bounce_scores WHERE last_bounce_at < ?", (iso(before),)
+        )
+        return cursor.rowcount
+
+    def bounce_listing(self, fresh_since: datetime) -> list[ScoredAddress]:
+        """Subscribers with a score whose last bounce is at or after ``fresh_since``, or
+        suppressed by bounces; highest score first."""
+        fresh = iso(fresh_since)
         rows = self._db.execute(
-            """SELECT s.email, s.status, coalesce(b.score, 0), b.last_bounce_at,
+            """SELECT s.email, s.status,
+                      CASE WHEN b.last_bounce_at >= ? THEN b.score ELSE 0 END AS current,
+                      b.last_bounce_at,
                       CASE WHEN s.status = 'bounced' THEN s.reason ELSE coalesce(b.reason, '') END,
                       (SELECT COUNT(*) FROM bounce_events e WHERE e.email_key = s.email_key)
                FROM subscribers s LEFT JOIN bounce_scores b ON b.email_key = s.email_key
-               WHERE b.email_key IS NOT NULL OR s.status = 'bounced'
-               ORDER BY coalesce(b.score, 0) DESC, s.status, s.email_key"""
+               WHERE b.last_bounce_at >= ? OR s.status = 'bounced'
+               ORDER BY current DESC, s.status, s.email_key""",
+            (fresh, fresh),
         )
         return [
             ScoredAddress(

@@ -3,7 +3,8 @@
 A mixin of ``Ledger``, over the :class:`~pipeline.store.database.Database` seam. Each
 message a mailbox yields, and each webhook event, is recorded under a key (its Message-ID,
 a hash of its bytes, or the provider's event id) in the same transaction as its effects,
-so handling it again changes nothing.
+so handling it again changes nothing. No address is stored here (keys are Message-IDs,
+hashes or the provider's ids; outcomes are words), so erasing a person needs nothing here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pipeline.store.records import iso
 
 __all__ = ["INBOUND_MIGRATION", "InboundStore"]
 
-# Appended to the ledger's migrations (number 7).
+# Appended to the ledger's migrations (number 8).
 INBOUND_MIGRATION = """
     CREATE TABLE inbound_messages (
         key          TEXT PRIMARY KEY,
