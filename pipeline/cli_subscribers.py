@@ -99,8 +99,10 @@ def subscribers_show(app: App, email: str) -> None:
 def subscribers_add(app: App, email: str, name: str | None, topics: str | None) -> None:
     """Add a subscriber, active at once. A known one is never changed: use `set`."""
     chosen = _topics(topics, app)
+    now = datetime.now(UTC)
     with open_store(app.settings) as store:
-        record, changes = store.add(email, name, chosen, datetime.now(UTC))
+        store.import_listed(email, _lists(app.settings).entries, now)
+        record, changes = store.add(email, name, chosen, now)
     if not changes:
         app.out.say(f"{record.email} is already {record.status}; nothing changed")
     elif changes == ("added",):
@@ -121,8 +123,10 @@ def subscribers_set(app: App, email: str, name: str | None, topics: str | None) 
     if name is None and topics is None:
         raise click.UsageError("give --name or --topics (or both)")
     chosen = _topics(topics, app)
+    now = datetime.now(UTC)
     with open_store(app.settings) as store:
-        record, changes = store.change(email, name, chosen, datetime.now(UTC))
+        store.import_listed(email, _lists(app.settings).entries, now)
+        record, changes = store.change(email, name, chosen, now)
     for change in changes:
         app.out.say(f"{record.email}: {change}")
     if not changes:
@@ -133,8 +137,10 @@ def subscribers_set(app: App, email: str, name: str | None, topics: str | None) 
 @click.argument("email")
 def subscribers_remove(app: App, email: str) -> None:
     """Unsubscribe an address for good: no list import brings it back."""
+    now = datetime.now(UTC)
     with open_store(app.settings) as store:
-        changed = store.remove(email, datetime.now(UTC))
+        store.import_listed(email, _lists(app.settings).entries, now)  # as `list` shows them
+        changed = store.remove(email, now)
     app.out.say(f"{email} unsubscribed" if changed else f"{email} was not subscribed")
 
 

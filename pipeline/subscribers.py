@@ -194,6 +194,13 @@ class SubscriberStore:
         rows = (self._row(e.subscriber, e.status, e.source) for e in kept)
         return self.ledger.merge_subscribers(rows, now)
 
+    def import_listed(self, email: str, entries: Iterable[ListEntry], now: datetime) -> None:
+        """Merge the list rows naming ``email`` (by the import rules, as the next publish
+        would) before an editor's command acts on it: `list` shows the lists' people before
+        any publish, so `add`, `set` and `remove` must find them as listed, not as unknown."""
+        key = email_key(email)
+        self.merge([e for e in entries if email_key(e.subscriber.email) == key], now)
+
     def differences(self, entries: Iterable[ListEntry]) -> list[str]:
         """See ``list_differences``."""
         return list_differences(self.ledger.subscribers(), entries)
