@@ -23,6 +23,15 @@ from cmarkgfm.cmark import Options
 
 from pipeline.errors import Problem
 from pipeline.models import Article, Therapy
+from pipeline.text_rules import (
+    canonical_body,
+    drop_unsafe_references,
+    normalise_newlines,
+    reference_problems,
+    strip_unsafe,
+    title_problems,
+    value_problems,
+)
 
 __all__ = [
     "LoadResult",
@@ -36,8 +45,20 @@ __all__ = [
 
 _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _NCT = re.compile(r"^NCT\d{8}$")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_FIELDS = {"title", "summary", "published", "updated", "topics", "therapy", "trials", "draft", "id"}
+_FIELDS = {
+    "title",
+    "summary",
+    "published",
+    "updated",
+    "topics",
+    "therapy",
+    "trials",
+    "draft",
+    "id",
+    "minor_edit",
+}
+# Identity and workflow flags, not content: changing them is not an edit readers see.
+_NOT_CONTENT = {"id", "draft", "minor_edit"}
 _THERAPY_FIELDS = {"name", "maker", "brands"}
 
 # CommonMark with GitHub's tables, by cmark-gfm (C): about 8x faster than a pure-Python
@@ -104,8 +125,8 @@ def article_url(base_url: str, slug: str) -> str:
 
 
 def strip_control_chars(text: str) -> str:
-    """Remove C0/C1 control characters (tab and newlines stay): XML 1.0 forbids most of them."""
-    return _CONTROL.sub("", text)
+    """Remove the characters feeds cannot carry (see ``text_rules``); tab and newlines stay."""
+    return strip_unsafe(text)
 
 
 def sanitize_html(html: str, page_url: str) -> str:
@@ -130,11 +151,12 @@ def sanitize_html(html: str, page_url: str) -> str:
 def render_markdown(markdown: str, page_url: str) -> str:
     """CommonMark to sanitised HTML with absolute URLs."""
     html: str = cmarkgfm.markdown_to_html_with_extensions(
-        strip_control_chars(markdown),
+        drop_unsafe_references(strip_control_chars(markdown)),
         options=_MARKDOWN_OPTIONS,
         extensions=list(_MARKDOWN_EXTENSIONS),
     )
-    return sanitize_html(html, page_url)
+    # The HTML parser decodes references in raw HTML too (<p>&#x1b;</p>): strip after it.
+    return strip_unsafe(sanitize_html(html, page_url))
 
 
 def load_articles(directory: Path, root: Path, *, known_topics: Iterable[str] = ()) -> LoadResult:
@@ -180,8 +202,9 @@ def parse_article(
     except StopIteration:
         problem(1, None, "the front matter is never closed; add a '---' line after it")
         return None, problems
-    front_text = "\n".join(lines[1:end])
-    body = "\n".join(lines[end + 1 :]).strip("\n") + "\n"
+    front_text = normalise_newlines("\n".join(lines[1:end]))
+    raw_body = "\n".join(lines[end + 1 :]).strip("\n") + "\n"
+    body = normalise_newlines(raw_body)
 
     try:
         node, data = _parse_yaml(front_text)
@@ -197,6 +220,12 @@ def parse_article(
         k.value: k.start_mark.line + 2 for k, _ in node.value if isinstance(k, yaml.ScalarNode)
     }
 
+    for key, value in data.items():
+        for path, message in value_problems(value):
+            problem(line_of.get(str(key)), f"{key}{path}", message)
+    for line, message in reference_problems(body, end + 2):
+        problem(line, "body", message)
+
     for unknown in sorted(set(map(str, data)) - _FIELDS):
         problem(
             line_of.get(unknown),
@@ -205,6 +234,8 @@ def parse_article(
         )
 
     title = _text(data, "title", line_of, problem, required=True)
+    for message in title_problems(title or ""):
+        problem(line_of.get("title"), "title", message)
     summary = _text(data, "summary", line_of, problem, required=True)
     published = _when(data, "published", line_of, problem, required=True)
     updated = _when(data, "updated", line_of, problem, required=False)
@@ -240,8 +271,14 @@ def parse_article(
     if not isinstance(draft, bool):
         problem(line_of.get("draft"), "draft", "must be true or false")
         draft = False
+    minor_edit = data.get("minor_edit", False)
+    if not isinstance(minor_edit, bool):
+        problem(line_of.get("minor_edit"), "minor_edit", "must be true or false")
+        minor_edit = False
     explicit_id = data.get("id")
-    if explicit_id is not None and (not isinstance(explicit_id, str) or ":" not in explicit_id):
+    if explicit_id is not None and (
+        not isinstance(explicit_id, str) or ":" not in explicit_id or re.search(r"\s", explicit_id)
+    ):
         problem(
             line_of.get("id"), "id", "must be an absolute IRI such as tag:example.org,2024:therapy"
         )
@@ -252,13 +289,23 @@ def parse_article(
     if problems or title is None or summary is None or published is None:
         return None, problems
 
-    # The id is identity, not content: adding one to rename a file is not an edit.
-    content_hash = _content_hash({k: v for k, v in data.items() if k != "id"}, body)
+    content_hash = _canonical_hash(
+        {
+            "title": title,
+            "summary": summary,
+            "published": published,
+            "updated": updated,
+            "topics": topics,
+            "therapy": therapy,
+            "trials": trials,
+        },
+        body,
+    )
     article = Article(
         slug=slug,
         source=source,
-        title=strip_control_chars(title),
-        summary=strip_control_chars(summary),
+        title=title,
+        summary=summary,
         published=published,
         updated=updated,
         topics=tuple(topics),
@@ -268,6 +315,9 @@ def parse_article(
         explicit_id=explicit_id,
         body_markdown=body,
         content_hash=content_hash,
+        minor_edit=minor_edit,
+        # The hash ledgers written before canonical hashing hold (see detect.py).
+        former_hash=_content_hash({k: v for k, v in data.items() if k != "id"}, raw_body),
     )
     return article, problems
 
@@ -375,8 +425,23 @@ def _therapy(value: Any, line: int | None, problem: Report) -> Therapy | None:
     return Therapy(name=name.strip(), maker=maker.strip(), brands=tuple(b.strip() for b in brands))
 
 
+def _canonical_hash(fields: dict[str, Any], body: str) -> str:
+    """Hash of what a reader sees: parsed field values and the body as rendered.
+
+    Line ends, trailing spaces, white space runs and YAML style do not count (the fields
+    are parsed values, titles and summaries with white space collapsed as shown; the body
+    goes through ``text_rules.canonical_body``); ``id``, ``draft`` and ``minor_edit`` do not
+    count either. The ``v2:`` prefix tells these hashes from the former ones.
+    """
+    canonical = json.dumps(fields, sort_keys=True, default=_json_default, ensure_ascii=False)
+    digest = hashlib.sha256(canonical.encode("utf-8"))
+    digest.update(b"\0")
+    digest.update(canonical_body(body).encode("utf-8"))
+    return "v2:" + digest.hexdigest()
+
+
 def _content_hash(front_matter: dict[str, Any], body: str) -> str:
-    """Hash of the parsed front matter and body: formatting-only YAML edits do not count."""
+    """The former hash: raw parsed front matter and body bytes (kept to read old ledgers)."""
     canonical = json.dumps(front_matter, sort_keys=True, default=_json_default, ensure_ascii=False)
     digest = hashlib.sha256()
     digest.update(canonical.encode("utf-8"))
@@ -385,9 +450,11 @@ def _content_hash(front_matter: dict[str, Any], body: str) -> str:
     return digest.hexdigest()
 
 
-def _json_default(value: object) -> str:
+def _json_default(value: object) -> Any:
     if isinstance(value, date | datetime):
         return value.isoformat()
+    if isinstance(value, Therapy):
+        return [value.name, value.maker, list(value.brands)]
     return str(value)
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pipeline.feed_history import FeedDate
+
 __all__ = [
     "SUBSCRIBER_STATUSES",
     "AudienceRecord",
@@ -159,6 +161,26 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE article_cache ADD COLUMN file_stat TEXT NOT NULL DEFAULT '';
     ALTER TABLE article_cache ADD COLUMN markdown TEXT NOT NULL DEFAULT ''
+    """,
+    # 6: feeds that tell the truth over time: ids of replaced rows are never minted again;
+    # each feed's date never goes back; WebSub pings still owed to the hub
+    """
+    CREATE TABLE retired_ids (
+        entry_id    TEXT PRIMARY KEY,
+        slug        TEXT NOT NULL,
+        retired_at  TEXT NOT NULL
+    );
+    CREATE TABLE feed_dates (
+        scope       TEXT PRIMARY KEY,
+        body_hash   TEXT NOT NULL,
+        updated     TEXT NOT NULL
+    );
+    CREATE TABLE websub_pending (
+        topic_url   TEXT PRIMARY KEY,
+        attempts    INTEGER NOT NULL,
+        last_error  TEXT NOT NULL,
+        since       TEXT NOT NULL
+    );
     """,
 )
 
@@ -349,6 +371,26 @@ class Ledger:
             for slug, entry_id, content_hash, pub, upd, status in rows
         }
 
+    def retired_ids(self) -> frozenset[str]:
+        """Ids of ledger rows that another article replaced: never to be minted again."""
+        return frozenset(
+            entry_id for (entry_id,) in self._db.execute("SELECT entry_id FROM retired_ids")
+        )
+
+    def feed_dates(self) -> dict[str, FeedDate]:
+        """Per feed scope ("" or "topics/<t>/", archive pages too): hash and date last given."""
+        rows = self._db.execute("SELECT scope, body_hash, updated FROM feed_dates")
+        return {scope: FeedDate(scope, body_hash, _parse(upd)) for scope, body_hash, upd in rows}
+
+    def record_feed_dates(self, dates: Iterable[FeedDate]) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                """INSERT INTO feed_dates (scope, body_hash, updated) VALUES (?, ?, ?)
+                   ON CONFLICT (scope) DO UPDATE SET
+                       body_hash = excluded.body_hash, updated = excluded.updated""",
+                [(d.scope, d.body_hash, _iso(d.updated)) for d in dates],
+            )
+
     # --- one publish ----------------------------------------------------------------------
 
     def record_publish(self, record: PublishRecord, now: datetime) -> int | None:
@@ -359,6 +401,18 @@ class Ledger:
         stamp = _iso(now)
         with self.transaction() as db:
             for article in record.articles:
+                # A row this article replaces (its slug under another id: a withdrawn article)
+                # is retired, so that its id is never minted for anyone else.
+                db.execute(
+                    """INSERT INTO retired_ids (entry_id, slug, retired_at)
+                       SELECT entry_id, slug, ? FROM articles WHERE slug = ? AND entry_id <> ?
+                       ON CONFLICT (entry_id) DO NOTHING""",
+                    (stamp, article.slug, article.entry_id),
+                )
+                db.execute(
+                    "DELETE FROM articles WHERE slug = ? AND entry_id <> ?",
+                    (article.slug, article.entry_id),
+                )
                 # The slug follows the entry id: a renamed file keeps its row (id, dates).
                 db.execute(
                     "UPDATE articles SET slug = ? WHERE entry_id = ? AND slug <> ?",

@@ -18,11 +18,11 @@ from pipeline.atomic import write_all_if_changed, write_if_changed
 from pipeline.cache import CachedLoad, load_articles_cached
 from pipeline.config import Settings, secret_key
 from pipeline.delivery import DeliveryReport, Transport
-from pipeline.detect import detect_changes
 from pipeline.digest import DigestPlan, plan_digest
 from pipeline.disclaimer import load_disclaimer
 from pipeline.drain import Progress
 from pipeline.errors import ContentError, Problem
+from pipeline.feed_history import FeedDate
 from pipeline.feeds import render_feeds
 from pipeline.ledger import KnownArticle, Ledger, PublishRecord
 from pipeline.messages import check_email_settings
@@ -35,6 +35,7 @@ from pipeline.subscribers import (
     load_subscribers,
     planned_recipients,
 )
+from pipeline.vetting import vet_articles
 from pipeline.workers import deliver_outbox
 
 __all__ = [
@@ -57,6 +58,7 @@ class PublishPlan:
     site: SitePlan | None = None  # article pages to track, stale pages to remove
     cache: CachedLoad | None = None  # articles parsed this time, to cache
     email: bool = True  # False: planned for a publish without email, so no digest planned
+    feed_dates: tuple[FeedDate, ...] = ()  # feed scopes whose hash or date moved
 
     @property
     def recipients(self) -> int:
@@ -95,15 +97,22 @@ def plan_publish(
         base_url=settings.base_url,
     )
     loaded = cache.result
-    if loaded.problems:
-        # All or nothing: a half publish would withdraw the broken article from every feed.
-        raise ContentError(list(loaded.problems))
-
     disclaimer = load_disclaimer(paths.templates, settings.base_url)
-    changes = detect_changes(
-        loaded.articles, ledger.known_articles(), now=now, base_url=settings.base_url
+    changes, problems = vet_articles(
+        loaded.articles,
+        ledger.known_articles(),
+        retired=ledger.retired_ids(),
+        now=now,
+        base_url=settings.base_url,
+        root=paths.root,
     )
-    files = render_feeds(changes.live, settings, disclaimer).files
+    if changes is None or loaded.problems:
+        # All or nothing: a half publish would withdraw the broken article from every feed.
+        raise ContentError(
+            sorted([*loaded.problems, *problems], key=lambda p: (p.file, p.line or 0))
+        )
+    feeds = render_feeds(changes.live, settings, disclaimer, previous=ledger.feed_dates(), now=now)
+    files = feeds.files
     site = plan_site(
         changes.live,
         settings,
@@ -131,6 +140,7 @@ def plan_publish(
         site=site,
         cache=cache,
         email=email,
+        feed_dates=feeds.dates,
     )
 
 
@@ -161,6 +171,8 @@ def execute(
         ledger.record_site_outputs(
             output_stamps(public, plan.site.keys, plan.files), plan.site.forget
         )
+    if plan.feed_dates:
+        ledger.record_feed_dates(plan.feed_dates)
     if plan.cache is not None:
         ledger.store_cached_articles(
             plan.cache.fresh, plan.cache.slugs, restamped=plan.cache.restamped
@@ -175,7 +187,7 @@ def execute(
                 KnownArticle(
                     e.slug, e.entry_id, e.article.content_hash, e.published, e.updated, True
                 )
-                for e in (*changes.announced, *changes.renamed)
+                for e in (*changes.announced, *changes.renamed, *changes.corrected)
             ),
             withdrawn=changes.withdrawn,
             digest_subject=digest.subject if digest else None,
