@@ -30,6 +30,7 @@ from pipeline.text_rules import (
     reference_problems,
     strip_unsafe,
     title_problems,
+    valid_url,
     value_problems,
 )
 
@@ -134,7 +135,7 @@ def sanitize_html(html: str, page_url: str) -> str:
 
     def absolutise(tag: str, attribute: str, value: str) -> str | None:
         if attribute in ("href", "src"):
-            return urljoin(page_url, value.strip())
+            return valid_url(urljoin(page_url, value.strip()))
         return value
 
     return nh3.clean(

@@ -14,11 +14,11 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pipeline.atomic import write_atomic
 from pipeline.errors import ConfigError
-from pipeline.text_rules import title_problems, unsafe_characters
+from pipeline.text_rules import title_problems, unsafe_characters, valid_url
 
 __all__ = [
     "CONFIG_FILE",
@@ -267,10 +267,10 @@ def _validate(settings: Settings) -> None:
     parts = urlsplit(settings.site.base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"{CONFIG_FILE}: [site] base_url must be an absolute http(s) URL")
-    if settings.site.base_url != quote(settings.site.base_url, safe=_URL_SAFE):
+    if settings.site.base_url != valid_url(settings.site.base_url):
         raise ConfigError(
             f"{CONFIG_FILE}: [site] base_url {settings.site.base_url!r} holds characters a URL "
-            f"may not; write it percent-encoded: {quote(settings.site.base_url, safe=_URL_SAFE)}"
+            f"may not; write it percent-encoded: {valid_url(settings.site.base_url)}"
         )
     _check_text(settings)
     if "@" not in settings.sender.address:
@@ -339,10 +339,6 @@ def secret_key(paths: Paths) -> str:
     key = secrets.token_urlsafe(32)
     write_atomic(key_file, key.encode("ascii"), mode=0o600)
     return key
-
-
-# What may stand in a URL as written (RFC 3986 reserved and unreserved characters, and "%").
-_URL_SAFE = "%:/?#[]@!$&'()*+,;=-._~"
 
 
 def _check_text(settings: Settings) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import cmarkgfm
 
@@ -36,6 +37,7 @@ __all__ = [
     "strip_unsafe",
     "title_problems",
     "unsafe_characters",
+    "valid_url",
     "value_problems",
 ]
 
@@ -160,3 +162,17 @@ def drop_unsafe_references(markdown: str) -> str:
 
 def _unsafe_code(code: int) -> bool:
     return code > 0x10FFFF or code == 0 or bool(_UNSAFE.match(chr(code)))
+
+
+# What may stand in a URL as written: RFC 3986 reserved and unreserved characters, and "%"
+# where it starts an escape.
+URL_SAFE = "%:/?#[]@!$&'()*+,;=-._~"
+_BARE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def valid_url(url: str) -> str:
+    """``url`` with every character RFC 3986 does not allow percent-encoded (UTF-8).
+
+    Escapes already present stay as they are; a ``%`` that starts none becomes ``%25``.
+    """
+    return quote(_BARE_PERCENT.sub("%25", url), safe=URL_SAFE)
