@@ -10,7 +10,9 @@
   ``[feeds] max_entries`` entries; every older entry is in an archive document
   ``<scope>archive/<n>/atom.xml`` (and ``rss.xml``), oldest first, ``max_entries`` per page.
   Page 1 holds the oldest entries, so a full page only changes when one of its own entries
-  is edited or withdrawn: pages are stable and written only when their bytes change.
+  is edited or withdrawn: pages are stable and written only when their bytes change. Each
+  page links the one before it (``prev-archive``) and the subscription feed (``current``);
+  not the next one, which would rewrite a full page whenever a new page opens.
 """
 
 from __future__ import annotations
@@ -56,7 +58,6 @@ class ArchivePage:
 
     number: int
     entries: tuple[Entry, ...]
-    last: int  # the number of the newest page, to link next-archive
 
 
 def archive_pages(older: Sequence[Entry], size: int) -> list[ArchivePage]:
@@ -68,6 +69,5 @@ def archive_pages(older: Sequence[Entry], size: int) -> list[ArchivePage]:
     oldest_first = list(reversed(older))
     chunks = [oldest_first[i : i + size] for i in range(0, len(oldest_first), size)]
     return [
-        ArchivePage(number, tuple(reversed(chunk)), len(chunks))
-        for number, chunk in enumerate(chunks, start=1)
+        ArchivePage(number, tuple(reversed(chunk))) for number, chunk in enumerate(chunks, start=1)
     ]

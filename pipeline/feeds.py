@@ -78,8 +78,9 @@ class FeedScope:
     home_url: str  # the page the feed stands for: the site, or the topic's page
     entries: tuple[Entry, ...]  # newest first, already capped
     # RFC 5005: directories (like ``directory``) of the linked documents; None for none.
+    # No next-archive (RFC 5005 makes it optional): it would rewrite the newest full page
+    # each time a page opens, and pages are meant to stay as they are.
     prev_archive: str | None = None
-    next_archive: str | None = None
     current: str | None = None  # on archive pages only: the subscription feed's directory
     archives: tuple[FeedScope, ...] = field(default=())  # a subscription feed's pages
 
@@ -126,7 +127,6 @@ def _with_archives(scope: FeedScope, settings: Settings) -> FeedScope:
             title=f"{scope.title} (archive {page.number})",
             entries=page.entries,
             prev_archive=page_dir(page.number - 1),
-            next_archive=page_dir(page.number + 1),
             current=scope.directory,
         )
         for page in pages
@@ -226,7 +226,6 @@ def _finish(root: Any, container: Any, scope: FeedScope, settings: Settings, nam
     for rel, directory in (
         ("current", scope.current),
         ("prev-archive", scope.prev_archive),
-        ("next-archive", scope.next_archive),
     ):
         if directory is not None:
             links.append((rel, urljoin(settings.base_url, directory + name)))

@@ -391,6 +391,27 @@ class Ledger:
                 [(d.scope, d.body_hash, _iso(d.updated)) for d in dates],
             )
 
+    def websub_pending(self) -> list[str]:
+        """Feed URLs whose WebSub ping the hub has not accepted yet, oldest first."""
+        rows = self._db.execute("SELECT topic_url FROM websub_pending ORDER BY since, topic_url")
+        return [url for (url,) in rows]
+
+    def record_websub(
+        self, notified: Iterable[str], pending: dict[str, str], now: datetime
+    ) -> None:
+        """Forget the pings the hub accepted; keep (or add) those it did not, with the error."""
+        with self.transaction() as db:
+            db.executemany(
+                "DELETE FROM websub_pending WHERE topic_url = ?", [(url,) for url in notified]
+            )
+            db.executemany(
+                """INSERT INTO websub_pending (topic_url, attempts, last_error, since)
+                   VALUES (?, 1, ?, ?)
+                   ON CONFLICT (topic_url) DO UPDATE SET
+                       attempts = websub_pending.attempts + 1, last_error = excluded.last_error""",
+                [(url, error, _iso(now)) for url, error in pending.items()],
+            )
+
     # --- one publish ----------------------------------------------------------------------
 
     def record_publish(self, record: PublishRecord, now: datetime) -> int | None:

@@ -36,6 +36,7 @@ from pipeline.subscribers import (
     planned_recipients,
 )
 from pipeline.vetting import vet_articles
+from pipeline.websub import WebSubReport, changed_feed_urls, notify_hub
 from pipeline.workers import deliver_outbox
 
 __all__ = [
@@ -72,6 +73,7 @@ class PublishReport:
     removed: list[str] = field(default_factory=list)  # stale pages (withdrawn, renamed)
     digest_id: int | None = None
     delivery: DeliveryReport | None = None
+    websub: WebSubReport | None = None  # None: no hub configured, or nothing to ping
 
 
 def open_ledger(settings: Settings) -> Ledger:
@@ -207,6 +209,15 @@ def execute(
             web_copy = Path("digests") / str(report.digest_id) / "index.html"
             if write_if_changed(public / web_copy, digest_page(digest.web_html, settings)):
                 report.written.append(str(web_copy))
+
+    hub = settings.feeds.websub_hub
+    if hub:
+        # After the files and the record, before the (possibly long) delivery.
+        changed = changed_feed_urls(report.written, settings.base_url)
+        topics = sorted({*ledger.websub_pending(), *changed})
+        if topics:
+            report.websub = notify_hub(hub, topics)
+            ledger.record_websub(report.websub.notified, report.websub.pending, plan.now)
 
     if send_email:
         report.delivery = deliver_outbox(

@@ -249,5 +249,11 @@ def publish_dict(plan: PublishPlan, report: PublishReport | None, seconds: float
         "removed": list(report.removed) if report else [],
         "digest": report.digest_id if report else None,
         "delivery": delivery_dict(report.delivery) if report else None,
+        "websub": {
+            "notified": list(report.websub.notified),
+            "pending": sorted(report.websub.pending),
+        }
+        if report and report.websub
+        else None,
         "seconds": round(seconds, 3),
     }

@@ -130,7 +130,11 @@ def test_a_summary_with_angle_brackets_reads_the_same_in_every_format(project: P
     ],
 )
 def test_markup_in_a_title_is_refused_with_the_fix(project: Path, title: str, fix: str) -> None:
-    write(project, "marked", f"title: {json.dumps(title, ensure_ascii=False)}\nsummary: S.\npublished: 2026-11-01")
+    write(
+        project,
+        "marked",
+        f"title: {json.dumps(title, ensure_ascii=False)}\nsummary: S.\npublished: 2026-11-01",
+    )
     checked, refused = refusals(project)
     (problem,) = [p for p in checked if p.file == "articles/marked.md"]
     assert (problem.line, problem.field) == (2, "title") and fix in problem.message
