@@ -27,9 +27,9 @@ from typing import Any
 
 from pipeline.articles import LoadResult, parse_article, with_html
 from pipeline.errors import Problem
-from pipeline.ledger import CachedArticle
 from pipeline.models import Article, Therapy
 from pipeline.parallel import map_forked
+from pipeline.store import CachedArticle
 
 __all__ = ["CachedLoad", "decode_article", "encode_article", "load_articles_cached"]
 

@@ -14,8 +14,8 @@ from pipeline.articles import load_articles
 from pipeline.authoring import placeholder_problems
 from pipeline.config import CONFIG_FILE, Settings, load_settings, require_project
 from pipeline.errors import ConfigError, PipelineError, Problem
-from pipeline.ledger import Ledger
 from pipeline.messages import email_settings_problems
+from pipeline.store import Ledger
 from pipeline.subscribers import load_subscribers
 from pipeline.template_check import check_templates
 from pipeline.vetting import vet_articles

@@ -22,17 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pipeline.models import Entry
+from pipeline.store.records import FeedDate
 
 __all__ = ["ArchivePage", "FeedDate", "archive_pages", "feed_date"]
-
-
-@dataclass(frozen=True, slots=True)
-class FeedDate:
-    """What the last publish gave one feed scope: its canonical hash and its date."""
-
-    scope: str  # "" for the site, "topics/<t>/" for a topic
-    body_hash: str  # sha256 of the scope's feeds rendered with their newest entry's date
-    updated: datetime
 
 
 def feed_date(

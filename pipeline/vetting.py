@@ -20,8 +20,8 @@ from pathlib import Path
 
 from pipeline.detect import detect_changes
 from pipeline.errors import ContentError, Problem
-from pipeline.ledger import KnownArticle
 from pipeline.models import Article, Changes
+from pipeline.store import KnownArticle
 
 __all__ = ["vet_articles"]
 
