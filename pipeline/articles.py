@@ -25,8 +25,8 @@ from pipeline.errors import Problem
 from pipeline.models import Article, Therapy
 from pipeline.text_rules import (
     canonical_body,
+    canonical_text,
     drop_unsafe_references,
-    normalise_newlines,
     reference_problems,
     strip_unsafe,
     title_problems,
@@ -203,9 +203,11 @@ def parse_article(
     except StopIteration:
         problem(1, None, "the front matter is never closed; add a '---' line after it")
         return None, problems
-    front_text = normalise_newlines("\n".join(lines[1:end]))
+    # As readers see it: LF line ends, Unicode NFC (composed and decomposed letters look
+    # alike, and the W3C asks the web for NFC), so neither is ever an edit.
+    front_text = canonical_text("\n".join(lines[1:end]))
     raw_body = "\n".join(lines[end + 1 :]).strip("\n") + "\n"
-    body = normalise_newlines(raw_body)
+    body = canonical_text(raw_body)
 
     try:
         node, data = _parse_yaml(front_text)
@@ -423,7 +425,12 @@ def _therapy(value: Any, line: int | None, problem: Report) -> Therapy | None:
     if not isinstance(brands, list) or not all(isinstance(b, str) for b in brands):
         problem(line, "therapy.brands", "must be a list of brand names")
         brands = []
-    return Therapy(name=name.strip(), maker=maker.strip(), brands=tuple(b.strip() for b in brands))
+    # White space as a page shows it, so a double space is not an edit.
+    return Therapy(
+        name=" ".join(name.split()),
+        maker=" ".join(maker.split()),
+        brands=tuple(" ".join(b.split()) for b in brands),
+    )
 
 
 def _canonical_hash(fields: dict[str, Any], body: str) -> str:
@@ -431,8 +438,8 @@ def _canonical_hash(fields: dict[str, Any], body: str) -> str:
 
     Line ends, trailing spaces, white space runs and YAML style do not count (the fields
     are parsed values, titles and summaries with white space collapsed as shown; the body
-    goes through ``text_rules.canonical_body``); ``id``, ``draft`` and ``minor_edit`` do not
-    count either. The ``v2:`` prefix tells these hashes from the former ones.
+    goes through ``text_rules.canonical_body``; the text is NFC already); ``id``, ``draft``
+    and ``minor_edit`` do not count either. The ``v2:`` prefix tells these hashes from the former ones.
     """
     canonical = json.dumps(fields, sort_keys=True, default=_json_default, ensure_ascii=False)
     digest = hashlib.sha256(canonical.encode("utf-8"))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from html import escape
@@ -66,6 +66,7 @@ class FeedFiles:
 
     files: dict[str, bytes]
     dates: tuple[FeedDate, ...] = ()  # scopes whose hash or date differ from the ledger's
+    kept: tuple[str, ...] = ()  # archive pages not rendered again: unchanged, on disk
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +284,7 @@ def render_feeds(
     *,
     previous: Mapping[str, FeedDate] | None = None,
     now: datetime | None = None,
+    present: Callable[[str], bool] | None = None,
 ) -> FeedFiles:
     """Every feed file of the site: three formats for the site and each topic, and the RSS
     and Atom archive pages of each (RFC 5005).
@@ -290,26 +292,74 @@ def render_feeds(
     ``previous`` is what the ledger recorded per scope (``Ledger.feed_dates``) and ``now``
     the publish's time: together they keep each feed's date from going back
     (``feed_history.feed_date``). Without them the date is the newest entry's.
+
+    An archive page whose inputs are those recorded (``FeedDate.input_key``) and whose files
+    ``present`` (a path under public/ -> bool) finds is not rendered again: it would come
+    out the same. Its paths are in ``FeedFiles.kept``.
     """
     files: dict[str, bytes] = {}
+    kept: list[str] = []
     dates: list[FeedDate] = []
     known = previous or {}
+    settings_key = _settings_key(settings, disclaimer)
     for subscription in feed_scopes(entries, settings):
         files[subscription.directory + "feed.json"] = render_json_feed(
             subscription, settings, disclaimer
         )
         for scope in (subscription, *subscription.archives):
+            before = known.get(scope.directory)
+            input_key = _input_key(scope, settings_key)
+            paths = [scope.directory + "rss.xml", scope.directory + "atom.xml"]
+            if (
+                scope.current is not None
+                and before is not None
+                and before.input_key == input_key
+                and present is not None
+                and all(map(present, paths))
+            ):
+                kept += paths
+                continue
             newest = _newest(scope)
             rss = render_rss(scope, settings, disclaimer, newest)
             atom = render_atom(scope, settings, disclaimer, newest)
             body_hash = hashlib.sha256(rss + b"\0" + atom).hexdigest()
-            before = known.get(scope.directory)
             updated = feed_date(newest, body_hash, before, now or newest)
             if updated != newest:
                 rss = render_rss(scope, settings, disclaimer, updated)
                 atom = render_atom(scope, settings, disclaimer, updated)
-            files[scope.directory + "rss.xml"] = rss
-            files[scope.directory + "atom.xml"] = atom
-            if before != FeedDate(scope.directory, body_hash, updated):
-                dates.append(FeedDate(scope.directory, body_hash, updated))
-    return FeedFiles(files, tuple(dates))
+            files[paths[0]] = rss
+            files[paths[1]] = atom
+            stamp = FeedDate(scope.directory, body_hash, updated, input_key)
+            if before != stamp:
+                dates.append(stamp)
+    return FeedFiles(files, tuple(dates), tuple(kept))
+
+
+# Bump when rendering changes what the same inputs turn into.
+_RENDER_VERSION = "1"
+
+
+def _settings_key(settings: Settings, disclaimer: Disclaimer) -> str:
+    """Everything but the entries that a feed document is made from."""
+    parts = [
+        _RENDER_VERSION,
+        settings.base_url,
+        repr(settings.site),
+        settings.feeds.websub_hub,
+        repr(sorted(settings.topics.items())),
+        disclaimer.html,
+    ]
+    return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
+
+
+def _input_key(scope: FeedScope, settings_key: str) -> str:
+    """A hash of everything a scope's RSS and Atom are made from (not their bytes)."""
+    digest = hashlib.sha256(settings_key.encode("ascii"))
+    head = (scope.directory, scope.title, scope.description, scope.home_url)
+    digest.update(repr((*head, scope.prev_archive, scope.current)).encode("utf-8"))
+    for entry in scope.entries:
+        digest.update(
+            f"\0{entry.entry_id}\0{entry.url}\0{entry.published}\0{entry.updated}\0"
+            f"{entry.article.content_hash}".encode()
+        )
+    return digest.hexdigest()

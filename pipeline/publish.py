@@ -113,7 +113,14 @@ def plan_publish(
         raise ContentError(
             sorted([*loaded.problems, *problems], key=lambda p: (p.file, p.line or 0))
         )
-    feeds = render_feeds(changes.live, settings, disclaimer, previous=ledger.feed_dates(), now=now)
+    feeds = render_feeds(
+        changes.live,
+        settings,
+        disclaimer,
+        previous=ledger.feed_dates(),
+        now=now,
+        present=lambda path: (paths.public / path).is_file(),
+    )
     files = feeds.files
     site = plan_site(
         changes.live,
@@ -121,7 +128,7 @@ def plan_publish(
         disclaimer,
         stamps=ledger.site_outputs(),
         digests=ledger.digest_copies(),
-        feed_paths=files,
+        feed_paths=[*files, *feeds.kept],
     )
     files.update(site.files)
 

@@ -23,6 +23,7 @@ Three rules, each checked where the article is parsed so that ``pipeline check``
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
@@ -31,6 +32,7 @@ import cmarkgfm
 
 __all__ = [
     "canonical_body",
+    "canonical_text",
     "drop_unsafe_references",
     "normalise_newlines",
     "reference_problems",
@@ -133,6 +135,12 @@ def title_problems(title: str) -> list[str]:
             "write the character itself"
         )
     return problems
+
+
+def canonical_text(text: str) -> str:
+    """``text`` with LF line ends (CRLF and lone CR as CommonMark reads them) in Unicode
+    NFC (composed and decomposed letters look the same to readers)."""
+    return unicodedata.normalize("NFC", normalise_newlines(text))
 
 
 def canonical_body(markdown: str, render: Callable[[str], str] | None = None) -> str:

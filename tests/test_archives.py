@@ -104,3 +104,16 @@ def test_archive_pages_no_longer_needed_are_removed(project: Path) -> None:
     assert not (project / "public/archive/2").exists()
     assert "prev-archive" not in links(project / "public/archive/1/atom.xml")
     assert links(project / "public/atom.xml")["prev-archive"] == f"{BASE}archive/1/atom.xml"
+
+
+def test_an_unchanged_archive_page_is_not_rendered_again_unless_its_file_is_gone(
+    project: Path,
+) -> None:
+    cap(project, 1)
+    publish(project, send_email=False)
+    again = publish(project, send_email=False, now=FIRST_RUN + timedelta(days=1))
+    assert "archive/1/atom.xml" not in again.plan.files  # not even rendered
+    assert again.written == [] and again.removed == []
+    (project / "public/archive/1/atom.xml").unlink()
+    restored = publish(project, send_email=False, now=FIRST_RUN + timedelta(days=2))
+    assert restored.written == ["archive/1/atom.xml"]

@@ -224,8 +224,30 @@ def _yaml_restyle(path: Path) -> None:
     path.write_text(text, "utf-8")
 
 
-@pytest.mark.parametrize("edit", [_crlf, _trailing_space, _double_space_in_title, _yaml_restyle])
+def _decomposed_unicode(path: Path) -> None:
+    import unicodedata
+
+    path.write_text(unicodedata.normalize("NFD", path.read_text("utf-8")), "utf-8")
+
+
+def _double_space_in_maker(path: Path) -> None:
+    text = path.read_text("utf-8")
+    path.write_text(text.replace("Boehringer Ingelheim\n", "Boehringer  Ingelheim \n", 1), "utf-8")
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        _crlf,
+        _trailing_space,
+        _double_space_in_title,
+        _yaml_restyle,
+        _decomposed_unicode,
+        _double_space_in_maker,
+    ],
+)
 def test_an_edit_no_reader_can_see_is_not_an_update(project: Path, edit) -> None:  # type: ignore[no-untyped-def]
+    edit_article(project, "nintedanib", "twelve hours apart", "twelve hours apart (caf\u00e9)")
     publish(project, send_email=False)
     feeds = {p: p.read_bytes() for p in feed_documents(project / "public")}
     edit(project / NINTEDANIB)

@@ -23,19 +23,20 @@ class FeedStore:
 
     def feed_dates(self) -> dict[str, FeedDate]:
         """Per feed document directory: the hash and date the last publish gave it."""
-        rows = self._db.execute("SELECT scope, body_hash, updated FROM feed_dates")
+        rows = self._db.execute("SELECT scope, body_hash, updated, input_key FROM feed_dates")
         return {
-            scope: FeedDate(scope, body_hash, parse_instant(updated))
-            for scope, body_hash, updated in rows
+            scope: FeedDate(scope, body_hash, parse_instant(updated), input_key)
+            for scope, body_hash, updated, input_key in rows
         }
 
     def record_feed_dates(self, dates: Iterable[FeedDate]) -> None:
         with self._db.transaction():
             self._db.executemany(
-                """INSERT INTO feed_dates (scope, body_hash, updated) VALUES (?, ?, ?)
-                   ON CONFLICT (scope) DO UPDATE SET
-                       body_hash = excluded.body_hash, updated = excluded.updated""",
-                [(d.scope, d.body_hash, iso(d.updated)) for d in dates],
+                """INSERT INTO feed_dates (scope, body_hash, updated, input_key)
+                   VALUES (?, ?, ?, ?)
+                   ON CONFLICT (scope) DO UPDATE SET body_hash = excluded.body_hash,
+                       updated = excluded.updated, input_key = excluded.input_key""",
+                [(d.scope, d.body_hash, iso(d.updated), d.input_key) for d in dates],
             )
 
     def websub_pending(self) -> list[str]:

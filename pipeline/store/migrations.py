@@ -146,7 +146,8 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE feed_dates (
         scope       TEXT PRIMARY KEY,
         body_hash   TEXT NOT NULL,
-        updated     TEXT NOT NULL
+        updated     TEXT NOT NULL,
+        input_key   TEXT NOT NULL
     );
     CREATE TABLE websub_pending (
         topic_url   TEXT PRIMARY KEY,

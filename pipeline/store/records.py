@@ -50,6 +50,7 @@ class FeedDate:
     scope: str  # the document's directory: "", "topics/<t>/", "archive/<n>/"...
     body_hash: str  # sha256 of its RSS and Atom rendered with their newest entry's date
     updated: datetime
+    input_key: str = ""  # a hash of what it is made from, to skip rendering it again
 
 
 @dataclass(frozen=True, slots=True)
