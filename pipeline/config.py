@@ -349,6 +349,13 @@ def _check_text(settings: Settings) -> None:
         for f in fields(cls)
     ]
     labels = [(f"[topics] {slug}", label) for slug, label in settings.topics.items()]
+    for slug in settings.topics:
+        if not re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)*", slug):
+            # It becomes a URL path (topics/<slug>/) and the value articles list.
+            raise ConfigError(
+                f"{CONFIG_FILE}: [topics] {slug!r} is not a slug; use lower-case letters, "
+                'digits and hyphens, e.g. lung-disease = "Lung disease"'
+            )
     for where, value in [*texts, *labels]:
         if isinstance(value, str) and unsafe_characters(value):
             raise ConfigError(

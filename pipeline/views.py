@@ -74,6 +74,10 @@ def changes_table(plan: PublishPlan) -> Table:
             table.add_row(kind, entry.slug, entry.article.title, style=style)
     for entry in changes.renamed:
         table.add_row("renamed", entry.slug, f"{entry.article.title} (same id)", style="cyan")
+    for entry in changes.corrected:
+        table.add_row(
+            "corrected", entry.slug, f"{entry.article.title} (not announced)", style="cyan"
+        )
     for slug in changes.withdrawn:
         table.add_row("withdrawn", slug, "", style="red")
     for article in changes.scheduled:
@@ -126,6 +130,7 @@ def plan_dict(plan: PublishPlan) -> dict[str, Any]:
     return {
         "new": [_entry_dict(e) for e in changes.new],
         "updated": [_entry_dict(e) for e in changes.updated],
+        "corrected": [_entry_dict(e) for e in changes.corrected],
         "withdrawn": list(changes.withdrawn),
         "scheduled": [
             {"slug": a.slug, "title": a.title, "published": _iso(a.published)}

@@ -170,9 +170,13 @@ def test_text_settings_that_reach_feeds_are_checked(project: Path) -> None:
     for bad, named in (
         ('title = "News </b>"', "[site] title"),
         ('author = "Ed\\u0001"', "[site] author"),
+        ('scleroderma = "Sclero &amp; more"', "[topics] scleroderma"),
+        ('"Lung Disease" = "Lung"', "[topics] 'Lung Disease' is not a slug"),
     ):
         key = bad.split(" = ")[0]
         lines = [bad if line.startswith(f"{key} = ") else line for line in original.splitlines()]
+        if bad not in lines:
+            lines.append(bad)  # the last section is [topics]
         config.write_text("\n".join(lines), "utf-8")
         with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]")):
             load_settings(project)
@@ -275,6 +279,7 @@ def test_a_minor_edit_rewrites_the_entry_without_an_announcement(
     edit_article(project, "nintedanib", "twelve hours appart", "twelve hours apart")
     report = publish(project, now=FIRST_RUN + timedelta(days=1))
     assert report.digest_id is None and len(smtp_server.messages) == sent
+    assert [e.slug for e in report.plan.changes.corrected] == ["nintedanib"]
     after = _entry(project, "nintedanib")
     assert "hours apart" in after.content[0].value
     assert after.updated == _entry_updated_after_first_edit(project)
