@@ -343,9 +343,31 @@ def _parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
     loader = _YamlLoader(text)
     try:
         node = loader.get_single_node()
-        return node, (loader.construct_document(node) if node is not None else None)
+        try:
+            return node, (loader.construct_document(node) if node is not None else None)
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+            # A value YAML recognises but cannot build, such as the date 2026-02-30.
+            raise _unbuildable(node, exc) from exc
     finally:
         loader.dispose()
+
+
+def _unbuildable(node: yaml.Node | None, exc: Exception) -> yaml.MarkedYAMLError:
+    """The error for the first value of ``node`` that cannot be built, at its line."""
+    reason = f"{exc} (write a real date, such as 2026-11-01, or quote the value)"
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            probe = _YamlLoader("")
+            try:
+                probe.construct_object(value, deep=True)
+            except (ValueError, TypeError, AttributeError, OverflowError):
+                return yaml.MarkedYAMLError(
+                    problem=f"{getattr(key, 'value', key)}: {reason}",
+                    problem_mark=value.start_mark,
+                )
+            finally:
+                probe.dispose()
+    return yaml.MarkedYAMLError(problem=reason, problem_mark=node.start_mark if node else None)
 
 
 Report = Any  # the local ``problem`` callback

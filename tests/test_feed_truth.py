@@ -83,6 +83,24 @@ def test_characters_xml_cannot_carry_are_refused_by_check_and_publish_alike(
     assert not (project / "public").exists()
 
 
+@pytest.mark.parametrize(
+    "published",
+    [
+        "2026-02-30",
+        "2026-13-01T00:00:00Z",
+        "2026-11-01T10:00:00+25:00",
+        "!!timestamp 2026-01-01 99:00",
+    ],
+)
+def test_a_date_yaml_cannot_build_is_a_problem_not_a_traceback(
+    project: Path, published: str
+) -> None:
+    write(project, "bad-date", f"title: T\nsummary: S.\npublished: {published}")
+    checked, refused = refusals(project)
+    assert where(checked) == where(refused) == [("articles/bad-date.md", 4, None)]
+    assert "published:" in checked[0].message
+
+
 def test_no_unsafe_character_reaches_any_output_even_through_the_renderer() -> None:
     # The renderer is the last line of defence: whatever reaches it, nothing unsafe leaves.
     from pipeline.articles import render_markdown
