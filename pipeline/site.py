@@ -342,17 +342,14 @@ def _stale(public: Path, claimed: set[str]) -> list[str]:
 
 def _stale_archives(public: Path, claimed: set[str]) -> list[str]:
     """RFC 5005 archive pages (``[topics/<t>/]archive/<n>/``) no feed claims any more."""
-    parents = [
-        "archive",
-        *(f"{p.parent.relative_to(public)}/archive" for p in public.glob("topics/*/archive")),
-    ]
+    live = {path.rsplit("/", 1)[0] for path in claimed if "archive/" in path}
+    parents = ["archive", *(str(p.relative_to(public)) for p in public.glob("topics/*/archive"))]
     stale: list[str] = []
     for parent in parents:
         if (public / parent).is_dir():
             stale += sorted(
                 f"{parent}/{page.name}"
                 for page in os.scandir(public / parent)
-                if page.is_dir()
-                and not any(c.startswith(f"{parent}/{page.name}/") for c in claimed)
+                if page.is_dir() and f"{parent}/{page.name}" not in live
             )
     return stale
