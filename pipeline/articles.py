@@ -6,8 +6,6 @@ sees all that is wrong in one go, each with file, line and field.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -21,10 +19,11 @@ import nh3
 import yaml
 from cmarkgfm.cmark import Options
 
+from pipeline.content_hash import canonical_hash, former_hash
 from pipeline.errors import Problem
+from pipeline.front_matter import parse_yaml
 from pipeline.models import Article, Therapy
 from pipeline.text_rules import (
-    canonical_body,
     canonical_text,
     drop_unsafe_references,
     reference_problems,
@@ -46,20 +45,8 @@ __all__ = [
 
 _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _NCT = re.compile(r"^NCT\d{8}$")
-_FIELDS = {
-    "title",
-    "summary",
-    "published",
-    "updated",
-    "topics",
-    "therapy",
-    "trials",
-    "draft",
-    "id",
-    "minor_edit",
-}
-# Identity and workflow flags, not content: changing them is not an edit readers see.
-_NOT_CONTENT = {"id", "draft", "minor_edit"}
+_FIELDS = {"title", "summary", "published", "updated", "topics", "therapy", "trials", "draft"}
+_FIELDS |= {"id", "minor_edit"}  # identity and workflow: not content (see content_hash)
 _THERAPY_FIELDS = {"name", "maker", "brands"}
 
 # CommonMark with GitHub's tables, by cmark-gfm (C): about 8x faster than a pure-Python
@@ -210,7 +197,7 @@ def parse_article(
     body = canonical_text(raw_body)
 
     try:
-        node, data = _parse_yaml(front_text)
+        node, data = parse_yaml(front_text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark is not None else 1
@@ -292,7 +279,7 @@ def parse_article(
     if problems or title is None or summary is None or published is None:
         return None, problems
 
-    content_hash = _canonical_hash(
+    content_hash = canonical_hash(
         {
             "title": title,
             "summary": summary,
@@ -320,7 +307,7 @@ def parse_article(
         content_hash=content_hash,
         minor_edit=minor_edit,
         # The hash ledgers written before canonical hashing hold (see detect.py).
-        former_hash=_content_hash({k: v for k, v in data.items() if k != "id"}, raw_body),
+        former_hash=former_hash({k: v for k, v in data.items() if k != "id"}, raw_body),
     )
     return article, problems
 
@@ -333,42 +320,6 @@ def with_html(article: Article, base_url: str) -> Article:
 
 
 # --- field helpers -------------------------------------------------------------------------
-
-# libyaml when the wheel has it: the pure-Python parser costs ~2 ms per front matter.
-_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
-    """Parse once: the node tree (for line numbers) and the data built from it."""
-    loader = _YamlLoader(text)
-    try:
-        node = loader.get_single_node()
-        try:
-            return node, (loader.construct_document(node) if node is not None else None)
-        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
-            # A value YAML recognises but cannot build, such as the date 2026-02-30.
-            raise _unbuildable(node, exc) from exc
-    finally:
-        loader.dispose()
-
-
-def _unbuildable(node: yaml.Node | None, exc: Exception) -> yaml.MarkedYAMLError:
-    """The error for the first value of ``node`` that cannot be built, at its line."""
-    reason = f"{exc} (write a real date, such as 2026-11-01, or quote the value)"
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            probe = _YamlLoader("")
-            try:
-                probe.construct_object(value, deep=True)
-            except (ValueError, TypeError, AttributeError, OverflowError):
-                return yaml.MarkedYAMLError(
-                    problem=f"{getattr(key, 'value', key)}: {reason}",
-                    problem_mark=value.start_mark,
-                )
-            finally:
-                probe.dispose()
-    return yaml.MarkedYAMLError(problem=reason, problem_mark=node.start_mark if node else None)
-
 
 Report = Any  # the local ``problem`` callback
 
@@ -453,39 +404,6 @@ def _therapy(value: Any, line: int | None, problem: Report) -> Therapy | None:
         maker=" ".join(maker.split()),
         brands=tuple(" ".join(b.split()) for b in brands),
     )
-
-
-def _canonical_hash(fields: dict[str, Any], body: str) -> str:
-    """Hash of what a reader sees: parsed field values and the body as rendered.
-
-    Line ends, trailing spaces, white space runs and YAML style do not count (the fields
-    are parsed values, titles and summaries with white space collapsed as shown; the body
-    goes through ``text_rules.canonical_body``; the text is NFC already); ``id``, ``draft``
-    and ``minor_edit`` do not count either. The ``v2:`` prefix tells these hashes from the former ones.
-    """
-    canonical = json.dumps(fields, sort_keys=True, default=_json_default, ensure_ascii=False)
-    digest = hashlib.sha256(canonical.encode("utf-8"))
-    digest.update(b"\0")
-    digest.update(canonical_body(body).encode("utf-8"))
-    return "v2:" + digest.hexdigest()
-
-
-def _content_hash(front_matter: dict[str, Any], body: str) -> str:
-    """The former hash: raw parsed front matter and body bytes (kept to read old ledgers)."""
-    canonical = json.dumps(front_matter, sort_keys=True, default=_json_default, ensure_ascii=False)
-    digest = hashlib.sha256()
-    digest.update(canonical.encode("utf-8"))
-    digest.update(b"\0")
-    digest.update(body.encode("utf-8"))
-    return digest.hexdigest()
-
-
-def _json_default(value: object) -> Any:
-    if isinstance(value, date | datetime):
-        return value.isoformat()
-    if isinstance(value, Therapy):
-        return [value.name, value.maker, list(value.brands)]
-    return str(value)
 
 
 def _relative(path: Path, root: Path) -> str:

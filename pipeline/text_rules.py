@@ -1,6 +1,6 @@
 """What text may reach a feed or a page, and the canonical form a reader sees.
 
-Three rules, each checked where the article is parsed so that ``pipeline check`` and
+The rules, each checked where the article is parsed so that ``pipeline check`` and
 ``publish`` refuse exactly the same files:
 
 * **Characters XML cannot carry** (XML 1.0 section 2.2: C0 controls but tab and line ends,
@@ -15,23 +15,18 @@ Three rules, each checked where the article is parsed so that ``pipeline check``
   render it as HTML, others as text. So a title may not hold tag-like text (``<b>``,
   ``</i>``) or a character reference (``&amp;``): the editor writes the character itself.
   Other plain-text fields (summary) are escaped where a format expects HTML instead.
-* **Canonical body**: the CommonMark rendering with runs of white space outside ``<pre>``
-  collapsed, which is what a browser shows. Hashing it instead of the file's bytes makes
-  line ends, trailing spaces and YAML style invisible to change detection.
+* **Canonical text**: LF line ends and Unicode NFC, as readers see no difference.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-import cmarkgfm
-
 __all__ = [
-    "canonical_body",
     "canonical_text",
     "drop_unsafe_references",
     "normalise_newlines",
@@ -51,8 +46,6 @@ _UNSAFE = re.compile(
 _REFERENCE = re.compile(r"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));")
 _TAG_LIKE = re.compile(r"</?[A-Za-z][^<>]*>|</[A-Za-z]")
 _ENTITY_LIKE = re.compile(r"&#?\w+;")
-_PRE = re.compile(r"(<pre\b.*?</pre>)", re.DOTALL | re.IGNORECASE)
-_SPACE = re.compile(r"\s+")
 
 
 def unsafe_characters(text: str) -> list[str]:
@@ -141,19 +134,6 @@ def canonical_text(text: str) -> str:
     """``text`` with LF line ends (CRLF and lone CR as CommonMark reads them) in Unicode
     NFC (composed and decomposed letters look the same to readers)."""
     return unicodedata.normalize("NFC", normalise_newlines(text))
-
-
-def canonical_body(markdown: str, render: Callable[[str], str] | None = None) -> str:
-    """The body as a reader sees it: rendered, white space collapsed outside ``<pre>``.
-
-    ``render`` turns CommonMark into HTML (default: cmark-gfm without sanitising, which
-    does not depend on the site's address, so moving the site changes no hash).
-    """
-    html = (render or cmarkgfm.markdown_to_html)(strip_unsafe(markdown))
-    parts = _PRE.split(html)
-    return "".join(
-        part if index % 2 else _SPACE.sub(" ", part).strip() for index, part in enumerate(parts)
-    )
 
 
 def drop_unsafe_references(markdown: str) -> str:
