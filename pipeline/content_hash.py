@@ -24,12 +24,11 @@ from typing import Any
 import cmarkgfm
 
 from pipeline.models import Therapy
-from pipeline.text_rules import strip_unsafe
+from pipeline.text_rules import drop_unsafe_references
 
 __all__ = ["canonical_body", "canonical_hash", "former_hash"]
 
 _PRE = re.compile(r"(<pre\b.*?</pre>)", re.DOTALL | re.IGNORECASE)
-_SPACE = re.compile(r"\s+")
 
 
 def canonical_body(markdown: str, render: Callable[[str], str] | None = None) -> str:
@@ -38,10 +37,12 @@ def canonical_body(markdown: str, render: Callable[[str], str] | None = None) ->
     ``render`` turns CommonMark into HTML (default: cmark-gfm without sanitising, which
     does not depend on the site's address, so moving the site changes no hash).
     """
-    html = (render or cmarkgfm.markdown_to_html)(strip_unsafe(markdown))
-    parts = _PRE.split(html)
+    if "&#" in markdown:  # cmark-gfm cannot even render some (&#xFFFE;)
+        markdown = drop_unsafe_references(markdown)
+    html = (render or cmarkgfm.markdown_to_html)(markdown)
+    parts = _PRE.split(html) if "<pre" in html else [html]
     return "".join(
-        part if index % 2 else _SPACE.sub(" ", part).strip() for index, part in enumerate(parts)
+        part if index % 2 else " ".join(part.split()) for index, part in enumerate(parts)
     )
 
 

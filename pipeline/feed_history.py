@@ -13,6 +13,8 @@
   is edited or withdrawn: pages are stable and written only when their bytes change. Each
   page links the one before it (``prev-archive``) and the subscription feed (``current``);
   not the next one, which would rewrite a full page whenever a new page opens.
+  Pages follow the ``published`` order, so an article published late with a date older
+  than archived entries (an import of old articles) shifts the pages after its place once.
 """
 
 from __future__ import annotations

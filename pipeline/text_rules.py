@@ -38,11 +38,10 @@ __all__ = [
     "value_problems",
 ]
 
-# Every plane's last two code points are noncharacters (Unicode section 23.7).
-_PLANE_ENDS = "".join(f"{chr(p << 16 | 0xFFFE)}{chr(p << 16 | 0xFFFF)}" for p in range(1, 17))
-_UNSAFE = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff" + _PLANE_ENDS + "]"
-)
+# Python's re is slow on classes beyond the BMP (milliseconds per page of text), so the
+# class covers the BMP; the last two code points of planes 1-16, noncharacters too
+# (Unicode section 23.7), are found by ``_astral`` when the text reaches past the BMP.
+_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
 _REFERENCE = re.compile(r"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));")
 _TAG_LIKE = re.compile(r"</?[A-Za-z][^<>]*>|</[A-Za-z]")
 _ENTITY_LIKE = re.compile(r"&#?\w+;")
@@ -53,12 +52,23 @@ def unsafe_characters(text: str) -> list[str]:
     seen: dict[str, None] = {}
     for match in _UNSAFE.finditer(text):
         seen.setdefault(f"U+{ord(match.group()):04X}", None)
+    for character in sorted(_astral(text)):
+        seen.setdefault(f"U+{ord(character):04X}", None)
     return list(seen)
 
 
 def strip_unsafe(text: str) -> str:
     """``text`` without the characters ``unsafe_characters`` names (a last line of defence)."""
-    return _UNSAFE.sub("", text)
+    text = _UNSAFE.sub("", text)
+    astral = _astral(text)
+    return "".join(c for c in text if c not in astral) if astral else text
+
+
+def _astral(text: str) -> set[str]:
+    """The noncharacters beyond the BMP in ``text`` (U+1FFFE, U+10FFFF...)."""
+    if text.isascii() or max(text) <= "\uffff":
+        return set()
+    return {c for c in text if ord(c) > 0xFFFF and ord(c) & 0xFFFE == 0xFFFE}
 
 
 def normalise_newlines(text: str) -> str:
@@ -99,6 +109,8 @@ def reference_problems(body: str, first_line: int) -> Iterator[tuple[int, str]]:
     ``first_line`` is the file line of the body's first line. A reference inside a code span
     is refused as well (it is rare, and telling needs a parse): write ``&amp;#1;`` there.
     """
+    if "&#" not in body and not unsafe_characters(body):
+        return
     for offset, line in enumerate(body.split("\n")):
         names = unsafe_characters(line)
         if names:
@@ -149,7 +161,9 @@ def drop_unsafe_references(markdown: str) -> str:
 
 
 def _unsafe_code(code: int) -> bool:
-    return code > 0x10FFFF or code == 0 or bool(_UNSAFE.match(chr(code)))
+    if code > 0xFFFF:
+        return code > 0x10FFFF or code & 0xFFFE == 0xFFFE
+    return code == 0 or bool(_UNSAFE.match(chr(code)))
 
 
 # What may stand in a URL as written: RFC 3986 reserved and unreserved characters, and "%"
