@@ -333,14 +333,14 @@ def test_a_ledger_from_before_canonical_hashes_sees_no_change(project: Path) -> 
     assert not publish(project, now=FIRST_RUN + timedelta(days=2)).plan.changes.any
 
 
-def test_a_ledger_at_schema_5_is_migrated_and_publishes_nothing_new(project: Path) -> None:
+def test_a_ledger_from_before_migration_7_is_migrated_and_publishes_nothing_new(project: Path) -> None:
     import sqlite3
 
     publish(project, send_email=False)
     db = sqlite3.connect(project / "state" / "pipeline.db")
     for table in ("retired_ids", "feed_dates", "websub_pending"):
         db.execute(f"DROP TABLE {table}")
-    db.execute("PRAGMA user_version = 5")
+    db.execute("PRAGMA user_version = 6")
     db.commit()
     db.close()
     report = publish(project, now=FIRST_RUN + timedelta(days=1))

@@ -14,6 +14,7 @@ seam, and :class:`Ledger` composing them::
     digests.py      publishes, digests, audiences, web copies
     outbox.py       claims, leases, the fate of each message
     subscribers.py  subscribers, sign-ups, suppressions
+    personal.py     one person's data: export, erasure, erased addresses' keyed hashes
     records.py      the values they take and return
     migrations.py   the versioned schema
     sqlite.py       the SQLite backend (the embedded default)
@@ -29,9 +30,11 @@ from pipeline.store.database import Database
 from pipeline.store.digests import DigestStore
 from pipeline.store.feeds import FeedStore
 from pipeline.store.outbox import OutboxStore
+from pipeline.store.personal import PersonalDataStore
 from pipeline.store.records import (
     SUBSCRIBER_STATUSES,
     SUPPRESSED_STATUSES,
+    TRANSACTIONAL_DIGEST,
     AudienceRecord,
     CachedArticle,
     DeliveryCounts,
@@ -55,6 +58,7 @@ from pipeline.store.subscribers import SubscriberStore
 __all__ = [
     "SUBSCRIBER_STATUSES",
     "SUPPRESSED_STATUSES",
+    "TRANSACTIONAL_DIGEST",
     "AudienceRecord",
     "CachedArticle",
     "DeliveryCounts",
@@ -74,7 +78,15 @@ __all__ = [
 ]
 
 
-class Ledger(ArticleStore, SiteStore, FeedStore, DigestStore, OutboxStore, SubscriberStore):
+class Ledger(
+    ArticleStore,
+    SiteStore,
+    FeedStore,
+    DigestStore,
+    OutboxStore,
+    SubscriberStore,
+    PersonalDataStore,
+):
     """One connection to the ledger; use as a context manager.
 
     ``Ledger(path)`` opens (creating and migrating) the SQLite ledger at ``path``;
