@@ -333,7 +333,9 @@ def test_a_ledger_from_before_canonical_hashes_sees_no_change(project: Path) -> 
     assert not publish(project, now=FIRST_RUN + timedelta(days=2)).plan.changes.any
 
 
-def test_a_ledger_from_before_migration_7_is_migrated_and_publishes_nothing_new(project: Path) -> None:
+def test_a_ledger_from_before_migration_7_is_migrated_and_publishes_nothing_new(
+    project: Path,
+) -> None:
     import sqlite3
 
     publish(project, send_email=False)
