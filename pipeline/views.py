@@ -182,6 +182,9 @@ def deliveries_table(status: ProjectStatus) -> Table:
     digest = f" (digest {status.last_digest})" if status.last_digest else ""
     table.add_row("last publish", _when(status.last_publish) + digest)
     table.add_row("email goes to", status.destination)
+    if status.websub_pending:
+        count = len(status.websub_pending)
+        table.add_row("WebSub pings owed", f"{count} (sent at the next publish)", style="yellow")
     return table
 
 
@@ -219,6 +222,7 @@ def status_dict(status: ProjectStatus) -> dict[str, Any]:
         if status.last_publish is None
         else {"at": _iso(status.last_publish), "digest": status.last_digest},
         "destination": status.destination,
+        "websub_pending": list(status.websub_pending),
         "digests": [
             {
                 "digest": d.digest_id,

@@ -136,6 +136,8 @@ def test_a_hub_that_fails_never_fails_the_publish_and_gets_the_ping_later(
     assert report.written and report.websub is not None
     assert report.websub.notified == () and len(report.websub.pending) == 12
     assert "503" in next(iter(report.websub.pending.values()))
+    status = CliRunner().invoke(cli, ["--root", str(project), "status", "--json"])
+    assert len(json.loads(status.output)["websub_pending"]) == 12
     hub.failures = 0
     again = publish(project, send_email=False, now=FIRST_RUN + timedelta(days=1))
     assert again.written == []  # nothing changed, but the owed pings go out
