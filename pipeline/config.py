@@ -404,7 +404,12 @@ def _check_text(settings: Settings) -> None:
                 f"{CONFIG_FILE}: {where} contains {', '.join(unsafe_characters(value))}, "
                 "which feeds cannot carry; delete it"
             )
-    names = [("[site] title", settings.site.title), ("[site] author", settings.site.author)]
+    site = settings.site
+    names = [
+        ("[site] title", site.title),
+        ("[site] author", site.author),
+        ("[site] description", site.description),  # Atom subtitle: text, so the same rule
+    ]
     for where, value in [*names, *labels]:
         for problem in title_problems(value):
             raise ConfigError(f"{CONFIG_FILE}: {where} {problem}")

@@ -159,6 +159,7 @@ def test_text_settings_that_reach_feeds_are_checked(project: Path) -> None:
     for bad, named in (
         ('title = "News </b>"', "[site] title"),
         ('author = "Ed\\u0001"', "[site] author"),
+        ('description = "Trials &amp; therapies"', "[site] description"),
         ('scleroderma = "Sclero &amp; more"', "[topics] scleroderma"),
         ('"Lung Disease" = "Lung"', "[topics] 'Lung Disease' is not a slug"),
     ):
