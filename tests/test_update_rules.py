@@ -136,7 +136,7 @@ def test_a_ledger_from_before_canonical_hashes_sees_no_change(project: Path) -> 
     assert not publish(project, now=FIRST_RUN + timedelta(days=2)).plan.changes.any
 
 
-def test_a_ledger_from_before_migration_8_is_migrated_and_publishes_nothing_new(
+def test_a_ledger_from_before_migration_9_is_migrated_and_publishes_nothing_new(
     project: Path,
 ) -> None:
     import sqlite3
@@ -145,7 +145,7 @@ def test_a_ledger_from_before_migration_8_is_migrated_and_publishes_nothing_new(
     db = sqlite3.connect(project / "state" / "pipeline.db")
     for table in ("retired_ids", "feed_dates", "websub_pending"):
         db.execute(f"DROP TABLE {table}")
-    db.execute("PRAGMA user_version = 7")
+    db.execute("PRAGMA user_version = 8")
     db.commit()
     db.close()
     report = publish(project, now=FIRST_RUN + timedelta(days=1))

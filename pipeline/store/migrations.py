@@ -8,6 +8,8 @@ existing ledgers have run it. The SQLite file records how many it has run in its
 
 from __future__ import annotations
 
+from pipeline.store.inbound import INBOUND_MIGRATION
+
 __all__ = ["SQLITE_MIGRATIONS"]
 
 SQLITE_MIGRATIONS: tuple[str, ...] = (
@@ -179,7 +181,9 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE outbox ADD COLUMN cause TEXT
     """,
-    # 8: feeds that tell the truth over time: ids of replaced rows are never minted again;
+    # 8: mail that came back and webhook events already handled (store/inbound.py)
+    INBOUND_MIGRATION,
+    # 9: feeds that tell the truth over time: ids of replaced rows are never minted again;
     # each feed's date never goes back; WebSub pings still owed to the hub
     """
     CREATE TABLE retired_ids (
