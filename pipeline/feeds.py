@@ -22,6 +22,7 @@ from lxml import etree
 
 from pipeline.config import Settings
 from pipeline.disclaimer import Disclaimer
+from pipeline.markdown import plain_footnotes
 from pipeline.models import Entry
 
 __all__ = [
@@ -92,8 +93,9 @@ def feed_scopes(entries: Sequence[Entry], settings: Settings) -> list[FeedScope]
 
 
 def entry_content(entry: Entry, disclaimer: Disclaimer) -> str:
-    """The article's sanitised HTML, always followed by the disclaimer."""
-    return f'{entry.article.html}\n<hr>\n<div class="disclaimer">{disclaimer.html}</div>'
+    """The article's sanitised HTML (footnotes as plain numbered notes), always followed by
+    the disclaimer."""
+    return f'{plain_footnotes(entry.article.html)}\n<hr>\n<div class="disclaimer">{disclaimer.html}</div>'
 
 
 def _newest(scope: FeedScope) -> datetime:

@@ -25,6 +25,7 @@ from pipeline.drain import Progress
 from pipeline.errors import ContentError, Problem
 from pipeline.feeds import render_feeds
 from pipeline.ledger import KnownArticle, Ledger, PublishRecord
+from pipeline.media import media_outputs
 from pipeline.messages import check_email_settings
 from pipeline.models import Changes
 from pipeline.site import SitePlan, digest_page, output_stamps, plan_site, remove_stale
@@ -104,6 +105,7 @@ def plan_publish(
         loaded.articles, ledger.known_articles(), now=now, base_url=settings.base_url
     )
     files = render_feeds(changes.live, settings, disclaimer).files
+    files.update(media_outputs(changes.live, paths.articles))
     site = plan_site(
         changes.live,
         settings,

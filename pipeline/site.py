@@ -33,6 +33,7 @@ from pipeline.disclaimer import Disclaimer
 from pipeline.errors import TemplateError
 from pipeline.feeds import FEED_FORMATS
 from pipeline.ledger import DigestCopy, OutputStamp
+from pipeline.markdown import render_markdown
 from pipeline.models import Entry
 from pipeline.parallel import map_forked
 
@@ -41,13 +42,16 @@ __all__ = [
     "digest_page",
     "output_stamps",
     "plan_site",
+    "related_entries",
     "remove_stale",
     "trial_url",
 ]
 
 SITE_TEMPLATES = "site"
-SITE_VERSION = "1"  # bump when this module changes what a page looks like
+SITE_VERSION = "2"  # bump when this module changes what a page looks like
 _ROOT_FROM_SUBPAGE = "../../"  # articles/<slug>/, topics/<t>/ and digests/<n>/ are two deep
+ABOUT_PAGE = "about/index.html"
+RELATED_COUNT = 3  # related articles listed under an article
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,15 +101,19 @@ def plan_site(
         )
 
     entry_keys: dict[str, str] = {}
-    todo: list[Entry] = []
+    todo: list[tuple[Entry, list[Entry]]] = []
+    related = related_entries(ordered)
     for entry in ordered:
         entry_keys[entry.slug] = pages.input_key(entry)
-        if fresh(article_page_path(entry.slug), entry_keys[entry.slug]):
-            todo.append(entry)
+        page_key = pages.page_key(entry_keys[entry.slug], related[entry.slug])
+        if fresh(article_page_path(entry.slug), page_key):
+            todo.append((entry, related[entry.slug]))
     # A first publish or a template change renders every page: one worker per core then.
     rendered = map_forked(_render_article, (pages, todo), len(todo))
-    for entry, page in zip(todo, rendered, strict=True):
+    for (entry, _), page in zip(todo, rendered, strict=True):
         files[article_page_path(entry.slug)] = page
+    if fresh(ABOUT_PAGE, pages.fingerprint):
+        files[ABOUT_PAGE] = pages.about()
     listings: list[tuple[str, str | None, list[Entry]]] = [("index.html", None, ordered)]
     for topic in sorted(settings.topics):
         chosen = [e for e in ordered if topic in e.article.topics]
@@ -118,6 +126,22 @@ def plan_site(
     claimed = {*files, *keys, *feed_paths}
     forget = tuple(sorted(p for p in stamps if p not in keys))
     return SitePlan(files, keys, tuple(_stale(public, claimed)), forget)
+
+
+def related_entries(ordered: Sequence[Entry]) -> dict[str, list[Entry]]:
+    """For each entry, up to ``RELATED_COUNT`` others sharing a topic with it, those sharing
+    the most topics first, then newest first (``ordered`` is newest first)."""
+    related: dict[str, list[Entry]] = {}
+    for entry in ordered:
+        mine = set(entry.article.topics)
+        scored = [
+            (len(mine.intersection(other.article.topics)), index, other)
+            for index, other in enumerate(ordered)
+            if other.slug != entry.slug and mine.intersection(other.article.topics)
+        ]
+        scored.sort(key=lambda item: (-item[0], item[1]))
+        related[entry.slug] = [other for _, _, other in scored[:RELATED_COUNT]]
+    return related
 
 
 def digest_page(web_html: str, settings: Settings) -> bytes:
@@ -190,9 +214,15 @@ class _Pages:
         for part in (SITE_VERSION, CACHE_VERSION, repr(settings.site), repr(settings.topics)):
             fingerprint.update(part.encode("utf-8") + b"\0")
         fingerprint.update(disclaimer.html.encode("utf-8") + b"\0")
-        for template in sorted(directory.glob("*.j2")):
-            fingerprint.update(template.name.encode("utf-8") + b"\0" + template.read_bytes())
+        # Templates, site.css, about.md and the topics' landing texts.
+        for template in sorted(p for p in directory.rglob("*") if p.is_file()):
+            name = template.relative_to(directory).as_posix()
+            fingerprint.update(name.encode("utf-8") + b"\0" + template.read_bytes())
         self.fingerprint = fingerprint.hexdigest()
+        self._texts = {
+            name: Markup(render_markdown(text, settings.base_url))
+            for name, text in _site_texts(directory).items()
+        }
         self._feeds = {t: _feed_links(settings, t) for t in ("", *settings.topics)}
 
     def feeds(self, topic: str) -> list[dict[str, str]]:
@@ -212,6 +242,23 @@ class _Pages:
         )
         return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
 
+    def page_key(self, entry_key: str, related: Sequence[Entry]) -> str:
+        """An article page's key: its entry's, and what it shows of its related articles."""
+        digest = hashlib.sha256(entry_key.encode("ascii"))
+        for other in related:
+            parts = (other.slug, other.article.title, other.published.isoformat())
+            digest.update(("\0" + "\0".join(parts)).encode("utf-8"))
+        return digest.hexdigest()
+
+    def about(self) -> bytes:
+        return self._render(
+            "about.html.j2",
+            root=_ROOT_FROM_SUBPAGE[3:],
+            canonical=urljoin(self.settings.base_url, "about/"),
+            feeds=self.feeds(""),
+            body=self._texts.get("about", Markup("")),
+        )
+
     def listing_key(self, entry_keys: Iterable[str], topic: str | None) -> str:
         """Everything a list page depends on: its topic and its entries' keys, in order."""
         digest = hashlib.sha256(f"{self.fingerprint}\0listing\0{topic or ''}".encode())
@@ -219,7 +266,7 @@ class _Pages:
             digest.update(key.encode("ascii"))
         return digest.hexdigest()
 
-    def article(self, entry: Entry) -> bytes:
+    def article(self, entry: Entry, related: Sequence[Entry] = ()) -> bytes:
         settings = self.settings
         article = entry.article
         moved = entry.updated > entry.published
@@ -231,6 +278,12 @@ class _Pages:
             article=article,
             published=_when(entry.published),
             updated=_when(entry.updated) if moved else None,
+            reviewed=_when(article.reviewed) if article.reviewed else None,
+            author=article.author or settings.site.author,
+            related=[
+                {"slug": e.slug, "title": e.article.title, "published": _when(e.published)}
+                for e in related
+            ],
             article_topics=[{"slug": t, "label": settings.topic_label(t)} for t in article.topics],
             therapy=article.therapy,
             trials=[{"id": t, "url": trial_url(t)} for t in article.trials],
@@ -255,7 +308,8 @@ class _Pages:
                 root="",
                 canonical=settings.base_url,
                 feeds=self.feeds(""),
-                heading=settings.site.title,
+                heading="Latest articles",
+                intro=settings.site.description,
                 items=items,
             )
         return self._render(
@@ -264,6 +318,7 @@ class _Pages:
             canonical=urljoin(settings.base_url, f"topics/{topic}/"),
             feeds=self.feeds(topic) + self.feeds(""),
             heading=settings.topic_label(topic),
+            intro=self._texts.get(f"topics/{topic}", ""),
             items=items,
         )
 
@@ -301,9 +356,19 @@ def _when(moment: datetime) -> dict[str, str]:
     return {"iso": utc.strftime("%Y-%m-%dT%H:%M:%SZ"), "text": f"{utc.day} {utc:%B %Y}"}
 
 
-def _render_article(work: tuple[_Pages, Sequence[Entry]], index: int) -> bytes:
-    pages, entries = work
-    return pages.article(entries[index])
+def _render_article(work: tuple[_Pages, Sequence[tuple[Entry, list[Entry]]]], index: int) -> bytes:
+    pages, todo = work
+    entry, related = todo[index]
+    return pages.article(entry, related)
+
+
+def _site_texts(directory: Path) -> dict[str, str]:
+    """The editors' Markdown beside the templates: ``about.md`` and ``topics/<topic>.md``,
+    by name without ``.md``."""
+    return {
+        path.relative_to(directory).as_posix()[:-3]: path.read_text(encoding="utf-8")
+        for path in sorted(directory.rglob("*.md"))
+    }
 
 
 def _unchanged_on_disk(path: str, stamp: OutputStamp) -> bool:
@@ -315,7 +380,7 @@ def _unchanged_on_disk(path: str, stamp: OutputStamp) -> bool:
 
 
 def _stale(public: Path, claimed: set[str]) -> list[str]:
-    """Paths under articles/ and topics/ that nothing in this publish claims."""
+    """Paths under articles/, media/ and topics/ that nothing in this publish claims."""
     stale: list[str] = []
     live_dirs = {p.split("/")[1] for p in claimed if p.startswith("articles/")}
     articles = public / "articles"
@@ -324,6 +389,16 @@ def _stale(public: Path, claimed: set[str]) -> list[str]:
             f"articles/{d.name}"
             for d in os.scandir(articles)
             if d.is_dir() and not d.name.startswith(".") and d.name not in live_dirs
+        )
+    # A bundle's files stay while its article is published, older versions too: a feed
+    # reader's stored copy of the entry keeps its images. A withdrawn article's go.
+    media = public / "media"
+    if media.is_dir():
+        live_media = {p.split("/")[1] for p in claimed if p.startswith("media/")}
+        stale += sorted(
+            f"media/{d.name}"
+            for d in os.scandir(media)
+            if d.is_dir() and not d.name.startswith(".") and d.name not in live_media
         )
     topics = public / "topics"
     if topics.is_dir():

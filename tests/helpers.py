@@ -22,3 +22,11 @@ def edit_article(root: Path, slug: str, old: str, new: str) -> None:
     text = path.read_text(encoding="utf-8")
     assert old in text, f"{old!r} not in {path}"
     path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def article_files(root: Path) -> dict[str, Path]:
+    """Each article's Markdown file by slug: ``<slug>.md`` and bundles ``<slug>/index.md``."""
+    articles = root / "articles"
+    found = {p.stem: p for p in articles.glob("*.md")}
+    found.update({p.parent.name: p for p in articles.glob("*/index.md")})
+    return dict(sorted(found.items()))

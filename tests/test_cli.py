@@ -24,7 +24,13 @@ from tests.conftest import REPO, Received, RecordingHandler, free_port
 from tests.helpers import publish as publish_with_library
 from tests.terminal import STYLE_CODE, run_in_terminal
 
-SLUGS = ["alemtuzumab", "nintedanib", "ocrelizumab", "tocilizumab"]
+SLUGS = [
+    "alemtuzumab",
+    "nintedanib",
+    "nintedanib-senscis-results",
+    "ocrelizumab",
+    "tocilizumab",
+]
 SUBSCRIBERS = 5  # in subscribers/subscribers.csv; the first publish reaches all of them
 
 
@@ -292,7 +298,7 @@ def test_publish_sends_then_a_second_run_has_nothing_to_do(
     assert first.exit_code == 0, first.output
     assert len(smtp_server.messages) == SUBSCRIBERS
     lines = first.stdout.splitlines()
-    assert "Published 4 new, 0 updated and 0 withdrawn article(s)." in lines
+    assert "Published 5 new, 0 updated and 0 withdrawn article(s)." in lines
     files = [p for p in (project / "public").rglob("*") if p.is_file()]
     assert f"Wrote {len(files)} file(s) under public/." in lines
     summary = re.compile(rf": {SUBSCRIBERS} sent, 0 deferred, 0 failed, [\d,]+ a second\.$")

@@ -170,7 +170,7 @@ def test_preview_writes_three_files_and_records_nothing(
     assert sorted(p.name for p in folder.iterdir()) == ["digest.eml", "digest.html", "digest.txt"]
     message = email.message_from_bytes((folder / "digest.eml").read_bytes(), policy=policy.default)
     assert (
-        message["Subject"] == preview.subject == "Scleroderma Therapy News: Ocrelizumab and 3 more"
+        message["Subject"] == preview.subject == "Scleroderma Therapy News: Ocrelizumab and 4 more"
     )
     assert (folder / "digest.html").read_text(encoding="utf-8") == preview.html
     assert "View in your browser: http://localhost:8000/preview/digest.html" in preview.text
