@@ -71,7 +71,7 @@ def make_project(root: Path, subscribers: int) -> int:
     preparing a big list costs no memory either. Returns the digest id.
     """
     from pipeline import load_settings, open_ledger, plan_publish
-    from pipeline.ledger import PublishRecord
+    from pipeline.store import PublishRecord
 
     for name in ("articles", "templates", "subscribers"):
         shutil.copytree(REPO / name, root / name)

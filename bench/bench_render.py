@@ -33,11 +33,11 @@ from pipeline.digest import (
     template_environment,
 )
 from pipeline.disclaimer import load_disclaimer
-from pipeline.ledger import Ledger, OutboxRow
 from pipeline.messages import MessageFactory, build_reference_message
 from pipeline.models import Subscriber
 from pipeline.publish import plan_publish
 from pipeline.signing import DkimSigner
+from pipeline.store import Ledger, OutboxRow
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-secret-key"

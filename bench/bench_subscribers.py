@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.table import Table
-from pipeline.ledger import Ledger
+from pipeline.store import Ledger
 from pipeline.subscribers import (
     SubscriberList,
     SubscriberStore,

@@ -27,10 +27,10 @@ from typing import Any
 
 from pipeline.articles import LoadResult, parse_source, with_html
 from pipeline.errors import Problem
-from pipeline.ledger import CachedArticle
 from pipeline.media import article_sources, bundle_media
 from pipeline.models import Article, MediaFile, Therapy
 from pipeline.parallel import map_forked
+from pipeline.store import CachedArticle
 
 __all__ = ["CachedLoad", "decode_article", "encode_article", "load_articles_cached"]
 

@@ -45,10 +45,10 @@ from pipeline.config import Settings, load_project
 from pipeline.console import Output, Verbosity
 from pipeline.delivery import DeliveryReport
 from pipeline.errors import ContentError, PipelineError, Problem
-from pipeline.ledger import SUBSCRIBER_STATUSES, DeliveryCounts
 from pipeline.preview import send_test, write_preview
 from pipeline.publish import PublishPlan, PublishReport, execute, open_ledger, plan_publish
 from pipeline.status import ProjectStatus, destination, project_status, read_ledger
+from pipeline.store import SUBSCRIBER_STATUSES, DeliveryCounts
 from pipeline.subscribers import export_csv, open_store, parse_topics
 from pipeline.workers import deliver_outbox
 

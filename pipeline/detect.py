@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 from pipeline.articles import article_url
 from pipeline.errors import ContentError, Problem
-from pipeline.ledger import KnownArticle
 from pipeline.models import Article, Changes, Entry
+from pipeline.store import KnownArticle
 
 __all__ = ["detect_changes", "mint_entry_id"]
 

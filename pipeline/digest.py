@@ -25,8 +25,8 @@ from mjml import mjml2html
 from pipeline.config import Settings
 from pipeline.disclaimer import Disclaimer
 from pipeline.errors import TemplateError
-from pipeline.ledger import AudienceRecord
 from pipeline.models import Audience, Changes, Entry, Subscriber
+from pipeline.store import AudienceRecord
 
 __all__ = [
     "EVERY_TOPIC",

@@ -37,9 +37,9 @@ from pipeline.delivery import (
     Unreachable,
 )
 from pipeline.errors import DeliveryError
-from pipeline.ledger import Ledger, OutboxRow
 from pipeline.messages import MessageFactory, OutgoingMessage
 from pipeline.ratelimit import HOUR, RateLimiter
+from pipeline.store import Ledger, OutboxRow
 
 __all__ = ["Progress", "backoff", "deliver", "lease_owner", "release_abandoned_leases"]
 

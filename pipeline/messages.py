@@ -25,7 +25,6 @@ from urllib.parse import quote
 from pipeline.config import CONFIG_FILE, Settings
 from pipeline.digest import EVERY_TOPIC, SlotTemplate, topics_phrase
 from pipeline.errors import ConfigError, Problem
-from pipeline.ledger import AudienceRecord, OutboxRow
 from pipeline.mime import (
     AddressError,
     QuotedPrintableSlots,
@@ -38,6 +37,7 @@ from pipeline.mime import (
     multipart_alternative,
 )
 from pipeline.signing import DkimSigner, load_signer
+from pipeline.store import AudienceRecord, OutboxRow
 from pipeline.subscribers import make_token, subscriber_ref
 
 __all__ = [

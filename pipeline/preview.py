@@ -24,10 +24,10 @@ from pipeline.config import Settings, secret_key
 from pipeline.delivery import PermanentFailure, TemporaryFailure, Transport, transport_for
 from pipeline.digest import EVERY_TOPIC, DigestPlan
 from pipeline.errors import DeliveryError, PipelineError
-from pipeline.ledger import AudienceRecord, Ledger, OutboxRow
 from pipeline.messages import MessageFactory, OutgoingMessage
 from pipeline.mime import addr_spec
 from pipeline.publish import plan_publish
+from pipeline.store import AudienceRecord, Ledger, OutboxRow
 from pipeline.subscribers import email_key
 
 __all__ = [

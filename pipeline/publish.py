@@ -24,11 +24,11 @@ from pipeline.disclaimer import load_disclaimer
 from pipeline.drain import Progress
 from pipeline.errors import ContentError, Problem
 from pipeline.feeds import render_feeds
-from pipeline.ledger import KnownArticle, Ledger, PublishRecord
 from pipeline.media import media_outputs
 from pipeline.messages import check_email_settings
 from pipeline.models import Changes
 from pipeline.site import SitePlan, digest_page, output_stamps, plan_site, remove_stale
+from pipeline.store import KnownArticle, Ledger, PublishRecord
 from pipeline.subscribers import (
     SubscriberList,
     SubscriberStore,

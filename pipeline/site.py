@@ -32,10 +32,10 @@ from pipeline.config import Settings
 from pipeline.disclaimer import Disclaimer
 from pipeline.errors import TemplateError
 from pipeline.feeds import FEED_FORMATS
-from pipeline.ledger import DigestCopy, OutputStamp
 from pipeline.markdown import render_markdown
 from pipeline.models import Entry
 from pipeline.parallel import map_forked
+from pipeline.store import DigestCopy, OutputStamp
 
 __all__ = [
     "SitePlan",

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pipeline.config import Settings
-from pipeline.ledger import DeliveryCounts, DigestDelivery, Ledger
 from pipeline.publish import PublishPlan, plan_publish
+from pipeline.store import DeliveryCounts, DigestDelivery, Ledger
 
 __all__ = ["AudienceCount", "ProjectStatus", "audience_counts", "project_status", "read_ledger"]
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from pipeline.addresses import clean_name, email_key, normalise_email, parse_topics
 from pipeline.errors import Problem, SubscriberError
-from pipeline.ledger import SubscriberRecord
 from pipeline.models import Subscriber
+from pipeline.store import SubscriberRecord
 
 __all__ = [
     "EXPORT_COLUMNS",

@@ -21,7 +21,8 @@ from pathlib import Path
 from pipeline.addresses import clean_name, email_key, normalise_email, parse_topics
 from pipeline.config import Settings, secret_key
 from pipeline.errors import SubscriberError
-from pipeline.ledger import (
+from pipeline.models import Subscriber
+from pipeline.store import (
     Ledger,
     MergeCounts,
     SignupRecord,
@@ -29,7 +30,6 @@ from pipeline.ledger import (
     SubscriberRow,
     merge_action,
 )
-from pipeline.models import Subscriber
 from pipeline.subscriber_lists import (
     EXPORT_COLUMNS,
     ListEntry,

@@ -15,10 +15,10 @@ from rich.table import Table
 from pipeline.config import Settings
 from pipeline.delivery import DeliveryReport
 from pipeline.errors import Problem
-from pipeline.ledger import DeliveryCounts
 from pipeline.models import Entry
 from pipeline.publish import PublishPlan, PublishReport
 from pipeline.status import AudienceCount, ProjectStatus, audience_counts
+from pipeline.store import DeliveryCounts
 
 __all__ = [
     "audiences_table",

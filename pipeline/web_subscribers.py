@@ -36,8 +36,8 @@ from pipeline.delivery import PermanentFailure, TemporaryFailure, Transport, tra
 from pipeline.digest import topics_phrase
 from pipeline.disclaimer import load_disclaimer
 from pipeline.errors import DeliveryError, SubscriberError
-from pipeline.ledger import Ledger, SubscriberRecord
 from pipeline.messages import OutgoingMessage
+from pipeline.store import Ledger, SubscriberRecord
 from pipeline.subscribers import SubscriberStore, TokenError
 
 __all__ = ["RateLimit", "subscriber_routes"]

@@ -28,8 +28,8 @@ from pipeline.config import Settings, secret_key
 from pipeline.delivery import DeliveryOptions, DeliveryReport, Transport, transport_for
 from pipeline.drain import Progress, deliver
 from pipeline.errors import DeliveryError
-from pipeline.ledger import Ledger
 from pipeline.messages import MessageFactory
+from pipeline.store import Ledger
 
 __all__ = ["PARALLEL_FROM", "deliver_outbox", "process_count"]
 

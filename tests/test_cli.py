@@ -506,7 +506,7 @@ def test_new_rejects_an_unknown_topic(project: Path) -> None:
 
 
 def test_ledger_read_only_never_writes(project: Path) -> None:
-    from pipeline.ledger import Ledger
+    from pipeline.store import Ledger
 
     path = project / "state" / "pipeline.db"
     with Ledger.read_only(path) as ledger:

@@ -24,10 +24,10 @@ import pytest
 
 from pipeline import ConfigError, load_settings, open_ledger, plan_publish
 from pipeline.digest import DigestPlan, SlotTemplate
-from pipeline.ledger import AudienceRecord, OutboxRow
 from pipeline.messages import MessageFactory, build_reference_message, email_settings_problems
 from pipeline.mime import AddressError, QuotedPrintableSlots, addr_spec, header_safe
 from pipeline.signing import DKIM_KEY_ENV, load_signer
+from pipeline.store import AudienceRecord, OutboxRow
 from pipeline.subscribers import verify_token
 from pipeline.tokens import subscriber_ref
 from tests.conftest import Received, require_tool

@@ -19,8 +19,9 @@ from pipeline import load_settings
 from pipeline.cli import cli
 from pipeline.config import Settings
 from pipeline.errors import SubscriberError
-from pipeline.ledger import _MIGRATIONS, AudienceRecord, KnownArticle, Ledger, PublishRecord
 from pipeline.models import Subscriber
+from pipeline.store import AudienceRecord, KnownArticle, Ledger, PublishRecord
+from pipeline.store.migrations import SQLITE_MIGRATIONS
 from pipeline.subscribers import (
     ListEntry,
     SubscriberStore,
@@ -363,7 +364,7 @@ def test_links_keep_working_after_the_secret_key_changes(
 def test_suppressions_of_an_older_ledger_become_bounced_subscribers(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as db:
-        db.executescript(_MIGRATIONS[0])
+        db.executescript(SQLITE_MIGRATIONS[0])
         db.execute(
             "INSERT INTO suppressions VALUES ('Gone@Example.org', 'bounced: 550', "
             "'2026-01-01T00:00:00+00:00')"

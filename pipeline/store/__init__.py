@@ -1,0 +1,100 @@
+"""The ledger: the only code that speaks SQL.
+
+The ledger is what makes publishing safe to repeat: an article's identity and dates live
+here, so feeds stay stable; each digest's recipients are written as outbox rows in the same
+transaction as the article versions they announce, so a crash leaves either nothing or a
+complete list of pending messages.
+
+One module per aggregate, each a mixin over the :class:`~pipeline.store.database.Database`
+seam, and :class:`Ledger` composing them::
+
+    articles.py     published article versions, the parsed-article cache
+    site.py         stamps of generated files
+    digests.py      publishes, digests, audiences, web copies
+    outbox.py       claims, leases, the fate of each message
+    subscribers.py  subscribers, sign-ups, suppressions
+    records.py      the values they take and return
+    migrations.py   the versioned schema
+    sqlite.py       the SQLite backend (the embedded default)
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from pipeline.store.articles import ArticleStore
+from pipeline.store.database import Database
+from pipeline.store.digests import DigestStore
+from pipeline.store.outbox import OutboxStore
+from pipeline.store.records import (
+    SUBSCRIBER_STATUSES,
+    SUPPRESSED_STATUSES,
+    AudienceRecord,
+    CachedArticle,
+    DeliveryCounts,
+    DigestCopy,
+    DigestDelivery,
+    KnownArticle,
+    MergeCounts,
+    OutboxRow,
+    OutputStamp,
+    PublishRecord,
+    SignupRecord,
+    SubscriberRecord,
+    SubscriberRow,
+    merge_action,
+)
+from pipeline.store.site import SiteStore
+from pipeline.store.sqlite import SqliteDatabase
+from pipeline.store.subscribers import SubscriberStore
+
+__all__ = [
+    "SUBSCRIBER_STATUSES",
+    "SUPPRESSED_STATUSES",
+    "AudienceRecord",
+    "CachedArticle",
+    "DeliveryCounts",
+    "DigestCopy",
+    "DigestDelivery",
+    "KnownArticle",
+    "Ledger",
+    "MergeCounts",
+    "OutboxRow",
+    "OutputStamp",
+    "PublishRecord",
+    "SignupRecord",
+    "SubscriberRecord",
+    "SubscriberRow",
+    "merge_action",
+]
+
+
+class Ledger(ArticleStore, SiteStore, DigestStore, OutboxStore, SubscriberStore):
+    """One connection to the ledger; use as a context manager.
+
+    ``Ledger(path)`` opens (creating and migrating) the SQLite ledger at ``path``;
+    ``Ledger(database)`` wraps an already open backend.
+    """
+
+    def __init__(self, where: Path | Database) -> None:
+        self._db = SqliteDatabase.open(where) if isinstance(where, Path) else where
+
+    @classmethod
+    def read_only(cls, path: Path) -> Ledger:
+        """The ledger at ``path`` for reading only: nothing is created or changed on disk
+        (see :meth:`SqliteDatabase.open_read_only`)."""
+        return cls(SqliteDatabase.open_read_only(path))
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def checkpoints_in_background(self) -> AbstractContextManager[None]:
+        """Keep the database's housekeeping off the commit path while the block runs."""
+        return self._db.background_checkpoints()

@@ -1,0 +1,69 @@
+"""The one seam between the stores and a database driver.
+
+Every store module writes its statements against :class:`Database`: ``?`` placeholders,
+ISO-8601 UTC text for instants, SQL that SQLite and PostgreSQL both accept
+(``INSERT … ON CONFLICT``, ``RETURNING``). A backend adapts the rest: SQLite
+(:mod:`pipeline.store.sqlite`) passes statements through to :mod:`sqlite3`; a backend with
+another placeholder style rewrites them once per statement text.
+
+The few things that must differ between databases (how claimers skip each other's rows, a
+write that gives up instead of waiting for a lock, housekeeping) are members here, not
+``if dialect`` branches in the stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+__all__ = ["Cursor", "Database", "Params"]
+
+Params = Sequence[Any]
+
+
+class Cursor(Protocol):
+    """What a statement returns: rows one at a time or all at once, and ``rowcount``."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Database(Protocol):
+    """A connection to one ledger database.
+
+    ``execute`` outside :meth:`transaction` commits on its own (autocommit), as a single
+    statement must: every outbox row's fate is committed before its connection sends again.
+    """
+
+    dialect: str  # "sqlite" or "postgresql"
+    # Appended to the sub-select that picks rows to claim: "" where a write transaction
+    # already excludes other claimers (SQLite), "FOR UPDATE SKIP LOCKED" on PostgreSQL.
+    skip_locked: str
+
+    def execute(self, sql: str, params: Params = ()) -> Cursor: ...
+
+    def executemany(self, sql: str, rows: Iterable[Params]) -> None: ...
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """A write transaction: committed when the block ends, rolled back if it raises.
+        SQLite takes the write lock at once (``BEGIN IMMEDIATE``)."""
+        ...
+
+    def execute_if_free(self, sql: str, params: Params = ()) -> bool:
+        """Run one write unless another process holds the write lock; False (nothing written)
+        when it does, instead of sleeping for it. Backends with row locks always run it."""
+        ...
+
+    def background_checkpoints(self) -> AbstractContextManager[None]:
+        """While the block runs, keep database housekeeping off the commit path (SQLite: WAL
+        checkpoints from a thread); a no-op where the server does it."""
+        ...
+
+    def close(self) -> None: ...

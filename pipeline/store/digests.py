@@ -1,0 +1,139 @@
+"""Publishes and their digests: one transaction records a run's article versions, its
+digest, each audience's rendered email and one outbox row per recipient, so a crash leaves
+either nothing or a complete list of pending messages.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pipeline.store.database import Database
+from pipeline.store.records import (
+    AudienceRecord,
+    DeliveryCounts,
+    DigestCopy,
+    DigestDelivery,
+    PublishRecord,
+    iso,
+    parse_instant,
+)
+
+__all__ = ["DigestStore"]
+
+
+class DigestStore:
+    """Runs, digests, audiences and their web copies."""
+
+    _db: Database
+
+    def record_publish(self, record: PublishRecord, now: datetime) -> int | None:
+        """Write article versions, the digest and its outbox rows atomically.
+
+        Returns the digest's number, or None when there was nothing to send.
+        """
+        stamp = iso(now)
+        with self._db.transaction():
+            for article in record.articles:
+                # The slug follows the entry id: a renamed file keeps its row (id, dates).
+                self._db.execute(
+                    "UPDATE articles SET slug = ? WHERE entry_id = ? AND slug <> ?",
+                    (article.slug, article.entry_id, article.slug),
+                )
+                self._db.execute(
+                    """INSERT INTO articles
+                           (slug, entry_id, content_hash, published, updated, status, first_seen, changed_at)
+                       VALUES (?, ?, ?, ?, ?, 'live', ?, ?)
+                       ON CONFLICT (slug) DO UPDATE SET
+                           entry_id = excluded.entry_id, content_hash = excluded.content_hash,
+                           published = excluded.published, updated = excluded.updated,
+                           status = 'live', changed_at = excluded.changed_at""",
+                    (
+                        article.slug,
+                        article.entry_id,
+                        article.content_hash,
+                        iso(article.published),
+                        iso(article.updated),
+                        stamp,
+                        stamp,
+                    ),
+                )
+            self._db.executemany(
+                "UPDATE articles SET status = 'withdrawn', changed_at = ? WHERE slug = ?",
+                [(stamp, slug) for slug in record.withdrawn],
+            )
+            digest_id: int | None = None
+            if record.digest_subject is not None and record.audiences:
+                (digest_id,) = self._db.execute(
+                    """INSERT INTO digests (created_at, subject, web_html) VALUES (?, ?, ?)
+                       RETURNING id""",
+                    (stamp, record.digest_subject, record.web_html),
+                ).fetchone()
+                self._db.executemany(
+                    """INSERT INTO digest_audiences
+                           (digest_id, audience_key, subject, slot_nonce, html, text)
+                       VALUES (?, ?, ?, ?, ?, ?)""",
+                    [
+                        (digest_id, a.key, a.subject, a.slot_nonce, a.html, a.text)
+                        for a in record.audiences
+                    ],
+                )
+                self._db.executemany(
+                    """INSERT INTO outbox (digest_id, audience_key, email, name, created_at)
+                       VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
+                    (
+                        (digest_id, key, email, name, stamp)
+                        for key, email, name in record.recipients
+                    ),
+                )
+            self._db.execute(
+                "INSERT INTO runs (finished_at, new, updated, withdrawn, digest_id) VALUES (?, ?, ?, ?, ?)",
+                (
+                    stamp,
+                    record.new_count,
+                    len(record.articles) - record.new_count,
+                    len(record.withdrawn),
+                    digest_id,
+                ),
+            )
+        return digest_id
+
+    def last_run(self) -> tuple[datetime, int | None] | None:
+        row = self._db.execute(
+            "SELECT finished_at, digest_id FROM runs ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else (parse_instant(row[0]), row[1])
+
+    def audience(self, digest_id: int, key: str) -> AudienceRecord:
+        row = self._db.execute(
+            """SELECT audience_key, subject, slot_nonce, html, text FROM digest_audiences
+               WHERE digest_id = ? AND audience_key = ?""",
+            (digest_id, key),
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"digest {digest_id} has no audience {key!r}")
+        return AudienceRecord(*row)
+
+    def digest_deliveries(self) -> list[DigestDelivery]:
+        """Every digest with its outbox counted by status, oldest first."""
+        per_digest: dict[int, dict[str, int]] = {}
+        for digest_id, status, count in self._db.execute(
+            "SELECT digest_id, status, COUNT(*) FROM outbox GROUP BY digest_id, status"
+        ):
+            per_digest.setdefault(digest_id, {})[status] = count
+        digests = self._db.execute("SELECT id, subject, created_at FROM digests ORDER BY id")
+        return [
+            DigestDelivery(
+                digest_id,
+                subject,
+                parse_instant(created),
+                DeliveryCounts(**per_digest.get(digest_id, {})),
+            )
+            for digest_id, subject, created in digests
+        ]
+
+    def digest_copies(self) -> list[DigestCopy]:
+        """Every digest's public web copy, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, created_at, subject, web_html FROM digests WHERE web_html <> '' ORDER BY id"
+        )
+        return [DigestCopy(i, parse_instant(at), subject, html) for i, at, subject, html in rows]

@@ -1,0 +1,138 @@
+"""Versioned schema migrations, applied in order when a ledger is opened.
+
+Each entry is one migration: a script of ``;``-separated statements applied in one
+transaction. Entries are only ever appended; an applied migration is never edited, since
+existing ledgers have run it. The SQLite file records how many it has run in its
+``user_version``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SQLITE_MIGRATIONS"]
+
+SQLITE_MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema
+    """
+    CREATE TABLE articles (
+        slug          TEXT PRIMARY KEY,
+        entry_id      TEXT NOT NULL UNIQUE,
+        content_hash  TEXT NOT NULL,
+        published     TEXT NOT NULL,
+        updated       TEXT NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN ('live', 'withdrawn')),
+        first_seen    TEXT NOT NULL,
+        changed_at    TEXT NOT NULL
+    );
+    CREATE TABLE runs (
+        id           INTEGER PRIMARY KEY,
+        finished_at  TEXT NOT NULL,
+        new          INTEGER NOT NULL,
+        updated      INTEGER NOT NULL,
+        withdrawn    INTEGER NOT NULL,
+        digest_id    INTEGER
+    );
+    CREATE TABLE digests (
+        id          INTEGER PRIMARY KEY,
+        created_at  TEXT NOT NULL,
+        subject     TEXT NOT NULL,
+        web_html    TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE digest_audiences (
+        digest_id     INTEGER NOT NULL REFERENCES digests(id),
+        audience_key  TEXT NOT NULL,
+        subject       TEXT NOT NULL,
+        slot_nonce    TEXT NOT NULL,
+        html          TEXT NOT NULL,
+        text          TEXT NOT NULL,
+        PRIMARY KEY (digest_id, audience_key)
+    );
+    CREATE TABLE outbox (
+        id               INTEGER PRIMARY KEY,
+        digest_id        INTEGER NOT NULL REFERENCES digests(id),
+        audience_key     TEXT NOT NULL,
+        email            TEXT NOT NULL COLLATE NOCASE,
+        name             TEXT NOT NULL,
+        status           TEXT NOT NULL DEFAULT 'pending'
+                         CHECK (status IN ('pending', 'sent', 'deferred', 'failed')),
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  TEXT,
+        last_reply       TEXT,
+        message_id       TEXT,
+        lease_owner      TEXT,
+        lease_until      TEXT,
+        created_at       TEXT NOT NULL,
+        sent_at          TEXT,
+        UNIQUE (digest_id, email)
+    );
+    CREATE INDEX outbox_due ON outbox (status, next_attempt_at);
+    CREATE TABLE suppressions (
+        email       TEXT PRIMARY KEY COLLATE NOCASE,
+        reason      TEXT NOT NULL,
+        created_at  TEXT NOT NULL
+    );
+    """,
+    # 2: subscribers move into the ledger; suppressions become their status (bounced)
+    """
+    CREATE TABLE subscribers (
+        id            INTEGER PRIMARY KEY,
+        email_key     TEXT NOT NULL UNIQUE,
+        email         TEXT NOT NULL,
+        name          TEXT NOT NULL DEFAULT '',
+        topics        TEXT NOT NULL DEFAULT '',
+        status        TEXT NOT NULL
+                      CHECK (status IN ('pending', 'active', 'unsubscribed', 'bounced')),
+        source        TEXT NOT NULL,
+        ref           TEXT UNIQUE,
+        reason        TEXT NOT NULL DEFAULT '',
+        created_at    TEXT NOT NULL,
+        updated_at    TEXT NOT NULL,
+        confirmed_at  TEXT
+    );
+    CREATE INDEX subscribers_by_status ON subscribers (status);
+    CREATE TABLE signups (
+        id            TEXT PRIMARY KEY,
+        email_key     TEXT NOT NULL,
+        email         TEXT NOT NULL,
+        name          TEXT NOT NULL,
+        topics        TEXT NOT NULL,
+        requested_at  TEXT NOT NULL,
+        confirmed_at  TEXT
+    );
+    CREATE INDEX signups_by_address ON signups (email_key, requested_at);
+    CREATE TABLE ledger_meta (
+        name   TEXT PRIMARY KEY,
+        value  TEXT NOT NULL
+    );
+    INSERT INTO subscribers (email_key, email, status, source, reason, created_at, updated_at)
+        SELECT lower(email), email, 'bounced', 'suppression', reason, created_at, created_at
+        FROM suppressions;
+    DROP TABLE suppressions
+    """,
+    # 3: caches that let a publish skip unchanged work (feeds and site)
+    """
+    CREATE TABLE article_cache (
+        slug         TEXT PRIMARY KEY,
+        source_hash  TEXT NOT NULL,
+        article      TEXT NOT NULL,
+        html         TEXT NOT NULL
+    );
+    CREATE TABLE site_outputs (
+        path       TEXT PRIMARY KEY,
+        input_key  TEXT NOT NULL,
+        size       INTEGER NOT NULL,
+        mtime_ns   INTEGER NOT NULL
+    );
+    """,
+    # 4: claim-before-send finds due rows in id order. One index on the outbox only: each
+    # message's commit rewrites every index its row is in, and that is the cost per send.
+    """
+    DROP INDEX outbox_due;
+    CREATE INDEX outbox_by_status ON outbox (status, id);
+    """,
+    # 5: the article cache remembers each file's size, times and inode, to skip reading it,
+    # and keeps the Markdown body out of the JSON (decoding it was most of a no-op publish)
+    """
+    ALTER TABLE article_cache ADD COLUMN file_stat TEXT NOT NULL DEFAULT '';
+    ALTER TABLE article_cache ADD COLUMN markdown TEXT NOT NULL DEFAULT ''
+    """,
+)

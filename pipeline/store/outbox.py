@@ -1,0 +1,171 @@
+"""The outbox: one row per (digest, recipient), claimed before it is sent.
+
+A worker claims a batch of due rows by writing its name and a lease expiry on them, in one
+write transaction (SQLite) or with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL), so two workers
+never claim the same row. Each row's fate is committed on its own as soon as the server
+answers, which also drops the lease. A worker that dies leaves leased rows still pending:
+they are claimable again once the lease runs out, or at once when a worker on the same host
+sees the owner is dead.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pipeline.store.database import Database
+from pipeline.store.records import DeliveryCounts, OutboxRow, iso, parse_instant
+
+__all__ = ["ROW_COLUMNS", "OutboxStore"]
+
+# The columns of an OutboxRow, in its order.
+ROW_COLUMNS = "id, digest_id, audience_key, email, name, attempts"
+
+
+class OutboxStore:
+    """Claims, leases and the recorded fate of each message."""
+
+    _db: Database
+
+    def claim(self, owner: str, now: datetime, until: datetime, limit: int) -> list[OutboxRow]:
+        """Lease up to ``limit`` due rows to ``owner`` until ``until``; oldest first.
+
+        Due means pending, or deferred with its next try come; rows under another live
+        lease are skipped. Deferred rows go first: they have waited longest.
+        """
+        stamp = iso(now)
+        claimed: list[tuple[int, int, str, str, str, int]] = []
+        with self._db.transaction():
+            for due, due_args in (
+                ("status = 'deferred' AND next_attempt_at <= ?", (stamp,)),
+                ("status = 'pending'", ()),
+            ):
+                if len(claimed) >= limit:
+                    break
+                claimed += self._db.execute(
+                    f"""UPDATE outbox SET lease_owner = ?, lease_until = ?
+                        WHERE id IN (
+                            SELECT id FROM outbox
+                            WHERE {due} AND (lease_until IS NULL OR lease_until <= ?)
+                            ORDER BY id LIMIT ? {self._db.skip_locked})
+                        RETURNING {ROW_COLUMNS}""",
+                    (owner, iso(until), *due_args, stamp, limit - len(claimed)),
+                ).fetchall()
+        return [OutboxRow(*row) for row in sorted(claimed)]
+
+    def extend_leases(self, owner: str, until: datetime) -> None:
+        """Push back the expiry of every row ``owner`` still holds (a long, slow run)."""
+        self._db.execute(
+            "UPDATE outbox SET lease_until = ? WHERE lease_owner = ?", (iso(until), owner)
+        )
+
+    def release_leases(self, owner: str) -> int:
+        """Hand back every row ``owner`` holds unsent, so others may take it now."""
+        cursor = self._db.execute(
+            "UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?",
+            (owner,),
+        )
+        return cursor.rowcount
+
+    def lease_holders(self) -> list[str]:
+        """The owners of rows currently leased (their leases may have run out)."""
+        rows = self._db.execute(
+            "SELECT DISTINCT lease_owner FROM outbox WHERE lease_owner IS NOT NULL"
+        )
+        return [owner for (owner,) in rows]
+
+    def still_claimed(self, row_id: int, owner: str) -> bool:
+        """True if the row is still ``owner``'s to send: not cancelled since it was claimed
+        (its address unsubscribed or bounced while the row waited in the drain's queue)."""
+        row = self._db.execute(
+            """SELECT 1 FROM outbox WHERE id = ? AND lease_owner = ?
+                   AND status IN ('pending', 'deferred')""",
+            (row_id, owner),
+        ).fetchone()
+        return row is not None
+
+    def mark_sent(
+        self, row_id: int, message_id: str, reply: str, now: datetime, *, wait: bool = True
+    ) -> bool:
+        """The server accepted the message: committed before the connection sends again.
+
+        With ``wait=False``, when another process holds the write lock this returns False at
+        once, having written nothing, instead of sleeping (a millisecond or more) for it:
+        a drain then lets its other connections work and tries again.
+        """
+        sql = """UPDATE outbox SET status = 'sent', attempts = attempts + 1, message_id = ?,
+                     last_reply = ?, sent_at = ?, next_attempt_at = NULL,
+                     lease_owner = NULL, lease_until = NULL
+                 WHERE id = ?"""
+        params = (message_id, reply, iso(now), row_id)
+        if not wait:
+            return self._db.execute_if_free(sql, params)
+        self._db.execute(sql, params)
+        return True
+
+    def mark_deferred(self, row_id: int, reply: str, next_attempt: datetime) -> None:
+        self._db.execute(
+            """UPDATE outbox SET status = 'deferred', attempts = attempts + 1, last_reply = ?,
+                   next_attempt_at = ?, lease_owner = NULL, lease_until = NULL
+               WHERE id = ? AND status IN ('pending', 'deferred')""",
+            (reply, iso(next_attempt), row_id),
+        )
+
+    def mark_failed(self, row_id: int, reply: str) -> None:
+        self._db.execute(
+            """UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_reply = ?,
+                   next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL
+               WHERE id = ?""",
+            (reply, row_id),
+        )
+
+    def cancel_suppressed(self, now: datetime) -> int:
+        """Fail unsent rows whose address was suppressed since (unsubscribed, bounced)."""
+        cursor = self._db.execute(
+            """UPDATE outbox SET status = 'failed', next_attempt_at = NULL,
+                   last_reply = 'not sent: the address is suppressed'
+               WHERE status IN ('pending', 'deferred')
+                 AND (lease_until IS NULL OR lease_until <= ?)
+                 AND lower(email) IN (SELECT email_key FROM subscribers
+                                      WHERE status IN ('unsubscribed', 'bounced'))""",
+            (iso(now),),
+        )
+        return cursor.rowcount
+
+    def retry_failed(self, digest_id: int | None = None) -> int:
+        """Make failed rows pending again with a fresh attempt budget; suppressed stay failed."""
+        where, args = ("AND digest_id = ?", (digest_id,)) if digest_id is not None else ("", ())
+        cursor = self._db.execute(
+            f"""UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = NULL
+                WHERE status = 'failed' {where}
+                  AND lower(email) NOT IN (SELECT email_key FROM subscribers
+                                           WHERE status IN ('unsubscribed', 'bounced'))""",
+            args,
+        )
+        return cursor.rowcount
+
+    def due_count(self, now: datetime) -> int:
+        """How many rows are due: pending, or deferred with their next try come."""
+        (count,) = self._db.execute(
+            """SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending')
+                    + (SELECT COUNT(*) FROM outbox
+                       WHERE status = 'deferred' AND next_attempt_at <= ?)""",
+            (iso(now),),
+        ).fetchone()
+        return int(count)
+
+    def sent_since(self, since: datetime) -> list[datetime]:
+        """When each message accepted at or after ``since`` went out (for hourly caps)."""
+        rows = self._db.execute(
+            "SELECT sent_at FROM outbox WHERE status = 'sent' AND sent_at >= ? ORDER BY sent_at",
+            (iso(since),),
+        )
+        return [parse_instant(stamp) for (stamp,) in rows]
+
+    def delivery_counts(self, digest_id: int | None = None) -> DeliveryCounts:
+        where, args = ("WHERE digest_id = ?", (digest_id,)) if digest_id is not None else ("", ())
+        counts = dict(
+            self._db.execute(f"SELECT status, COUNT(*) FROM outbox {where} GROUP BY status", args)
+        )
+        return DeliveryCounts(
+            **{k: counts.get(k, 0) for k in ("pending", "deferred", "sent", "failed")}
+        )
