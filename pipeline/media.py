@@ -144,10 +144,7 @@ def media_problems(article: Article, text: str, folder: Path | None) -> list[Pro
     names = {m.name: m for m in article.media}
     seen: set[tuple[str, str]] = set()
     for ref in references(markdown_to_html(article.body_markdown)):
-        if (ref.tag, ref.url) in seen:
-            continue
-        seen.add((ref.tag, ref.url))
-        line = _line_of(text, ref.url)
+        line = _line_of(text, ref.url, ref.alt)
 
         def problem(message: str, line: int | None = line) -> None:
             problems.append(Problem(article.source, line, "body", message))
@@ -157,8 +154,9 @@ def media_problems(article: Article, text: str, folder: Path | None) -> list[Pro
                 f"the image {ref.url} has no alternative text; describe it between the "
                 f"brackets: ![what the image shows]({ref.url})"
             )
-        if not is_relative(ref.url):
+        if not is_relative(ref.url) or (ref.tag, ref.url) in seen:
             continue
+        seen.add((ref.tag, ref.url))
         name = _bundle_name(ref.url)
         item = names.get(name) if name is not None else None
         if item is None:
@@ -175,7 +173,7 @@ def media_problems(article: Article, text: str, folder: Path | None) -> list[Pro
             continue
         if ref.tag == "img" and item.size > EMAIL_IMAGE_LIMIT:
             problem(
-                f"{item.name} is {item.size // 1000} KB, over the {EMAIL_IMAGE_LIMIT // 1000} KB "
+                f"{item.name} is {item.size:,} bytes, over the {EMAIL_IMAGE_LIMIT // 1000} KB "
                 "an image may have for email readers; save it smaller (fewer pixels, or "
                 "JPEG/WebP for photographs)"
             )
@@ -209,9 +207,15 @@ def is_image(name: str) -> bool:
     return posixpath.splitext(name)[1].lower() in _IMAGE_SUFFIXES
 
 
-def _line_of(text: str, url: str) -> int | None:
-    """The 1-based line of ``text`` where ``url`` first appears as a link target."""
-    for number, line in enumerate(text.split("\n"), start=1):
+def _line_of(text: str, url: str, alt: str | None = None) -> int | None:
+    """The 1-based line of ``text`` where ``url`` first appears as a link target (with that
+    alt text, for an image written ``![alt](url)``, when there is such a line)."""
+    lines = text.split("\n")
+    if alt is not None:
+        for number, line in enumerate(lines, start=1):
+            if f"![{alt}]({url}" in line:
+                return number
+    for number, line in enumerate(lines, start=1):
         if f"({url}" in line or f'"{url}"' in line or f"]: {url}" in line:
             return number
     return None

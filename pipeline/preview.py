@@ -102,7 +102,7 @@ def build_preview(
         settings,
         secret_key(settings.paths),
         lambda _digest, _key: record,
-        web_copy_url=lambda _digest: preview_url,
+        web_copy_url=lambda _digest, _key: preview_url,
     )
     message = factory.build(row, test=test)
     parsed = email.message_from_bytes(message.data, policy=policy.default)

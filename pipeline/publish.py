@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 from pipeline.atomic import write_all_if_changed, write_if_changed
 from pipeline.cache import CachedLoad, load_articles_cached
@@ -27,8 +26,8 @@ from pipeline.feeds import render_feeds
 from pipeline.media import media_outputs
 from pipeline.messages import check_email_settings
 from pipeline.models import Changes
-from pipeline.site import SitePlan, digest_page, output_stamps, plan_site, remove_stale
-from pipeline.store import KnownArticle, Ledger, PublishRecord
+from pipeline.site import SitePlan, digest_pages, output_stamps, plan_site, remove_stale
+from pipeline.store import DigestCopy, KnownArticle, Ledger, PublishRecord
 from pipeline.subscribers import (
     SubscriberList,
     SubscriberStore,
@@ -194,9 +193,16 @@ def execute(
         )
         report.digest_id = ledger.record_publish(record, plan.now)
         if report.digest_id is not None and digest is not None:
-            web_copy = Path("digests") / str(report.digest_id) / "index.html"
-            if write_if_changed(public / web_copy, digest_page(digest.web_html, settings)):
-                report.written.append(str(web_copy))
+            copy = DigestCopy(
+                report.digest_id,
+                plan.now,
+                digest.subject,
+                digest.web_html,
+                tuple((a.audience.key, a.web_html) for a in digest.audiences),
+            )
+            for relative, data in digest_pages(copy, settings).items():
+                if write_if_changed(public / relative, data):
+                    report.written.append(relative)
 
     if send_email:
         report.delivery = deliver_outbox(

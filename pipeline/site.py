@@ -29,6 +29,7 @@ from markupsafe import Markup
 
 from pipeline.cache import CACHE_VERSION
 from pipeline.config import Settings
+from pipeline.digest import edition_name
 from pipeline.disclaimer import Disclaimer
 from pipeline.errors import TemplateError
 from pipeline.feeds import FEED_FORMATS
@@ -40,6 +41,7 @@ from pipeline.store import DigestCopy, OutputStamp
 __all__ = [
     "SitePlan",
     "digest_page",
+    "digest_pages",
     "output_stamps",
     "plan_site",
     "related_entries",
@@ -122,7 +124,7 @@ def plan_site(
         if fresh(list_path, pages.listing_key((entry_keys[e.slug] for e in chosen), list_topic)):
             files[list_path] = pages.listing(chosen, list_topic)
     for copy in digests:
-        files[f"digests/{copy.id}/index.html"] = digest_page(copy.web_html, settings)
+        files.update(digest_pages(copy, settings))
     claimed = {*files, *keys, *feed_paths}
     forget = tuple(sorted(p for p in stamps if p not in keys))
     return SitePlan(files, keys, tuple(_stale(public, claimed)), forget)
@@ -142,6 +144,15 @@ def related_entries(ordered: Sequence[Entry]) -> dict[str, list[Entry]]:
         scored.sort(key=lambda item: (-item[0], item[1]))
         related[entry.slug] = [other for _, _, other in scored[:RELATED_COUNT]]
     return related
+
+
+def digest_pages(copy: DigestCopy, settings: Settings) -> dict[str, bytes]:
+    """A digest's archive page ``digests/<n>/`` and each audience's web edition
+    ``digests/<n>/<edition>/`` (what "view in browser" opens), by path under public/."""
+    pages = {f"digests/{copy.id}/index.html": digest_page(copy.web_html, settings)}
+    for key, html in copy.editions:
+        pages[f"digests/{copy.id}/{edition_name(key)}/index.html"] = digest_page(html, settings)
+    return pages
 
 
 def digest_page(web_html: str, settings: Settings) -> bytes:

@@ -135,4 +135,9 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE article_cache ADD COLUMN file_stat TEXT NOT NULL DEFAULT '';
     ALTER TABLE article_cache ADD COLUMN markdown TEXT NOT NULL DEFAULT ''
     """,
+    # 6: each audience's web edition ("view in browser"): the digest that audience got,
+    # without any personal value or link
+    """
+    ALTER TABLE digest_audiences ADD COLUMN web_html TEXT NOT NULL DEFAULT ''
+    """,
 )
