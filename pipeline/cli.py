@@ -40,7 +40,7 @@ import click
 from pipeline import views
 from pipeline.atomic import write_atomic
 from pipeline.authoring import create_article
-from pipeline.check import check_project, load_checked
+from pipeline.check import check_project, digest_size_line, load_checked
 from pipeline.config import Settings, load_project
 from pipeline.console import Output, Verbosity
 from pipeline.delivery import DeliveryReport
@@ -225,10 +225,14 @@ def check(app: App) -> None:
     1 if there is any. Writes nothing.
     """
     settings, problems = load_checked(app.root)
+    size = None
     if settings is not None:
         with app.out.step("Checking…"):
             problems += check_project(settings)
+            size = digest_size_line(settings) if not problems else None
     _render_check(app, problems)
+    if size:
+        app.out.say(size)
     if problems:
         stop(ExitCode.PROBLEMS)
 
@@ -476,6 +480,7 @@ def preview(app: App, subscriber: str | None) -> None:
     with read_ledger(settings) as ledger:
         result = write_preview(settings, ledger, subscriber=subscriber)
     app.out.say(f"Subject: {result.subject}")
+    app.out.say(result.size_line())
     for path in result.files:
         app.out.say(f"wrote {path}", level=Verbosity.QUIET)
 

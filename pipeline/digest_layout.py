@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["HTML_BUDGET", "SLOT_ALLOWANCE", "Layout", "fit_layout", "html_size"]
+__all__ = ["HTML_BUDGET", "SLOT_ALLOWANCE", "Layout", "describe", "fit_layout", "html_size"]
 
 HTML_BUDGET = 90_000  # bytes of the HTML part a digest may use
 # Room for the slot values: an address (up to 254 bytes), two signed links, the topics, the
@@ -81,3 +81,18 @@ def fit_layout(
         layout = Layout(total, 0, 0)
         return layout, render(layout)
     return found
+
+
+def describe(size: int, layout: Layout, budget: int = HTML_BUDGET) -> str:
+    """One line for ``preview`` and ``check``: the HTML part's size against the budget and
+    how the articles were laid out."""
+    line = (
+        f"HTML part: {size:,} bytes of the {budget:,}-byte budget "
+        f"(Gmail clips past about 102 KB); {layout.total} article(s)"
+    )
+    if not layout.collapsed:
+        return line + ", all as full cards"
+    return (
+        line + f": {layout.full} as full cards, {layout.links} as title links"
+        f", {layout.more} counted as more on the site"
+    )

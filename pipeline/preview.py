@@ -22,12 +22,13 @@ from urllib.parse import urljoin
 from pipeline.atomic import write_atomic
 from pipeline.config import Settings, secret_key
 from pipeline.delivery import PermanentFailure, TemporaryFailure, Transport, transport_for
-from pipeline.digest import EVERY_TOPIC, DigestPlan
+from pipeline.digest import EVERY_TOPIC, CompiledAudience, DigestPlan
+from pipeline.digest_layout import Layout, describe
 from pipeline.errors import DeliveryError, PipelineError
 from pipeline.messages import MessageFactory, OutgoingMessage
 from pipeline.mime import addr_spec
 from pipeline.publish import plan_publish
-from pipeline.store import AudienceRecord, Ledger, OutboxRow
+from pipeline.store import Ledger, OutboxRow
 from pipeline.subscribers import email_key
 
 __all__ = [
@@ -56,6 +57,17 @@ class Preview:
     html: str
     text: str
     files: tuple[Path, ...] = ()
+    layout: Layout | None = None  # how the articles were fitted to the clipping budget
+
+    @property
+    def html_bytes(self) -> int:
+        """The HTML part's size in bytes (UTF-8, as the reader's client decodes it)."""
+        return len(self.html.encode("utf-8"))
+
+    def size_line(self) -> str:
+        """The HTML part's size against the clipping budget, for the editor."""
+        layout = self.layout or Layout(0, 0)
+        return describe(self.html_bytes, layout)
 
 
 def _next_digest(settings: Settings, ledger: Ledger, now: datetime | None) -> DigestPlan:
@@ -69,16 +81,16 @@ def _next_digest(settings: Settings, ledger: Ledger, now: datetime | None) -> Di
 
 def _row(
     digest: DigestPlan, settings: Settings, subscriber: str | None, to: str | None
-) -> tuple[OutboxRow, AudienceRecord]:
+) -> tuple[OutboxRow, CompiledAudience]:
     """The row to build: a subscriber's own copy, or every change addressed to ``to``."""
     if subscriber is None:
         address = to or settings.sender.address
-        return OutboxRow(0, _PREVIEW_DIGEST, EVERY_TOPIC, address, "", 0), digest.everyone.record()
+        return OutboxRow(0, _PREVIEW_DIGEST, EVERY_TOPIC, address, "", 0), digest.everyone
     for key, member in digest.recipients:
         if email_key(member.email) == email_key(subscriber):
             audience = next(a for a in digest.audiences if a.audience.key == key)
             row = OutboxRow(0, _PREVIEW_DIGEST, key, to or member.email, member.name, 0)
-            return row, audience.record()
+            return row, audience
     raise NothingToSend(
         f"{subscriber} gets nothing in the next digest: not in subscribers/*.csv, "
         f"suppressed, or none of their topics changed ({len(digest.recipients)} recipients)"
@@ -96,7 +108,8 @@ def build_preview(
 ) -> Preview:
     """The next digest as ``subscriber`` would get it (default: every change), unrecorded."""
     digest = _next_digest(settings, ledger, now)
-    row, record = _row(digest, settings, subscriber, to)
+    row, compiled = _row(digest, settings, subscriber, to)
+    record = compiled.record()
     preview_url = urljoin(settings.base_url, f"{PREVIEW_DIR}/digest.html")
     factory = MessageFactory(
         settings,
@@ -112,7 +125,9 @@ def build_preview(
         part = parsed.get_body((subtype,))
         assert part is not None, "a digest always has both parts"
         parts[subtype] = str(part.get_content()).replace("\r\n", "\n")
-    return Preview(message, str(parsed["Subject"]), parts["html"], parts["plain"])
+    return Preview(
+        message, str(parsed["Subject"]), parts["html"], parts["plain"], layout=compiled.layout
+    )
 
 
 def write_preview(
@@ -138,6 +153,7 @@ def write_preview(
         preview.html,
         preview.text,
         tuple(folder / name for name in contents),
+        preview.layout,
     )
 
 

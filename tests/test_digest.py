@@ -84,8 +84,8 @@ def test_unclosed_tags_and_leftover_template_syntax_are_caught(project: Path) ->
     edit(
         project,
         TEXT,
-        "Unsubscribe: {{ slot.unsubscribe_url }}",
-        "Unsubscribe: {% raw %}{{ url }}{% endraw %}",
+        "Unsubscribe:\n{{ slot.unsubscribe_url }}",
+        "Unsubscribe:\n{% raw %}{{ url }}{% endraw %}",
     )
     messages = [str(p) for p in check_templates(load_settings(project))]
     assert any("MJML does not compile" in m or "closes no open tag" in m for m in messages)
@@ -173,7 +173,7 @@ def test_preview_writes_three_files_and_records_nothing(
         message["Subject"] == preview.subject == "Scleroderma Therapy News: Ocrelizumab and 4 more"
     )
     assert (folder / "digest.html").read_text(encoding="utf-8") == preview.html
-    assert "View in your browser: http://localhost:8000/preview/digest.html" in preview.text
+    assert "View in your browser:\nhttp://localhost:8000/preview/digest.html" in preview.text
     assert_nothing_recorded(project)
 
     report = publish(project)  # the real publish still announces everything
