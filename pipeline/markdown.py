@@ -1,4 +1,5 @@
-"""Markdown to sanitised HTML: CommonMark with GFM tables and footnotes, by cmark-gfm.
+"""Markdown to sanitised HTML: CommonMark with GFM tables and footnotes, by cmark-gfm,
+and definition lists, by markdown-it-py's deflist plugin (cmark-gfm has none).
 
 ``render_markdown(text, page_url, media=...)`` returns HTML that is safe to embed: nh3 keeps
 a small allow-list of tags and attributes (no script, style, iframe, form, event handler or
@@ -19,15 +20,19 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
 import cmarkgfm
 import nh3
 from cmarkgfm.cmark import Options
+from markdown_it import MarkdownIt
+from mdit_py_plugins.deflist import deflist_plugin
 
 __all__ = [
     "Reference",
+    "definition_lists",
     "is_relative",
     "markdown_to_html",
     "plain_footnotes",
@@ -127,10 +132,52 @@ def sanitize_html(html: str, page_url: str, media: UrlMap | None = None) -> str:
     )
 
 
+# A line opening a definition (": text") is the cheap sign that a document may hold a
+# definition list; only such documents are parsed a second time.
+_DEFINITION = re.compile(r"^ {0,3}:[ \t]", re.MULTILINE)
+
+
+@cache
+def _deflist_parser() -> MarkdownIt:
+    return MarkdownIt("commonmark").use(deflist_plugin)
+
+
+def definition_lists(markdown: str) -> str:
+    """``markdown`` with each top-level definition list (a term line, then lines starting
+    ``: `` with its definitions, as in PHP Markdown Extra and Pandoc) replaced by the HTML
+    markdown-it-py's deflist plugin makes of it, as a raw HTML block for cmark-gfm, which
+    has no definition lists. Everything else is left to cmark-gfm. A definition's own
+    footnote references are not linked (markdown-it renders that block)."""
+    if not _DEFINITION.search(markdown):
+        return markdown
+    parser = _deflist_parser()
+    tokens = parser.parse(markdown)
+    spans: list[tuple[int, int, str]] = []
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        if token.type == "dl_open" and token.level == 0 and token.map:
+            end = next(
+                i
+                for i in range(index + 1, len(tokens))
+                if tokens[i].type == "dl_close" and tokens[i].level == 0
+            )
+            html = parser.renderer.render(tokens[index : end + 1], parser.options, {})
+            spans.append((token.map[0], token.map[1], html))
+            index = end + 1
+        else:
+            index += 1
+    lines = markdown.split("\n")
+    for start, stop, html in reversed(spans):
+        # One HTML block for cmark-gfm: it runs until the first blank line.
+        lines[start:stop] = [line for line in html.split("\n") if line.strip()] + [""]
+    return "\n".join(lines)
+
+
 def markdown_to_html(markdown: str) -> str:
     """cmark-gfm's HTML, not yet sanitised (for ``references`` and ``sanitize_html``)."""
     html: str = cmarkgfm.markdown_to_html_with_extensions(
-        strip_control_chars(markdown),
+        definition_lists(strip_control_chars(markdown)),
         options=_MARKDOWN_OPTIONS,
         extensions=list(_MARKDOWN_EXTENSIONS),
     )

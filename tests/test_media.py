@@ -111,12 +111,31 @@ def test_tables_keep_their_header_and_alignment_without_obsolete_attributes(
     assert not page.xpath("//*[@align or @style]")
 
 
+def test_definition_lists_render_on_the_site_and_in_feeds(project: Path) -> None:
+    publish(project, send_email=False)
+    public = project / "public"
+    page = lxml_html.fromstring((public / "articles" / SLUG / "index.html").read_bytes())
+    terms = [dt.text_content() for dt in page.xpath("//div[@class='body']//dl/dt")]
+    assert terms == ["Forced vital capacity (FVC)", "Tyrosine kinase", "Open-label extension"]
+    assert "stiffen with scar tissue" in page.xpath("//div[@class='body']//dl/dd")[0].text_content()
+    entry = next(
+        e for e in feedparser.parse((public / "atom.xml").read_bytes()).entries if SLUG in e.link
+    )
+    assert "<dt>Tyrosine kinase</dt>" in entry.content[0].value
+
+
+def test_definition_syntax_inside_code_or_quotes_stays_as_written() -> None:
+    html = render_markdown("```\nTerm\n: not a definition\n```\n\n> Quote\n> : kept\n", BASE)
+    assert "<dl>" not in html and ": not a definition" in html and ": kept" in html
+
+
 def test_sanitising_stays_strict_around_footnotes_and_tables() -> None:
     hostile = (
         "Text[^1] <script>alert(1)</script><style>body{}</style>\n\n"
         '<p onclick="x()" id="main" class="skip">p</p> <sup class="evil" onmouseover="y()">2</sup>\n\n'
         '<a href="#content" class="footnote-ref brand" id="fnref-1x" aria-label="steal">a</a>\n\n'
         '| a | b |\n|---|---|\n| <img src=x onerror="z()" alt="x"> | <td style="color:red">c |\n\n'
+        'Term\n: <span onclick="d()">def</span> <script>alert(3)</script>\n\n'
         "[^1]: Note <iframe src='https://evil.example/'></iframe>\n"
     )
     html = render_markdown(hostile, BASE + "articles/x/")
@@ -125,7 +144,7 @@ def test_sanitising_stays_strict_around_footnotes_and_tables() -> None:
     assert "style=" not in html and 'id="main"' not in html and "skip" not in html
     assert "evil" not in html and "brand" not in html and "steal" not in html
     assert 'href="#content"' not in html  # only footnote fragments stay relative
-    assert '<section class="footnotes">' in html
+    assert '<section class="footnotes">' in html and "<dd>" in html
 
 
 def test_a_replaced_figure_updates_the_article_and_gets_a_new_name(project: Path) -> None:
