@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -131,18 +132,27 @@ def plan_site(
 
 
 def related_entries(ordered: Sequence[Entry]) -> dict[str, list[Entry]]:
-    """For each entry, up to ``RELATED_COUNT`` others sharing a topic with it, those sharing
-    the most topics first, then newest first (``ordered`` is newest first)."""
+    """For each entry, up to ``RELATED_COUNT`` others sharing a topic with it: the ones
+    published nearest to it (``ordered`` is newest first; ties go to the newer).
+
+    Nearest, not newest: a new article then changes the related list (and so the page) of
+    only its few neighbours, not of every article on its topics. Cost: O(n·t·log n) for n
+    entries of t topics each.
+    """
+    by_topic: dict[str, list[int]] = {}
+    for position, entry in enumerate(ordered):
+        for topic in entry.article.topics:
+            by_topic.setdefault(topic, []).append(position)
     related: dict[str, list[Entry]] = {}
-    for entry in ordered:
-        mine = set(entry.article.topics)
-        scored = [
-            (len(mine.intersection(other.article.topics)), index, other)
-            for index, other in enumerate(ordered)
-            if other.slug != entry.slug and mine.intersection(other.article.topics)
-        ]
-        scored.sort(key=lambda item: (-item[0], item[1]))
-        related[entry.slug] = [other for _, _, other in scored[:RELATED_COUNT]]
+    for position, entry in enumerate(ordered):
+        near: set[int] = set()
+        for topic in entry.article.topics:
+            members = by_topic[topic]
+            at = bisect_left(members, position)
+            near.update(members[max(0, at - RELATED_COUNT) : at + RELATED_COUNT + 1])
+        near.discard(position)
+        chosen = sorted(near, key=lambda other: (abs(other - position), other))
+        related[entry.slug] = [ordered[other] for other in chosen[:RELATED_COUNT]]
     return related
 
 

@@ -324,3 +324,24 @@ def test_a_template_error_in_a_worker_process_names_the_template(
         plan_publish(settings, ledger, now=FIRST_RUN, email=False)
     assert "templates/site/article.html.j2" in str(caught.value)
     assert "no_such_value" in str(caught.value)
+
+
+def test_a_new_article_rerenders_only_its_related_neighbours(project: Path) -> None:
+    from pipeline.site import RELATED_COUNT
+    from tests.test_digest_inbox import add_articles
+
+    add_articles(project, 20)
+    publish(project, send_email=False)
+    (project / "articles" / "brand-new.md").write_text(
+        "---\ntitle: Brand new\nsummary: S.\npublished: 2026-11-01\n"
+        "topics: [scleroderma]\n---\nText.\n",
+        encoding="utf-8",
+    )
+    settings = load_settings(project)
+    with open_ledger(settings) as ledger:
+        plan = plan_publish(settings, ledger, now=FIRST_RUN + timedelta(days=1))
+    pages = [p for p in plan.files if p.startswith("articles/")]
+    assert "articles/brand-new/index.html" in pages
+    assert 1 < len(pages) <= 1 + 2 * RELATED_COUNT, pages  # of 26 article pages
+    new_page = lxml_html.fromstring(plan.files["articles/brand-new/index.html"])
+    assert len(new_page.xpath("//aside[@class='related']//li")) == RELATED_COUNT
