@@ -11,8 +11,6 @@ because slot markers carry a random nonce chosen per digest.
 from __future__ import annotations
 
 import hashlib
-import html
-import re
 import secrets
 import textwrap
 from collections import defaultdict
@@ -29,6 +27,7 @@ from pipeline.digest_layout import HTML_BUDGET, Layout, fit_layout, html_size
 from pipeline.disclaimer import Disclaimer
 from pipeline.errors import TemplateError
 from pipeline.models import Audience, Changes, Entry, Subscriber
+from pipeline.slots import SlotTemplate
 from pipeline.store import AudienceRecord
 
 __all__ = [
@@ -60,42 +59,6 @@ TEXT_TEMPLATE = "digest.txt.j2"
 # The per-subscriber values; each is a slot in the compiled templates.
 SLOTS = ("greeting", "email", "unsubscribe_url", "preferences_url", "view_url", "topics")
 EVERY_TOPIC = "*"
-
-
-class SlotTemplate:
-    """A compiled template with ``__SLOT_<nonce>_<name>__`` markers, split once for filling."""
-
-    __slots__ = ("_names", "_parts", "nonce", "source")
-
-    def __init__(self, source: str, nonce: str) -> None:
-        self.source = source
-        self.nonce = nonce
-        pieces = re.split(rf"__SLOT_{re.escape(nonce)}_([a-z_]+)__", source)
-        self._parts = pieces[0::2]
-        self._names = pieces[1::2]
-
-    @staticmethod
-    def marker(nonce: str, name: str) -> str:
-        return f"__SLOT_{nonce}_{name}__"
-
-    @property
-    def literals(self) -> tuple[str, ...]:
-        """The text between the slots: one more piece than there are slots."""
-        return tuple(self._parts)
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The slot names in the order they occur."""
-        return tuple(self._names)
-
-    def fill(self, values: Mapping[str, str], *, escape: bool) -> str:
-        """Substitute each slot; ``escape`` HTML-escapes the values (for the HTML part)."""
-        quote = html.escape if escape else str
-        out = [self._parts[0]]
-        for name, literal in zip(self._names, self._parts[1:], strict=True):
-            out.append(quote(values[name]))
-            out.append(literal)
-        return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)

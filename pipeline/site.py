@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from pipeline.feeds import FEED_FORMATS
 from pipeline.markdown import render_markdown
 from pipeline.models import Entry
 from pipeline.parallel import map_forked
+from pipeline.site_files import output_stamps, remove_stale, stale_paths, unchanged_on_disk
 from pipeline.store import DigestCopy, OutputStamp
 
 __all__ = [
@@ -100,7 +100,7 @@ def plan_site(
         return (
             stamp is None
             or stamp.input_key != key
-            or not _unchanged_on_disk(public_prefix + path, stamp)
+            or not unchanged_on_disk(public_prefix + path, stamp)
         )
 
     entry_keys: dict[str, str] = {}
@@ -128,7 +128,7 @@ def plan_site(
         files.update(digest_pages(copy, settings))
     claimed = {*files, *keys, *feed_paths}
     forget = tuple(sorted(p for p in stamps if p not in keys))
-    return SitePlan(files, keys, tuple(_stale(public, claimed)), forget)
+    return SitePlan(files, keys, tuple(stale_paths(public, claimed)), forget)
 
 
 def related_entries(ordered: Sequence[Entry]) -> dict[str, list[Entry]]:
@@ -175,37 +175,6 @@ def digest_page(web_html: str, settings: Settings) -> bytes:
     head_end = web_html.find("</head>")
     page = web_html if head_end < 0 else web_html[:head_end] + links + web_html[head_end:]
     return page.encode("utf-8")
-
-
-def output_stamps(
-    public: Path, keys: Mapping[str, str], written: Iterable[str]
-) -> list[OutputStamp]:
-    """Stamps for the pages just written (or checked), to skip them next time."""
-    stamps = []
-    for path in written:
-        key = keys.get(path)
-        if key is None:
-            continue
-        info = (public / path).stat()
-        stamps.append(OutputStamp(path, key, info.st_size, info.st_mtime_ns))
-    return stamps
-
-
-def remove_stale(public: Path, stale: Iterable[str]) -> list[str]:
-    """Delete stale pages: each directory is renamed away first, so it vanishes at once."""
-    removed = []
-    for relative in stale:
-        target = public / relative
-        if target.is_dir():
-            graveyard = target.with_name(f".{target.name}.removed-{os.getpid()}")
-            target.rename(graveyard)
-            shutil.rmtree(graveyard)
-        elif target.exists():
-            target.unlink()
-        else:
-            continue
-        removed.append(relative)
-    return removed
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -390,47 +359,3 @@ def _site_texts(directory: Path) -> dict[str, str]:
         path.relative_to(directory).as_posix()[:-3]: path.read_text(encoding="utf-8")
         for path in sorted(directory.rglob("*.md"))
     }
-
-
-def _unchanged_on_disk(path: str, stamp: OutputStamp) -> bool:
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return False
-    return info.st_size == stamp.size and info.st_mtime_ns == stamp.mtime_ns
-
-
-def _stale(public: Path, claimed: set[str]) -> list[str]:
-    """Paths under articles/, media/ and topics/ that nothing in this publish claims."""
-    stale: list[str] = []
-    live_dirs = {p.split("/")[1] for p in claimed if p.startswith("articles/")}
-    articles = public / "articles"
-    if articles.is_dir():
-        stale += sorted(
-            f"articles/{d.name}"
-            for d in os.scandir(articles)
-            if d.is_dir() and not d.name.startswith(".") and d.name not in live_dirs
-        )
-    # A bundle's files stay while its article is published, older versions too: a feed
-    # reader's stored copy of the entry keeps its images. A withdrawn article's go.
-    media = public / "media"
-    if media.is_dir():
-        live_media = {p.split("/")[1] for p in claimed if p.startswith("media/")}
-        stale += sorted(
-            f"media/{d.name}"
-            for d in os.scandir(media)
-            if d.is_dir() and not d.name.startswith(".") and d.name not in live_media
-        )
-    topics = public / "topics"
-    if topics.is_dir():
-        for folder in sorted(os.scandir(topics), key=lambda d: d.name):
-            relative = f"topics/{folder.name}"
-            if not any(c.startswith(relative + "/") for c in claimed):
-                stale.append(relative)
-            elif folder.is_dir():
-                stale += sorted(
-                    f"{relative}/{f.name}"
-                    for f in os.scandir(folder.path)
-                    if f.is_file() and f"{relative}/{f.name}" not in claimed
-                )
-    return stale

@@ -154,3 +154,20 @@ def test_web_copy_and_editions_carry_no_personal_slot_or_link(
             assert not any(address in page for address in addresses)
             assert "http://localhost:8000/subscribe/" in page
     assert len(seen_editions) > 1  # readers of different topic sets get different editions
+
+
+def test_check_refuses_a_personal_value_in_the_web_copy(project: Path) -> None:
+    from pipeline.template_check import check_templates
+
+    template = project / "templates" / "digest.mjml.j2"
+    source = template.read_text("utf-8")
+    source = source.replace(
+        "{% if personal %}{{ slot.greeting }} here{% else %}Here{% endif %}",
+        "{{ slot.greeting }} here",
+    )
+    template.write_text(source, "utf-8")
+    problems = check_templates(load_settings(project))
+    assert [p.message for p in problems if "personal" in p.message] == [
+        "the web copy (personal false) shows a personal value; keep every slot.* inside "
+        "{% if personal %}"
+    ]
