@@ -19,7 +19,12 @@ from urllib.parse import urljoin
 import yaml
 
 from pipeline.errors import Problem
-from pipeline.markdown import render_markdown, sanitize_html, strip_control_chars
+from pipeline.markdown import (
+    markdown_to_html,
+    render_markdown,
+    sanitize_html,
+    strip_control_chars,
+)
 from pipeline.media import article_sources, bundle_media, media_problems, render_article, with_media
 from pipeline.models import Article, Therapy
 
@@ -71,24 +76,33 @@ def load_articles(
                 Problem(relative, None, None, f"not UTF-8 ({exc.reason}); save as UTF-8")
             )
             continue
-        article, found = parse_source(source.slug, relative, text, source.folder, topics)
+        article, found = parse_source(source.slug, relative, text, source.folder, topics, base_url)
         problems.extend(found)
         if article is not None and not found:
-            articles.append(with_html(article, base_url) if base_url else article)
+            articles.append(article)
     return LoadResult(tuple(articles), tuple(problems))
 
 
 def parse_source(
-    slug: str, relative: str, text: str, folder: Path | None, topics: frozenset[str]
+    slug: str,
+    relative: str,
+    text: str,
+    folder: Path | None,
+    topics: frozenset[str],
+    base_url: str = "",
 ) -> tuple[Article | None, list[Problem]]:
-    """``parse_article`` plus the bundle's files (``folder``) and the media checks."""
+    """``parse_article`` plus the bundle's files (``folder``) and the media checks; with a
+    ``base_url``, also rendered (the Markdown is converted once for both)."""
     article, problems = parse_article(slug, relative, text, known_topics=topics)
     if article is None:
         return None, problems
     if folder is not None:
         article = with_media(article, bundle_media(folder, slug))
-    problems += media_problems(article, text, folder)
-    return (None if problems else article), problems
+    raw = markdown_to_html(article.body_markdown)
+    problems += media_problems(article, text, folder, raw)
+    if problems:
+        return None, problems
+    return (render_article(article, base_url, raw) if base_url else article), problems
 
 
 def parse_article(

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.articles import LoadResult, parse_source, with_html
+from pipeline.articles import LoadResult, parse_source
 from pipeline.errors import Problem
 from pipeline.media import article_sources, bundle_media
 from pipeline.models import Article, MediaFile, Therapy
@@ -144,10 +144,7 @@ class _Miss:
 
 def _parse_one(misses: Sequence[_Miss], index: int) -> tuple[Article | None, list[Problem]]:
     miss = misses[index]
-    article, problems = parse_source(miss.slug, miss.source, miss.text, miss.folder, miss.topics)
-    if article is None or problems:
-        return None, problems
-    return with_html(article, miss.base_url), problems
+    return parse_source(miss.slug, miss.source, miss.text, miss.folder, miss.topics, miss.base_url)
 
 
 def encode_article(article: Article, source_hash: str, file_stat: str = "") -> CachedArticle:

@@ -48,6 +48,8 @@ BUNDLE_INDEX = "index.md"
 # 500 KB is a generous ceiling for one figure (a 1200 px wide PNG chart is ~100 KB).
 EMAIL_IMAGE_LIMIT = 500_000
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg", ".avif"}
+_IMG = re.compile(r"<img\b", re.IGNORECASE)
+_RELATIVE_LINK = re.compile(r'href="(?![a-z][a-z0-9+.-]*:|#|/)', re.IGNORECASE)
 _SVG_ACTIVE = re.compile(rb"<script|<foreignObject|\son[a-z]+\s*=|javascript:", re.IGNORECASE)
 
 
@@ -123,9 +125,10 @@ def _bundle_name(url: str) -> str | None:
     return path
 
 
-def render_article(article: Article, base_url: str) -> Article:
+def render_article(article: Article, base_url: str, raw_html: str | None = None) -> Article:
     """The article with its body rendered to sanitised HTML, bundle files mapped to their
-    published URLs and everything else absolute against the article's page."""
+    published URLs and everything else absolute against the article's page. ``raw_html``:
+    cmark-gfm's output for the body when the caller has it already."""
     page_url = urljoin(base_url, f"articles/{article.slug}/")
     by_name = {m.name: urljoin(base_url, m.public_path) for m in article.media}
 
@@ -133,17 +136,23 @@ def render_article(article: Article, base_url: str) -> Article:
         name = _bundle_name(url)
         return by_name.get(name) if name is not None else None
 
-    html = sanitize_html(markdown_to_html(article.body_markdown), page_url, media_url)
-    return replace(article, html=html)
+    raw = markdown_to_html(article.body_markdown) if raw_html is None else raw_html
+    return replace(article, html=sanitize_html(raw, page_url, media_url))
 
 
-def media_problems(article: Article, text: str, folder: Path | None) -> list[Problem]:
+def media_problems(
+    article: Article, text: str, folder: Path | None, raw_html: str | None = None
+) -> list[Problem]:
     """What is wrong with the article's images and bundle files, each with its line in
-    ``text`` (the whole file): missing file, no alt text, too large for email, active SVG."""
+    ``text`` (the whole file): missing file, no alt text, too large for email, active SVG.
+    ``raw_html``: cmark-gfm's output for the body when the caller has it already."""
     problems: list[Problem] = []
     names = {m.name: m for m in article.media}
     seen: set[tuple[str, str]] = set()
-    for ref in references(markdown_to_html(article.body_markdown)):
+    raw = markdown_to_html(article.body_markdown) if raw_html is None else raw_html
+    # Most articles have no image and only absolute links: nothing to check, no HTML parse.
+    found = references(raw) if _IMG.search(raw) or _RELATIVE_LINK.search(raw) else []
+    for ref in found:
         line = _line_of(text, ref.url, ref.alt)
 
         def problem(message: str, line: int | None = line) -> None:

@@ -108,6 +108,14 @@ def test_both_parts_carry_the_same_links_and_the_text_keeps_urls_whole(
         html, text, _ = parts(message)
         text_urls = set(URL.findall(text))
         assert hrefs(html) == text_urls
+        # The same articles, by title, and the same summaries for the full cards.
+        flat = " ".join(text.split())
+        document = lxml_html.fromstring(html)
+        for link in document.xpath("//a[contains(@href, '/articles/')]"):
+            title = " ".join(link.text_content().split())
+            if title and title != "Read the article":
+                assert title in flat, title
+        assert flat.count("A summary of two sentences") == html.count("A summary of two sentences")
         for line in text.splitlines():
             found = URL.search(line)
             if found is None:
