@@ -235,15 +235,19 @@ def check(app: App) -> None:
         with app.out.step("Checking…"):
             problems += check_project(settings)
             size = digest_size_line(settings) if not problems else None
-    _render_check(app, problems)
-    if size:
-        app.out.say(size)
+    _render_check(app, problems, size)
     if problems:
         stop(ExitCode.PROBLEMS)
 
 
-def _render_check(app: App, problems: list[Problem]) -> None:
-    app.out.data({"ok": not problems, "problems": [views.problem_dict(p) for p in problems]})
+def _render_check(app: App, problems: list[Problem], size: str | None = None) -> None:
+    document: dict[str, object] = {
+        "ok": not problems,
+        "problems": [views.problem_dict(p) for p in problems],
+    }
+    if size:
+        document["largest_digest"] = size
+    app.out.data(document)
     for problem in problems:
         app.out.say(str(problem), level=Verbosity.QUIET)
     if problems:
@@ -251,6 +255,8 @@ def _render_check(app: App, problems: list[Problem]) -> None:
         app.out.error(f"{len(problems)} {noun} found; fix each line above, then check again")
     else:
         app.out.say("Everything checks out.", style="green")
+    if size:
+        app.out.say(size)
 
 
 # --- new -----------------------------------------------------------------------------------
