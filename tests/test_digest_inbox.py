@@ -179,3 +179,37 @@ def test_check_refuses_a_personal_value_in_the_web_copy(project: Path) -> None:
         "the web copy (personal false) shows a personal value; keep every slot.* inside "
         "{% if personal %}"
     ]
+
+
+def test_the_confirmation_text_keeps_its_link_and_long_words_whole(project: Path) -> None:
+    """A sibling of the digest's text part: the sign-up confirmation's."""
+    import email as email_parser
+    from datetime import UTC, datetime
+    from email import policy
+
+    from pipeline.confirmation import confirmation_message
+    from pipeline.disclaimer import load_disclaimer
+
+    long_url = "https://example.org/" + "a" * 90 + "?term=scleroderma&rank=1"
+    (project / "templates" / "disclaimer.md").write_text(
+        f"**Medical disclaimer.** Read the full policy at {long_url} before anything else.",
+        "utf-8",
+    )
+    settings = load_settings(project)
+    confirm = "http://localhost:8000/confirm/" + "t" * 120
+    message = confirmation_message(
+        settings,
+        load_disclaimer(settings.paths.templates, settings.base_url),
+        email="ana.reyes@example.org",
+        name="Ana",
+        topics=frozenset({"scleroderma"}),
+        confirm_url=confirm,
+        now=datetime(2026, 12, 1, tzinfo=UTC),
+    )
+    parsed = email_parser.message_from_bytes(message.data, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    plain = parsed.get_body(("plain",))
+    assert plain is not None
+    lines = str(plain.get_content()).replace("\r\n", "\n").splitlines()
+    assert confirm in lines and long_url in lines
+    assert all(len(line) <= 72 or URL.fullmatch(line) for line in lines), lines
