@@ -10,6 +10,7 @@ seam, and :class:`Ledger` composing them::
 
     articles.py     published article versions, the parsed-article cache
     site.py         stamps of generated files
+    bounces.py      bounce events and scores
     digests.py      publishes, digests, audiences, web copies
     outbox.py       claims, leases, the fate of each message
     subscribers.py  subscribers, sign-ups, suppressions
@@ -25,6 +26,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from pipeline.store.articles import ArticleStore
+from pipeline.store.bounces import BounceStore
 from pipeline.store.database import Database
 from pipeline.store.digests import DigestStore
 from pipeline.store.outbox import OutboxStore
@@ -74,7 +76,15 @@ __all__ = [
 ]
 
 
-class Ledger(ArticleStore, SiteStore, DigestStore, OutboxStore, SubscriberStore, PersonalDataStore):
+class Ledger(
+    ArticleStore,
+    SiteStore,
+    DigestStore,
+    OutboxStore,
+    SubscriberStore,
+    PersonalDataStore,
+    BounceStore,
+):
     """One connection to the ledger; use as a context manager.
 
     ``Ledger(path)`` opens (creating and migrating) the SQLite ledger at ``path``;
@@ -98,6 +108,11 @@ class Ledger(ArticleStore, SiteStore, DigestStore, OutboxStore, SubscriberStore,
 
     def close(self) -> None:
         self._db.close()
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction around statements of several stores (a row's fate and a
+        bounce score); inside another, simply part of it."""
+        return self._db.transaction()
 
     def checkpoints_in_background(self) -> AbstractContextManager[None]:
         """Keep the database's housekeeping off the commit path while the block runs."""
