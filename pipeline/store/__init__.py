@@ -14,6 +14,7 @@ seam, and :class:`Ledger` composing them::
     digests.py      publishes, digests, audiences, web copies
     outbox.py       claims, leases, the fate of each message
     subscribers.py  subscribers, sign-ups, suppressions
+    inbound.py      mail that came back and webhook events already handled
     personal.py     one person's data: export, erasure, erased addresses' keyed hashes
     records.py      the values they take and return
     migrations.py   the versioned schema
@@ -29,6 +30,7 @@ from pipeline.store.articles import ArticleStore
 from pipeline.store.bounces import BounceStore
 from pipeline.store.database import Database
 from pipeline.store.digests import DigestStore
+from pipeline.store.inbound import InboundStore
 from pipeline.store.outbox import OutboxStore
 from pipeline.store.personal import PersonalDataStore
 from pipeline.store.records import (
@@ -84,6 +86,7 @@ class Ledger(
     SubscriberStore,
     PersonalDataStore,
     BounceStore,
+    InboundStore,
 ):
     """One connection to the ledger; use as a context manager.
 

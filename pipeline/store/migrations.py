@@ -8,6 +8,8 @@ existing ledgers have run it. The SQLite file records how many it has run in its
 
 from __future__ import annotations
 
+from pipeline.store.inbound import INBOUND_MIGRATION
+
 __all__ = ["SQLITE_MIGRATIONS"]
 
 SQLITE_MIGRATIONS: tuple[str, ...] = (
@@ -179,7 +181,9 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE outbox ADD COLUMN cause TEXT
     """,
-    # 8: each audience's web edition ("view in browser"): the digest that audience got,
+    # 8: mail that came back and webhook events already handled (store/inbound.py)
+    INBOUND_MIGRATION,
+    # 9: each audience's web edition ("view in browser"): the digest that audience got,
     # without any personal value or link
     """
     ALTER TABLE digest_audiences ADD COLUMN web_html TEXT NOT NULL DEFAULT ''
