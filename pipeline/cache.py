@@ -35,7 +35,7 @@ from pipeline.store import CachedArticle
 __all__ = ["CachedLoad", "decode_article", "encode_article", "load_articles_cached"]
 
 # Bump when parsing, sanitising or rendering changes what an article turns into.
-CACHE_VERSION = "4"
+CACHE_VERSION = "5"
 # How recent a file's times may be and still be trusted (file system clocks tick coarsely).
 _RACY_NS = 2_000_000_000
 
@@ -168,6 +168,8 @@ def encode_article(article: Article, source_hash: str, file_stat: str = "") -> C
         "author": article.author,
         "reviewed": article.reviewed.isoformat() if article.reviewed else None,
         "bundle": article.bundle,
+        "minor_edit": article.minor_edit,
+        "former_hash": article.former_hash,
     }
     return CachedArticle(
         article.slug,
@@ -204,6 +206,8 @@ def decode_article(row: CachedArticle) -> Article:
         author=fields.get("author", ""),
         reviewed=datetime.fromisoformat(fields["reviewed"]) if fields.get("reviewed") else None,
         bundle=fields.get("bundle", False),
+        minor_edit=fields.get("minor_edit", False),
+        former_hash=fields.get("former_hash", ""),
     )
 
 

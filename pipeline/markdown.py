@@ -30,6 +30,8 @@ from cmarkgfm.cmark import Options
 from markdown_it import MarkdownIt
 from mdit_py_plugins.deflist import deflist_plugin
 
+from pipeline.text_rules import drop_unsafe_references, strip_unsafe, valid_url
+
 __all__ = [
     "Reference",
     "definition_lists",
@@ -42,7 +44,6 @@ __all__ = [
     "strip_control_chars",
 ]
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 # CommonMark with GitHub's tables and footnotes, by cmark-gfm (C): about 8x faster than a
 # pure-Python parser. Raw HTML passes through ("unsafe") because sanitize_html decides what
@@ -81,8 +82,8 @@ UrlMap = Callable[[str], str | None]
 
 
 def strip_control_chars(text: str) -> str:
-    """Remove C0/C1 control characters (tab and newlines stay): XML 1.0 forbids most of them."""
-    return _CONTROL.sub("", text)
+    """Remove the characters feeds cannot carry (see ``text_rules``); tab and newlines stay."""
+    return strip_unsafe(text)
 
 
 def is_relative(url: str) -> bool:
@@ -110,8 +111,8 @@ def sanitize_html(html: str, page_url: str, media: UrlMap | None = None) -> str:
             if media is not None and is_relative(value):
                 mapped = media(value)
                 if mapped is not None:
-                    return mapped
-            return urljoin(page_url, value)
+                    return valid_url(mapped)
+            return valid_url(urljoin(page_url, value))
         if name == "class":
             kept = " ".join(c for c in value.split() if c in _CLASSES)
             return kept or None
@@ -121,7 +122,7 @@ def sanitize_html(html: str, page_url: str, media: UrlMap | None = None) -> str:
             return value if _ARIA_LABEL.match(value) else None
         return value
 
-    return nh3.clean(
+    cleaned = nh3.clean(
         _align_classes(html),
         tags=_ALLOWED_TAGS,
         attributes=_ALLOWED_ATTRIBUTES,
@@ -130,6 +131,8 @@ def sanitize_html(html: str, page_url: str, media: UrlMap | None = None) -> str:
         link_rel="noopener noreferrer",
         strip_comments=True,
     )
+    # The HTML parser decodes references in raw HTML too (<p>&#x1b;</p>): strip after it.
+    return strip_unsafe(cleaned)
 
 
 # A line opening a definition (": text") is the cheap sign that a document may hold a
@@ -177,7 +180,7 @@ def definition_lists(markdown: str) -> str:
 def markdown_to_html(markdown: str) -> str:
     """cmark-gfm's HTML, not yet sanitised (for ``references`` and ``sanitize_html``)."""
     html: str = cmarkgfm.markdown_to_html_with_extensions(
-        definition_lists(strip_control_chars(markdown)),
+        definition_lists(drop_unsafe_references(strip_control_chars(markdown))),
         options=_MARKDOWN_OPTIONS,
         extensions=list(_MARKDOWN_EXTENSIONS),
     )

@@ -113,7 +113,10 @@ def with_media(article: Article, media: Sequence[MediaFile]) -> Article:
     digest = hashlib.sha256(article.content_hash.encode("ascii"))
     for item in media:
         digest.update(f"\0{item.name}\0{item.sha256}".encode())
-    return replace(article, media=tuple(media), content_hash=digest.hexdigest(), bundle=True)
+    # "v2:" as content_hash.canonical_hash marks hashes of the current scheme.
+    return replace(
+        article, media=tuple(media), content_hash="v2:" + digest.hexdigest(), bundle=True
+    )
 
 
 def _bundle_name(url: str) -> str | None:

@@ -229,6 +229,9 @@ class _Pages:
             entry.published.isoformat(),
             entry.updated.isoformat(),
             entry.article.content_hash,
+            # The byline is not content (no update is announced), but the page shows it.
+            entry.article.author,
+            entry.article.reviewed.isoformat() if entry.article.reviewed else "",
         )
         return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
 

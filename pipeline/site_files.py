@@ -4,7 +4,7 @@ the stale ones.
 A page written by a publish is *stamped* in the ledger with its input key and the size and
 mtime of the file written; a page whose key and file both still match is not rendered
 again. Directories under ``articles/``, ``media/`` and ``topics/`` (and files in topic
-folders) that no page, feed or bundle file of the publish claims are *stale*.
+folders, and RFC 5005 archive pages) that no page, feed or bundle file of the publish claims are *stale*.
 """
 
 from __future__ import annotations
@@ -91,4 +91,19 @@ def stale_paths(public: Path, claimed: set[str]) -> list[str]:
                     for f in os.scandir(folder.path)
                     if f.is_file() and f"{relative}/{f.name}" not in claimed
                 )
+    return stale + _stale_archives(public, claimed)
+
+
+def _stale_archives(public: Path, claimed: set[str]) -> list[str]:
+    """RFC 5005 archive pages (``[topics/<t>/]archive/<n>/``) no feed claims any more."""
+    live = {path.rsplit("/", 1)[0] for path in claimed if "archive/" in path}
+    parents = ["archive", *(str(p.relative_to(public)) for p in public.glob("topics/*/archive"))]
+    stale: list[str] = []
+    for parent in parents:
+        if (public / parent).is_dir():
+            stale += sorted(
+                f"{parent}/{page.name}"
+                for page in os.scandir(public / parent)
+                if page.is_dir() and f"{parent}/{page.name}" not in live
+            )
     return stale
