@@ -145,6 +145,7 @@ def test_a_ledger_from_before_migration_9_is_migrated_and_publishes_nothing_new(
     db = sqlite3.connect(project / "state" / "pipeline.db")
     for table in ("retired_ids", "feed_dates", "websub_pending"):
         db.execute(f"DROP TABLE {table}")
+    db.execute("ALTER TABLE digest_audiences DROP COLUMN web_html")  # migration 10
     db.execute("PRAGMA user_version = 8")
     db.commit()
     db.close()
