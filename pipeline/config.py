@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pipeline.atomic import write_atomic
 from pipeline.errors import ConfigError
@@ -25,6 +26,7 @@ __all__ = [
     "DkimSettings",
     "FeedSettings",
     "Paths",
+    "ScheduleSettings",
     "SendSettings",
     "SenderSettings",
     "Settings",
@@ -35,6 +37,7 @@ __all__ = [
     "load_settings",
     "parse_smtp_url",
     "require_project",
+    "schedule_problems",
     "secret_key",
 ]
 
@@ -85,6 +88,26 @@ class FeedSettings:
 @dataclass(frozen=True, slots=True)
 class DigestSettings:
     subject: str = "{site}: {first}{more}"
+    # The daily, weekly and monthly digests: {site}, {frequency}, {period}, {count}
+    periodic_subject: str = "Your {frequency} digest, {period}"
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSettings:
+    """When the periodic digests go out, in ``timezone`` (an IANA name): daily at ``hour``,
+    weekly on ``weekday`` at ``hour``, monthly on ``day_of_month`` at ``hour``."""
+
+    hour: int = 8
+    weekday: str = "monday"
+    day_of_month: int = 1
+    timezone: str = "UTC"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +177,7 @@ class Settings:
     feeds: FeedSettings = field(default_factory=FeedSettings)
     digest: DigestSettings = field(default_factory=DigestSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     topics: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -181,6 +205,7 @@ _SECTIONS: dict[str, type] = {
     "feeds": FeedSettings,
     "digest": DigestSettings,
     "dkim": DkimSettings,
+    "schedule": ScheduleSettings,
 }
 
 
@@ -285,6 +310,33 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"{CONFIG_FILE}: [feeds] max_entries must be at least 1")
     if settings.smtp.url:
         parse_smtp_url(settings.smtp.url, None)
+    schedule = schedule_problems(settings.schedule)
+    if schedule:
+        raise ConfigError(f"{CONFIG_FILE}: [schedule] " + "; ".join(schedule))
+
+
+def schedule_problems(schedule: ScheduleSettings) -> list[str]:
+    """What is wrong with ``[schedule]``, one phrase per key, each saying the fix."""
+    problems = []
+    if not 0 <= schedule.hour <= 23:
+        problems.append(f"hour {schedule.hour} is not an hour of the day; use 0 to 23")
+    if schedule.weekday.lower() not in WEEKDAYS:
+        problems.append(
+            f"weekday {schedule.weekday!r} is not a day of the week; use one of "
+            + ", ".join(WEEKDAYS)
+        )
+    if not 1 <= schedule.day_of_month <= 28:
+        problems.append(
+            f"day_of_month {schedule.day_of_month} is not 1 to 28 (every month has those days)"
+        )
+    try:
+        ZoneInfo(schedule.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(
+            f"timezone {schedule.timezone!r} is not a known IANA time zone; "
+            'write one such as "Europe/Paris" or "America/Chicago"'
+        )
+    return problems
 
 
 def parse_smtp_url(url: str, password: str | None) -> SmtpTarget:

@@ -26,6 +26,7 @@ from pipeline.errors import ContentError, Problem
 from pipeline.feeds import render_feeds
 from pipeline.messages import check_email_settings
 from pipeline.models import Changes
+from pipeline.periodic import IMMEDIATELY, entry_card
 from pipeline.site import SitePlan, digest_page, output_stamps, plan_site, remove_stale
 from pipeline.store import KnownArticle, Ledger, PublishRecord
 from pipeline.subscribers import (
@@ -117,7 +118,11 @@ def plan_publish(
     # Recipients are the ledger's active subscribers once the lists are merged in (execute
     # merges them; the plan only previews, so --dry-run writes nothing).
     subscriber_list = load_subscribers(paths.subscribers, paths.root, known_topics=topics)
-    subscribers = planned_recipients(ledger, subscriber_list)
+    # The digest of a publish goes to the readers who chose "immediately"; the others get
+    # the daily, weekly or monthly digests (pipeline digests --due) read from the version log.
+    subscribers = [
+        s for s in planned_recipients(ledger, subscriber_list) if s.frequency == IMMEDIATELY
+    ]
     digest = plan_digest(changes, subscribers, settings, disclaimer) if email else None
     if digest is not None:
         check_email_settings(settings)  # a DKIM or sender mistake stops the run before recording
@@ -189,6 +194,10 @@ def execute(
             if digest
             else (),
             new_count=len(changes.new),
+            versions=(
+                *(entry_card(e) for e in changes.announced),
+                *(entry_card(e, "renamed") for e in changes.renamed),
+            ),
         )
         report.digest_id = ledger.record_publish(record, plan.now)
         if report.digest_id is not None and digest is not None:

@@ -1,7 +1,7 @@
 """The editors' subscriber lists (``subscribers/*.csv``) and the CSV export.
 
-A list's header names the column ``email`` and optionally ``name``, ``topics`` and
-``status``; the columns of an export are accepted too, so an export imports back. Every
+A list's header names the column ``email`` and optionally ``name``, ``topics``, ``status``
+and ``frequency`` (immediately, daily, weekly or monthly); the columns of an export are accepted too, so an export imports back. Every
 invalid row is reported with file, line and field and skipped.
 """
 
@@ -38,7 +38,9 @@ EXPORT_COLUMNS = (
     "created_at",
     "updated_at",
     "confirmed_at",
+    "frequency",
 )
+_FREQUENCIES = ("immediately", "daily", "weekly", "monthly")
 _IMPORT_STATUSES = ("active", "pending", "unsubscribed", "bounced")
 
 
@@ -106,7 +108,7 @@ def read_list(path: Path, root: Path, *, known_topics: Iterable[str] = ()) -> Su
                     1,
                     None,
                     f"{what}; the header names the columns email,name,topics "
-                    "(and optionally status)",
+                    "(and optionally status and frequency)",
                 ),
             ),
         )
@@ -139,10 +141,16 @@ def read_list(path: Path, root: Path, *, known_topics: Iterable[str] = ()) -> Su
                 Problem(source, line, "status", f"use one of {', '.join(_IMPORT_STATUSES)}")
             )
             continue
+        frequency = cells.get("frequency", "").lower() or "immediately"
+        if frequency not in _FREQUENCIES:
+            problems.append(
+                Problem(source, line, "frequency", f"use one of {', '.join(_FREQUENCIES)}")
+            )
+            continue
         if email_key(address) in seen:
             continue
         seen.add(email_key(address))
-        subscriber = Subscriber(address, clean_name(cells.get("name", "")), topics)
+        subscriber = Subscriber(address, clean_name(cells.get("name", "")), topics, frequency)
         entries.append(ListEntry(subscriber, status, f"{source}:{line}"))
     return SubscriberList(tuple(entries), tuple(problems))
 
@@ -164,6 +172,7 @@ def export_csv(records: Iterable[SubscriberRecord]) -> str:
                 _stamp(r.created_at),
                 _stamp(r.updated_at),
                 _stamp(r.confirmed_at),
+                r.frequency,
             ]
         )
     return out.getvalue()

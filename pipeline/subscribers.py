@@ -160,7 +160,13 @@ class SubscriberStore:
         return self.ledger.unsubscribe(email_key(email), reason, now)
 
     def request_signup(
-        self, email: str, name: str, topics: frozenset[str], now: datetime
+        self,
+        email: str,
+        name: str,
+        topics: frozenset[str],
+        now: datetime,
+        *,
+        frequency: str = "immediately",
     ) -> SignupRequest:
         """A web sign-up: a confirmation token to email, unless the address is already active
         or was sent one moments ago. The caller answers the same either way."""
@@ -173,7 +179,7 @@ class SubscriberStore:
         if last is not None and now - last < RESEND_AFTER:
             return SignupRequest(address, None)
         signup = SignupRecord(
-            secrets.token_urlsafe(16), key, address, clean_name(name), topics, now
+            secrets.token_urlsafe(16), key, address, clean_name(name), topics, now, None, frequency
         )
         self.ledger.add_signup(signup, subscriber_ref(key, self._key))
         return SignupRequest(address, make_token(signup.id, self._key, "confirm"))
@@ -226,6 +232,7 @@ class SubscriberStore:
             status,
             source,
             subscriber_ref(key, self._key),
+            subscriber.frequency,
         )
 
 
@@ -237,4 +244,4 @@ def open_store(settings: Settings) -> Iterator[SubscriberStore]:
 
 
 def _subscriber(record: SubscriberRecord) -> Subscriber:
-    return Subscriber(record.email, record.name, record.topics)
+    return Subscriber(record.email, record.name, record.topics, record.frequency)

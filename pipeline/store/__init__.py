@@ -13,6 +13,7 @@ seam, and :class:`Ledger` composing them::
     digests.py      publishes, digests, audiences, web copies
     outbox.py       claims, leases, the fate of each message
     subscribers.py  subscribers, sign-ups, suppressions
+    cadence.py      the article version log, reader windows, periodic runs
     records.py      the values they take and return
     migrations.py   the versioned schema
     sqlite.py       the SQLite backend (the embedded default)
@@ -24,6 +25,15 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from pipeline.store.articles import ArticleStore
+from pipeline.store.cadence import (
+    FREQUENCIES,
+    PERIODIC,
+    ArticleVersion,
+    CadenceStore,
+    ReaderWindow,
+    VersionRow,
+    WindowDigest,
+)
 from pipeline.store.database import Database
 from pipeline.store.digests import DigestStore
 from pipeline.store.outbox import OutboxStore
@@ -50,8 +60,11 @@ from pipeline.store.sqlite import SqliteDatabase
 from pipeline.store.subscribers import SubscriberStore
 
 __all__ = [
+    "FREQUENCIES",
+    "PERIODIC",
     "SUBSCRIBER_STATUSES",
     "SUPPRESSED_STATUSES",
+    "ArticleVersion",
     "AudienceRecord",
     "CachedArticle",
     "DeliveryCounts",
@@ -63,14 +76,17 @@ __all__ = [
     "OutboxRow",
     "OutputStamp",
     "PublishRecord",
+    "ReaderWindow",
     "SignupRecord",
     "SubscriberRecord",
     "SubscriberRow",
+    "VersionRow",
+    "WindowDigest",
     "merge_action",
 ]
 
 
-class Ledger(ArticleStore, SiteStore, DigestStore, OutboxStore, SubscriberStore):
+class Ledger(ArticleStore, SiteStore, DigestStore, OutboxStore, SubscriberStore, CadenceStore):
     """One connection to the ledger; use as a context manager.
 
     ``Ledger(path)`` opens (creating and migrating) the SQLite ledger at ``path``;

@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.store.cadence import ArticleVersion
 
 __all__ = [
     "SUBSCRIBER_STATUSES",
@@ -100,6 +104,7 @@ class PublishRecord:
     audiences: tuple[AudienceRecord, ...]
     recipients: Iterable[tuple[str, str, str]]  # (audience_key, email, name)
     new_count: int = 0
+    versions: tuple[ArticleVersion, ...] = ()  # for the version log periodic digests read
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +159,7 @@ class SubscriberRecord:
     created_at: datetime
     updated_at: datetime
     confirmed_at: datetime | None
+    frequency: str = "immediately"  # or "daily", "weekly", "monthly"
 
     @property
     def suppressed(self) -> bool:
@@ -171,6 +177,7 @@ class SubscriberRow:
     status: str
     source: str
     ref: str
+    frequency: str = "immediately"
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +189,7 @@ class SignupRecord:
     topics: frozenset[str]
     requested_at: datetime
     confirmed_at: datetime | None = None
+    frequency: str = "immediately"
 
 
 @dataclass(frozen=True, slots=True)
