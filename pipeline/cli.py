@@ -45,10 +45,11 @@ from pipeline.config import Settings, load_project
 from pipeline.console import Output, Verbosity
 from pipeline.delivery import DeliveryReport
 from pipeline.errors import ContentError, PipelineError, Problem
+from pipeline.periodic import change_frequency
 from pipeline.preview import send_test, write_preview
 from pipeline.publish import PublishPlan, PublishReport, execute, open_ledger, plan_publish
 from pipeline.status import ProjectStatus, destination, project_status, read_ledger
-from pipeline.store import SUBSCRIBER_STATUSES, DeliveryCounts
+from pipeline.store import FREQUENCIES, SUBSCRIBER_STATUSES, DeliveryCounts
 from pipeline.subscribers import export_csv, open_store, parse_topics
 from pipeline.workers import deliver_outbox
 
@@ -183,7 +184,8 @@ def status(app: App) -> None:
     """Show what the next publish would do; change nothing.
 
     Lists the new, updated, withdrawn and scheduled articles, the digest's audiences and
-    their recipients, the messages still pending, deferred or failed, and the last publish.
+    their recipients, the messages still pending, deferred or failed, the last publish, and
+    the next daily, weekly and monthly digests with how many readers each will reach.
     """
     with app.out.step("Reading the articles and the ledger…"):
         result = project_status(app.settings)
@@ -194,6 +196,7 @@ def _render_status(app: App, result: ProjectStatus) -> None:
     app.out.data(views.status_dict(result))
     _render_plan(app, result.plan)
     app.out.show(views.deliveries_table(result))
+    app.out.show(views.schedule_table(result.schedule))
     per_digest = views.digests_table(result)
     if per_digest is not None:
         app.out.show(per_digest)
@@ -400,12 +403,13 @@ def subscribers() -> None:
 @command("list", group=subscribers)
 @click.option("--status", type=click.Choice(SUBSCRIBER_STATUSES), help="Only this status.")
 def subscribers_list(app: App, status: str | None) -> None:
-    """Show every subscriber: address, status, topics, name (tab-separated)."""
+    """Show subscribers: email, status, topics, name, frequency, tab-separated."""
     with read_ledger(app.settings) as ledger:  # listing creates nothing on disk
         records = ledger.subscribers((status,) if status else ())
     for r in records:
         topics = ";".join(sorted(r.topics)) or "*"
-        click.echo(f"{r.email}\t{r.status}\t{topics}\t{r.name}")  # tab-separated for scripts
+        # tab-separated for scripts; frequency last, so existing scripts' columns stay put
+        click.echo(f"{r.email}\t{r.status}\t{topics}\t{r.name}\t{r.frequency}")
     app.out.say(f"{len(records)} subscriber(s)", style="dim")
 
 
@@ -413,11 +417,19 @@ def subscribers_list(app: App, status: str | None) -> None:
 @click.argument("email")
 @click.option("--name", default="", help="The name used in the greeting.")
 @click.option("--topics", default="", help="Topic slugs separated by ';' (default: every topic).")
-def subscribers_add(app: App, email: str, name: str, topics: str) -> None:
+@click.option(
+    "--frequency",
+    type=click.Choice(FREQUENCIES),
+    help="How often they get a digest (new subscribers: immediately).",
+)
+def subscribers_add(app: App, email: str, name: str, topics: str, frequency: str | None) -> None:
     """Add a subscriber, active at once (or update a subscribed one's name and topics)."""
     chosen = parse_topics(topics, app.settings.topics)
+    now = datetime.now(UTC)
     with open_store(app.settings) as store:
-        record = store.add(email, name, chosen, datetime.now(UTC))
+        record = store.add(email, name, chosen, now)
+        if frequency is not None:
+            change_frequency(app.settings, store.ledger, record.email_key, frequency, now)
     app.out.say(f"{record.email} is {record.status}")
 
 
@@ -535,3 +547,7 @@ def deliver_command(app: App, retry_failed: bool) -> None:
 def main() -> None:
     """The console script ``pipeline`` (also ``python -m pipeline``)."""
     cli(prog_name="pipeline")
+
+
+# Commands kept in modules of their own register themselves on ``cli`` when imported.
+from pipeline import cli_digests  # noqa: E402,F401

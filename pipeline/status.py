@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pipeline.config import Settings
+from pipeline.periodic import ScheduledRun, schedule
 from pipeline.publish import PublishPlan, plan_publish
 from pipeline.store import DeliveryCounts, DigestDelivery, Ledger
 
@@ -36,6 +37,7 @@ class ProjectStatus:
     last_digest: int | None
     destination: str  # where email goes: "SMTP host:port" or the local Maildir
     digests: tuple[DigestDelivery, ...] = ()  # per digest, oldest first
+    schedule: tuple[ScheduledRun, ...] = ()  # the next daily, weekly and monthly digests
 
 
 def read_ledger(settings: Settings) -> Ledger:
@@ -74,8 +76,10 @@ def project_status(settings: Settings, *, now: datetime | None = None) -> Projec
 
     Raises ``ContentError`` (every problem listed) when an article is invalid, as publish would.
     """
+    now = now or datetime.now(UTC)
     with read_ledger(settings) as ledger:
         plan = plan_publish(settings, ledger, now=now)
+        upcoming = schedule(settings, ledger, now)
         deliveries = ledger.delivery_counts()
         digests = tuple(ledger.digest_deliveries())
         last = ledger.last_run()
@@ -86,4 +90,5 @@ def project_status(settings: Settings, *, now: datetime | None = None) -> Projec
         last_digest=last[1] if last else None,
         destination=destination(settings),
         digests=digests,
+        schedule=upcoming,
     )

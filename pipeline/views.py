@@ -16,6 +16,7 @@ from pipeline.config import Settings
 from pipeline.delivery import DeliveryReport
 from pipeline.errors import Problem
 from pipeline.models import Entry
+from pipeline.periodic import ScheduledRun
 from pipeline.publish import PublishPlan, PublishReport
 from pipeline.status import AudienceCount, ProjectStatus, audience_counts
 from pipeline.store import DeliveryCounts
@@ -27,6 +28,8 @@ __all__ = [
     "plan_dict",
     "problem_dict",
     "publish_dict",
+    "schedule_dict",
+    "schedule_table",
     "status_dict",
 ]
 
@@ -179,6 +182,24 @@ def deliveries_table(status: ProjectStatus) -> Table:
     return table
 
 
+def schedule_table(runs: tuple[ScheduledRun, ...]) -> Table:
+    """The next daily, weekly and monthly digests: when, and to how many readers."""
+    table = _table("frequency", "next run", "readers", title="Periodic digests")
+    for run in runs:
+        when = _when(run.due) + (" (due now: run `pipeline digests --due`)" if run.overdue else "")
+        table.add_row(
+            run.frequency, when, str(run.readers), style="yellow" if run.overdue else None
+        )
+    return table
+
+
+def schedule_dict(runs: tuple[ScheduledRun, ...]) -> list[dict[str, Any]]:
+    return [
+        {"frequency": r.frequency, "due": _iso(r.due), "overdue": r.overdue, "readers": r.readers}
+        for r in runs
+    ]
+
+
 def digests_table(status: ProjectStatus) -> Table | None:
     """One row per digest that still has messages pending, deferred or failed."""
     open_ones = [
@@ -217,6 +238,7 @@ def status_dict(status: ProjectStatus) -> dict[str, Any]:
             }
             for d in status.digests
         ],
+        "schedule": schedule_dict(status.schedule),
     }
 
 

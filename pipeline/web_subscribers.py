@@ -6,7 +6,8 @@
 - ``/unsubscribe/<token>``: GET shows a button and changes nothing; any POST (the button, or
   RFC 8058 one-click with ``List-Unsubscribe=One-Click`` and no cookies) unsubscribes at
   once and answers 200, never a redirect.
-- ``/preferences/<token>``: change name and topics, or unsubscribe.
+- ``/preferences/<token>``: change name, topics and how often (see
+  :func:`pipeline.periodic.change_frequency`), or unsubscribe.
 
 A token that is altered, signed with another key, made for another page or expired gets a
 4xx page and changes nothing. No page redirects, none sets a cookie, and every value a user
@@ -37,7 +38,8 @@ from pipeline.digest import topics_phrase
 from pipeline.disclaimer import load_disclaimer
 from pipeline.errors import DeliveryError, SubscriberError
 from pipeline.messages import OutgoingMessage
-from pipeline.store import Ledger, SubscriberRecord
+from pipeline.periodic import IMMEDIATELY, change_frequency, frequency_choices
+from pipeline.store import FREQUENCIES, Ledger, SubscriberRecord
 from pipeline.subscribers import SubscriberStore, TokenError
 
 __all__ = ["RateLimit", "subscriber_routes"]
@@ -98,6 +100,7 @@ class _Pages:
             "sender": settings.sender,
             "disclaimer_html": Markup(disclaimer.html),
             "topics": sorted(settings.topics.items()),
+            "frequencies": frequency_choices(settings),
         }
 
     def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -174,6 +177,7 @@ def subscriber_routes(
                 email=values.get("email", ""),
                 name=values.get("name", ""),
                 chosen=values.get("chosen", []),
+                frequency=values.get("frequency", IMMEDIATELY),
             )
 
         if request.method != "POST":  # GET and HEAD change nothing
@@ -182,7 +186,8 @@ def subscriber_routes(
         form = await request.form()
         email, name = str(form.get("email", "")).strip(), str(form.get("name", ""))
         chosen = [str(t) for t in form.getlist("topic")]
-        values = {"email": email, "name": name, "chosen": chosen}
+        frequency = str(form.get("frequency", IMMEDIATELY))
+        values = {"email": email, "name": name, "chosen": chosen, "frequency": frequency}
         client = request.client.host if request.client else "unknown"
         if not limit.allow(client, now):
             return pages.message(
@@ -195,10 +200,12 @@ def subscriber_routes(
         unknown = sorted(topics - known_topics)
         if unknown:
             return form_page(422, [f"{unknown[0]} is not one of our topics."], values)
+        if frequency not in FREQUENCIES:
+            return form_page(422, ["Choose how often among the choices listed."], values)
         ledger, store = open_store()
         with ledger:
             try:
-                signup = store.request_signup(email, name, topics, now)
+                signup = store.request_signup(email, name, topics, now, frequency=frequency)
             except SubscriberError:
                 return form_page(422, ["Please enter a valid email address."], values)
         task = None
@@ -243,6 +250,7 @@ def subscriber_routes(
                 return link_failed(exc)
             if record is None:
                 return pages.message("Already confirmed", "This address is subscribed.")
+            change_frequency(settings, ledger, record.email_key, signup.frequency, now)
             preferences = urljoin(
                 settings.base_url, f"preferences/{store.token_for(record, 'preferences')}"
             )
@@ -306,6 +314,7 @@ def subscriber_routes(
                     email=current.email,
                     name=current.name,
                     chosen=sorted(current.topics),
+                    frequency=current.frequency,
                     suppressed=current.suppressed,
                     signup_url=signup_url,
                     errors=errors,
@@ -321,8 +330,12 @@ def subscriber_routes(
             topics = frozenset(str(t) for t in form.getlist("topic"))
             if not topics <= known_topics:
                 return page(422, ("Choose among the topics listed.",))
+            frequency = str(form.get("frequency", record.frequency))
+            if frequency not in FREQUENCIES:
+                return page(422, ("Choose how often among the choices listed.",))
             if not store.save_preferences(record, str(form.get("name", "")), topics, now):
                 return page(409, ("This address is unsubscribed; sign up again first.",))
+            change_frequency(settings, ledger, record.email_key, frequency, now)
             return page(notice="Saved. The next email follows your new choices.")
 
     methods = ["GET", "POST"]

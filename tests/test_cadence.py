@@ -1,0 +1,215 @@
+# ruff: noqa: RUF001 - period names use an en dash, as typeset
+"""Frequencies and the schedule: slots, period names, settings, lists, pages and commands."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+from click.testing import CliRunner
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from pipeline import load_settings
+from pipeline.cadence import latest_slot, next_slot, period_label
+from pipeline.cli import cli
+from pipeline.config import ScheduleSettings
+from pipeline.periodic import change_frequency, run_due
+from pipeline.publish import open_ledger
+from pipeline.store import ReaderWindow
+from pipeline.subscribers import open_store, sign_token
+from pipeline.web_subscribers import subscriber_routes
+from tests.conftest import Received
+from tests.helpers import publish
+
+PARIS = ScheduleSettings(hour=8, weekday="monday", day_of_month=1, timezone="Europe/Paris")
+
+
+def utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+
+
+def run(root: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["--root", str(root), *args])
+    return result.exit_code, result.output
+
+
+def test_slots_keep_their_local_hour_across_daylight_saving() -> None:
+    # Paris leaves summer time on Sunday 25 October 2026: 08:00 is 06:00 UTC before, 07:00 after.
+    assert latest_slot("weekly", PARIS, utc(2026, 10, 25, 12)) == utc(2026, 10, 19, 6)
+    assert next_slot("weekly", PARIS, utc(2026, 10, 25, 12)) == utc(2026, 10, 26, 7)
+    assert latest_slot("daily", PARIS, utc(2026, 10, 26, 6, 59)) == utc(2026, 10, 25, 7)
+    assert latest_slot("daily", PARIS, utc(2026, 10, 26, 7)) == utc(2026, 10, 26, 7)
+    assert latest_slot("monthly", PARIS, utc(2027, 1, 1, 6)) == utc(2026, 12, 1, 7)
+    assert next_slot("monthly", PARIS, utc(2026, 12, 15)) == utc(2027, 1, 1, 7)
+
+
+def test_periods_are_named_by_the_days_they_cover() -> None:
+    assert period_label(utc(2026, 11, 23, 7), utc(2026, 11, 30, 7), PARIS) == "23–29 November"
+    assert period_label(utc(2026, 12, 3, 7), utc(2026, 12, 4, 7), PARIS) == "3 December"
+    assert period_label(utc(2026, 11, 1, 7), utc(2026, 12, 1, 7), PARIS) == "November 2026"
+    assert (
+        period_label(utc(2026, 11, 28, 7), utc(2026, 12, 5, 7), PARIS) == "28 November – 4 December"
+    )
+    assert (
+        period_label(utc(2026, 12, 28, 7), utc(2027, 1, 4, 7), PARIS)
+        == "28 December 2026 – 3 January 2027"
+    )
+    # a window closed between slots (a reader leaving weekly) counts its last day in
+    assert period_label(utc(2026, 11, 16, 7), utc(2026, 11, 19, 12), PARIS, end_day=True) == (
+        "16–19 November"
+    )
+
+
+def test_check_names_every_schedule_mistake(project: Path) -> None:
+    with (project / "pipeline.toml").open("a", encoding="utf-8") as config:
+        config.write(
+            '\n[schedule]\nhour = 24\nweekday = "mon"\nday_of_month = 31\ntimezone = "Paris"\n'
+        )
+    code, output = run(project, "check")
+    assert code == 1
+    assert "pipeline.toml: [schedule] hour 24 is not an hour of the day; use 0 to 23" in output
+    assert "weekday 'mon' is not a day of the week; use one of monday" in output
+    assert "day_of_month 31 is not 1 to 28" in output
+    assert "timezone 'Paris' is not a known IANA time zone" in output
+    assert "Traceback" not in output
+
+
+def test_a_list_names_each_bad_frequency_with_file_and_line(project: Path) -> None:
+    (project / "subscribers" / "subscribers.csv").write_text(
+        "email,name,topics,frequency\na@example.org,A,,weekly\nb@example.org,B,,fortnightly\n",
+        encoding="utf-8",
+    )
+    code, output = run(project, "check")
+    assert code == 1
+    assert "subscribers/subscribers.csv:3: frequency: use one of immediately, daily" in output
+
+
+def test_subscribers_add_sets_the_frequency_and_list_shows_it(project: Path) -> None:
+    assert run(project, "subscribers", "add", "w@example.org", "--frequency", "weekly")[0] == 0
+    assert run(project, "subscribers", "add", "i@example.org")[0] == 0
+    code, output = run(project, "subscribers", "add", "x@example.org", "--frequency", "hourly")
+    assert code == 2 and "hourly" in output
+    code, output = run(project, "subscribers", "list")
+    assert code == 0
+    assert "w@example.org\tactive\t*\t\tweekly\n" in output
+    assert "i@example.org\tactive\t*\t\timmediately\n" in output
+    # changing only the name keeps the frequency chosen before
+    assert run(project, "subscribers", "add", "w@example.org", "--name", "W")[0] == 0
+    assert "w@example.org\tactive\t*\tW\tweekly\n" in run(project, "subscribers", "list")[1]
+
+
+def test_status_and_digests_show_the_next_runs_and_their_readers(project: Path) -> None:
+    with (project / "pipeline.toml").open("a", encoding="utf-8") as config:
+        config.write('\n[schedule]\nhour = 7\nweekday = "friday"\ntimezone = "UTC"\n')
+    for address, frequency in (("a@example.org", "weekly"), ("b@example.org", "weekly")):
+        run(project, "subscribers", "add", address, "--frequency", frequency)
+    run(project, "subscribers", "add", "c@example.org", "--frequency", "monthly")
+    code, output = run(project, "status", "--json")
+    assert code == 0
+    schedule = {row["frequency"]: row for row in json.loads(output)["schedule"]}
+    assert schedule["weekly"]["readers"] == 2
+    assert schedule["monthly"]["readers"] == 1
+    assert schedule["daily"]["readers"] == 0
+    # nothing recorded yet: each frequency's latest slot is due now
+    assert all(row["overdue"] for row in schedule.values())
+    assert run(project, "digests", "--due", "--as-of", "2026-12-11T07:00", "--no-deliver")[0] == 0
+    code, output = run(project, "digests", "--as-of", "2026-12-11T08:00", "--json")
+    schedule = {row["frequency"]: row for row in json.loads(output)["schedule"]}
+    assert schedule["weekly"] == {
+        "frequency": "weekly",
+        "due": "2026-12-18T07:00:00+00:00",
+        "overdue": False,
+        "readers": 2,
+    }
+    assert schedule["monthly"]["due"] == "2027-01-01T07:00:00+00:00"
+
+
+def test_as_of_that_is_not_a_time_is_a_usage_error(project: Path) -> None:
+    code, output = run(project, "digests", "--due", "--as-of", "next monday")
+    assert code == 2
+    assert "--as-of" in output and "2026-11-30T08:00" in output and "Traceback" not in output
+
+
+def test_a_version_recorded_after_its_window_closed_goes_in_the_next(
+    project: Path, smtp_server: Received
+) -> None:
+    """A publish whose instant lies before a slot already recorded (a back-fill, or a publish
+    that committed after the digest run) must not fall between two digests."""
+    settings = load_settings(project)
+    publish(project, now=utc(2026, 11, 20, 12))
+    with open_ledger(settings) as ledger:
+        assert change_frequency(
+            settings, ledger, "ana.reyes@example.org", "daily", utc(2026, 11, 20, 13)
+        )
+        run_due(settings, ledger, utc(2026, 11, 23, 9))  # closes the window at 23 Nov 08:00 UTC
+    (project / "articles" / "late.md").write_text(
+        "---\ntitle: Late arrival\nsummary: Published with an earlier instant.\n"
+        "published: 2026-11-21\ntopics: [scleroderma]\n---\n\nBody.\n",
+        encoding="utf-8",
+    )
+    publish(project, now=utc(2026, 11, 22, 12))  # before the window already sent
+    smtp_server.messages.clear()
+    with open_ledger(settings) as ledger:
+        (daily, *_) = run_due(settings, ledger, utc(2026, 11, 24, 9))
+        assert daily.recipients == 1
+    code, _ = run(project, "deliver")
+    assert code == 0
+    (message,) = smtp_server.parsed()
+    assert message["To"].addresses[0].addr_spec == "ana.reyes@example.org"
+    assert "Late arrival" in str(message.get_body(("plain",)).get_content())  # type: ignore[union-attr]
+
+
+def test_a_window_moved_since_it_was_planned_is_not_sent_again(project: Path) -> None:
+    settings = load_settings(project)
+    publish(project, now=utc(2026, 11, 20, 12))
+    with open_ledger(settings) as ledger:
+        change_frequency(settings, ledger, "ana.reyes@example.org", "weekly", utc(2026, 11, 20, 13))
+        (stale,) = ledger.reader_windows("weekly")
+        run_due(settings, ledger, utc(2026, 11, 23, 9))
+        moved = ReaderWindow(
+            stale.email_key,
+            stale.email,
+            stale.name,
+            stale.topics,
+            "weekly",
+            stale.start,
+            stale.since,
+        )
+        # a second runner planned from the old window: its recording must write no row
+        ids = ledger.record_windows(
+            [moved], [], end=utc(2026, 11, 30, 8), now=utc(2026, 11, 30, 9), run="weekly"
+        )
+        assert ids == []
+        assert ledger.reader_windows("weekly")[0].start == utc(2026, 11, 23, 8)
+
+
+def test_sign_up_and_preferences_choose_how_often(project: Path, smtp_server: Received) -> None:
+    settings = load_settings(project)
+    now = utc(2026, 12, 7, 10)
+    client = TestClient(Starlette(routes=subscriber_routes(settings, clock=lambda: now)))
+    form = client.get("/subscribe/").text
+    assert 'value="immediately" checked' in form
+    assert "Once a week, on Mondays at 8:00 (UTC)" in form
+    refused = client.post("/subscribe/", data={"email": "r@example.org", "frequency": "hourly"})
+    assert refused.status_code == 422
+    answer = client.post("/subscribe/", data={"email": "r@example.org", "frequency": "weekly"})
+    assert answer.status_code == 200
+    body = str(smtp_server.parsed()[0].get_body(("plain",)).get_content())  # type: ignore[union-attr]
+    confirm = re.search(r"/confirm/\S+", body)
+    assert confirm is not None
+    assert client.post(confirm.group(0)).status_code == 200
+    with open_store(settings) as store:
+        record = store.find("r@example.org")
+        assert record is not None and record.frequency == "weekly"
+        token = sign_token(record.email, "test-secret-key", "preferences")
+    page = client.get(f"/preferences/{token}").text
+    assert 'value="weekly" checked' in page
+    saved = client.post(f"/preferences/{token}", data={"action": "save", "frequency": "monthly"})
+    assert saved.status_code == 200
+    assert client.post(f"/preferences/{token}", data={"frequency": "yearly"}).status_code == 422
+    with open_store(settings) as store:
+        record = store.find("r@example.org")
+        assert record is not None and record.frequency == "monthly"
