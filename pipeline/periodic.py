@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -156,21 +157,32 @@ def plan_windows(
     *,
     at_slot: bool = True,
 ) -> list[WindowDigest]:
-    """Render the digests of ``readers`` for windows ending at ``end``: one per window start,
-    readers whose window has nothing on their topics left out. ``at_slot`` is False for a
+    """Render the digests of ``readers`` for windows ending at ``end``, readers whose window
+    has nothing on their topics left out. ``at_slot`` is False for a
     window closed between slots (its last day then counts in the period's name)."""
     env = template_environment(str(settings.paths.templates))
     disclaimer = load_disclaimer(settings.paths.templates, settings.base_url)
-    by_start: dict[datetime, list[ReaderWindow]] = defaultdict(list)
-    for reader in readers:
-        if reader.start < end:
-            by_start[reader.start].append(reader)
+    open_windows = [r for r in readers if r.start < end]
+    if not open_windows:
+        return []
+    instants = ledger.version_instants(min(r.start for r in open_windows), end)
+    # Readers whose starts lie between the same two logged instants see the same versions:
+    # they share one digest (per period name), however many instants they joined at, so the
+    # renders are bounded by the publishes in the period, not by the readers.
+    groups: dict[tuple[int, str], list[ReaderWindow]] = defaultdict(list)
+    for reader in open_windows:
+        seen = bisect_right(instants, reader.start)
+        if seen < len(instants):
+            label = period_label(reader.start, end, settings.schedule, end_day=not at_slot)
+            groups[(seen, label)].append(reader)
+    contents: dict[int, Changes] = {}
     digests = []
-    for start, group in sorted(by_start.items()):
-        changes = window_entries(ledger, start, end)
+    for (seen, label), group in sorted(groups.items()):
+        if seen not in contents:
+            contents[seen] = window_entries(ledger, group[0].start, end)
+        changes = contents[seen]
         if not changes.announced:
             continue
-        label = period_label(start, end, settings.schedule, end_day=not at_slot)
         period = Period(frequency, label)
         nonce = secrets.token_hex(6)
         keys = {r.email: r.email_key for r in group}

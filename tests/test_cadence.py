@@ -248,3 +248,50 @@ def test_a_window_names_returning_articles_new_and_ignores_renames(project: Path
         assert window.updated == ()
         # the version log alone, before the return: nothing but the withdrawal
         assert window_entries(ledger, utc(2026, 11, 2, 13), utc(2026, 11, 9, 8)).announced == ()
+
+
+def test_readers_who_joined_between_the_same_publishes_share_one_digest(
+    project: Path, smtp_server: Received
+) -> None:
+    settings = load_settings(project)
+    publish(project, now=utc(2026, 11, 2, 12))
+    with open_ledger(settings) as ledger:
+        for hour, address in enumerate(
+            ("ana.reyes@example.org", "chloe.martin@example.org", "dev.patel@example.org")
+        ):
+            change_frequency(settings, ledger, address, "weekly", utc(2026, 11, 3, 9 + hour))
+    (project / "articles" / "first.md").write_text(
+        "---\ntitle: First of the week\nsummary: One.\npublished: 2026-11-04\n"
+        "topics: [scleroderma]\n---\n\nBody.\n",
+        encoding="utf-8",
+    )
+    publish(project, now=utc(2026, 11, 4, 12))
+    with open_ledger(settings) as ledger:  # joins after the first publish of the week
+        change_frequency(settings, ledger, "emma.schulz@example.org", "weekly", utc(2026, 11, 5, 9))
+    (project / "articles" / "second.md").write_text(
+        "---\ntitle: Second of the week\nsummary: Two.\npublished: 2026-11-06\n"
+        "topics: [interstitial-lung-disease]\n---\n\nBody.\n",
+        encoding="utf-8",
+    )
+    publish(project, now=utc(2026, 11, 6, 12))
+    smtp_server.messages.clear()
+    with open_ledger(settings) as ledger:
+        weekly = next(
+            r for r in run_due(settings, ledger, utc(2026, 11, 9, 9)) if r.frequency == "weekly"
+        )
+    # three different starts, one content: one digest; the later reader gets their own
+    assert len(weekly.digests) == 2 and weekly.recipients == 4
+    assert run(project, "deliver")[0] == 0
+    got = {
+        m["To"].addresses[0].addr_spec: (
+            str(m["Subject"]),
+            str(m.get_body(("plain",)).get_content()),  # type: ignore[union-attr]
+        )
+        for m in smtp_server.parsed()
+    }
+    assert got["ana.reyes@example.org"][0] == "Your weekly digest, 3–8 November"
+    assert got["emma.schulz@example.org"][0] == "Your weekly digest, 5–8 November"
+    assert "First of the week" in got["dev.patel@example.org"][1]
+    assert "Second of the week" in got["dev.patel@example.org"][1]
+    assert "First of the week" not in got["emma.schulz@example.org"][1]
+    assert "Second of the week" in got["emma.schulz@example.org"][1]

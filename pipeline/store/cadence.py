@@ -96,6 +96,15 @@ class CadenceStore:
         )
         return [VersionRow(e, parse_instant(at), kind, card) for e, at, kind, card in rows]
 
+    def version_instants(self, start: datetime, end: datetime) -> list[datetime]:
+        """The distinct instants at which versions were logged in ``(start, end]``, in order."""
+        rows = self._db.execute(
+            """SELECT DISTINCT version_at FROM article_versions
+               WHERE version_at > ? AND version_at <= ? ORDER BY version_at""",
+            (iso(start), iso(end)),
+        )
+        return [parse_instant(at) for (at,) in rows]
+
     def reader_windows(self, frequency: str, email_key: str | None = None) -> list[ReaderWindow]:
         """The active readers on ``frequency`` (or the one reader ``email_key``, whatever
         their frequency) with the start of their next window."""
