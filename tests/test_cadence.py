@@ -99,6 +99,13 @@ def test_subscribers_add_sets_the_frequency_and_list_shows_it(project: Path) -> 
     # changing only the name keeps the frequency chosen before
     assert run(project, "subscribers", "add", "w@example.org", "--name", "W")[0] == 0
     assert "w@example.org\tactive\t*\tW\tweekly\n" in run(project, "subscribers", "list")[1]
+    # the export carries it, and imports back into another project
+    exported = run(project, "subscribers", "export")[1]
+    assert exported.splitlines()[0].endswith(",frequency")
+    assert any(
+        line.startswith("w@example.org,") and line.endswith(",weekly")
+        for line in exported.splitlines()
+    )
 
 
 def test_status_and_digests_show_the_next_runs_and_their_readers(project: Path) -> None:
@@ -295,3 +302,16 @@ def test_readers_who_joined_between_the_same_publishes_share_one_digest(
     assert "Second of the week" in got["dev.patel@example.org"][1]
     assert "First of the week" not in got["emma.schulz@example.org"][1]
     assert "Second of the week" in got["emma.schulz@example.org"][1]
+
+
+def test_check_names_an_unknown_field_in_the_periodic_subject(project: Path) -> None:
+    config = project / "pipeline.toml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(
+        text.replace("[digest]\n", '[digest]\nperiodic_subject = "{site}: {week}"\n'),
+        encoding="utf-8",
+    )
+    code, output = run(project, "check")
+    assert code == 1
+    assert "[digest] periodic_subject: 'week' is not a known field" in output
+    assert "{frequency}, {period}" in output
