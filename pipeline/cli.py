@@ -196,7 +196,7 @@ def _render_status(app: App, result: ProjectStatus) -> None:
     app.out.data(views.status_dict(result))
     _render_plan(app, result.plan)
     app.out.show(views.deliveries_table(result))
-    app.out.show(views.schedule_table(result.schedule))
+    app.out.show(views.schedule_table(result.schedule, app.settings.schedule))
     per_digest = views.digests_table(result)
     if per_digest is not None:
         app.out.show(per_digest)

@@ -25,6 +25,7 @@ __all__ = ["digests", "parse_as_of"]
 
 def parse_as_of(text: str, settings: Settings) -> datetime:
     """An ISO 8601 date or date-time; without an offset it is read in ``[schedule] timezone``.
+    (For the schedule alone, ``pipeline digests --as-of`` may look ahead; ``--due`` may not.)
 
     Raises ``click.BadParameter`` naming the option and the form to use.
     """
@@ -62,12 +63,15 @@ def digests(app: App, due: bool, as_of: str | None, no_deliver: bool) -> None:
     messages were deferred, failed or left pending.
     """
     settings = app.settings
-    now = parse_as_of(as_of, settings) if as_of else datetime.now(UTC)
+    now = datetime.now(UTC)
+    if as_of:
+        moment = parse_as_of(as_of, settings)
+        now = _not_future(moment, now, as_of) if due else moment
     if not due:
         with read_ledger(settings) as ledger:
             upcoming = schedule(settings, ledger, now)
         app.out.data({"schedule": views.schedule_dict(upcoming)})
-        app.out.show(views.schedule_table(upcoming))
+        app.out.show(views.schedule_table(upcoming, settings.schedule))
         return
     with open_ledger(settings) as ledger:
         with app.out.step("Recording the digests that are due…"):
@@ -90,6 +94,17 @@ def digests(app: App, due: bool, as_of: str | None, no_deliver: bool) -> None:
             stop(ExitCode.PARTIAL)
 
 
+def _not_future(moment: datetime, now: datetime, text: str) -> datetime:
+    """A slot is recorded once its time has come: recording one still to come would close
+    readers' windows early."""
+    if moment > now:
+        raise click.BadParameter(
+            f"{text} is still to come; give an instant up to now (it back-fills missed runs)",
+            param_hint="--as-of",
+        )
+    return moment
+
+
 def _period(run: DueRun, settings: Settings) -> str:
     start = previous_slot(run.frequency, settings.schedule, run.slot)
     return period_label(start, run.slot, settings.schedule)
@@ -99,6 +114,8 @@ def _run_line(run: DueRun, settings: Settings) -> str:
     head = f"{run.frequency.capitalize()} digest for {_period(run, settings)}"
     if not run.recorded:
         return f"{head}: recorded before; nothing more to do."
+    if not run.recipients:
+        return f"{head}: nothing new for its {run.readers} reader(s)."
     return (
         f"{head}: {run.recipients} message(s) to {run.readers} reader(s) on this frequency"
         f" in {len(run.digests)} digest(s)."

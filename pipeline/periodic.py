@@ -262,7 +262,9 @@ def schedule(settings: Settings, ledger: Ledger, now: datetime) -> tuple[Schedul
     for frequency in PERIODIC:
         latest = latest_slot(frequency, settings.schedule, now)
         overdue = frequency not in done or done[frequency] < latest
-        due = latest if overdue else next_slot(frequency, settings.schedule, now)
+        # An --as-of run may have recorded slots still to come: the next is after those.
+        after = max(now, done[frequency]) if frequency in done else now
+        due = latest if overdue else next_slot(frequency, settings.schedule, after)
         runs.append(ScheduledRun(frequency, due, overdue, readers.get(frequency, 0)))
     return tuple(runs)
 

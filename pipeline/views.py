@@ -12,7 +12,7 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from pipeline.config import Settings
+from pipeline.config import ScheduleSettings, Settings
 from pipeline.delivery import DeliveryReport
 from pipeline.errors import Problem
 from pipeline.models import Entry
@@ -182,11 +182,13 @@ def deliveries_table(status: ProjectStatus) -> Table:
     return table
 
 
-def schedule_table(runs: tuple[ScheduledRun, ...]) -> Table:
-    """The next daily, weekly and monthly digests: when, and to how many readers."""
+def schedule_table(runs: tuple[ScheduledRun, ...], schedule: ScheduleSettings) -> Table:
+    """The next daily, weekly and monthly digests: when (in ``[schedule] timezone``), and to
+    how many readers."""
     table = _table("frequency", "next run", "readers", title="Periodic digests")
     for run in runs:
-        when = _when(run.due) + (" (due now: run `pipeline digests --due`)" if run.overdue else "")
+        local = f"{run.due.astimezone(schedule.zone):%Y-%m-%d %H:%M} {schedule.timezone}"
+        when = local + (" (due now: run `pipeline digests --due`)" if run.overdue else "")
         table.add_row(
             run.frequency, when, str(run.readers), style="yellow" if run.overdue else None
         )

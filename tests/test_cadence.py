@@ -122,12 +122,12 @@ def test_status_and_digests_show_the_next_runs_and_their_readers(project: Path) 
     assert schedule["daily"]["readers"] == 0
     # nothing recorded yet: each frequency's latest slot is due now
     assert all(row["overdue"] for row in schedule.values())
-    assert run(project, "digests", "--due", "--as-of", "2026-12-11T07:00", "--no-deliver")[0] == 0
-    code, output = run(project, "digests", "--as-of", "2026-12-11T08:00", "--json")
+    assert run(project, "digests", "--due", "--as-of", "2026-12-04T07:00", "--no-deliver")[0] == 0
+    code, output = run(project, "digests", "--as-of", "2026-12-04T08:00", "--json")
     schedule = {row["frequency"]: row for row in json.loads(output)["schedule"]}
     assert schedule["weekly"] == {
         "frequency": "weekly",
-        "due": "2026-12-18T07:00:00+00:00",
+        "due": "2026-12-11T07:00:00+00:00",
         "overdue": False,
         "readers": 2,
     }
@@ -315,3 +315,13 @@ def test_check_names_an_unknown_field_in_the_periodic_subject(project: Path) -> 
     assert code == 1
     assert "[digest] periodic_subject: 'week' is not a known field" in output
     assert "{frequency}, {period}" in output
+
+
+def test_due_refuses_an_instant_still_to_come(project: Path) -> None:
+    code, output = run(project, "digests", "--due", "--as-of", "2999-01-04T09:00")
+    assert code == 2 and "still to come" in output
+    with open_ledger(load_settings(project)) as ledger:
+        assert ledger.last_periods() == {}
+    # looking ahead at the schedule is fine
+    code, output = run(project, "digests", "--as-of", "2999-01-04T09:00")
+    assert code == 0 and "2999-01-04 08:00 UTC" in output
