@@ -325,3 +325,41 @@ def test_due_refuses_an_instant_still_to_come(project: Path) -> None:
     # looking ahead at the schedule is fine
     code, output = run(project, "digests", "--as-of", "2999-01-04T09:00")
     assert code == 0 and "2999-01-04 08:00 UTC" in output
+
+
+def test_a_reader_back_after_unsubscribing_gets_nothing_from_the_time_away(
+    project: Path, smtp_server: Received
+) -> None:
+    settings = load_settings(project)
+    publish(project, now=utc(2026, 11, 2, 12))
+    with open_ledger(settings) as ledger:
+        change_frequency(settings, ledger, "ana.reyes@example.org", "weekly", utc(2026, 11, 2, 13))
+    with open_store(settings) as store:
+        assert store.remove("ana.reyes@example.org", utc(2026, 11, 3, 9))
+    (project / "articles" / "away.md").write_text(
+        "---\ntitle: While away\nsummary: One.\npublished: 2026-11-04\n"
+        "topics: [scleroderma]\n---\n\nBody.\n",
+        encoding="utf-8",
+    )
+    publish(project, now=utc(2026, 11, 4, 12))
+    with open_store(settings) as store:
+        signup = store.request_signup(
+            "ana.reyes@example.org", "Ana", frozenset(), utc(2026, 11, 5, 9)
+        )
+        assert signup.token is not None
+        record = store.confirm(signup.token, utc(2026, 11, 5, 10))
+        assert record is not None and record.frequency == "weekly"
+    (project / "articles" / "back.md").write_text(
+        "---\ntitle: After coming back\nsummary: Two.\npublished: 2026-11-06\n"
+        "topics: [scleroderma]\n---\n\nBody.\n",
+        encoding="utf-8",
+    )
+    publish(project, now=utc(2026, 11, 6, 12))
+    smtp_server.messages.clear()
+    with open_ledger(settings) as ledger:
+        run_due(settings, ledger, utc(2026, 11, 9, 9))
+    assert run(project, "deliver")[0] == 0
+    (message,) = smtp_server.parsed()
+    text = str(message.get_body(("plain",)).get_content())  # type: ignore[union-attr]
+    assert message["Subject"] == "Your weekly digest, 5–8 November"
+    assert "After coming back" in text and "While away" not in text

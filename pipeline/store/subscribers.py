@@ -245,7 +245,10 @@ class SubscriberStore:
 
     def confirm_signup(self, signup_id: str, ref: str, now: datetime) -> SubscriberRecord | None:
         """Use a sign-up once: the address becomes active with the name and topics asked for
-        (whatever its status was). None if the sign-up is unknown or already used."""
+        (whatever its status was). None if the sign-up is unknown or already used.
+
+        An address that was not active starts its periodic window afresh at its confirmation:
+        what was published while it was unsubscribed is never sent to it."""
         stamp = iso(now)
         with self._db.transaction():
             row = self._db.execute(
@@ -264,6 +267,8 @@ class SubscriberStore:
                    ON CONFLICT (email_key) DO UPDATE SET
                        name = excluded.name, topics = excluded.topics, status = 'active',
                        reason = '', ref = coalesce(subscribers.ref, excluded.ref),
+                       digest_since = CASE WHEN subscribers.status = 'active'
+                           THEN subscribers.digest_since ELSE NULL END,
                        updated_at = excluded.updated_at, confirmed_at = excluded.confirmed_at""",
                 (email_key, email, name, topics, ref, stamp, stamp, stamp),
             )
