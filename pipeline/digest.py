@@ -124,6 +124,10 @@ class DigestPlan:
     recipients: tuple[tuple[str, Subscriber], ...]  # (audience key, subscriber)
     web_html: str  # the "view in browser" copy: every change, no personal data
     everyone: CompiledAudience  # every change, for previews and test sends
+    # Readers on a periodic frequency, with an audience rendered for them too: one who moves
+    # to "immediately" between the plan and the record still gets this publish (the ledger
+    # decides, by the frequencies at record time, who of both is sent it).
+    standby: tuple[tuple[str, Subscriber], ...] = ()
 
 
 def template_environment(templates_dir: str) -> jinja2.Environment:

@@ -79,6 +79,12 @@ def _row(
             audience = next(a for a in digest.audiences if a.audience.key == key)
             row = OutboxRow(0, _PREVIEW_DIGEST, key, to or member.email, member.name, 0)
             return row, audience.record()
+    for _, member in digest.standby:
+        if email_key(member.email) == email_key(subscriber):
+            raise NothingToSend(
+                f"{subscriber} gets the {member.frequency} digest, not this one; "
+                "`pipeline digests` shows when it goes out"
+            )
     raise NothingToSend(
         f"{subscriber} gets nothing in the next digest: not in subscribers/*.csv, "
         f"suppressed, or none of their topics changed ({len(digest.recipients)} recipients)"

@@ -10,7 +10,7 @@ after it leaves pending rows that the next run sends.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -118,12 +118,16 @@ def plan_publish(
     # Recipients are the ledger's active subscribers once the lists are merged in (execute
     # merges them; the plan only previews, so --dry-run writes nothing).
     subscriber_list = load_subscribers(paths.subscribers, paths.root, known_topics=topics)
-    # The digest of a publish goes to the readers who chose "immediately"; the others get
-    # the daily, weekly or monthly digests (pipeline digests --due) read from the version log.
-    subscribers = [
-        s for s in planned_recipients(ledger, subscriber_list) if s.frequency == IMMEDIATELY
-    ]
+    subscribers = planned_recipients(ledger, subscriber_list)
     digest = plan_digest(changes, subscribers, settings, disclaimer) if email else None
+    if digest is not None:
+        # The digest of a publish goes to the readers who chose "immediately"; the others get
+        # the daily, weekly or monthly digests (pipeline digests --due) from the version log.
+        digest = replace(
+            digest,
+            recipients=tuple(r for r in digest.recipients if r[1].frequency == IMMEDIATELY),
+            standby=tuple(r for r in digest.recipients if r[1].frequency != IMMEDIATELY),
+        )
     if digest is not None:
         check_email_settings(settings)  # a DKIM or sender mistake stops the run before recording
     return PublishPlan(
@@ -188,7 +192,7 @@ def execute(
             audiences=tuple(a.record() for a in digest.audiences) if digest else (),
             recipients=(
                 (key, s.email, s.name)
-                for key, s in digest.recipients
+                for key, s in (*digest.recipients, *digest.standby)
                 if email_key(s.email) not in suppressed
             )
             if digest

@@ -59,6 +59,7 @@ def audience_counts(plan: PublishPlan) -> tuple[AudienceCount, ...]:
             recipients=members[compiled.audience.key],
         )
         for compiled in plan.digest.audiences
+        if members[compiled.audience.key]  # not those rendered for periodic readers alone
     ]
     return tuple(sorted(counts, key=lambda a: (-a.recipients, a.key)))
 

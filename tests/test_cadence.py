@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from pipeline import load_settings
+from pipeline import execute, load_settings, plan_publish
 from pipeline.cadence import latest_slot, next_slot, period_label
 from pipeline.cli import cli
 from pipeline.config import ScheduleSettings
@@ -363,3 +363,70 @@ def test_a_reader_back_after_unsubscribing_gets_nothing_from_the_time_away(
     text = str(message.get_body(("plain",)).get_content())  # type: ignore[union-attr]
     assert message["Subject"] == "Your weekly digest, 5–8 November"
     assert "After coming back" in text and "While away" not in text
+
+
+def _plan_then_change_then_record(project: Path, email: str, frequency: str) -> None:
+    """A publish planned at 10:00, a reader changing frequency at 10:01, the publish
+    recorded after: the frequency at record time decides how the reader gets it."""
+    settings = load_settings(project)
+    (project / "articles" / "racing.md").write_text(
+        "---\ntitle: Racing the preferences page\nsummary: One.\npublished: 2026-11-04\n"
+        "topics: [scleroderma]\n---\n\nBody.\n",
+        encoding="utf-8",
+    )
+    with open_ledger(settings) as ledger:
+        plan = plan_publish(settings, ledger, now=utc(2026, 11, 4, 10))
+        change_frequency(settings, ledger, email, frequency, utc(2026, 11, 4, 10, 1))
+        execute(plan, settings, ledger)
+
+
+def _titles(received: Received, email: str) -> list[tuple[str, str]]:
+    return [
+        (str(m["Subject"]), str(m.get_body(("plain",)).get_content()))  # type: ignore[union-attr]
+        for rcpt, m in zip(received.recipients(), received.parsed(), strict=True)
+        if rcpt == email
+    ]
+
+
+def test_a_reader_back_to_immediately_while_a_publish_renders_still_gets_it(
+    project: Path, smtp_server: Received
+) -> None:
+    settings = load_settings(project)
+    publish(project, now=utc(2026, 11, 2, 12))
+    with open_ledger(settings) as ledger:
+        change_frequency(settings, ledger, "ana.reyes@example.org", "weekly", utc(2026, 11, 2, 13))
+    (project / "articles" / "before.md").write_text(
+        "---\ntitle: Before the change\nsummary: One.\npublished: 2026-11-03\n"
+        "topics: [scleroderma]\n---\n\nBody.\n",
+        encoding="utf-8",
+    )
+    publish(project, now=utc(2026, 11, 3, 12))
+    smtp_server.messages.clear()
+    _plan_then_change_then_record(project, "ana.reyes@example.org", "immediately")
+    got = _titles(smtp_server, "ana.reyes@example.org")
+    # the open week at once (without the racing publish), then the publish itself
+    assert got[0][0] == "Your weekly digest, 2–4 November"
+    assert "Before the change" in got[0][1] and "Racing" not in got[0][1]
+    assert len(got) == 2 and "Racing the preferences page" in got[1][1]
+
+
+def test_a_reader_leaving_immediately_while_a_publish_renders_gets_it_once(
+    project: Path, smtp_server: Received
+) -> None:
+    settings = load_settings(project)
+    publish(project, now=utc(2026, 11, 2, 12))
+    smtp_server.messages.clear()
+    _plan_then_change_then_record(project, "ana.reyes@example.org", "weekly")
+    assert _titles(smtp_server, "ana.reyes@example.org") == []
+    with open_ledger(settings) as ledger:
+        run_due(settings, ledger, utc(2026, 11, 9, 9))
+    assert run(project, "deliver")[0] == 0
+    ((subject, text),) = _titles(smtp_server, "ana.reyes@example.org")
+    assert subject == "Your weekly digest, 4–8 November" and "Racing the preferences page" in text
+
+
+def test_preview_of_a_periodic_reader_says_which_digest_they_get(project: Path) -> None:
+    run(project, "subscribers", "add", "ana.reyes@example.org", "--frequency", "weekly")
+    code, output = run(project, "preview", "--subscriber", "ana.reyes@example.org")
+    assert code == 1
+    assert "gets the weekly digest, not this one" in output

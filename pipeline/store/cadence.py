@@ -9,8 +9,11 @@ A reader's window starts at ``subscribers.digest_since`` (the end of their previ
 digest, or the instant they chose a periodic frequency), else when they were confirmed.
 Recording a digest moves it to the window's end in the same transaction as the outbox rows,
 and only if it still holds what the digest was planned from, so a reader can never be sent
-one window twice. ``ledger_meta.cadence_closed`` is the latest window end recorded: a version
-is never stamped at or before it, so nothing published lands in a window already sent.
+one window twice. ``ledger_meta.cadence_closed`` is the latest window end recorded or
+frequency change made: a version is never stamped at or before it, so nothing published
+lands in a window already sent, and a publish recorded after a reader changed frequency is
+theirs under the new frequency (``record_publish`` reads the frequencies in the same
+transaction, after taking that row).
 """
 
 from __future__ import annotations
@@ -210,22 +213,32 @@ class CadenceStore:
                     "WHERE email_key = ?",
                     [(frequency, since and iso(since), stamp, r.email_key) for r in readers],
                 )
-            self._db.execute(
-                """INSERT INTO ledger_meta (name, value) VALUES ('cadence_closed', ?)
-                   ON CONFLICT (name) DO UPDATE SET value = excluded.value
-                   WHERE ledger_meta.value < excluded.value""",
-                (closes,),
-            )
+            self._close_through(end)
         return ids
 
     def set_frequency(
         self, email_key: str, frequency: str, since: datetime | None, now: datetime
     ) -> bool:
         """Set a pending or active reader's frequency and window start, nothing being owed
-        (the caller checked); False if the address is unknown or suppressed."""
-        cursor = self._db.execute(
-            """UPDATE subscribers SET frequency = ?, digest_since = ?, updated_at = ?
-               WHERE email_key = ? AND status IN ('pending', 'active')""",
-            (frequency, since and iso(since), iso(now), email_key),
-        )
+        (the caller checked); False if the address is unknown or suppressed.
+
+        Raises ``cadence_closed`` to ``now`` as well: a publish planned before the change and
+        recorded after it logs its versions after ``now``, where the reader's new frequency
+        decides how they get them (see ``record_publish``)."""
+        with self._db.transaction():
+            cursor = self._db.execute(
+                """UPDATE subscribers SET frequency = ?, digest_since = ?, updated_at = ?
+                   WHERE email_key = ? AND status IN ('pending', 'active')""",
+                (frequency, since and iso(since), iso(now), email_key),
+            )
+            self._close_through(now)
         return cursor.rowcount == 1
+
+    def _close_through(self, end: datetime) -> None:
+        """Raise ``cadence_closed`` to ``end``: no version is logged at or before it from now on."""
+        self._db.execute(
+            """INSERT INTO ledger_meta (name, value) VALUES ('cadence_closed', ?)
+               ON CONFLICT (name) DO UPDATE SET value = excluded.value
+               WHERE ledger_meta.value < excluded.value""",
+            (iso(end),),
+        )

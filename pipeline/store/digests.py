@@ -95,14 +95,23 @@ class DigestStore:
                 [(stamp, slug) for slug in record.withdrawn],
             )
             digest_id: int | None = None
-            if record.digest_subject is not None and record.audiences:
+            # Frequencies as of now (insert_versions holds the lock frequency changes take).
+            periodic = {
+                key
+                for (key,) in self._db.execute(
+                    "SELECT email_key FROM subscribers "
+                    "WHERE status = 'active' AND frequency <> 'immediately'"
+                )
+            }
+            recipients = [r for r in record.recipients if r[1].lower() not in periodic]
+            if record.digest_subject is not None and record.audiences and recipients:
                 digest_id = insert_digest(
                     self._db,
                     stamp,
                     record.digest_subject,
                     record.web_html,
                     record.audiences,
-                    record.recipients,
+                    recipients,
                 )
             self._db.execute(
                 "INSERT INTO runs (finished_at, new, updated, withdrawn, digest_id) VALUES (?, ?, ?, ?, ?)",

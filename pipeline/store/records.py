@@ -102,7 +102,9 @@ class PublishRecord:
     digest_subject: str | None
     web_html: str
     audiences: tuple[AudienceRecord, ...]
-    recipients: Iterable[tuple[str, str, str]]  # (audience_key, email, name)
+    # (audience_key, email, name); those on a periodic frequency when it is recorded are left
+    # out (they get the daily, weekly or monthly digest)
+    recipients: Iterable[tuple[str, str, str]]
     new_count: int = 0
     versions: tuple[ArticleVersion, ...] = ()  # for the version log periodic digests read
 
