@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from pipeline import PublishReport, execute, load_settings, open_ledger, plan_publish
@@ -22,3 +22,14 @@ def edit_article(root: Path, slug: str, old: str, new: str) -> None:
     text = path.read_text(encoding="utf-8")
     assert old in text, f"{old!r} not in {path}"
     path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def write_article(
+    root: Path, slug: str, title: str, published: date, topic: str = "scleroderma"
+) -> None:
+    """A short valid article ``articles/<slug>.md`` on one topic."""
+    (root / "articles" / f"{slug}.md").write_text(
+        f"---\ntitle: {title}\nsummary: A short summary of {slug}.\n"
+        f"published: {published.isoformat()}\ntopics: [{topic}]\n---\n\nThe body of {slug}.\n",
+        encoding="utf-8",
+    )

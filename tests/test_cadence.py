@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -15,14 +15,14 @@ from starlette.testclient import TestClient
 from pipeline import execute, load_settings, plan_publish
 from pipeline.cadence import latest_slot, next_slot, period_label
 from pipeline.cli import cli
-from pipeline.config import ScheduleSettings
+from pipeline.config import ScheduleSettings, Settings
 from pipeline.periodic import change_frequency, run_due, window_entries
 from pipeline.publish import open_ledger
 from pipeline.store import ReaderWindow
 from pipeline.subscribers import open_store, sign_token
 from pipeline.web_subscribers import subscriber_routes
 from tests.conftest import Received
-from tests.helpers import publish
+from tests.helpers import publish, write_article
 
 PARIS = ScheduleSettings(hour=8, weekday="monday", day_of_month=1, timezone="Europe/Paris")
 
@@ -34,6 +34,15 @@ def utc(*parts: int) -> datetime:
 def run(root: Path, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cli, ["--root", str(root), *args])
     return result.exit_code, result.output
+
+
+def published_with_ana_weekly(project: Path) -> Settings:
+    """The sample published on Monday 2 November at noon, Ana weekly from an hour later."""
+    settings = load_settings(project)
+    publish(project, now=utc(2026, 11, 2, 12))
+    with open_ledger(settings) as ledger:
+        change_frequency(settings, ledger, "ana.reyes@example.org", "weekly", utc(2026, 11, 2, 13))
+    return settings
 
 
 def test_slots_keep_their_local_hour_across_daylight_saving() -> None:
@@ -267,18 +276,12 @@ def test_readers_who_joined_between_the_same_publishes_share_one_digest(
             ("ana.reyes@example.org", "chloe.martin@example.org", "dev.patel@example.org")
         ):
             change_frequency(settings, ledger, address, "weekly", utc(2026, 11, 3, 9 + hour))
-    (project / "articles" / "first.md").write_text(
-        "---\ntitle: First of the week\nsummary: One.\npublished: 2026-11-04\n"
-        "topics: [scleroderma]\n---\n\nBody.\n",
-        encoding="utf-8",
-    )
+    write_article(project, "first", "First of the week", date(2026, 11, 4))
     publish(project, now=utc(2026, 11, 4, 12))
     with open_ledger(settings) as ledger:  # joins after the first publish of the week
         change_frequency(settings, ledger, "emma.schulz@example.org", "weekly", utc(2026, 11, 5, 9))
-    (project / "articles" / "second.md").write_text(
-        "---\ntitle: Second of the week\nsummary: Two.\npublished: 2026-11-06\n"
-        "topics: [interstitial-lung-disease]\n---\n\nBody.\n",
-        encoding="utf-8",
+    write_article(
+        project, "second", "Second of the week", date(2026, 11, 6), "interstitial-lung-disease"
     )
     publish(project, now=utc(2026, 11, 6, 12))
     smtp_server.messages.clear()
@@ -330,17 +333,10 @@ def test_due_refuses_an_instant_still_to_come(project: Path) -> None:
 def test_a_reader_back_after_unsubscribing_gets_nothing_from_the_time_away(
     project: Path, smtp_server: Received
 ) -> None:
-    settings = load_settings(project)
-    publish(project, now=utc(2026, 11, 2, 12))
-    with open_ledger(settings) as ledger:
-        change_frequency(settings, ledger, "ana.reyes@example.org", "weekly", utc(2026, 11, 2, 13))
+    settings = published_with_ana_weekly(project)
     with open_store(settings) as store:
         assert store.remove("ana.reyes@example.org", utc(2026, 11, 3, 9))
-    (project / "articles" / "away.md").write_text(
-        "---\ntitle: While away\nsummary: One.\npublished: 2026-11-04\n"
-        "topics: [scleroderma]\n---\n\nBody.\n",
-        encoding="utf-8",
-    )
+    write_article(project, "away", "While away", date(2026, 11, 4))
     publish(project, now=utc(2026, 11, 4, 12))
     with open_store(settings) as store:
         signup = store.request_signup(
@@ -349,11 +345,7 @@ def test_a_reader_back_after_unsubscribing_gets_nothing_from_the_time_away(
         assert signup.token is not None
         record = store.confirm(signup.token, utc(2026, 11, 5, 10))
         assert record is not None and record.frequency == "weekly"
-    (project / "articles" / "back.md").write_text(
-        "---\ntitle: After coming back\nsummary: Two.\npublished: 2026-11-06\n"
-        "topics: [scleroderma]\n---\n\nBody.\n",
-        encoding="utf-8",
-    )
+    write_article(project, "back", "After coming back", date(2026, 11, 6))
     publish(project, now=utc(2026, 11, 6, 12))
     smtp_server.messages.clear()
     with open_ledger(settings) as ledger:
@@ -369,11 +361,7 @@ def _plan_then_change_then_record(project: Path, email: str, frequency: str) -> 
     """A publish planned at 10:00, a reader changing frequency at 10:01, the publish
     recorded after: the frequency at record time decides how the reader gets it."""
     settings = load_settings(project)
-    (project / "articles" / "racing.md").write_text(
-        "---\ntitle: Racing the preferences page\nsummary: One.\npublished: 2026-11-04\n"
-        "topics: [scleroderma]\n---\n\nBody.\n",
-        encoding="utf-8",
-    )
+    write_article(project, "racing", "Racing the preferences page", date(2026, 11, 4))
     with open_ledger(settings) as ledger:
         plan = plan_publish(settings, ledger, now=utc(2026, 11, 4, 10))
         change_frequency(settings, ledger, email, frequency, utc(2026, 11, 4, 10, 1))
@@ -391,15 +379,8 @@ def _titles(received: Received, email: str) -> list[tuple[str, str]]:
 def test_a_reader_back_to_immediately_while_a_publish_renders_still_gets_it(
     project: Path, smtp_server: Received
 ) -> None:
-    settings = load_settings(project)
-    publish(project, now=utc(2026, 11, 2, 12))
-    with open_ledger(settings) as ledger:
-        change_frequency(settings, ledger, "ana.reyes@example.org", "weekly", utc(2026, 11, 2, 13))
-    (project / "articles" / "before.md").write_text(
-        "---\ntitle: Before the change\nsummary: One.\npublished: 2026-11-03\n"
-        "topics: [scleroderma]\n---\n\nBody.\n",
-        encoding="utf-8",
-    )
+    published_with_ana_weekly(project)
+    write_article(project, "before", "Before the change", date(2026, 11, 3))
     publish(project, now=utc(2026, 11, 3, 12))
     smtp_server.messages.clear()
     _plan_then_change_then_record(project, "ana.reyes@example.org", "immediately")

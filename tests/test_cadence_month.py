@@ -24,7 +24,7 @@ from pipeline.cli import cli
 from pipeline.periodic import change_frequency
 from pipeline.publish import open_ledger
 from tests.conftest import Received
-from tests.helpers import edit_article, publish
+from tests.helpers import edit_article, publish, write_article
 
 SITE = "Scleroderma Therapy News"
 READERS = """email,name,topics,frequency
@@ -47,14 +47,6 @@ timezone = "Europe/Paris"
 
 def utc(day: int, hour: int, month: int = 11) -> datetime:
     return datetime(2026, month, day, hour, tzinfo=UTC)
-
-
-def write_article(root: Path, slug: str, title: str, topic: str, published: date) -> None:
-    (root / "articles" / f"{slug}.md").write_text(
-        f"---\ntitle: {title}\nsummary: A short summary of {slug}.\n"
-        f"published: {published.isoformat()}\ntopics: [{topic}]\n---\n\nThe body of {slug}.\n",
-        encoding="utf-8",
-    )
 
 
 def digests_due(root: Path, as_of: str) -> str:
@@ -108,7 +100,7 @@ def test_a_month_of_digests(project: Path, smtp_server: Received) -> None:
         ),
         utc(5, 10): lambda: (
             edit_article(root, "a1", "Aone first", "Aone second"),
-            write_article(root, "a2", "Atwo first", "multiple-sclerosis", date(2026, 11, 5)),
+            write_article(root, "a2", "Atwo first", date(2026, 11, 5), "multiple-sclerosis"),
         ),
         utc(10, 10): lambda: write_article(
             root, "a3", "Athree only", "scleroderma", date(2026, 11, 10)
