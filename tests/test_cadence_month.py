@@ -95,32 +95,22 @@ def test_a_month_of_digests(project: Path, smtp_server: Received) -> None:
 
     articles = root / "articles"
     steps = {
-        utc(3, 10): lambda: write_article(
-            root, "a1", "Aone first", "scleroderma", date(2026, 11, 3)
-        ),
+        utc(3, 10): lambda: write_article(root, "a1", "Aone first", date(2026, 11, 3)),
         utc(5, 10): lambda: (
             edit_article(root, "a1", "Aone first", "Aone second"),
             write_article(root, "a2", "Atwo first", date(2026, 11, 5), "multiple-sclerosis"),
         ),
-        utc(10, 10): lambda: write_article(
-            root, "a3", "Athree only", "scleroderma", date(2026, 11, 10)
-        ),
+        utc(10, 10): lambda: write_article(root, "a3", "Athree only", date(2026, 11, 10)),
         utc(10, 15): lambda: edit_article(root, "a2", "Atwo first", "Atwo second"),
         utc(11, 12): lambda: (articles / "a3.md").unlink(),  # withdrawn
         utc(12, 10): lambda: edit_article(root, "a2", "Atwo second", "Atwo third"),
-        utc(17, 10): lambda: write_article(
-            root, "a4", "Afour first", "scleroderma", date(2026, 11, 17)
-        ),
+        utc(17, 10): lambda: write_article(root, "a4", "Afour first", date(2026, 11, 17)),
         utc(20, 10): lambda: write_article(
-            root, "a5", "Afive first", "multiple-sclerosis", date(2026, 11, 20)
+            root, "a5", "Afive first", date(2026, 11, 20), "multiple-sclerosis"
         ),
         utc(25, 10): lambda: edit_article(root, "a1", "Aone second", "Aone third"),
-        utc(27, 10): lambda: write_article(
-            root, "a6", "Asix first", "scleroderma", date(2026, 11, 27)
-        ),
-        utc(30, 10): lambda: write_article(
-            root, "a7", "Aseven first", "scleroderma", date(2026, 11, 30)
-        ),
+        utc(27, 10): lambda: write_article(root, "a6", "Asix first", date(2026, 11, 27)),
+        utc(30, 10): lambda: write_article(root, "a7", "Aseven first", date(2026, 11, 30)),
     }
     changes = {
         utc(12, 12): ("switch@example.org", "weekly"),
