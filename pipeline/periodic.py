@@ -138,7 +138,7 @@ def window_entries(ledger: Ledger, start: datetime, end: datetime) -> Changes:
         if latest[1] == "withdrawn" or not latest[2]:
             continue
         if not any(kind == "published" for _, kind, _ in inside):
-            continue  # only renamed: nothing to announce
+            continue  # only quiet versions (renames, --no-email): nothing to announce
         was_live = bool(before) and before[-1][1] != "withdrawn"
         (updated if was_live else new).append(_entry(entry_id, latest[2]))
 

@@ -199,8 +199,10 @@ def execute(
             else (),
             new_count=len(changes.new),
             versions=(
-                *(entry_card(e) for e in changes.announced),
-                *(entry_card(e, "renamed") for e in changes.renamed),
+                # --no-email: the changes count as published, and periodic digests keep
+                # quiet about them too
+                *(entry_card(e, "published" if digest else "quiet") for e in changes.announced),
+                *(entry_card(e, "quiet") for e in changes.renamed),
             ),
         )
         report.digest_id = ledger.record_publish(record, plan.now)

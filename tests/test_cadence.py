@@ -411,3 +411,19 @@ def test_preview_of_a_periodic_reader_says_which_digest_they_get(project: Path) 
     code, output = run(project, "preview", "--subscriber", "ana.reyes@example.org")
     assert code == 1
     assert "gets the weekly digest, not this one" in output
+
+
+def test_a_publish_without_email_is_not_announced_by_periodic_digests(
+    project: Path, smtp_server: Received
+) -> None:
+    settings = published_with_ana_weekly(project)
+    write_article(project, "quiet", "Published without email", date(2026, 11, 3))
+    publish(project, now=utc(2026, 11, 3, 12), send_email=False)
+    write_article(project, "loud", "Published with email", date(2026, 11, 4))
+    publish(project, now=utc(2026, 11, 4, 12))
+    smtp_server.messages.clear()
+    with open_ledger(settings) as ledger:
+        run_due(settings, ledger, utc(2026, 11, 9, 9))
+    assert run(project, "deliver")[0] == 0
+    ((_, text),) = _titles(smtp_server, "ana.reyes@example.org")
+    assert "Published with email" in text and "Published without email" not in text

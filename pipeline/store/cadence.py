@@ -42,7 +42,9 @@ PERIODIC = FREQUENCIES[1:]
 
 @dataclass(frozen=True, slots=True)
 class ArticleVersion:
-    """One version for the log (see :func:`pipeline.store.articles.insert_versions`): ``kind`` is "published" (new or updated content) or "renamed";
+    """One version for the log (see :func:`pipeline.store.articles.insert_versions`): ``kind``
+    is "published" (new or updated content, announced) or "quiet" (a rename, or a publish
+    with ``--no-email``: what digests show changes, nobody is told);
     ``card`` is the JSON a periodic digest renders the article from."""
 
     entry_id: str
@@ -54,7 +56,7 @@ class ArticleVersion:
 class VersionRow:
     entry_id: str
     version_at: datetime
-    kind: str  # "published", "renamed" or "withdrawn"
+    kind: str  # "published", "quiet" or "withdrawn"
     card: str  # "" for "withdrawn" and for versions logged before the log existed
 
 

@@ -150,7 +150,7 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
         id          INTEGER PRIMARY KEY,
         entry_id    TEXT NOT NULL,
         version_at  TEXT NOT NULL,
-        kind        TEXT NOT NULL CHECK (kind IN ('published', 'renamed', 'withdrawn')),
+        kind        TEXT NOT NULL CHECK (kind IN ('published', 'quiet', 'withdrawn')),
         card        TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX article_versions_by_time ON article_versions (version_at);
