@@ -45,6 +45,18 @@ def published_with_ana_weekly(project: Path) -> Settings:
     return settings
 
 
+def weekly_mail_of_ana(
+    project: Path, settings: Settings, received: Received
+) -> list[tuple[str, str]]:
+    """Record the weekly digests of Monday 9 November and send them: what Ana got, as
+    (subject, text part)."""
+    received.messages.clear()
+    with open_ledger(settings) as ledger:
+        run_due(settings, ledger, utc(2026, 11, 9, 9))
+    assert run(project, "deliver")[0] == 0
+    return _titles(received, "ana.reyes@example.org")
+
+
 def test_slots_keep_their_local_hour_across_daylight_saving() -> None:
     # Paris leaves summer time on Sunday 25 October 2026: 08:00 is 06:00 UTC before, 07:00 after.
     assert latest_slot("weekly", PARIS, utc(2026, 10, 25, 12)) == utc(2026, 10, 19, 6)
@@ -347,13 +359,8 @@ def test_a_reader_back_after_unsubscribing_gets_nothing_from_the_time_away(
         assert record is not None and record.frequency == "weekly"
     write_article(project, "back", "After coming back", date(2026, 11, 6))
     publish(project, now=utc(2026, 11, 6, 12))
-    smtp_server.messages.clear()
-    with open_ledger(settings) as ledger:
-        run_due(settings, ledger, utc(2026, 11, 9, 9))
-    assert run(project, "deliver")[0] == 0
-    (message,) = smtp_server.parsed()
-    text = str(message.get_body(("plain",)).get_content())  # type: ignore[union-attr]
-    assert message["Subject"] == "Your weekly digest, 5–8 November"
+    ((subject, text),) = weekly_mail_of_ana(project, settings, smtp_server)
+    assert subject == "Your weekly digest, 5–8 November"
     assert "After coming back" in text and "While away" not in text
 
 
@@ -421,9 +428,5 @@ def test_a_publish_without_email_is_not_announced_by_periodic_digests(
     publish(project, now=utc(2026, 11, 3, 12), send_email=False)
     write_article(project, "loud", "Published with email", date(2026, 11, 4))
     publish(project, now=utc(2026, 11, 4, 12))
-    smtp_server.messages.clear()
-    with open_ledger(settings) as ledger:
-        run_due(settings, ledger, utc(2026, 11, 9, 9))
-    assert run(project, "deliver")[0] == 0
-    ((_, text),) = _titles(smtp_server, "ana.reyes@example.org")
+    ((_, text),) = weekly_mail_of_ana(project, settings, smtp_server)
     assert "Published with email" in text and "Published without email" not in text
