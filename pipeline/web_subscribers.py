@@ -251,14 +251,16 @@ def subscriber_routes(
             if record is None:
                 return pages.message("Already confirmed", "This address is subscribed.")
             change_frequency(settings, ledger, record.email_key, signup.frequency, now)
+            how_often = dict(frequency_choices(settings))[signup.frequency]
             preferences = urljoin(
                 settings.base_url, f"preferences/{store.token_for(record, 'preferences')}"
             )
         return pages.message(
             "You are subscribed",
             f"{record.email} will receive {settings.site.title} news about "
-            f"{topics_phrase(settings, record.topics)}. Every email has a link to change "
-            "your topics or unsubscribe.",
+            f"{topics_phrase(settings, record.topics)}, "
+            f"{how_often[:1].lower()}{how_often[1:]}. Every email has a link to change your "
+            "topics, how often you hear from us, or unsubscribe.",
             link=(preferences, "Choose topics"),
         )
 

@@ -228,7 +228,9 @@ def test_sign_up_and_preferences_choose_how_often(project: Path, smtp_server: Re
     body = str(smtp_server.parsed()[0].get_body(("plain",)).get_content())  # type: ignore[union-attr]
     confirm = re.search(r"/confirm/\S+", body)
     assert confirm is not None
-    assert client.post(confirm.group(0)).status_code == 200
+    confirmed = client.post(confirm.group(0))
+    assert confirmed.status_code == 200
+    assert "every topic, once a week, on Mondays at 8:00 (UTC)." in confirmed.text
     with open_store(settings) as store:
         record = store.find("r@example.org")
         assert record is not None and record.frequency == "weekly"
