@@ -115,7 +115,7 @@ def _run_line(run: DueRun, settings: Settings) -> str:
     if not run.recorded:
         return f"{head}: recorded before; nothing more to do."
     if not run.recipients:
-        return f"{head}: nothing new for its {run.readers} reader(s)."
+        return f"{head}: nothing new for the {run.readers} reader(s) it covers."
     return (
         f"{head}: {run.recipients} message(s) to {run.readers} reader(s) on this frequency"
         f" in {len(run.digests)} digest(s)."
