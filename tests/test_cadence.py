@@ -432,3 +432,21 @@ def test_a_publish_without_email_is_not_announced_by_periodic_digests(
     publish(project, now=utc(2026, 11, 4, 12))
     ((_, text),) = weekly_mail_of_ana(project, settings, smtp_server)
     assert "Published with email" in text and "Published without email" not in text
+
+
+def test_moving_from_daily_to_weekly_keeps_the_window(project: Path, smtp_server: Received) -> None:
+    settings = load_settings(project)
+    publish(project, now=utc(2026, 11, 2, 12))
+    with open_ledger(settings) as ledger:
+        change_frequency(settings, ledger, "ana.reyes@example.org", "daily", utc(2026, 11, 2, 13))
+    write_article(project, "tuesday", "Published on Tuesday", date(2026, 11, 3))
+    publish(project, now=utc(2026, 11, 3, 12))
+    with open_ledger(settings) as ledger:
+        run_due(settings, ledger, utc(2026, 11, 4, 9))  # the daily digest of 3 November
+        change_frequency(settings, ledger, "ana.reyes@example.org", "weekly", utc(2026, 11, 4, 10))
+    write_article(project, "thursday", "Published on Thursday", date(2026, 11, 5))
+    publish(project, now=utc(2026, 11, 5, 12))
+    got = weekly_mail_of_ana(project, settings, smtp_server)
+    ((subject, text),) = got
+    assert subject == "Your weekly digest, 4–8 November"
+    assert "Published on Thursday" in text and "Published on Tuesday" not in text
