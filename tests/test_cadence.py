@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -19,10 +20,11 @@ from pipeline.config import ScheduleSettings, Settings
 from pipeline.periodic import change_frequency, run_due, window_entries
 from pipeline.publish import open_ledger
 from pipeline.store import ReaderWindow
+from pipeline.store.migrations import SQLITE_MIGRATIONS
 from pipeline.subscribers import open_store, sign_token
 from pipeline.web_subscribers import subscriber_routes
 from tests.conftest import Received
-from tests.helpers import publish, write_article
+from tests.helpers import edit_article, publish, write_article
 
 PARIS = ScheduleSettings(hour=8, weekday="monday", day_of_month=1, timezone="Europe/Paris")
 
@@ -450,3 +452,33 @@ def test_moving_from_daily_to_weekly_keeps_the_window(project: Path, smtp_server
     ((subject, text),) = got
     assert subject == "Your weekly digest, 4–8 November"
     assert "Published on Thursday" in text and "Published on Tuesday" not in text
+
+
+def test_a_ledger_from_before_cadence_knows_its_articles_were_published(
+    project: Path, tmp_path: Path, smtp_server: Received
+) -> None:
+    """Migration 6 logs the articles already published, so an edit after the upgrade is
+    announced as updated, not new."""
+    settings = load_settings(project)
+    publish(project, now=utc(2026, 11, 2, 12))
+    ledger_path = settings.paths.ledger
+    current = sqlite3.connect(ledger_path)
+    articles = current.execute("SELECT * FROM articles").fetchall()
+    current.close()
+    for leftover in ledger_path.parent.glob("pipeline.db*"):
+        leftover.unlink()
+    old = sqlite3.connect(ledger_path, isolation_level=None)  # the schema of migrations 1-5
+    for script in SQLITE_MIGRATIONS[:5]:
+        for statement in script.split(";"):
+            if statement.strip():
+                old.execute(statement)
+    old.executemany(f"INSERT INTO articles VALUES ({', '.join('?' * 8)})", articles)
+    old.execute("PRAGMA user_version = 5")
+    old.close()
+
+    settings = published_with_ana_weekly(project)  # the upgrade, and the list merged in
+    edit_article(project, "tocilizumab", "Tocilizumab: blocking", "Tocilizumab, blocking")
+    publish(project, now=utc(2026, 11, 3, 12))
+    ((_, text),) = weekly_mail_of_ana(project, settings, smtp_server)
+    updated = text[text.index("UPDATED") :]
+    assert "NEW" not in text and "Tocilizumab, blocking" in updated
