@@ -64,7 +64,9 @@ def _prepared(root: Path, count: int, *, spread: bool) -> Path:
     )
     with Ledger(ledger_path) as ledger:
         plan = plan_publish(settings, ledger, now=WEEK_STARTS + timedelta(days=2))
-        execute(plan, settings, ledger, send_email=False)
+        # announced (no immediate reader is left to mail: the outbox gets no row)
+        report = execute(plan, settings, ledger)
+        assert report.delivery is not None and report.delivery.total == 0
     saved = root / f"prepared-{spread}.db"
     shutil.copy(ledger_path, saved)
     return saved
