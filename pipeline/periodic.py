@@ -148,6 +148,43 @@ def window_entries(ledger: Ledger, start: datetime, end: datetime) -> Changes:
     return Changes(new=newest_first(new), updated=newest_first(updated))
 
 
+def _by_content(
+    ledger: Ledger, readers: Sequence[ReaderWindow], end: datetime
+) -> dict[int, tuple[Changes, list[ReaderWindow]]]:
+    """The readers whose window ``(start, end]`` is open, grouped by what it holds.
+
+    Readers whose starts lie between the same two logged instants see the same versions, so
+    they share one group however many instants they joined at: the work is bounded by the
+    publishes in the period, not by the readers. Readers with nothing after their start are
+    left out.
+    """
+    open_windows = [r for r in readers if r.start < end]
+    if not open_windows:
+        return {}
+    instants = ledger.version_instants(min(r.start for r in open_windows), end)
+    groups: dict[int, tuple[Changes, list[ReaderWindow]]] = {}
+    for reader in open_windows:
+        seen = bisect_right(instants, reader.start)  # instants at or before their start
+        if seen == len(instants):
+            continue
+        if seen not in groups:
+            groups[seen] = (window_entries(ledger, reader.start, end), [])
+        groups[seen][1].append(reader)
+    return groups
+
+
+def _with_news(ledger: Ledger, readers: Sequence[ReaderWindow], end: datetime) -> int:
+    """How many of ``readers`` have something on their topics in their window up to ``end``."""
+    return sum(
+        1
+        for changes, members in _by_content(ledger, readers, end).values()
+        for r in members
+        if any(
+            Subscriber(r.email, r.name, r.topics).wants(e.article.topics) for e in changes.announced
+        )
+    )
+
+
 def plan_windows(
     settings: Settings,
     ledger: Ledger,
@@ -162,24 +199,15 @@ def plan_windows(
     window closed between slots (its last day then counts in the period's name)."""
     env = template_environment(str(settings.paths.templates))
     disclaimer = load_disclaimer(settings.paths.templates, settings.base_url)
-    open_windows = [r for r in readers if r.start < end]
-    if not open_windows:
-        return []
-    instants = ledger.version_instants(min(r.start for r in open_windows), end)
-    # Readers whose starts lie between the same two logged instants see the same versions:
-    # they share one digest (per period name), however many instants they joined at, so the
-    # renders are bounded by the publishes in the period, not by the readers.
     groups: dict[tuple[int, str], list[ReaderWindow]] = defaultdict(list)
-    for reader in open_windows:
-        seen = bisect_right(instants, reader.start)
-        if seen < len(instants):
+    contents: dict[int, Changes] = {}
+    for seen, (changes, alike) in _by_content(ledger, readers, end).items():
+        contents[seen] = changes
+        for reader in alike:
             label = period_label(reader.start, end, settings.schedule, end_day=not at_slot)
             groups[(seen, label)].append(reader)
-    contents: dict[int, Changes] = {}
     digests = []
     for (seen, label), group in sorted(groups.items()):
-        if seen not in contents:
-            contents[seen] = window_entries(ledger, group[0].start, end)
         changes = contents[seen]
         if not changes.announced:
             continue
@@ -252,10 +280,12 @@ class ScheduledRun:
     due: datetime  # the slot instant (UTC)
     overdue: bool  # its time has come and ``digests --due`` has not recorded it
     readers: int  # active readers on this frequency
+    with_news: int = 0  # of those, how many it would mail if it ran now (news so far)
 
 
 def schedule(settings: Settings, ledger: Ledger, now: datetime) -> tuple[ScheduledRun, ...]:
-    """The next due run of each periodic frequency and how many readers it will reach."""
+    """The next due run of each periodic frequency, its readers, and how many of them have
+    news in their window so far (up to ``now``, or up to the slot if it is overdue)."""
     done = ledger.last_periods()
     readers = ledger.readers_per_frequency()
     runs = []
@@ -265,7 +295,8 @@ def schedule(settings: Settings, ledger: Ledger, now: datetime) -> tuple[Schedul
         # An --as-of run may have recorded slots still to come: the next is after those.
         after = max(now, done[frequency]) if frequency in done else now
         due = latest if overdue else next_slot(frequency, settings.schedule, after)
-        runs.append(ScheduledRun(frequency, due, overdue, readers.get(frequency, 0)))
+        news = _with_news(ledger, ledger.reader_windows(frequency), min(due, now))
+        runs.append(ScheduledRun(frequency, due, overdue, readers.get(frequency, 0), news))
     return tuple(runs)
 
 

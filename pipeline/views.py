@@ -185,19 +185,29 @@ def deliveries_table(status: ProjectStatus) -> Table:
 def schedule_table(runs: tuple[ScheduledRun, ...], schedule: ScheduleSettings) -> Table:
     """The next daily, weekly and monthly digests: when (in ``[schedule] timezone``), and to
     how many readers."""
-    table = _table("frequency", "next run", "readers", title="Periodic digests")
+    table = _table("frequency", "next run", "readers", "with news so far", title="Periodic digests")
     for run in runs:
         local = f"{run.due.astimezone(schedule.zone):%Y-%m-%d %H:%M} {schedule.timezone}"
         when = local + (" (due now: run `pipeline digests --due`)" if run.overdue else "")
         table.add_row(
-            run.frequency, when, str(run.readers), style="yellow" if run.overdue else None
+            run.frequency,
+            when,
+            str(run.readers),
+            str(run.with_news),
+            style="yellow" if run.overdue else None,
         )
     return table
 
 
 def schedule_dict(runs: tuple[ScheduledRun, ...]) -> list[dict[str, Any]]:
     return [
-        {"frequency": r.frequency, "due": _iso(r.due), "overdue": r.overdue, "readers": r.readers}
+        {
+            "frequency": r.frequency,
+            "due": _iso(r.due),
+            "overdue": r.overdue,
+            "readers": r.readers,
+            "with_news": r.with_news,
+        }
         for r in runs
     ]
 

@@ -17,7 +17,7 @@ from pipeline import execute, load_settings, plan_publish
 from pipeline.cadence import latest_slot, next_slot, period_label
 from pipeline.cli import cli
 from pipeline.config import ScheduleSettings, Settings
-from pipeline.periodic import change_frequency, run_due, window_entries
+from pipeline.periodic import change_frequency, run_due, schedule, window_entries
 from pipeline.publish import open_ledger
 from pipeline.store import ReaderWindow
 from pipeline.store.migrations import SQLITE_MIGRATIONS
@@ -482,3 +482,22 @@ def test_a_ledger_from_before_cadence_knows_its_articles_were_published(
     ((_, text),) = weekly_mail_of_ana(project, settings, smtp_server)
     updated = text[text.index("UPDATED") :]
     assert "NEW" not in text and "Tocilizumab, blocking" in updated
+
+
+def test_status_counts_the_readers_with_news_so_far(project: Path) -> None:
+    settings = published_with_ana_weekly(project)
+    with open_ledger(settings) as ledger:  # Ben: multiple sclerosis only
+        change_frequency(settings, ledger, "ben.okafor@example.org", "weekly", utc(2026, 11, 2, 13))
+    write_article(project, "news", "Scleroderma news", date(2026, 11, 3))
+    publish(project, now=utc(2026, 11, 3, 12))
+    with open_ledger(settings) as ledger:
+        overdue = {r.frequency: r for r in schedule(settings, ledger, utc(2026, 11, 4, 12))}
+        run_due(settings, ledger, utc(2026, 11, 2, 9))  # Monday's slot, before they chose weekly
+        runs = {r.frequency: r for r in schedule(settings, ledger, utc(2026, 11, 4, 12))}
+    # never recorded, Monday's slot is due; it ends before they chose weekly: nobody to mail
+    assert overdue["weekly"].overdue and overdue["weekly"].due == utc(2026, 11, 2, 8)
+    assert (overdue["weekly"].readers, overdue["weekly"].with_news) == (2, 0)
+    # then the next one, with Ana's news so far (Ben's topic had none)
+    assert not runs["weekly"].overdue and runs["weekly"].due == utc(2026, 11, 9, 8)
+    assert (runs["weekly"].readers, runs["weekly"].with_news) == (2, 1)
+    assert (runs["daily"].readers, runs["daily"].with_news) == (0, 0)
