@@ -54,6 +54,7 @@ __all__ = [
     "change_frequency",
     "entry_card",
     "frequency_choices",
+    "plan_windows",
     "run_due",
     "schedule",
     "window_entries",

@@ -1,7 +1,8 @@
 """Editors' tools: look at the next digest before it goes out, or mail a test copy.
 
-Both build the digest the next ``publish`` would send, through the same code, and record
-nothing: no article versions, no digest, no outbox rows. A preview is written to
+Both build the digest the next ``publish`` would send (or, for a subscriber on a daily,
+weekly or monthly frequency, their next periodic digest as it stands), through the same
+code, and record nothing: no article versions, no digest, no outbox rows. A preview is written to
 ``public/preview/`` as ``digest.html``, ``digest.txt`` (the two parts, decoded back from
 the message) and ``digest.eml`` (the message exactly as it would be sent, DKIM signature
 included when configured). Their "view in browser" link points at that preview page,
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import email
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -26,6 +27,7 @@ from pipeline.digest import EVERY_TOPIC, DigestPlan
 from pipeline.errors import DeliveryError, PipelineError
 from pipeline.messages import MessageFactory, OutgoingMessage
 from pipeline.mime import addr_spec
+from pipeline.periodic import IMMEDIATELY, plan_windows
 from pipeline.publish import plan_publish
 from pipeline.store import AudienceRecord, Ledger, OutboxRow
 from pipeline.subscribers import email_key
@@ -79,16 +81,31 @@ def _row(
             audience = next(a for a in digest.audiences if a.audience.key == key)
             row = OutboxRow(0, _PREVIEW_DIGEST, key, to or member.email, member.name, 0)
             return row, audience.record()
-    for _, member in digest.standby:
-        if email_key(member.email) == email_key(subscriber):
-            raise NothingToSend(
-                f"{subscriber} gets the {member.frequency} digest, not this one; "
-                "`pipeline digests` shows when it goes out"
-            )
     raise NothingToSend(
         f"{subscriber} gets nothing in the next digest: not in subscribers/*.csv, "
         f"suppressed, or none of their topics changed ({len(digest.recipients)} recipients)"
     )
+
+
+def _periodic_row(
+    settings: Settings, ledger: Ledger, subscriber: str, to: str | None, now: datetime | None
+) -> tuple[OutboxRow, AudienceRecord] | None:
+    """The row and audience of an active periodic reader's next digest so far; None for
+    anyone else. Raises ``NothingToSend`` when their window holds nothing on their topics."""
+    reader = ledger.subscriber(email_key(subscriber))
+    if reader is None or reader.status != "active" or reader.frequency == IMMEDIATELY:
+        return None
+    windows = ledger.reader_windows(reader.frequency, reader.email_key)
+    end = now or datetime.now(UTC)
+    planned = plan_windows(settings, ledger, windows, end, reader.frequency, at_slot=False)
+    if not planned:
+        raise NothingToSend(
+            f"{subscriber}'s {reader.frequency} digest holds nothing yet: no news on their "
+            "topics since their last one"
+        )
+    key, _ = planned[0].recipients[0]
+    audience = next(a for a in planned[0].audiences if a.key == key)
+    return OutboxRow(0, _PREVIEW_DIGEST, key, to or reader.email, reader.name, 0), audience
 
 
 def build_preview(
@@ -100,9 +117,14 @@ def build_preview(
     test: bool = False,
     now: datetime | None = None,
 ) -> Preview:
-    """The next digest as ``subscriber`` would get it (default: every change), unrecorded."""
-    digest = _next_digest(settings, ledger, now)
-    row, record = _row(digest, settings, subscriber, to)
+    """The next digest as ``subscriber`` would get it (default: every change), unrecorded.
+    For a reader on a daily, weekly or monthly frequency, their next digest as it stands at
+    ``now``: what their window holds so far."""
+    periodic = _periodic_row(settings, ledger, subscriber, to, now) if subscriber else None
+    if periodic is not None:
+        row, record = periodic
+    else:
+        row, record = _row(_next_digest(settings, ledger, now), settings, subscriber, to)
     preview_url = urljoin(settings.base_url, f"{PREVIEW_DIR}/digest.html")
     factory = MessageFactory(
         settings,

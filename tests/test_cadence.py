@@ -9,6 +9,7 @@ import sqlite3
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
@@ -18,6 +19,7 @@ from pipeline.cadence import latest_slot, next_slot, period_label
 from pipeline.cli import cli
 from pipeline.config import ScheduleSettings, Settings
 from pipeline.periodic import change_frequency, run_due, schedule, window_entries
+from pipeline.preview import NothingToSend, build_preview
 from pipeline.publish import open_ledger
 from pipeline.store import ReaderWindow
 from pipeline.store.migrations import SQLITE_MIGRATIONS
@@ -417,11 +419,23 @@ def test_a_reader_leaving_immediately_while_a_publish_renders_gets_it_once(
     assert subject == "Your weekly digest, 4–8 November" and "Racing the preferences page" in text
 
 
-def test_preview_of_a_periodic_reader_says_which_digest_they_get(project: Path) -> None:
-    run(project, "subscribers", "add", "ana.reyes@example.org", "--frequency", "weekly")
+def test_preview_of_a_periodic_reader_shows_their_next_digest_so_far(project: Path) -> None:
+    settings = published_with_ana_weekly(project)
+    with (
+        open_ledger(settings) as ledger,
+        pytest.raises(NothingToSend, match="weekly digest holds nothing yet"),
+    ):
+        build_preview(settings, ledger, subscriber="ana.reyes@example.org")
+    write_article(project, "news", "Scleroderma news", date(2026, 11, 3))
+    publish(project, now=utc(2026, 11, 3, 12))
+    with open_ledger(settings) as ledger:
+        preview = build_preview(
+            settings, ledger, subscriber="Ana.Reyes@example.org", now=utc(2026, 11, 4, 12)
+        )
+    assert preview.subject == "Your weekly digest, 2–4 November"
+    assert "Scleroderma news" in preview.text and "Hello Ana Reyes," in preview.text
     code, output = run(project, "preview", "--subscriber", "ana.reyes@example.org")
-    assert code == 1
-    assert "gets the weekly digest, not this one" in output
+    assert code == 0 and "Subject: Your weekly digest, 2 November" in output  # to today
 
 
 def test_a_publish_without_email_is_not_announced_by_periodic_digests(
