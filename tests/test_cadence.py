@@ -155,6 +155,7 @@ def test_status_and_digests_show_the_next_runs_and_their_readers(project: Path) 
         "due": "2026-12-11T07:00:00+00:00",
         "overdue": False,
         "readers": 2,
+        "with_news": 0,
     }
     assert schedule["monthly"]["due"] == "2027-01-01T07:00:00+00:00"
 
