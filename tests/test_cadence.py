@@ -121,9 +121,12 @@ def test_subscribers_add_sets_the_frequency_and_list_shows_it(project: Path) -> 
     assert code == 0
     assert "w@example.org\tactive\t*\t\tweekly\n" in output
     assert "i@example.org\tactive\t*\t\timmediately\n" in output
-    # changing only the name keeps the frequency chosen before
-    assert run(project, "subscribers", "add", "w@example.org", "--name", "W")[0] == 0
+    # changing only the name keeps the frequency chosen before; set changes it
+    assert run(project, "subscribers", "set", "w@example.org", "--name", "W")[0] == 0
     assert "w@example.org\tactive\t*\tW\tweekly\n" in run(project, "subscribers", "list")[1]
+    code, output = run(project, "subscribers", "set", "i@example.org", "--frequency", "daily")
+    assert code == 0 and "i@example.org: frequency: immediately -> daily" in output
+    assert "i@example.org\tactive\t*\t\tdaily\n" in run(project, "subscribers", "list")[1]
     # the export carries it, and imports back into another project
     exported = run(project, "subscribers", "export")[1]
     assert exported.splitlines()[0].endswith(",frequency")
@@ -472,7 +475,7 @@ def test_moving_from_daily_to_weekly_keeps_the_window(project: Path, smtp_server
 def test_a_ledger_from_before_cadence_knows_its_articles_were_published(
     project: Path, tmp_path: Path, smtp_server: Received
 ) -> None:
-    """Migration 6 logs the articles already published, so an edit after the upgrade is
+    """Migration 7 logs the articles already published, so an edit after the upgrade is
     announced as updated, not new."""
     settings = load_settings(project)
     publish(project, now=utc(2026, 11, 2, 12))
@@ -482,13 +485,13 @@ def test_a_ledger_from_before_cadence_knows_its_articles_were_published(
     current.close()
     for leftover in ledger_path.parent.glob("pipeline.db*"):
         leftover.unlink()
-    old = sqlite3.connect(ledger_path, isolation_level=None)  # the schema of migrations 1-5
-    for script in SQLITE_MIGRATIONS[:5]:
+    old = sqlite3.connect(ledger_path, isolation_level=None)  # the schema of migrations 1-6
+    for script in SQLITE_MIGRATIONS[:6]:
         for statement in script.split(";"):
             if statement.strip():
                 old.execute(statement)
     old.executemany(f"INSERT INTO articles VALUES ({', '.join('?' * 8)})", articles)
-    old.execute("PRAGMA user_version = 5")
+    old.execute("PRAGMA user_version = 6")
     old.close()
 
     settings = published_with_ana_weekly(project)  # the upgrade, and the list merged in

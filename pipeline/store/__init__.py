@@ -13,6 +13,7 @@ seam, and :class:`Ledger` composing them::
     digests.py      publishes, digests, audiences, web copies
     outbox.py       claims, leases, the fate of each message
     subscribers.py  subscribers, sign-ups, suppressions
+    personal.py     one person's data: export, erasure, erased addresses' keyed hashes
     cadence.py      the article version log, reader windows, periodic runs
     records.py      the values they take and return
     migrations.py   the versioned schema
@@ -37,9 +38,11 @@ from pipeline.store.cadence import (
 from pipeline.store.database import Database
 from pipeline.store.digests import DigestStore
 from pipeline.store.outbox import OutboxStore
+from pipeline.store.personal import PersonalDataStore
 from pipeline.store.records import (
     SUBSCRIBER_STATUSES,
     SUPPRESSED_STATUSES,
+    TRANSACTIONAL_DIGEST,
     AudienceRecord,
     CachedArticle,
     DeliveryCounts,
@@ -64,6 +67,7 @@ __all__ = [
     "PERIODIC",
     "SUBSCRIBER_STATUSES",
     "SUPPRESSED_STATUSES",
+    "TRANSACTIONAL_DIGEST",
     "ArticleVersion",
     "AudienceRecord",
     "CachedArticle",
@@ -86,7 +90,15 @@ __all__ = [
 ]
 
 
-class Ledger(ArticleStore, SiteStore, DigestStore, OutboxStore, SubscriberStore, CadenceStore):
+class Ledger(
+    ArticleStore,
+    SiteStore,
+    DigestStore,
+    OutboxStore,
+    SubscriberStore,
+    PersonalDataStore,
+    CadenceStore,
+):
     """One connection to the ledger; use as a context manager.
 
     ``Ledger(path)`` opens (creating and migrating) the SQLite ledger at ``path``;

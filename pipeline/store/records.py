@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SUBSCRIBER_STATUSES",
     "SUPPRESSED_STATUSES",
+    "TRANSACTIONAL_DIGEST",
     "AudienceRecord",
     "CachedArticle",
     "DeliveryCounts",
@@ -34,6 +35,11 @@ __all__ = [
     "merge_action",
     "parse_instant",
 ]
+
+
+# The reserved digest whose outbox rows are single prepared messages (sign-up
+# confirmations): they share the digests' outbox, so the same drain retries them.
+TRANSACTIONAL_DIGEST = 0
 
 
 def iso(moment: datetime) -> str:
