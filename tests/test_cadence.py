@@ -127,6 +127,9 @@ def test_subscribers_add_sets_the_frequency_and_list_shows_it(project: Path) -> 
     code, output = run(project, "subscribers", "set", "i@example.org", "--frequency", "daily")
     assert code == 0 and "i@example.org: frequency: immediately -> daily" in output
     assert "i@example.org\tactive\t*\t\tdaily\n" in run(project, "subscribers", "list")[1]
+    # a person's data export names it
+    shown = json.loads(run(project, "subscribers", "show", "w@example.org", "--json")[1])
+    assert shown["subscriber"]["frequency"] == "weekly"
     # the export carries it, and imports back into another project
     exported = run(project, "subscribers", "export")[1]
     assert exported.splitlines()[0].endswith(",frequency")
