@@ -11,6 +11,7 @@ Everything here is pure: instants in, instants and words out.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 
 from pipeline.config import WEEKDAYS, ScheduleSettings
 
@@ -87,6 +88,12 @@ def period_label(
     zone = schedule.zone
     first = start.astimezone(zone).date()
     last = max(first, (end.astimezone(zone) - timedelta(days=0 if end_day else 1)).date())
+    return _days(first, last)
+
+
+@lru_cache(maxsize=1024)
+def _days(first: date, last: date) -> str:
+    # Cached: a run names the windows of many readers, most of them alike.
     if first == last:
         return f"{first.day} {first:%B}"
     if (
