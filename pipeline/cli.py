@@ -487,7 +487,8 @@ def serve(app: App, host: str, port: int) -> None:
 @click.option(
     "--retry-failed",
     is_flag=True,
-    help="First make failed messages pending again (suppressed addresses stay failed).",
+    help="First make failed messages pending again (suppressed addresses stay failed, "
+    "but those an older run suppressed on a relay's refusal are reactivated).",
 )
 def deliver_command(app: App, retry_failed: bool) -> None:
     """Send what the outbox holds: pending messages, and deferred ones whose time has come.
@@ -507,13 +508,15 @@ def deliver_command(app: App, retry_failed: bool) -> None:
     app.out.data({"retried": report.retried, "delivery": views.delivery_dict(report)})
     if retry_failed:
         app.out.say(f"{report.retried} failed message(s) made pending again.")
+        if report.reactivated:
+            app.out.say(f"{report.reactivated} address(es) suppressed by an older run reactivated.")
     _render_delivery(app, report)
     if not report.complete:
         stop(ExitCode.PARTIAL)
 
 
 # The subscribers group lives in its own module; importing it registers its commands.
-from pipeline import cli_subscribers  # noqa: E402, F401
+from pipeline import cli_bounces, cli_subscribers  # noqa: E402, F401
 
 
 def main() -> None:

@@ -56,7 +56,8 @@ def forget(
 
 def person_data(ledger: Ledger, address: str, lists: SubscriberList) -> dict[str, Any]:
     """Everything held about ``address`` as one JSON-ready document (times in ISO 8601 UTC):
-    the subscriber record, sign-ups, messages sent or queued, and list rows naming it."""
+    the subscriber record, sign-ups, messages sent or queued, bounces, and list rows naming
+    it."""
     email = normalise_email(address)
     key = email_key(email)
     record = ledger.subscriber(key)
@@ -88,6 +89,17 @@ def person_data(ledger: Ledger, address: str, lists: SubscriberList) -> dict[str
             for s in ledger.signups_of(key)
         ],
         "messages": ledger.messages_to(key),
+        "bounces": [
+            {
+                "at": _iso(b.created_at),
+                "kind": b.kind,
+                "cause": b.cause,
+                "reply": b.reply,
+                "digest": b.digest_id,
+                "source": b.source,
+            }
+            for b in ledger.bounce_events(key)
+        ],
         "list_rows": [
             {
                 "source": e.source,

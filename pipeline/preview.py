@@ -23,13 +23,20 @@ from pathlib import Path
 
 from pipeline.atomic import write_atomic
 from pipeline.config import Settings, secret_key
-from pipeline.delivery import PermanentFailure, TemporaryFailure, Transport, transport_for
+from pipeline.delivery import (
+    PermanentFailure,
+    Refused,
+    TemporaryFailure,
+    Transport,
+    transport_for,
+)
 from pipeline.digest import EVERY_TOPIC, DigestPlan
 from pipeline.errors import DeliveryError, PipelineError
 from pipeline.messages import MessageFactory, OutgoingMessage
 from pipeline.mime import addr_spec
 from pipeline.periodic import IMMEDIATELY, plan_windows
 from pipeline.publish import PREVIEW_DIR, plan_publish, remove_public_preview
+from pipeline.refusals import advice
 from pipeline.store import AudienceRecord, Ledger, OutboxRow
 from pipeline.subscribers import email_key
 
@@ -257,6 +264,13 @@ async def _send_one(transport: Transport, message: OutgoingMessage) -> str:
     await transport.open()
     try:
         return await transport.send(message)
+    except Refused as exc:
+        verdict = exc.verdict
+        hint = f"; {advice(verdict)}" if verdict.bounce is None else ""
+        raise DeliveryError(
+            f"the server refused the test message to {message.recipient} "
+            f"({verdict.label}): {verdict.reply}{hint}"
+        ) from exc
     except (TemporaryFailure, PermanentFailure) as exc:
         raise DeliveryError(
             f"the server refused the test message to {message.recipient}: {exc.reply}"

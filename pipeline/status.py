@@ -7,7 +7,7 @@ when none exists yet), so looking at a fresh project does not create ``state/``.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pipeline.config import Settings
@@ -37,6 +37,7 @@ class ProjectStatus:
     last_digest: int | None
     destination: str  # where email goes: "SMTP host:port" or the local Maildir
     digests: tuple[DigestDelivery, ...] = ()  # per digest, oldest first
+    causes: dict[int, dict[str, int]] = field(default_factory=dict)  # digest -> cause -> rows
     schedule: tuple[ScheduledRun, ...] = ()  # the next daily, weekly and monthly digests
 
 
@@ -83,6 +84,7 @@ def project_status(settings: Settings, *, now: datetime | None = None) -> Projec
         upcoming = schedule(settings, ledger, now)
         deliveries = ledger.delivery_counts()
         digests = tuple(ledger.digest_deliveries())
+        causes = ledger.cause_counts()
         last = ledger.last_run()
     return ProjectStatus(
         plan=plan,
@@ -91,5 +93,6 @@ def project_status(settings: Settings, *, now: datetime | None = None) -> Projec
         last_digest=last[1] if last else None,
         destination=destination(settings),
         digests=digests,
+        causes=causes,
         schedule=upcoming,
     )

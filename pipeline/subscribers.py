@@ -233,6 +233,11 @@ class SubscriberStore:
             chosen = Subscriber(address, clean_name(name or ""), topics or frozenset())
             self.ledger.merge_subscribers([self._row(chosen, "active", "cli")], now)
             return self._found(address), ("added",)
+        if record.status == "bounced":
+            raise SubscriberError(
+                f"{record.email} was suppressed by bounces ({record.reason}); if the mailbox "
+                f"works again, `pipeline subscribers reactivate {record.email}` brings it back"
+            )
         if record.suppressed:
             raise SubscriberError(
                 f"{record.email} is {record.status} and stays so; only a new sign-up "

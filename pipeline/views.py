@@ -220,9 +220,12 @@ def digests_table(status: ProjectStatus) -> Table | None:
     ]
     if not open_ones:
         return None
-    table = _table("digest", "created", "pending", "deferred", "failed", "sent", title="Digests")
+    table = _table(
+        "digest", "created", "pending", "deferred", "failed", "sent", "why", title="Digests"
+    )
     for d in open_ones:
         c = d.counts
+        why = status.causes.get(d.digest_id, {})
         confirmations = d.digest_id == TRANSACTIONAL_DIGEST  # sign-up confirmations
         table.add_row(
             "confirmations" if confirmations else str(d.digest_id),
@@ -231,6 +234,7 @@ def digests_table(status: ProjectStatus) -> Table | None:
             str(c.deferred),
             str(c.failed),
             str(c.sent),
+            "\n".join(f"{n} {cause}" for cause, n in sorted(why.items(), key=lambda i: -i[1])),
         )
     return table
 
@@ -249,6 +253,7 @@ def status_dict(status: ProjectStatus) -> dict[str, Any]:
                 "subject": d.subject,
                 "created": _iso(d.created_at),
                 **_counts_dict(d.counts),
+                "causes": status.causes.get(d.digest_id, {}),
             }
             for d in status.digests
         ],
@@ -267,6 +272,7 @@ def delivery_dict(delivery: DeliveryReport | None) -> dict[str, Any] | None:
         "deferred": delivery.deferred,
         "failed": delivery.failed,
         "suppressed": delivery.suppressed,
+        "held": delivery.held,
         "skipped": delivery.skipped,
         "pending": delivery.pending,
         "interrupted": delivery.interrupted,

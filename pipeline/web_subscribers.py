@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from pipeline.bounce_scores import BouncePolicy
 from pipeline.config import Settings, secret_key
 from pipeline.confirmation import confirmation_message, queue_confirmation, send_queued
 from pipeline.delivery import Transport, transport_for
@@ -152,6 +153,7 @@ async def _try_confirmation(
         now=clock,
         retry_after=settings.send.retry_after,
         max_attempts=settings.send.max_attempts,
+        policy=BouncePolicy.from_settings(settings.bounces),
     )
     if outcome != "sent":
         log.warning("confirmation email (outbox row %d) %s; it stays queued", row_id, outcome)

@@ -478,7 +478,7 @@ def test_moving_from_daily_to_weekly_keeps_the_window(project: Path, smtp_server
 def test_a_ledger_from_before_cadence_knows_its_articles_were_published(
     project: Path, tmp_path: Path, smtp_server: Received
 ) -> None:
-    """Migration 7 logs the articles already published, so an edit after the upgrade is
+    """The cadence migration logs the articles already published, so an edit after the upgrade is
     announced as updated, not new."""
     settings = load_settings(project)
     publish(project, now=utc(2026, 11, 2, 12))
@@ -488,13 +488,15 @@ def test_a_ledger_from_before_cadence_knows_its_articles_were_published(
     current.close()
     for leftover in ledger_path.parent.glob("pipeline.db*"):
         leftover.unlink()
-    old = sqlite3.connect(ledger_path, isolation_level=None)  # the schema of migrations 1-6
-    for script in SQLITE_MIGRATIONS[:6]:
+    # the schema just before the cadence migration
+    before = next(i for i, script in enumerate(SQLITE_MIGRATIONS) if "article_versions" in script)
+    old = sqlite3.connect(ledger_path, isolation_level=None)
+    for script in SQLITE_MIGRATIONS[:before]:
         for statement in script.split(";"):
             if statement.strip():
                 old.execute(statement)
     old.executemany(f"INSERT INTO articles VALUES ({', '.join('?' * 8)})", articles)
-    old.execute("PRAGMA user_version = 6")
+    old.execute(f"PRAGMA user_version = {before}")
     old.close()
 
     settings = published_with_ana_weekly(project)  # the upgrade, and the list merged in
@@ -522,3 +524,22 @@ def test_status_counts_the_readers_with_news_so_far(project: Path) -> None:
     assert not runs["weekly"].overdue and runs["weekly"].due == utc(2026, 11, 9, 8)
     assert (runs["weekly"].readers, runs["weekly"].with_news) == (2, 1)
     assert (runs["daily"].readers, runs["daily"].with_news) == (0, 0)
+
+
+def test_a_bounced_reader_reactivated_starts_a_fresh_window(
+    project: Path, smtp_server: Received
+) -> None:
+    settings = published_with_ana_weekly(project)
+    with open_ledger(settings) as ledger:
+        ledger.suppress(
+            "ana.reyes@example.org", "bounced: 550 5.1.1 unknown user", utc(2026, 11, 3, 9)
+        )
+    write_article(project, "bouncing", "While bouncing", date(2026, 11, 4))
+    publish(project, now=utc(2026, 11, 4, 12))
+    with open_ledger(settings) as ledger:
+        assert ledger.reactivate_bounced(keys=("ana.reyes@example.org",), now=utc(2026, 11, 5, 9))
+    write_article(project, "after", "After the reactivation", date(2026, 11, 6))
+    publish(project, now=utc(2026, 11, 6, 12))
+    ((subject, text),) = weekly_mail_of_ana(project, settings, smtp_server)
+    assert subject == "Your weekly digest, 5–8 November"
+    assert "After the reactivation" in text and "While bouncing" not in text

@@ -10,6 +10,7 @@ seam, and :class:`Ledger` composing them::
 
     articles.py     published article versions, the parsed-article cache
     site.py         stamps of generated files
+    bounces.py      bounce events and scores
     digests.py      publishes, digests, audiences, web copies
     outbox.py       claims, leases, the fate of each message
     subscribers.py  subscribers, sign-ups, suppressions
@@ -26,6 +27,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from pipeline.store.articles import ArticleStore
+from pipeline.store.bounces import BounceStore
 from pipeline.store.cadence import (
     FREQUENCIES,
     PERIODIC,
@@ -97,6 +99,7 @@ class Ledger(
     OutboxStore,
     SubscriberStore,
     PersonalDataStore,
+    BounceStore,
     CadenceStore,
 ):
     """One connection to the ledger; use as a context manager.
@@ -122,6 +125,11 @@ class Ledger(
 
     def close(self) -> None:
         self._db.close()
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction around statements of several stores (a row's fate and a
+        bounce score); inside another, simply part of it."""
+        return self._db.transaction()
 
     def checkpoints_in_background(self) -> AbstractContextManager[None]:
         """Keep the database's housekeeping off the commit path while the block runs."""

@@ -155,7 +155,31 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
         created_at       TEXT NOT NULL
     )
     """,
-    # 7: cadence. Each subscriber's frequency and the start of the window their next
+    # 7: bounce events and scores; each outbox row keeps the cause of its last refusal
+    """
+    CREATE TABLE bounce_events (
+        id          INTEGER PRIMARY KEY,
+        email_key   TEXT NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('hard', 'soft')),
+        cause       TEXT NOT NULL,
+        reply       TEXT NOT NULL,
+        digest_id   INTEGER,
+        source      TEXT NOT NULL,
+        points      REAL NOT NULL,
+        created_at  TEXT NOT NULL
+    );
+    CREATE INDEX bounce_events_by_address ON bounce_events (email_key, created_at);
+    CREATE TABLE bounce_scores (
+        email_key       TEXT PRIMARY KEY,
+        score           REAL NOT NULL,
+        day             TEXT NOT NULL,
+        day_points      REAL NOT NULL,
+        last_bounce_at  TEXT NOT NULL,
+        reason          TEXT NOT NULL
+    );
+    ALTER TABLE outbox ADD COLUMN cause TEXT
+    """,
+    # 8: cadence. Each subscriber's frequency and the start of the window their next
     # periodic digest covers; an append-only log of article versions (each with the instant
     # it was published and what a digest shows of it); one row per periodic run, whose key
     # (frequency, period_end) makes recording a slot twice impossible. Articles already

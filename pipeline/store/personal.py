@@ -65,6 +65,10 @@ class PersonalDataStore:
             found += self._db.execute(
                 "DELETE FROM signups WHERE email_key = ?", (email_key,)
             ).rowcount
+            for table in ("bounce_events", "bounce_scores"):  # their replies name it too
+                found += self._db.execute(
+                    f"DELETE FROM {table} WHERE email_key = ?", (email_key,)
+                ).rowcount
             self._db.execute(
                 """DELETE FROM outbox_messages WHERE outbox_id IN
                        (SELECT id FROM outbox WHERE lower(email) = ?)""",
