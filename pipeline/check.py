@@ -18,6 +18,7 @@ from pipeline.store import Ledger
 from pipeline.subscribers import SubscriberList, load_subscribers, without_erased
 from pipeline.template_check import check_templates
 from pipeline.tokens import key_fingerprint
+from pipeline.webhooks import webhook_problems
 
 __all__ = ["check_project", "load_checked", "problem_from_error"]
 
@@ -57,6 +58,7 @@ def check_project(settings: Settings) -> list[Problem]:
         *_check_environment(settings),
         *check_templates(settings),
         *email_settings_problems(settings),
+        *webhook_problems(),
         *_in_file_order([*articles.problems, *placeholder_problems(articles.articles)]),
         *lists.problems,
         *(p for p in lists.unusable if p not in lists.problems),  # what stops a publish

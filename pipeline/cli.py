@@ -515,8 +515,8 @@ def deliver_command(app: App, retry_failed: bool) -> None:
         stop(ExitCode.PARTIAL)
 
 
-# The subscribers group lives in its own module; importing it registers its commands.
-from pipeline import cli_bounces, cli_subscribers  # noqa: E402, F401
+# Commands kept in their own modules (the subscribers group, bounces) register on import.
+from pipeline import cli_bounces, cli_inbound, cli_subscribers  # noqa: E402, F401
 
 
 def main() -> None:

@@ -122,7 +122,8 @@ class DkimSettings:
 
 @dataclass(frozen=True, slots=True)
 class BounceSettings:
-    """``[bounces]``: bounce scores (Mailman 3 style) and the in-run circuit breaker.
+    """``[bounces]``: bounce scores (Mailman 3 style) and the in-run circuit breaker; where
+    late bounces arrive (``source``) and the VERP return path.
 
     A hard bounce (the address does not exist) adds ``hard_score``, a soft one (mailbox
     full, message too large, any 4xx about the mailbox) ``soft_score``; each UTC day counts
@@ -139,6 +140,14 @@ class BounceSettings:
     stale_after_days: int = 7
     breaker_recipients: int = 10
     breaker_domains: int = 3
+
+    # VERP: the envelope sender becomes local+<token>@domain; empty: the From address.
+    return_path: str = ""
+    # What `pipeline bounces` reads: a Maildir or mbox path (relative to the root) or an
+    # imap:// / imaps:// URL; the password comes from PIPELINE_BOUNCES_PASSWORD.
+    source: str = "state/bounces"
+    processed_folder: str = "Processed"  # where handled mail is moved (Maildir, IMAP)
+    webhook_max_age: float = 300.0  # seconds a signed webhook request stays acceptable
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +344,7 @@ def _validate(settings: Settings) -> None:
     if settings.smtp.url:
         parse_smtp_url(settings.smtp.url, None)
     _validate_bounces(settings.bounces)
+    _validate_return_path(settings.bounces)
     schedule = schedule_problems(settings.schedule)
     if schedule:
         raise ConfigError(f"{CONFIG_FILE}: [schedule] " + "; ".join(schedule))
@@ -379,6 +389,33 @@ def schedule_problems(schedule: ScheduleSettings) -> list[str]:
             'write one such as "Europe/Paris" or "America/Chicago"'
         )
     return problems
+
+
+def _validate_return_path(bounces: BounceSettings) -> None:
+    # The token takes 1 + 48 characters of the 64 a local part may have (RFC 5321).
+    local, at, domain = bounces.return_path.rpartition("@")
+    if bounces.return_path and (not at or not local or "." not in domain or "+" in local):
+        raise ConfigError(
+            f"{CONFIG_FILE}: [bounces] return_path {bounces.return_path!r} must be a plain "
+            "address such as bounces@news.example.org (no '+': the token goes there)"
+        )
+    if len(local) > 15:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [bounces] return_path: the part before '@' may have at most 15 "
+            "characters, since the token added to it must fit the 64 a mailbox name may have; "
+            "use a shorter one such as bounces@"
+        )
+    source = urlsplit(bounces.source)
+    if source.scheme in ("imap", "imaps") and source.password is not None:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [bounces] source: keep the password out of the file; remove it "
+            "from the URL and set PIPELINE_BOUNCES_PASSWORD"
+        )
+    if bounces.webhook_max_age <= 0 or not bounces.processed_folder.strip():
+        raise ConfigError(
+            f"{CONFIG_FILE}: [bounces] webhook_max_age must be more than 0 and "
+            "processed_folder not empty"
+        )
 
 
 def parse_smtp_url(url: str, password: str | None) -> SmtpTarget:

@@ -32,6 +32,7 @@ from starlette.types import Receive, Scope, Send
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
 from pipeline.web_subscribers import retry_confirmations, subscriber_routes
+from pipeline.webhooks import webhook_routes
 
 __all__ = ["PublicFiles", "create_app", "media_type"]
 
@@ -189,6 +190,7 @@ def create_app(
     return Starlette(
         routes=[
             *subscriber_routes(settings),
+            *webhook_routes(settings),
             *routes,
             Mount("/", app=PublicFiles(settings.paths.public), name="public"),
         ],

@@ -14,6 +14,7 @@ seam, and :class:`Ledger` composing them::
     digests.py      publishes, digests, audiences, web copies
     outbox.py       claims, leases, the fate of each message
     subscribers.py  subscribers, sign-ups, suppressions
+    inbound.py      mail that came back and webhook events already handled
     personal.py     one person's data: export, erasure, erased addresses' keyed hashes
     cadence.py      the article version log, reader windows, periodic runs
     records.py      the values they take and return
@@ -39,6 +40,7 @@ from pipeline.store.cadence import (
 )
 from pipeline.store.database import Database
 from pipeline.store.digests import DigestStore
+from pipeline.store.inbound import InboundStore
 from pipeline.store.outbox import OutboxStore
 from pipeline.store.personal import PersonalDataStore
 from pipeline.store.records import (
@@ -101,6 +103,7 @@ class Ledger(
     PersonalDataStore,
     BounceStore,
     CadenceStore,
+    InboundStore,
 ):
     """One connection to the ledger; use as a context manager.
 

@@ -8,6 +8,8 @@ existing ledgers have run it. The SQLite file records how many it has run in its
 
 from __future__ import annotations
 
+from pipeline.store.inbound import INBOUND_MIGRATION
+
 __all__ = ["SQLITE_MIGRATIONS"]
 
 SQLITE_MIGRATIONS: tuple[str, ...] = (
@@ -179,7 +181,9 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE outbox ADD COLUMN cause TEXT
     """,
-    # 8: cadence. Each subscriber's frequency and the start of the window their next
+    # 8: mail that came back and webhook events already handled (store/inbound.py)
+    INBOUND_MIGRATION,
+    # 9: cadence. Each subscriber's frequency and the start of the window their next
     # periodic digest covers; an append-only log of article versions (each with the instant
     # it was published and what a digest shows of it); one row per periodic run, whose key
     # (frequency, period_end) makes recording a slot twice impossible. Articles already
