@@ -358,6 +358,15 @@ def _render_publish(
         out.say("Nothing new, updated or withdrawn.")
     written = len(report.written)
     out.say(f"Wrote {written} file(s) under public/." if written else "Files in public/ unchanged.")
+    if report.websub is not None:
+        if report.websub.notified:
+            out.say(f"Told the WebSub hub about {len(report.websub.notified)} changed feed(s).")
+        if report.websub.pending:
+            error = next(iter(report.websub.pending.values()))
+            out.warn(
+                f"WebSub hub: {error}; {len(report.websub.pending)} feed(s) will be "
+                "announced at the next publish"
+            )
     if report.digest_id is not None:
         out.say(f"Digest {report.digest_id} recorded.")
     if report.delivery is None:

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pipeline.atomic import write_atomic
 from pipeline.errors import ConfigError
+from pipeline.text_rules import title_problems, unsafe_characters, valid_url
 
 __all__ = [
     "CONFIG_FILE",
@@ -84,6 +85,7 @@ class SendSettings:
 @dataclass(frozen=True, slots=True)
 class FeedSettings:
     max_entries: int = 50
+    websub_hub: str = ""  # a WebSub hub's URL: advertised in every feed and pinged on change
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +325,12 @@ def _validate(settings: Settings) -> None:
     parts = urlsplit(settings.site.base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"{CONFIG_FILE}: [site] base_url must be an absolute http(s) URL")
+    if settings.site.base_url != valid_url(settings.site.base_url):
+        raise ConfigError(
+            f"{CONFIG_FILE}: [site] base_url {settings.site.base_url!r} holds characters a URL "
+            f"may not; write it percent-encoded: {valid_url(settings.site.base_url)}"
+        )
+    _check_text(settings)
     if "@" not in settings.sender.address:
         raise ConfigError(f"{CONFIG_FILE}: [sender] address must be an email address")
     if settings.send.connections < 1:
@@ -341,6 +349,12 @@ def _validate(settings: Settings) -> None:
         )
     if settings.feeds.max_entries < 1:
         raise ConfigError(f"{CONFIG_FILE}: [feeds] max_entries must be at least 1")
+    hub = urlsplit(settings.feeds.websub_hub)
+    if settings.feeds.websub_hub and (hub.scheme not in ("http", "https") or not hub.hostname):
+        raise ConfigError(
+            f"{CONFIG_FILE}: [feeds] websub_hub {settings.feeds.websub_hub!r} is not an "
+            "http(s) URL; write the hub's address, e.g. https://pubsubhubbub.appspot.com/"
+        )
     if settings.smtp.url:
         parse_smtp_url(settings.smtp.url, None)
     _validate_bounces(settings.bounces)
@@ -456,3 +470,35 @@ def secret_key(paths: Paths) -> str:
     key = secrets.token_urlsafe(32)
     write_atomic(key_file, key.encode("ascii"), mode=0o600)
     return key
+
+
+def _check_text(settings: Settings) -> None:
+    """Text settings that reach feeds: no character XML cannot carry; names are plain text."""
+    texts = [
+        (f"[{section}] {f.name}", getattr(getattr(settings, section), f.name))
+        for section, cls in _SECTIONS.items()
+        for f in fields(cls)
+    ]
+    labels = [(f"[topics] {slug}", label) for slug, label in settings.topics.items()]
+    for slug in settings.topics:
+        if not re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)*", slug):
+            # It becomes a URL path (topics/<slug>/) and the value articles list.
+            raise ConfigError(
+                f"{CONFIG_FILE}: [topics] {slug!r} is not a slug; use lower-case letters, "
+                'digits and hyphens, e.g. lung-disease = "Lung disease"'
+            )
+    for where, value in [*texts, *labels]:
+        if isinstance(value, str) and unsafe_characters(value):
+            raise ConfigError(
+                f"{CONFIG_FILE}: {where} contains {', '.join(unsafe_characters(value))}, "
+                "which feeds cannot carry; delete it"
+            )
+    site = settings.site
+    names = [
+        ("[site] title", site.title),
+        ("[site] author", site.author),
+        ("[site] description", site.description),  # Atom subtitle: text, so the same rule
+    ]
+    for where, value in [*names, *labels]:
+        for problem in title_problems(value):
+            raise ConfigError(f"{CONFIG_FILE}: {where} {problem}")

@@ -4,8 +4,8 @@ A reader's digest covers ``(start, end]``: from the end of their previous period
 (or the instant they chose this frequency, or were confirmed) to the slot being sent. It
 holds every article on their topics with a version published in that window, once, in its
 latest version up to ``end``; an article withdrawn by ``end`` drops out. An article is *new*
-to the reader unless it was live at ``start`` (then it is *updated*): published and updated
-within one window, it appears once, as new.
+to the reader unless it had a version before ``start`` (then it is *updated*, as a publish
+would call it): published and updated within one window, it appears once, as new.
 
 Readers sharing a window start share one digest row, grouped by topics into audiences the
 same way a publish's digest is, and recorded with one outbox row per reader in the
@@ -140,8 +140,8 @@ def window_entries(ledger: Ledger, start: datetime, end: datetime) -> Changes:
             continue
         if not any(kind == "published" for _, kind, _ in inside):
             continue  # only quiet versions (renames, --no-email): nothing to announce
-        was_live = bool(before) and before[-1][1] != "withdrawn"
-        (updated if was_live else new).append(_entry(entry_id, latest[2]))
+        # As a publish says: an entry published before (even if withdrawn since) is updated.
+        (updated if before else new).append(_entry(entry_id, latest[2]))
 
     def newest_first(entries: list[Entry]) -> tuple[Entry, ...]:
         return tuple(sorted(entries, key=lambda e: (e.published, e.slug), reverse=True))

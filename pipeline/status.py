@@ -39,6 +39,7 @@ class ProjectStatus:
     digests: tuple[DigestDelivery, ...] = ()  # per digest, oldest first
     causes: dict[int, dict[str, int]] = field(default_factory=dict)  # digest -> cause -> rows
     schedule: tuple[ScheduledRun, ...] = ()  # the next daily, weekly and monthly digests
+    websub_pending: tuple[str, ...] = ()  # feed URLs whose hub ping the next publish resends
 
 
 def read_ledger(settings: Settings) -> Ledger:
@@ -86,6 +87,7 @@ def project_status(settings: Settings, *, now: datetime | None = None) -> Projec
         digests = tuple(ledger.digest_deliveries())
         causes = ledger.cause_counts()
         last = ledger.last_run()
+        websub_pending = tuple(ledger.websub_pending())
     return ProjectStatus(
         plan=plan,
         deliveries=deliveries,
@@ -95,4 +97,5 @@ def project_status(settings: Settings, *, now: datetime | None = None) -> Projec
         digests=digests,
         causes=causes,
         schedule=upcoming,
+        websub_pending=websub_pending,
     )

@@ -1,11 +1,14 @@
-"""Small helpers the tests share: publish through the library, edit an article."""
+"""Small helpers the tests share: publish through the library, write or edit an article,
+compare what ``check`` reports with what ``publish`` refuses."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from pipeline import PublishReport, execute, load_settings, open_ledger, plan_publish
+from pipeline import ContentError, PublishReport, execute, load_settings, open_ledger, plan_publish
+from pipeline.check import check_project
+from pipeline.errors import Problem
 
 FIRST_RUN = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -33,3 +36,27 @@ def write_article(
         f"published: {published.isoformat()}\ntopics: [{topic}]\n---\n\nThe body of {slug}.\n",
         encoding="utf-8",
     )
+
+
+def write(root: Path, slug: str, front: str, body: str = "Some text.\n") -> Path:
+    """Write ``articles/<slug>.md`` from front matter lines and a body; return its path."""
+    path = root / "articles" / f"{slug}.md"
+    path.write_text(f"---\n{front.strip()}\n---\n{body}", "utf-8")
+    return path
+
+
+def refusals(root: Path, *, now: datetime = FIRST_RUN) -> tuple[list[Problem], list[Problem]]:
+    """What ``check`` reports about articles and what ``publish`` refuses, side by side."""
+    checked = [
+        p for p in check_project(load_settings(root), now=now) if p.file.startswith("articles/")
+    ]
+    try:
+        publish(root, now=now, send_email=False)
+    except ContentError as exc:
+        return checked, list(exc.problems)
+    return checked, []
+
+
+def where(problems: list[Problem]) -> list[tuple[str, int | None, str | None]]:
+    """(file, line, field) of each problem, sorted: what two reports must agree on."""
+    return sorted((p.file, p.line, p.field) for p in problems)

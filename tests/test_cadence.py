@@ -256,9 +256,12 @@ def test_sign_up_and_preferences_choose_how_often(project: Path, smtp_server: Re
         assert record is not None and record.frequency == "monthly"
 
 
-def test_a_window_names_returning_articles_new_and_ignores_renames(project: Path) -> None:
-    """An article withdrawn before a window and back within it is new to the reader; a
-    rename alone (same content, same id) announces nothing; a withdrawn one drops out."""
+def test_a_window_follows_publish_on_restored_renamed_and_withdrawn_articles(
+    project: Path,
+) -> None:
+    """As a publish announces them: an article withdrawn before a window and back, edited,
+    within it is updated; one back unchanged, or renamed (same content, same id), announces
+    nothing; a withdrawn one drops out."""
     settings = load_settings(project)
     articles = project / "articles"
     publish(project, now=utc(2026, 11, 2, 12))
@@ -267,27 +270,35 @@ def test_a_window_names_returning_articles_new_and_ignores_renames(project: Path
             settings, ledger, "chloe.martin@example.org", "weekly", utc(2026, 11, 2, 13)
         )
     tocilizumab = (articles / "tocilizumab.md").read_text(encoding="utf-8")
+    alemtuzumab = (articles / "alemtuzumab.md").read_text(encoding="utf-8")
     (articles / "tocilizumab.md").unlink()
-    publish(project, now=utc(2026, 11, 3, 12))  # withdrawn before the window
+    (articles / "alemtuzumab.md").unlink()
+    publish(project, now=utc(2026, 11, 3, 12))  # both withdrawn before the window
     with open_ledger(settings) as ledger:
         run_due(settings, ledger, utc(2026, 11, 9, 9))  # window ends 9 Nov 08:00 UTC
-    (articles / "tocilizumab.md").write_text(tocilizumab, encoding="utf-8")
+    (articles / "tocilizumab.md").write_text(
+        tocilizumab.replace("protect the lungs", "shield the lungs"), encoding="utf-8"
+    )
+    (articles / "alemtuzumab.md").write_text(alemtuzumab, encoding="utf-8")
     nintedanib = (articles / "nintedanib.md").read_text(encoding="utf-8")
     entry_id = "tag:localhost,2026-10-05:articles/nintedanib"
     (articles / "nintedanib.md").unlink()
     (articles / "nintedanib-ipf.md").write_text(
         nintedanib.replace("---\n", f"---\nid: {entry_id}\n", 1), encoding="utf-8"
     )
-    publish(project, now=utc(2026, 11, 10, 12))  # back, and a rename
-    (articles / "alemtuzumab.md").unlink()
+    report = publish(project, now=utc(2026, 11, 10, 12))  # back, and a rename
+    assert [e.slug for e in report.plan.changes.corrected] == ["alemtuzumab"]
+    (articles / "ocrelizumab.md").unlink()
     publish(project, now=utc(2026, 11, 11, 12))
     with open_ledger(settings) as ledger:
         assert [k.entry_id for k in ledger.known_articles().values() if k.entry_id == entry_id]
         window = window_entries(ledger, utc(2026, 11, 9, 8), utc(2026, 11, 16, 8))
-        # ocrelizumab is dated 9 November: published by the first publish after that
-        assert [e.slug for e in window.new] == ["ocrelizumab", "tocilizumab"]
-        assert window.updated == ()
-        # the version log alone, before the return: nothing but the withdrawal
+        # ocrelizumab (dated 9 November) came and went within the window: dropped
+        assert window.new == ()
+        assert [e.article.title for e in window.updated] == [
+            "Tocilizumab: blocking interleukin-6 to shield the lungs in scleroderma"
+        ]
+        # the version log alone, before the return: nothing but the withdrawals
         assert window_entries(ledger, utc(2026, 11, 2, 13), utc(2026, 11, 9, 8)).announced == ()
 
 

@@ -10,6 +10,7 @@ seam, and :class:`Ledger` composing them::
 
     articles.py     published article versions, the parsed-article cache
     site.py         stamps of generated files
+    feeds.py        each feed's date, WebSub pings still owed
     bounces.py      bounce events and scores
     digests.py      publishes, digests, audiences, web copies
     outbox.py       claims, leases, the fate of each message
@@ -40,6 +41,7 @@ from pipeline.store.cadence import (
 )
 from pipeline.store.database import Database
 from pipeline.store.digests import DigestStore
+from pipeline.store.feeds import FeedStore
 from pipeline.store.inbound import InboundStore
 from pipeline.store.outbox import OutboxStore
 from pipeline.store.personal import PersonalDataStore
@@ -52,6 +54,7 @@ from pipeline.store.records import (
     DeliveryCounts,
     DigestCopy,
     DigestDelivery,
+    FeedDate,
     KnownArticle,
     MergeCounts,
     OutboxRow,
@@ -78,6 +81,7 @@ __all__ = [
     "DeliveryCounts",
     "DigestCopy",
     "DigestDelivery",
+    "FeedDate",
     "KnownArticle",
     "Ledger",
     "MergeCounts",
@@ -97,6 +101,7 @@ __all__ = [
 class Ledger(
     ArticleStore,
     SiteStore,
+    FeedStore,
     DigestStore,
     OutboxStore,
     SubscriberStore,

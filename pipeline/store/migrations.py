@@ -183,7 +183,28 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     """,
     # 8: mail that came back and webhook events already handled (store/inbound.py)
     INBOUND_MIGRATION,
-    # 9: cadence. Each subscriber's frequency and the start of the window their next
+    # 9: feeds that tell the truth over time: ids of replaced rows are never minted again;
+    # each feed's date never goes back; WebSub pings still owed to the hub
+    """
+    CREATE TABLE retired_ids (
+        entry_id    TEXT PRIMARY KEY,
+        slug        TEXT NOT NULL,
+        retired_at  TEXT NOT NULL
+    );
+    CREATE TABLE feed_dates (
+        scope       TEXT PRIMARY KEY,
+        body_hash   TEXT NOT NULL,
+        updated     TEXT NOT NULL,
+        input_key   TEXT NOT NULL
+    );
+    CREATE TABLE websub_pending (
+        topic_url   TEXT PRIMARY KEY,
+        attempts    INTEGER NOT NULL,
+        last_error  TEXT NOT NULL,
+        since       TEXT NOT NULL
+    );
+    """,
+    # 10: cadence. Each subscriber's frequency and the start of the window their next
     # periodic digest covers; an append-only log of article versions (each with the instant
     # it was published and what a digest shows of it); one row per periodic run, whose key
     # (frequency, period_end) makes recording a slot twice impossible. Articles already
