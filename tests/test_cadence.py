@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from pipeline.store.migrations import SQLITE_MIGRATIONS
 from pipeline.subscribers import open_store, sign_token
 from pipeline.web_subscribers import subscriber_routes
 from tests.conftest import Received
-from tests.helpers import edit_article, publish, write_article
+from tests.helpers import downgrade_ledger, edit_article, publish, write_article
 
 PARIS = ScheduleSettings(hour=8, weekday="monday", day_of_month=1, timezone="Europe/Paris")
 
@@ -489,26 +488,13 @@ def test_moving_from_daily_to_weekly_keeps_the_window(project: Path, smtp_server
 def test_a_ledger_from_before_cadence_knows_its_articles_were_published(
     project: Path, tmp_path: Path, smtp_server: Received
 ) -> None:
-    """The cadence migration logs the articles already published, so an edit after the upgrade is
-    announced as updated, not new."""
+    """The cadence migration logs the articles already published, so an edit after the
+    upgrade is announced as updated, not new."""
     settings = load_settings(project)
     publish(project, now=utc(2026, 11, 2, 12))
-    ledger_path = settings.paths.ledger
-    current = sqlite3.connect(ledger_path)
-    articles = current.execute("SELECT * FROM articles").fetchall()
-    current.close()
-    for leftover in ledger_path.parent.glob("pipeline.db*"):
-        leftover.unlink()
-    # the schema just before the cadence migration
+    # the ledger as the release before the cadence migration left it
     before = next(i for i, script in enumerate(SQLITE_MIGRATIONS) if "article_versions" in script)
-    old = sqlite3.connect(ledger_path, isolation_level=None)
-    for script in SQLITE_MIGRATIONS[:before]:
-        for statement in script.split(";"):
-            if statement.strip():
-                old.execute(statement)
-    old.executemany(f"INSERT INTO articles VALUES ({', '.join('?' * 8)})", articles)
-    old.execute(f"PRAGMA user_version = {before}")
-    old.close()
+    downgrade_ledger(settings.paths.ledger, before)
 
     settings = published_with_ana_weekly(project)  # the upgrade, and the list merged in
     edit_article(project, "tocilizumab", "Tocilizumab: blocking", "Tocilizumab, blocking")
