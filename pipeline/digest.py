@@ -37,6 +37,7 @@ __all__ = [
     "TEXT_TEMPLATE",
     "CompiledAudience",
     "DigestPlan",
+    "Period",
     "SlotTemplate",
     "TemplateRenderError",
     "build_audiences",
@@ -59,6 +60,14 @@ TEXT_TEMPLATE = "digest.txt.j2"
 # The per-subscriber values; each is a slot in the compiled templates.
 SLOTS = ("greeting", "email", "unsubscribe_url", "preferences_url", "view_url", "topics")
 EVERY_TOPIC = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """What a periodic digest covers, for its subject and intro: ("weekly", "23-29 November")."""
+
+    frequency: str
+    label: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +124,10 @@ class DigestPlan:
     recipients: tuple[tuple[str, Subscriber], ...]  # (audience key, subscriber)
     web_html: str  # the "view in browser" copy: every change, no personal data
     everyone: CompiledAudience  # every change, for previews and test sends
+    # Readers on a periodic frequency, with an audience rendered for them too: one who moves
+    # to "immediately" between the plan and the record still gets this publish (the ledger
+    # decides, by the frequencies at record time, who of both is sent it).
+    standby: tuple[tuple[str, Subscriber], ...] = ()
 
 
 def template_environment(templates_dir: str) -> jinja2.Environment:
@@ -181,6 +194,20 @@ def digest_subject(settings: Settings, entries: Sequence[Entry]) -> str:
     return " ".join(subject.split())  # a newline in a title must never reach a header
 
 
+def periodic_subject(settings: Settings, period: Period, count: int) -> str:
+    """The subject from ``[digest] periodic_subject``, e.g. "Your weekly digest, 23-29 November"."""
+    try:
+        subject = settings.digest.periodic_subject.format(
+            site=settings.site.title, frequency=period.frequency, period=period.label, count=count
+        )
+    except (KeyError, IndexError, ValueError) as exc:
+        raise TemplateError(
+            f"pipeline.toml: [digest] periodic_subject: {exc!s} is not a known field; "
+            "use {site}, {frequency}, {period} and {count}"
+        ) from exc
+    return " ".join(subject.split())
+
+
 def _card(entry: Entry, settings: Settings) -> dict[str, object]:
     article = entry.article
     therapy = article.therapy
@@ -210,16 +237,21 @@ def digest_context(
     settings: Settings,
     disclaimer: Disclaimer,
     slot: Mapping[str, str],
+    period: Period | None = None,
     layout: Layout | None = None,
     *,
     personal: bool = True,
 ) -> dict[str, object]:
     """What both templates see; ``slot`` holds slot markers, or real values when rendering
-    a single copy directly (the benchmark's straightforward way). ``layout`` says how many
-    articles get full cards (default: all); ``personal`` False renders the web edition,
-    whose footer has no personal value or link."""
+    a single copy directly (the benchmark's straightforward way). ``period`` is set for a
+    daily, weekly or monthly digest and None for the one sent at a publish. ``layout``
+    says how many articles get full cards (default: all); ``personal`` False renders the
+    web edition, whose footer has no personal value or link."""
     entries = [*audience.new, *audience.updated]
-    subject = digest_subject(settings, entries)
+    if period is None:
+        subject = digest_subject(settings, entries)
+    else:
+        subject = periodic_subject(settings, period, len(entries))
     layout = layout or Layout(len(entries), len(entries))
     fresh = len(audience.new)
     linked = range(layout.full, layout.full + layout.links)
@@ -242,6 +274,7 @@ def digest_context(
         "disclaimer_html": Markup(disclaimer.html),
         "disclaimer_text": disclaimer.text,
         "slot": slot,
+        "period": period,
     }
 
 
@@ -256,6 +289,7 @@ def render_audience(
     disclaimer: Disclaimer,
     env: jinja2.Environment,
     nonce: str,
+    period: Period | None = None,
     *,
     budget: int = HTML_BUDGET,
 ) -> CompiledAudience:
@@ -265,15 +299,15 @@ def render_audience(
     total = len(audience.new) + len(audience.updated)
 
     def compiled(layout: Layout) -> str:
-        context = digest_context(audience, settings, disclaimer, slot, layout)
+        context = digest_context(audience, settings, disclaimer, slot, period, layout)
         return compile_mjml(_render(env, HTML_TEMPLATE, context))
 
     layout, html = fit_layout(total, compiled, budget)
-    context = digest_context(audience, settings, disclaimer, slot, layout)
+    context = digest_context(audience, settings, disclaimer, slot, period, layout)
     text = _render(env, TEXT_TEMPLATE, context)
     for file in missing_disclaimer(html, text, disclaimer):
         raise TemplateError(f"{file}: {DISCLAIMER_MISSING}")
-    public = digest_context(audience, settings, disclaimer, slot, layout, personal=False)
+    public = digest_context(audience, settings, disclaimer, slot, period, layout, personal=False)
     web_html = compile_mjml(_render(env, HTML_TEMPLATE, public))
     if nonce in web_html:
         raise TemplateError(

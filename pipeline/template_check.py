@@ -35,6 +35,7 @@ from pipeline.digest import (
     HTML_TEMPLATE,
     SLOTS,
     TEXT_TEMPLATE,
+    Period,
     TemplateRenderError,
     compile_mjml,
     digest_context,
@@ -346,6 +347,7 @@ def check_templates(settings: Settings) -> list[Problem]:
         return [*problems, Problem(exc.file, exc.line, None, exc.detail)]
     problems += _check_rendered(mjml_source, mjml_file)
     problems += _leftovers(f"templates/{TEXT_TEMPLATE}", text)
+    problems += _check_periodic(env, audience, settings, disclaimer, placeholders)
     try:
         html = compile_mjml(mjml_source)
     except TemplateError as exc:
@@ -356,6 +358,30 @@ def check_templates(settings: Settings) -> list[Problem]:
     ]
     problems += _check_variants(env, audience, settings, disclaimer, placeholders)
     return problems + _leftovers(mjml_file, html)
+
+
+def _check_periodic(
+    env: jinja2.Environment,
+    audience: Audience,
+    settings: Settings,
+    disclaimer: Disclaimer,
+    placeholders: dict[str, str],
+) -> list[Problem]:
+    """The daily, weekly and monthly digests' subject and their branch of the templates."""
+    try:
+        context = digest_context(
+            audience,
+            settings,
+            disclaimer,
+            placeholders,
+            Period("weekly", "23\N{EN DASH}29 November"),
+        )
+        render_sources(env, context)
+    except TemplateRenderError as exc:
+        return [Problem(exc.file, exc.line, None, exc.detail)]
+    except TemplateError as exc:
+        return [Problem(CONFIG_FILE, None, "[digest] periodic_subject", str(exc))]
+    return []
 
 
 def _check_variants(
@@ -375,7 +401,7 @@ def _check_variants(
     problems: list[Problem] = []
     for layout, personal in variants:
         context = digest_context(
-            audience, settings, disclaimer, placeholders, layout, personal=personal
+            audience, settings, disclaimer, placeholders, None, layout, personal=personal
         )
         try:
             sources = render_sources(env, context)

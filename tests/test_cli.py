@@ -206,7 +206,7 @@ def test_template_errors_name_file_and_line(project: Path) -> None:
     assert result.exit_code == 1
     assert (
         result.stdout
-        == "templates/digest.txt.j2:5: no_such_variable: unknown variable; use one of base_url, collapsed, disclaimer_html, disclaimer_text, more_count, more_url, new, personal, preheader, sender, site, slot, subject, subscribe_url, updated\n"
+        == "templates/digest.txt.j2:5: no_such_variable: unknown variable; use one of base_url, collapsed, disclaimer_html, disclaimer_text, more_count, more_url, new, period, personal, preheader, sender, site, slot, subject, subscribe_url, updated\n"
     )
 
     lines[4] += " {% if %}"
