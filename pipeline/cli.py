@@ -39,7 +39,7 @@ import click
 
 from pipeline import views
 from pipeline.authoring import create_article
-from pipeline.check import check_project, load_checked
+from pipeline.check import check_project, digest_size_line, load_checked
 from pipeline.config import Settings, load_project
 from pipeline.console import Output, Verbosity
 from pipeline.delivery import DeliveryReport
@@ -182,7 +182,8 @@ def status(app: App) -> None:
     """Show what the next publish would do; change nothing.
 
     Lists the new, updated, withdrawn and scheduled articles, the digest's audiences and
-    their recipients, the messages still pending, deferred or failed, and the last publish.
+    their recipients, the messages still pending, deferred or failed, the last publish, and
+    the next daily, weekly and monthly digests with how many readers each will reach.
     """
     with app.out.step("Reading the articles and the ledger…"):
         result = project_status(app.settings)
@@ -193,6 +194,7 @@ def _render_status(app: App, result: ProjectStatus) -> None:
     app.out.data(views.status_dict(result))
     _render_plan(app, result.plan)
     app.out.show(views.deliveries_table(result))
+    app.out.show(views.schedule_table(result.schedule, app.settings.schedule))
     per_digest = views.digests_table(result)
     if per_digest is not None:
         app.out.show(per_digest)
@@ -231,16 +233,24 @@ def check(app: App) -> None:
     1 if there is any. Writes nothing.
     """
     settings, problems = load_checked(app.root)
+    size = None
     if settings is not None:
         with app.out.step("Checking…"):
             problems += check_project(settings)
-    _render_check(app, problems)
+            size = digest_size_line(settings) if not problems else None
+    _render_check(app, problems, size)
     if problems:
         stop(ExitCode.PROBLEMS)
 
 
-def _render_check(app: App, problems: list[Problem]) -> None:
-    app.out.data({"ok": not problems, "problems": [views.problem_dict(p) for p in problems]})
+def _render_check(app: App, problems: list[Problem], size: str | None = None) -> None:
+    document: dict[str, object] = {
+        "ok": not problems,
+        "problems": [views.problem_dict(p) for p in problems],
+    }
+    if size:
+        document["largest_digest"] = size
+    app.out.data(document)
     for problem in problems:
         app.out.say(str(problem), level=Verbosity.QUIET)
     if problems:
@@ -248,6 +258,8 @@ def _render_check(app: App, problems: list[Problem]) -> None:
         app.out.error(f"{len(problems)} {noun} found; fix each line above, then check again")
     else:
         app.out.say("Everything checks out.", style="green")
+    if size:
+        app.out.say(size)
 
 
 # --- new -----------------------------------------------------------------------------------
@@ -442,6 +454,7 @@ def preview(app: App, subscriber: str | None) -> None:
     with read_ledger(settings) as ledger:
         result = write_preview(settings, ledger, subscriber=subscriber)
     app.out.say(f"Subject: {result.subject}")
+    app.out.say(result.size_line())
     for path in result.files:
         app.out.say(f"wrote {path}", level=Verbosity.QUIET)
 
@@ -530,3 +543,7 @@ from pipeline import cli_bounces, cli_inbound, cli_subscribers  # noqa: E402, F4
 def main() -> None:
     """The console script ``pipeline`` (also ``python -m pipeline``)."""
     cli(prog_name="pipeline")
+
+
+# Commands kept in modules of their own register themselves on ``cli`` when imported.
+from pipeline import cli_digests  # noqa: E402,F401

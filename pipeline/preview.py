@@ -1,9 +1,10 @@
 """Editors' tools: look at the next digest before it goes out, or mail a test copy.
 
-Both build the digest the next ``publish`` would send, through the same code, and record
-nothing: no article versions, no digest, no outbox rows. A preview is written to
-``state/preview/`` as ``digest.html``, ``digest.txt`` (the two parts, decoded back from
-the message) and ``digest.eml`` (the message exactly as it would be sent, DKIM signature
+Both build the digest the next ``publish`` would send (or, for a subscriber on a daily,
+weekly or monthly frequency, their next periodic digest as it stands), through the same
+code, and record nothing: no article versions, no digest, no outbox rows. A preview is
+written to ``state/preview/`` as ``digest.html``, ``digest.txt`` (the two parts, decoded
+back from the message) and ``digest.eml`` (the message exactly as it would be sent, DKIM signature
 included when configured). Never under ``public/``: a subscriber's preview carries their
 working unsubscribe and preferences links, and ``public/`` is what ``serve`` serves and
 what gets deployed. Their "view in browser" link points at the local ``digest.html``,
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import email
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -29,10 +30,12 @@ from pipeline.delivery import (
     Transport,
     transport_for,
 )
-from pipeline.digest import EVERY_TOPIC, DigestPlan
+from pipeline.digest import EVERY_TOPIC, CompiledAudience, DigestPlan
+from pipeline.digest_layout import Layout, describe
 from pipeline.errors import DeliveryError, PipelineError
 from pipeline.messages import MessageFactory, OutgoingMessage
 from pipeline.mime import addr_spec
+from pipeline.periodic import IMMEDIATELY, plan_windows
 from pipeline.publish import PREVIEW_DIR, plan_publish, remove_public_preview
 from pipeline.refusals import advice
 from pipeline.store import AudienceRecord, Ledger, OutboxRow
@@ -65,6 +68,18 @@ class Preview:
     html: str
     text: str
     files: tuple[Path, ...] = ()
+    layout: Layout | None = None  # how the articles were fitted to the clipping budget
+
+    @property
+    def html_bytes(self) -> int:
+        """The HTML part's size in bytes (UTF-8, as the reader's client decodes it)."""
+        return len(self.html.encode("utf-8"))
+
+    def size_line(self) -> str:
+        """The HTML part's size against the clipping budget, for the editor."""
+        layout = self.layout or Layout(0, 0)
+        return describe(self.html_bytes, layout)
+
     published_digest: int | None = None  # set when a test resends an already sent digest
 
 
@@ -79,20 +94,41 @@ def _next_digest(settings: Settings, ledger: Ledger, now: datetime | None) -> Di
 
 def _row(
     digest: DigestPlan, settings: Settings, subscriber: str | None, to: str | None
-) -> tuple[OutboxRow, AudienceRecord]:
+) -> tuple[OutboxRow, CompiledAudience]:
     """The row to build: a subscriber's own copy, or every change addressed to ``to``."""
     if subscriber is None:
         address = to or settings.sender.address
-        return OutboxRow(0, _PREVIEW_DIGEST, EVERY_TOPIC, address, "", 0), digest.everyone.record()
+        return OutboxRow(0, _PREVIEW_DIGEST, EVERY_TOPIC, address, "", 0), digest.everyone
     for key, member in digest.recipients:
         if email_key(member.email) == email_key(subscriber):
             audience = next(a for a in digest.audiences if a.audience.key == key)
             row = OutboxRow(0, _PREVIEW_DIGEST, key, to or member.email, member.name, 0)
-            return row, audience.record()
+            return row, audience
     raise NothingToSend(
         f"{subscriber} gets nothing in the next digest: not in subscribers/*.csv, "
         f"suppressed, or none of their topics changed ({len(digest.recipients)} recipients)"
     )
+
+
+def _periodic_row(
+    settings: Settings, ledger: Ledger, subscriber: str, to: str | None, now: datetime | None
+) -> tuple[OutboxRow, AudienceRecord] | None:
+    """The row and audience of an active periodic reader's next digest so far; None for
+    anyone else. Raises ``NothingToSend`` when their window holds nothing on their topics."""
+    reader = ledger.subscriber(email_key(subscriber))
+    if reader is None or reader.status != "active" or reader.frequency == IMMEDIATELY:
+        return None
+    windows = ledger.reader_windows(reader.frequency, reader.email_key)
+    end = now or datetime.now(UTC)
+    planned = plan_windows(settings, ledger, windows, end, reader.frequency, at_slot=False)
+    if not planned:
+        raise NothingToSend(
+            f"{subscriber}'s {reader.frequency} digest holds nothing yet: no news on their "
+            "topics since their last one"
+        )
+    key, _ = planned[0].recipients[0]
+    audience = next(a for a in planned[0].audiences if a.key == key)
+    return OutboxRow(0, _PREVIEW_DIGEST, key, to or reader.email, reader.name, 0), audience
 
 
 def build_preview(
@@ -106,20 +142,27 @@ def build_preview(
     view_url: str | None = None,
 ) -> Preview:
     """The next digest as ``subscriber`` would get it (default: every change), unrecorded.
+    For a reader on a daily, weekly or monthly frequency, their next digest as it stands at
+    ``now``: what their window holds so far.
 
     Its "view in browser" link is ``view_url``, by default the local preview file."""
-    digest = _next_digest(settings, ledger, now)
-    row, record = _row(digest, settings, subscriber, to)
+    periodic = _periodic_row(settings, ledger, subscriber, to, now) if subscriber else None
+    layout = None
+    if periodic is not None:
+        row, record = periodic
+    else:
+        row, compiled = _row(_next_digest(settings, ledger, now), settings, subscriber, to)
+        record, layout = compiled.record(), compiled.layout
     preview_url = view_url or (preview_folder(settings) / "digest.html").absolute().as_uri()
     factory = MessageFactory(
         settings,
         secret_key(settings.paths),
         lambda _digest, _key: record,
-        web_copy_url=lambda _digest: preview_url,
+        web_copy_url=lambda _digest, _key: preview_url,
     )
     message = factory.build(row, test=test)
     html, text = _parts(message)
-    return Preview(message, _subject(message), html, text)
+    return Preview(message, _subject(message), html, text, layout=layout)
 
 
 def _parsed(message: OutgoingMessage) -> EmailMessage:
@@ -170,6 +213,7 @@ def write_preview(
         preview.html,
         preview.text,
         tuple(folder / name for name in contents),
+        layout=preview.layout,
     )
 
 

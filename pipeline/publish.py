@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,10 +25,12 @@ from pipeline.drain import Progress
 from pipeline.errors import ContentError, DeliveryError, Problem
 from pipeline.feed_history import FeedDate
 from pipeline.feeds import render_feeds
+from pipeline.media import media_outputs
 from pipeline.messages import check_email_settings
 from pipeline.models import Changes
-from pipeline.site import SitePlan, digest_page, output_stamps, plan_site, remove_stale
-from pipeline.store import KnownArticle, Ledger, PublishRecord
+from pipeline.periodic import IMMEDIATELY, entry_card
+from pipeline.site import SitePlan, digest_pages, output_stamps, plan_site, remove_stale
+from pipeline.store import DigestCopy, KnownArticle, Ledger, PublishRecord
 from pipeline.subscribers import (
     SubscriberList,
     SubscriberStore,
@@ -150,6 +152,7 @@ def plan_publish(
         present=lambda path: (paths.public / path).is_file(),
     )
     files = feeds.files
+    files.update(media_outputs(changes.live, paths.articles))
     site = plan_site(
         changes.live,
         settings,
@@ -176,6 +179,14 @@ def plan_publish(
     secret = secret_key(paths) if ledger.erased_hashes() else ""
     subscribers = planned_recipients(ledger, subscriber_list, secret)
     digest = plan_digest(changes, subscribers, settings, disclaimer) if email else None
+    if digest is not None:
+        # The digest of a publish goes to the readers who chose "immediately"; the others get
+        # the daily, weekly or monthly digests (pipeline digests --due) from the version log.
+        digest = replace(
+            digest,
+            recipients=tuple(r for r in digest.recipients if r[1].frequency == IMMEDIATELY),
+            standby=tuple(r for r in digest.recipients if r[1].frequency != IMMEDIATELY),
+        )
     if digest is not None:
         check_email_settings(settings)  # a DKIM or sender mistake stops the run before recording
     return PublishPlan(
@@ -251,18 +262,31 @@ def execute(
             audiences=tuple(a.record() for a in digest.audiences) if digest else (),
             recipients=(
                 (key, s.email, s.name)
-                for key, s in digest.recipients
+                for key, s in (*digest.recipients, *digest.standby)
                 if email_key(s.email) not in suppressed
             )
             if digest
             else (),
             new_count=len(changes.new),
+            versions=(
+                # --no-email: the changes count as published, and periodic digests keep
+                # quiet about them too
+                *(entry_card(e, "published" if digest else "quiet") for e in changes.announced),
+                *(entry_card(e, "quiet") for e in (*changes.renamed, *changes.corrected)),
+            ),
         )
         report.digest_id = ledger.record_publish(record, plan.now)
         if report.digest_id is not None and digest is not None:
-            web_copy = Path("digests") / str(report.digest_id) / "index.html"
-            if write_if_changed(public / web_copy, digest_page(digest.web_html, settings)):
-                report.written.append(str(web_copy))
+            copy = DigestCopy(
+                report.digest_id,
+                plan.now,
+                digest.subject,
+                digest.web_html,
+                tuple((a.audience.key, a.web_html) for a in digest.audiences),
+            )
+            for relative, data in digest_pages(copy, settings).items():
+                if write_if_changed(public / relative, data):
+                    report.written.append(relative)
 
     hub = settings.feeds.websub_hub
     if hub:

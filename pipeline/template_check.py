@@ -35,6 +35,7 @@ from pipeline.digest import (
     HTML_TEMPLATE,
     SLOTS,
     TEXT_TEMPLATE,
+    Period,
     TemplateRenderError,
     compile_mjml,
     digest_context,
@@ -42,7 +43,8 @@ from pipeline.digest import (
     render_sources,
     template_environment,
 )
-from pipeline.disclaimer import load_disclaimer
+from pipeline.digest_layout import Layout
+from pipeline.disclaimer import Disclaimer, load_disclaimer
 from pipeline.errors import Problem, TemplateError
 from pipeline.mjml_rules import (
     COMPONENTS,
@@ -345,6 +347,7 @@ def check_templates(settings: Settings) -> list[Problem]:
         return [*problems, Problem(exc.file, exc.line, None, exc.detail)]
     problems += _check_rendered(mjml_source, mjml_file)
     problems += _leftovers(f"templates/{TEXT_TEMPLATE}", text)
+    problems += _check_periodic(env, audience, settings, disclaimer, placeholders)
     try:
         html = compile_mjml(mjml_source)
     except TemplateError as exc:
@@ -353,7 +356,64 @@ def check_templates(settings: Settings) -> list[Problem]:
         Problem(file, None, None, DISCLAIMER_MISSING)
         for file in missing_disclaimer(html, text, disclaimer)
     ]
+    problems += _check_variants(env, audience, settings, disclaimer, placeholders)
     return problems + _leftovers(mjml_file, html)
+
+
+def _check_periodic(
+    env: jinja2.Environment,
+    audience: Audience,
+    settings: Settings,
+    disclaimer: Disclaimer,
+    placeholders: dict[str, str],
+) -> list[Problem]:
+    """The daily, weekly and monthly digests' subject and their branch of the templates."""
+    try:
+        context = digest_context(
+            audience,
+            settings,
+            disclaimer,
+            placeholders,
+            Period("weekly", "23\N{EN DASH}29 November"),
+        )
+        render_sources(env, context)
+    except TemplateRenderError as exc:
+        return [Problem(exc.file, exc.line, None, exc.detail)]
+    except TemplateError as exc:
+        return [Problem(CONFIG_FILE, None, "[digest] periodic_subject", str(exc))]
+    return []
+
+
+def _check_variants(
+    env: jinja2.Environment,
+    audience: Audience,
+    settings: Settings,
+    disclaimer: Disclaimer,
+    placeholders: dict[str, str],
+) -> list[Problem]:
+    """Render the branches a sample digest does not reach: articles collapsed past the
+    clipping budget, and the web edition, which may use no personal slot."""
+    total = len(audience.new) + len(audience.updated)
+    variants = (
+        (Layout(total, 0, max(0, total - 1)), True),
+        (Layout(total, total), False),
+    )
+    problems: list[Problem] = []
+    for layout, personal in variants:
+        context = digest_context(
+            audience, settings, disclaimer, placeholders, None, layout, personal=personal
+        )
+        try:
+            sources = render_sources(env, context)
+            html = compile_mjml(sources[0])
+        except TemplateError as exc:  # a render error names its own file and line
+            problems.append(Problem(f"templates/{HTML_TEMPLATE}", None, None, str(exc)))
+            continue
+        if not personal and "sample-" in html:
+            message = "the web copy (personal false) shows a personal value; keep every "
+            message += "slot.* inside {% if personal %}"
+            problems.append(Problem(f"templates/{HTML_TEMPLATE}", None, None, message))
+    return problems
 
 
 def _leftovers(file: str, output: str) -> list[Problem]:
