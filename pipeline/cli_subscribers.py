@@ -108,7 +108,7 @@ def subscribers_add(
     now = datetime.now(UTC)
     with open_store(app.settings) as store:
         store.import_listed(email, _lists(app.settings).entries, now)
-        record, changes = store.add(email, name, chosen, now)
+        record, changes = store.add(email, name, chosen, now, frequency)
         if frequency is not None and changes == ("added",):
             change_frequency(app.settings, store.ledger, record.email_key, frequency, now)
     if not changes:

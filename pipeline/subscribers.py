@@ -223,13 +223,15 @@ class SubscriberStore:
         name: str | None,
         topics: frozenset[str] | None,
         now: datetime,
+        frequency: str | None = None,
     ) -> tuple[SubscriberRecord, tuple[str, ...]]:
         """An editor adds a subscriber, active at once; returns it and what changed.
 
         ``None`` means "not given". A new address gets the name (default none) and topics
         (default every topic). A known active one is left exactly as it is: changing it is
         ``change``'s job, so giving a different name or topics raises ``SubscriberError``
-        naming `pipeline subscribers set`. A pending one (a web sign-up not confirmed) is
+        naming `pipeline subscribers set` (so does a different ``frequency``; a new address's
+        frequency is the caller's to apply). A pending one (a web sign-up not confirmed) is
         activated, keeping what its owner asked for. An unsubscribed, bounced or forgotten
         address is refused: only its owner's confirmed sign-up may bring it back.
         """
@@ -251,6 +253,8 @@ class SubscriberStore:
                 "confirmed by its owner can make it active again"
             )
         differs = describe_changes(record, name, topics)
+        if frequency is not None and frequency != record.frequency:
+            differs += (f"frequency: {record.frequency} -> {frequency}",)
         if differs:
             raise SubscriberError(
                 f"{record.email} is already {record.status} ({'; '.join(differs)}); "

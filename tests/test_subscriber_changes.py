@@ -50,6 +50,16 @@ def test_add_with_different_values_refuses_and_names_set(project: Path) -> None:
     assert listed(project)[ANA] == ["active", "scleroderma", "Ana Reyes"]
 
 
+def test_add_with_a_different_frequency_refuses_and_names_set(project: Path) -> None:
+    # A known reader's frequency is theirs: `add` must not drop the option silently either.
+    run(project, "import", str(project / "subscribers" / "subscribers.csv"))
+    result = run(project, "add", ANA, "--frequency", "weekly")
+    assert result.exit_code == 1
+    assert "frequency: immediately -> weekly" in result.output
+    assert "pipeline subscribers set" in result.output
+    assert run(project, "add", ANA, "--frequency", "immediately").exit_code == 0
+
+
 def test_set_changes_only_what_it_is_given_and_says_so(project: Path) -> None:
     run(project, "import", str(project / "subscribers" / "subscribers.csv"))
     result = run(project, "set", ANA, "--topics", "scleroderma;lupus-nephritis")
