@@ -324,16 +324,32 @@ def _validate(settings: Settings) -> None:
         )
     if settings.feeds.max_entries < 1:
         raise ConfigError(f"{CONFIG_FILE}: [feeds] max_entries must be at least 1")
-    hub = urlsplit(settings.feeds.websub_hub)
-    if settings.feeds.websub_hub and (hub.scheme not in ("http", "https") or not hub.hostname):
-        raise ConfigError(
-            f"{CONFIG_FILE}: [feeds] websub_hub {settings.feeds.websub_hub!r} is not an "
-            "http(s) URL; write the hub's address, e.g. https://pubsubhubbub.appspot.com/"
-        )
+    if settings.feeds.websub_hub:
+        _validate_hub(settings.feeds.websub_hub)
     if settings.smtp.url:
         parse_smtp_url(settings.smtp.url, None)
     _validate_bounces(settings.bounces)
     _validate_return_path(settings.bounces)
+
+
+def _validate_hub(url: str) -> None:
+    # Every feed carries the hub's URL in an href, so it must be one a feed may carry
+    # (RFC 3986), and one urllib can open: a bracket or port it cannot parse is refused here.
+    try:
+        hub = urlsplit(url)
+        hub.port  # noqa: B018 - raises ValueError on a port out of range
+    except ValueError:
+        hub = urlsplit("")
+    if hub.scheme not in ("http", "https") or not hub.hostname:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [feeds] websub_hub {url!r} is not an "
+            "http(s) URL; write the hub's address, e.g. https://pubsubhubbub.appspot.com/"
+        )
+    if url != valid_url(url):
+        raise ConfigError(
+            f"{CONFIG_FILE}: [feeds] websub_hub {url!r} holds characters a URL may not; "
+            f"write it percent-encoded: {valid_url(url)}"
+        )
 
 
 def _validate_bounces(bounces: BounceSettings) -> None:
