@@ -72,6 +72,41 @@ def test_a_date_yaml_cannot_build_is_a_problem_not_a_traceback(
     assert "published:" in checked[0].message
 
 
+@pytest.mark.parametrize(
+    ("front", "named"),
+    [
+        ("title: Ends badly\ufffe\nsummary: S.\npublished: 2026-11-01", (2, "title")),
+        ("title: T\nsummary: Bell \x07 here\npublished: 2026-11-01", (3, "summary")),
+        ("title: T\nsummary: S.\npublished: 2026-11-01\ntrials:\n  - NCT1\x01", (6, None)),
+    ],
+)
+def test_a_raw_character_yaml_refuses_is_named_on_its_own_line(
+    project: Path, front: str, named: tuple[int, str | None]
+) -> None:
+    # Typed raw (not escaped), YAML's reader refuses the character before any field exists.
+    write(project, "raw", front)
+    checked, refused = refusals(project)
+    assert where(checked) == where(refused) == [("articles/raw.md", *named)]
+    assert "which feeds cannot carry" in checked[0].message
+    assert "\n" not in checked[0].message  # one line, as every other problem
+
+
+@pytest.mark.parametrize(
+    "published",
+    [
+        "9999-12-31T23:30:00-01:00",  # a valid instant in its zone, past year 9999 in UTC
+        "'0001-01-01T00:30:00+01:00'",
+        "0001-01-01",  # would be written as year "1": no RFC 822, RFC 3339 or tag date
+        "1899-12-31",
+    ],
+)
+def test_a_date_out_of_range_is_a_problem_not_a_traceback(project: Path, published: str) -> None:
+    write(project, "far", f"title: T\nsummary: S.\npublished: {published}")
+    checked, refused = refusals(project)
+    assert where(checked) == where(refused) == [("articles/far.md", 4, "published")]
+    assert not (project / "public").exists()
+
+
 def test_no_unsafe_character_reaches_any_output_even_through_the_renderer() -> None:
     # The renderer is the last line of defence: whatever reaches it, nothing unsafe leaves.
     from pipeline.articles import render_markdown
