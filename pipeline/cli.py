@@ -181,7 +181,8 @@ def status(app: App) -> None:
     """Show what the next publish would do; change nothing.
 
     Lists the new, updated, withdrawn and scheduled articles, the digest's audiences and
-    their recipients, the messages still pending, deferred or failed, and the last publish.
+    their recipients, the messages still pending, deferred or failed, the last publish, and
+    the next daily, weekly and monthly digests with how many readers each will reach.
     """
     with app.out.step("Reading the articles and the ledger…"):
         result = project_status(app.settings)
@@ -192,6 +193,7 @@ def _render_status(app: App, result: ProjectStatus) -> None:
     app.out.data(views.status_dict(result))
     _render_plan(app, result.plan)
     app.out.show(views.deliveries_table(result))
+    app.out.show(views.schedule_table(result.schedule, app.settings.schedule))
     per_digest = views.digests_table(result)
     if per_digest is not None:
         app.out.show(per_digest)
@@ -529,3 +531,7 @@ from pipeline import cli_bounces, cli_inbound, cli_subscribers  # noqa: E402, F4
 def main() -> None:
     """The console script ``pipeline`` (also ``python -m pipeline``)."""
     cli(prog_name="pipeline")
+
+
+# Commands kept in modules of their own register themselves on ``cli`` when imported.
+from pipeline import cli_digests  # noqa: E402,F401

@@ -17,6 +17,7 @@ seam, and :class:`Ledger` composing them::
     subscribers.py  subscribers, sign-ups, suppressions
     inbound.py      mail that came back and webhook events already handled
     personal.py     one person's data: export, erasure, erased addresses' keyed hashes
+    cadence.py      the article version log, reader windows, periodic runs
     records.py      the values they take and return
     migrations.py   the versioned schema
     sqlite.py       the SQLite backend (the embedded default)
@@ -29,6 +30,15 @@ from pathlib import Path
 
 from pipeline.store.articles import ArticleStore
 from pipeline.store.bounces import BounceStore
+from pipeline.store.cadence import (
+    FREQUENCIES,
+    PERIODIC,
+    ArticleVersion,
+    CadenceStore,
+    ReaderWindow,
+    VersionRow,
+    WindowDigest,
+)
 from pipeline.store.database import Database
 from pipeline.store.digests import DigestStore
 from pipeline.store.feeds import FeedStore
@@ -60,9 +70,12 @@ from pipeline.store.sqlite import SqliteDatabase
 from pipeline.store.subscribers import SubscriberStore
 
 __all__ = [
+    "FREQUENCIES",
+    "PERIODIC",
     "SUBSCRIBER_STATUSES",
     "SUPPRESSED_STATUSES",
     "TRANSACTIONAL_DIGEST",
+    "ArticleVersion",
     "AudienceRecord",
     "CachedArticle",
     "DeliveryCounts",
@@ -75,9 +88,12 @@ __all__ = [
     "OutboxRow",
     "OutputStamp",
     "PublishRecord",
+    "ReaderWindow",
     "SignupRecord",
     "SubscriberRecord",
     "SubscriberRow",
+    "VersionRow",
+    "WindowDigest",
     "merge_action",
 ]
 
@@ -91,6 +107,7 @@ class Ledger(
     SubscriberStore,
     PersonalDataStore,
     BounceStore,
+    CadenceStore,
     InboundStore,
 ):
     """One connection to the ledger; use as a context manager.
