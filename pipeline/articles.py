@@ -219,9 +219,17 @@ def parse_article(
     if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
         problem(2, None, "front matter must be a mapping of 'field: value' lines")
         return None, problems
-    line_of = {
-        k.value: k.start_mark.line + 2 for k, _ in node.value if isinstance(k, yaml.ScalarNode)
-    }
+    line_of: dict[str, int] = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            continue
+        if key_node.value in line_of:  # YAML 1.2 forbids it; PyYAML would keep the last
+            problem(
+                key_node.start_mark.line + 2,
+                key_node.value,
+                f"is given twice (also on line {line_of[key_node.value]}); keep one",
+            )
+        line_of.setdefault(key_node.value, key_node.start_mark.line + 2)
 
     for key, value in data.items():
         for path, message in value_problems(value):

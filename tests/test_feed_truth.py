@@ -107,6 +107,13 @@ def test_a_date_out_of_range_is_a_problem_not_a_traceback(project: Path, publish
     assert not (project / "public").exists()
 
 
+def test_a_field_given_twice_is_a_problem_not_the_last_one_silently(project: Path) -> None:
+    write(project, "twice", "title: First\nsummary: S.\ntitle: Second\npublished: 2026-11-01")
+    checked, refused = refusals(project)
+    assert where(checked) == where(refused) == [("articles/twice.md", 4, "title")]
+    assert "also on line 2" in checked[0].message
+
+
 def test_no_unsafe_character_reaches_any_output_even_through_the_renderer() -> None:
     # The renderer is the last line of defence: whatever reaches it, nothing unsafe leaves.
     from pipeline.articles import render_markdown
