@@ -8,13 +8,16 @@ its fix; each stands for its kind (every field, every format). W3C rules:
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import feedparser
 import pytest
+from click.testing import CliRunner
 from lxml import html as lxml_html
 
 from pipeline import load_settings
+from pipeline.cli import cli
 from tests.feed_rules import assert_valid, feed_documents, shown_text
 from tests.helpers import FIRST_RUN, publish, refusals, where, write
 
@@ -230,6 +233,21 @@ def test_every_url_written_is_a_valid_uri(project: Path) -> None:
         assert_valid(document, now=FIRST_RUN)
     atom = (project / "public" / "atom.xml").read_text("utf-8")
     assert "https://example.org/a%20b/%C3%A4rzte?q=x%20y" in atom
+
+
+@pytest.mark.parametrize("url", ["http://[::1/", "http://localhost:99999/", "http://:80/"])
+def test_a_base_url_python_cannot_parse_is_a_config_problem_not_a_traceback(
+    project: Path, url: str
+) -> None:
+    config = project / "pipeline.toml"
+    text = config.read_text("utf-8")
+    config.write_text(re.sub(r"(?m)^base_url = .*$", f'base_url = "{url}"', text), "utf-8")
+    for command in (["check"], ["publish", "--no-email"]):
+        result = CliRunner().invoke(cli, ["--root", str(project), *command])
+        assert result.exit_code == 1, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert "[site] base_url" in result.output
+    assert not (project / "public").exists()
 
 
 # --- W3C rules on samples and hostile inputs ---------------------------------------------------
