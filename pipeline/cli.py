@@ -285,15 +285,23 @@ def _render_new(app: App, path: Path) -> None:
     help="Update the feeds and site only; the changes count as published but nobody is emailed.",
 )
 @click.option(
+    "--deliver/--no-deliver",
+    default=None,
+    help="Send the digest now, or only record it for `pipeline worker` to send "
+    '(default: [send] deliver, "publish").',
+)
+@click.option(
     "-y", "--yes", is_flag=True, help="Do not ask before emailing more than [send] confirm_above."
 )
-def publish(app: App, dry_run: bool, no_email: bool, yes: bool) -> None:
+def publish(app: App, dry_run: bool, no_email: bool, deliver: bool | None, yes: bool) -> None:
     """Publish changed articles to the feeds and email the digest.
 
     Shows the plan first. On a terminal it asks before emailing more than [send]
     confirm_above subscribers; it never asks when its input is not a terminal.
     """
     settings = app.settings
+    if deliver is None:
+        deliver = settings.send.deliver == "publish"
     started = time.perf_counter()
     with read_ledger(settings) if dry_run else open_ledger(settings) as ledger:
         with app.out.step("Reading and rendering the articles…"):
@@ -301,15 +309,22 @@ def publish(app: App, dry_run: bool, no_email: bool, yes: bool) -> None:
         queued = ledger.delivery_counts()
         _render_plan(app, plan)
         emails = 0 if no_email else plan.recipients + queued.pending + queued.deferred
-        _render_queue(app, queued, no_email)
+        _render_queue(app, queued, no_email or not deliver)
         if dry_run:
             _render_publish(app, plan, None, time.perf_counter() - started)
             return
-        if not _confirmed(app, emails, yes):
+        if deliver and not _confirmed(app, emails, yes):
             app.out.say("Nothing published.", level=Verbosity.QUIET)
             stop(ExitCode.PROBLEMS)
         with app.out.delivery_progress() as progress:
-            report = execute(plan, settings, ledger, send_email=not no_email, on_progress=progress)
+            report = execute(
+                plan,
+                settings,
+                ledger,
+                send_email=not no_email,
+                deliver=deliver,
+                on_progress=progress,
+            )
     _render_publish(app, plan, report, time.perf_counter() - started)
     if report.delivery is not None and not report.delivery.complete:
         stop(ExitCode.PARTIAL)
@@ -351,7 +366,13 @@ def _render_publish(
         out.say("Nothing new, updated or withdrawn.")
     written = len(report.written)
     out.say(f"Wrote {written} file(s) under public/." if written else "Files in public/ unchanged.")
-    if report.delivery is None:
+    if report.delivery is None and plan.email:
+        out.say(
+            f"{report.queued} message(s) in the outbox for the workers (`pipeline worker`)."
+            if report.queued
+            else "No email to send."
+        )
+    elif report.delivery is None:
         out.say("No email sent (--no-email).")
     else:
         _render_delivery(app, report.delivery)
@@ -535,3 +556,8 @@ def deliver_command(app: App, retry_failed: bool) -> None:
 def main() -> None:
     """The console script ``pipeline`` (also ``python -m pipeline``)."""
     cli(prog_name="pipeline")
+
+
+# The commands for running past one machine live in their own module; importing it
+# registers them on `cli`.
+import pipeline.cli_scale  # noqa: E402, F401

@@ -27,7 +27,7 @@ from pipeline.feeds import render_feeds
 from pipeline.messages import check_email_settings
 from pipeline.models import Changes
 from pipeline.site import SitePlan, digest_page, output_stamps, plan_site, remove_stale
-from pipeline.store import KnownArticle, Ledger, PublishRecord
+from pipeline.store import KnownArticle, Ledger, PublishRecord, open_ledger
 from pipeline.subscribers import (
     SubscriberList,
     SubscriberStore,
@@ -69,11 +69,8 @@ class PublishReport:
     written: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # stale pages (withdrawn, renamed)
     digest_id: int | None = None
-    delivery: DeliveryReport | None = None
-
-
-def open_ledger(settings: Settings) -> Ledger:
-    return Ledger(settings.paths.ledger)
+    delivery: DeliveryReport | None = None  # None: no email, or left to the workers
+    queued: int = 0  # messages left in the outbox for `pipeline worker` (deliver=False)
 
 
 def plan_publish(
@@ -140,11 +137,16 @@ def execute(
     ledger: Ledger,
     *,
     send_email: bool = True,
+    deliver: bool = True,
     make_transport: Callable[[], Transport] | None = None,
     connections: int | None = None,
     on_progress: Progress | None = None,
 ) -> PublishReport:
-    """Write the files, record the run, deliver the outbox."""
+    """Write the files, record the run, deliver the outbox.
+
+    ``deliver=False`` records the digest and its outbox and sends nothing: ``pipeline
+    worker`` processes deliver it (``--no-deliver``, ``[send] deliver = "workers"``).
+    """
     if send_email and not plan.email:
         # Recording the changes without their digest would drop them for every subscriber.
         raise ValueError("this plan was made with email=False; execute it with send_email=False")
@@ -196,7 +198,10 @@ def execute(
             if write_if_changed(public / web_copy, digest_page(digest.web_html, settings)):
                 report.written.append(str(web_copy))
 
-    if send_email:
+    if send_email and not deliver:
+        counts = ledger.delivery_counts()
+        report.queued = counts.pending + counts.deferred
+    elif send_email:
         report.delivery = deliver_outbox(
             settings,
             ledger,

@@ -29,6 +29,7 @@ from pipeline.store import (
     SubscriberRecord,
     SubscriberRow,
     merge_action,
+    open_ledger,
 )
 from pipeline.subscriber_lists import (
     EXPORT_COLUMNS,
@@ -232,7 +233,7 @@ class SubscriberStore:
 @contextmanager
 def open_store(settings: Settings) -> Iterator[SubscriberStore]:
     """The project's subscriber store, its ledger closed on leaving."""
-    with Ledger(settings.paths.ledger) as ledger:
+    with open_ledger(settings) as ledger:
         yield SubscriberStore(ledger, secret_key(settings.paths), settings.topics)
 
 

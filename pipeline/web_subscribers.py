@@ -37,7 +37,7 @@ from pipeline.digest import topics_phrase
 from pipeline.disclaimer import load_disclaimer
 from pipeline.errors import DeliveryError, SubscriberError
 from pipeline.messages import OutgoingMessage
-from pipeline.store import Ledger, SubscriberRecord
+from pipeline.store import Ledger, SubscriberRecord, open_ledger
 from pipeline.subscribers import SubscriberStore, TokenError
 
 __all__ = ["RateLimit", "subscriber_routes"]
@@ -132,7 +132,7 @@ def subscriber_routes(
     signup_url = urljoin(settings.base_url, "subscribe/")
 
     def open_store() -> tuple[Ledger, SubscriberStore]:
-        ledger = Ledger(settings.paths.ledger)
+        ledger = open_ledger(settings)
         return ledger, SubscriberStore(ledger, key, known_topics)
 
     def link_failed(exc: TokenError) -> HTMLResponse:

@@ -177,7 +177,7 @@ class SubscriberStore:
     def _cancel_queued(self, email_key: str, status: str) -> None:
         self._db.execute(
             """UPDATE outbox SET status = 'failed', last_reply = ?, next_attempt_at = NULL
-               WHERE email = ? AND status IN ('pending', 'deferred')""",
+               WHERE lower(email) = ? AND status IN ('pending', 'deferred')""",
             (f"not sent: {status} before delivery", email_key),
         )
 
