@@ -81,6 +81,7 @@ class SendSettings:
     processes: int = 0  # sending processes; 0: one, or one per core for large lists
     deliver: str = "publish"  # "publish": publish sends; "workers": `pipeline worker` does
     workers: int = 1  # `pipeline worker`s sharing the rate limits; each takes 1/workers
+    lease: float = 120.0  # seconds a claim holds rows; a dead worker's rows return after it
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +316,11 @@ def _validate(settings: Settings) -> None:
         )
     if send.workers < 1:
         raise ConfigError(f"{CONFIG_FILE}: [send] workers must be at least 1")
+    if send.lease < 5:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [send] lease must be at least 5 seconds (it is renewed every "
+            "third of it while a worker runs)"
+        )
     if settings.feeds.max_entries < 1:
         raise ConfigError(f"{CONFIG_FILE}: [feeds] max_entries must be at least 1")
     if settings.smtp.url:

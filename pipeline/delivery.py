@@ -134,6 +134,7 @@ class DeliveryOptions:
             rate_per_second=send.rate_per_second / parts,
             rate_per_hour=-(-send.rate_per_hour // parts),
             retry_base=send.retry_after,
+            lease=send.lease,
             history_share=(share, parts),
         )
 
