@@ -36,7 +36,8 @@ def worker(app: App, once: bool, poll: float) -> None:
 
     Run any number of workers, on any number of machines, against one PostgreSQL ledger
     (PIPELINE_DATABASE_URL). SIGTERM or Ctrl-C finishes the messages in flight and exits 0.
-    With --once it exits 3 when some messages were deferred, failed or left pending.
+    With --once it exits 3 when some messages were deferred or failed (rows other workers
+    still hold are theirs to send, not a partial delivery).
     """
     settings = app.settings
     if not once:
@@ -58,7 +59,8 @@ def worker(app: App, once: bool, poll: float) -> None:
     )
     if once:
         _render_delivery(app, result.delivery)
-        if not result.delivery.complete:
+        delivery = result.delivery
+        if delivery.deferred or delivery.failed or delivery.stopped or delivery.interrupted:
             stop(ExitCode.PARTIAL)
     else:
         app.out.say(f"Worker stopped: {result.delivery.sent} message(s) sent in all.")

@@ -385,12 +385,25 @@ def parse_smtp_url(url: str, password: str | None) -> SmtpTarget:
     )
 
 
-def secret_key(paths: Paths) -> str:
-    """The key that signs links: the environment's, else one generated once into state/."""
+def secret_key(where: Settings | Paths) -> str:
+    """The key that signs links: the environment's, else one generated once into state/.
+
+    Given the settings of a project whose ledger is PostgreSQL, the environment must supply
+    it: workers on other machines sign links that the web server checks, so each machine
+    generating its own key would break them. Raises ``ConfigError`` then.
+    """
     from_env = os.environ.get("PIPELINE_SECRET_KEY", "").strip()
     if from_env:
         return from_env
-    key_file = paths.state / "secret_key"
+    if isinstance(where, Settings):
+        if isinstance(where.ledger_location(), str):
+            raise ConfigError(
+                "PIPELINE_SECRET_KEY is not set: with a PostgreSQL ledger every machine must "
+                "sign links with the same key; set the same PIPELINE_SECRET_KEY everywhere "
+                "(for example the output of `openssl rand -base64 32`)"
+            )
+        where = where.paths
+    key_file = where.state / "secret_key"
     if key_file.exists():
         return key_file.read_text(encoding="utf-8").strip()
     key = secrets.token_urlsafe(32)

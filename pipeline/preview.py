@@ -100,7 +100,7 @@ def build_preview(
     preview_url = urljoin(settings.base_url, f"{PREVIEW_DIR}/digest.html")
     factory = MessageFactory(
         settings,
-        secret_key(settings.paths),
+        secret_key(settings),
         lambda _digest, _key: record,
         web_copy_url=lambda _digest: preview_url,
     )

@@ -152,7 +152,7 @@ def execute(
         raise ValueError("this plan was made with email=False; execute it with send_email=False")
     report = PublishReport(plan)
     if plan.subscriber_lists is not None:
-        store = SubscriberStore(ledger, secret_key(settings.paths), settings.topics)
+        store = SubscriberStore(ledger, secret_key(settings), settings.topics)
         store.merge(plan.subscriber_lists.entries, plan.now)
     public = settings.paths.public
     ordered = sorted(plan.files.items())

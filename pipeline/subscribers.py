@@ -234,7 +234,7 @@ class SubscriberStore:
 def open_store(settings: Settings) -> Iterator[SubscriberStore]:
     """The project's subscriber store, its ledger closed on leaving."""
     with open_ledger(settings) as ledger:
-        yield SubscriberStore(ledger, secret_key(settings.paths), settings.topics)
+        yield SubscriberStore(ledger, secret_key(settings), settings.topics)
 
 
 def _subscriber(record: SubscriberRecord) -> Subscriber:

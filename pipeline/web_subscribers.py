@@ -125,7 +125,7 @@ def subscriber_routes(
 ) -> list[BaseRoute]:
     """The subscriber pages, for ``create_app`` to add before the static files."""
     pages = _Pages(settings)
-    key = secret_key(settings.paths)
+    key = secret_key(settings)
     limit = signup_limit or RateLimit()
     known_topics = frozenset(settings.topics)
     disclaimer = load_disclaimer(settings.paths.templates, settings.base_url)

@@ -76,7 +76,7 @@ def deliver_outbox(
     if make_transport is None:
         processes = process_count(settings, ledger.due_count(clock()), smtp=smtp)
     if processes == 1:
-        factory = MessageFactory(settings, secret_key(settings.paths), ledger.audience)
+        factory = MessageFactory(settings, secret_key(settings), ledger.audience)
         report = deliver(
             ledger,
             factory,
@@ -108,7 +108,7 @@ def _deliver_in_processes(
     context = multiprocessing.get_context("fork")
     stop = context.Event()
     messages: multiprocessing.Queue[tuple[str, int, object]] = context.Queue()
-    key = secret_key(settings.paths)
+    key = secret_key(settings)
     children = [
         context.Process(
             target=_drain_process,

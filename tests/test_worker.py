@@ -206,3 +206,19 @@ def test_workers_share_one_digest_and_a_killed_one_costs_at_most_a_message_per_c
     # The recorded Message-ID is the one the server accepted (the last copy, for a duplicate).
     accepted = {rcpt: message_id for rcpt, message_id in handler.received}
     assert all(accepted[email] == message_id for email, message_id in rows.items())
+
+
+def test_a_postgresql_ledger_needs_one_secret_key_for_every_machine(
+    project: Path, fresh_postgres: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each machine generating its own key into state/ would sign links the web server
+    cannot check: with a shared ledger the key must come from the environment."""
+    monkeypatch.setenv("PIPELINE_DATABASE_URL", fresh_postgres)
+    monkeypatch.delenv("PIPELINE_SECRET_KEY")
+    add_readers(project, 3)
+    runner = CliRunner()
+    for command in (["publish"], ["worker", "--once"]):
+        result = runner.invoke(cli, ["--root", str(project), *command])
+        assert result.exit_code == 1, result.output
+        assert "PIPELINE_SECRET_KEY is not set: with a PostgreSQL ledger" in result.output
+    assert not (project / "state" / "secret_key").exists()

@@ -64,8 +64,9 @@ class Database(Protocol):
         ...
 
     def background_checkpoints(self) -> AbstractContextManager[None]:
-        """While the block runs, keep database housekeeping off the commit path (SQLite: WAL
-        checkpoints from a thread); a no-op where the server does it."""
+        """While the block runs (a drain), keep database housekeeping off the commit path:
+        SQLite checkpoints its WAL from a thread; PostgreSQL commits without waiting for
+        the WAL flush (a server crash may then forget the last moment's "sent" marks)."""
         ...
 
     def close(self) -> None: ...
