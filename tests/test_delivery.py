@@ -108,7 +108,8 @@ def assert_one_copy_each(
 @pytest.fixture
 def site(project: Path, ledger_backend: str) -> Path:
     add_readers(project, READERS)
-    configure(project, smtp={"timeout": 0.5, "connect_timeout": 2.0}, send={"retry_after": 0.0})
+    # A reply timeout well under the slow server's 1.5 s, with room for a busy machine.
+    configure(project, smtp={"timeout": 1.0, "connect_timeout": 2.0}, send={"retry_after": 0.0})
     return project
 
 

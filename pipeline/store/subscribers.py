@@ -176,7 +176,8 @@ class SubscriberStore:
 
     def _cancel_queued(self, email_key: str, status: str) -> None:
         self._db.execute(
-            """UPDATE outbox SET status = 'failed', last_reply = ?, next_attempt_at = NULL
+            """UPDATE outbox SET status = 'failed', last_reply = ?, next_attempt_at = NULL,
+                   lease_owner = NULL, lease_until = NULL
                WHERE lower(email) = ? AND status IN ('pending', 'deferred')""",
             (f"not sent: {status} before delivery", email_key),
         )
