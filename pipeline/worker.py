@@ -2,8 +2,8 @@
 
 A worker is a loop around the same drain ``pipeline deliver`` runs (``deliver_outbox``):
 claim due rows with a lease, send, record each message's fate, renew leases while it works.
-Between drains it polls the ledger for new digests and for deferred rows whose time has
-come. Any number of workers, on any number of machines, share the outbox through the
+Between drains it waits for a new digest's announcement (LISTEN/NOTIFY on PostgreSQL)
+or ``poll`` seconds, whichever comes first (deferred rows come due without one). Any number of workers, on any number of machines, share the outbox through the
 ledger alone: claims (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) keep them from sending a row
 twice, and a dead worker's rows come back when its leases run out.
 
@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 
 from pipeline.config import Settings
 from pipeline.delivery import DeliveryReport
-from pipeline.errors import DeliveryError, LedgerError
+from pipeline.errors import DeliveryError, LedgerError, PipelineError
 from pipeline.store import Ledger, open_ledger
 from pipeline.workers import deliver_outbox
 
@@ -61,8 +61,21 @@ def run_worker(
     """
     stop = stop or threading.Event()
     report = WorkerReport()
+    ledger: Ledger | None = None
+
+    def failed(exc: PipelineError) -> None:
+        """Say why, drop a broken database connection, and wait before trying again."""
+        nonlocal ledger
+        report.errors.append(str(exc))
+        if on_error is not None:
+            on_error(str(exc))
+        if isinstance(exc, LedgerError) and ledger is not None:
+            with contextlib.suppress(Exception):
+                ledger.close()
+            ledger = None  # reconnect next time
+        stop.wait(retry)
+
     with _stop_on_signals(stop):
-        ledger: Ledger | None = None
         try:
             while not stop.is_set():
                 _listen(stop)  # again each time: a drain hands SIGINT back to Python's default
@@ -74,32 +87,32 @@ def run_worker(
                 except (DeliveryError, LedgerError) as exc:
                     if once:
                         raise
-                    report.errors.append(str(exc))
-                    if on_error is not None:
-                        on_error(str(exc))
-                    if isinstance(exc, LedgerError) and ledger is not None:
-                        with contextlib.suppress(Exception):
-                            ledger.close()
-                        ledger = None  # reconnect next time
-                    stop.wait(retry)
+                    failed(exc)
                     continue
                 if drained.interrupted:
                     stop.set()  # Ctrl-C reached the drain's own handler
-                report.drains += 1
-                totals = report.delivery
-                totals.add(drained)
-                totals.total += drained.total
-                totals.seconds += drained.seconds
-                totals.pending = drained.pending  # as the latest drain left the outbox
+                _fold(report, drained)
                 if (drained.total or drained.done) and on_drain is not None:
                     on_drain(drained)
                 if once:
                     break
-                stop.wait(poll)
+                try:
+                    ledger.wait_for_outbox(poll, stop.is_set)
+                except LedgerError as exc:  # the connection broke while idle
+                    failed(exc)
         finally:
             if ledger is not None:
                 ledger.close()
     return report
+
+
+def _fold(report: WorkerReport, drained: DeliveryReport) -> None:
+    report.drains += 1
+    totals = report.delivery
+    totals.add(drained)
+    totals.total += drained.total
+    totals.seconds += drained.seconds
+    totals.pending = drained.pending  # as the latest drain left the outbox
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -109,6 +109,55 @@ def test_a_running_worker_takes_new_digests_and_stops_cleanly_on_sigterm(
     assert_one_copy_each(project, server.received)
 
 
+def test_an_idle_worker_on_postgresql_wakes_when_a_digest_is_recorded(
+    project: Path, fresh_postgres: str, smtp_server: Received, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LISTEN/NOTIFY: with a poll of two minutes, the digest still goes out in seconds."""
+    monkeypatch.setenv("PIPELINE_DATABASE_URL", fresh_postgres)
+    add_readers(project, 5)
+    worker = _worker(project, "--poll", "120")
+    try:
+        time.sleep(2.0)  # connected, drained nothing, now waiting
+        published = CliRunner().invoke(cli, ["--root", str(project), "publish", "--no-deliver"])
+        assert published.exit_code == 0, published.output
+        _wait(lambda: len(smtp_server.messages) == 10, 20, "the worker to wake and send")
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=30)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, out + err
+    assert_one_copy_each(project, smtp_server)
+
+
+def test_a_worker_outlives_an_unreachable_relay_and_says_so(
+    project: Path, ledger_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIPELINE_SMTP_URL", f"smtp://127.0.0.1:{free_port()}")
+    add_readers(project, 3)
+    published = CliRunner().invoke(cli, ["--root", str(project), "publish", "--no-deliver"])
+    assert published.exit_code == 0, published.output
+    once = CliRunner().invoke(cli, ["--root", str(project), "worker", "--once"])
+    assert once.exit_code == 1 and "cannot reach the SMTP server" in once.output
+    log = project / "worker.err"
+    with log.open("w") as stderr:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "--root", str(project), "worker", "--poll", "0.2"],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        _wait(lambda: "cannot reach the SMTP server" in log.read_text(), 60, "the warning")
+        time.sleep(0.5)
+        assert worker.poll() is None, log.read_text()  # still running, waiting to retry
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, log.read_text()
+    assert "Traceback" not in log.read_text()
+    assert {r.status for r in outbox(project).values()} == {"pending"}
+
+
 # --- several workers, one killed ---------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ write that gives up instead of waiting for a lock, housekeeping) are members her
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -67,6 +67,16 @@ class Database(Protocol):
         """While the block runs (a drain), keep database housekeeping off the commit path:
         SQLite checkpoints its WAL from a thread; PostgreSQL commits without waiting for
         the WAL flush (a server crash may then forget the last moment's "sent" marks)."""
+        ...
+
+    def announce(self, channel: str) -> None:
+        """Tell other sessions waiting in :meth:`wait_for` that ``channel`` has news; sent
+        when the current transaction commits. A no-op where the database cannot."""
+        ...
+
+    def wait_for(self, channel: str, seconds: float, stop: Callable[[], bool]) -> bool:
+        """Wait up to ``seconds`` for news on ``channel``, looking at ``stop()`` at least
+        twice a second; True if news came. Where the database cannot tell, just waits."""
         ...
 
     def close(self) -> None: ...

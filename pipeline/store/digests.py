@@ -5,6 +5,7 @@ either nothing or a complete list of pending messages.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from pipeline.store.database import Database
@@ -18,7 +19,10 @@ from pipeline.store.records import (
     parse_instant,
 )
 
-__all__ = ["DigestStore"]
+__all__ = ["OUTBOX_CHANNEL", "DigestStore"]
+
+# Where a recorded digest is announced to waiting workers (LISTEN/NOTIFY on PostgreSQL).
+OUTBOX_CHANNEL = "pipeline_outbox"
 
 
 class DigestStore:
@@ -77,6 +81,7 @@ class DigestStore:
                         for a in record.audiences
                     ],
                 )
+                self._db.announce(OUTBOX_CHANNEL)  # idle workers wake when this commits
                 self._db.executemany(
                     """INSERT INTO outbox (digest_id, audience_key, email, name, created_at)
                        VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
@@ -96,6 +101,11 @@ class DigestStore:
                 ),
             )
         return digest_id
+
+    def wait_for_outbox(self, seconds: float, stop: Callable[[], bool]) -> bool:
+        """Wait up to ``seconds`` for a new digest's announcement (``stop()`` ends it early);
+        True if one came. On SQLite this only waits."""
+        return self._db.wait_for(OUTBOX_CHANNEL, seconds, stop)
 
     def last_run(self) -> tuple[datetime, int | None] | None:
         row = self._db.execute(

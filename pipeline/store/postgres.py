@@ -11,7 +11,8 @@ one after the other, and the second finds nothing left to do.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
@@ -61,6 +62,7 @@ class PostgresDatabase:
     def __init__(self, connection: psycopg.Connection[Any], url: str) -> None:
         self._db = connection
         self.url = url
+        self._listening: set[str] = set()
 
     @classmethod
     def open(cls, url: str, *, read_only: bool = False) -> PostgresDatabase:
@@ -170,6 +172,26 @@ class PostgresDatabase:
             yield
         finally:
             self.execute("RESET synchronous_commit")
+
+    # LISTEN/NOTIFY: a publish announces its digest when it commits, and idle workers wake
+    # at once instead of at their next poll. Polling stays as the fallback for anything
+    # missed (a worker reconnecting, deferred rows coming due).
+
+    def announce(self, channel: str) -> None:
+        self.execute(f"NOTIFY {channel}")
+
+    def wait_for(self, channel: str, seconds: float, stop: Callable[[], bool]) -> bool:
+        try:
+            if channel not in self._listening:
+                self._db.execute(f"LISTEN {channel}")
+                self._listening.add(channel)
+            deadline = time.monotonic() + seconds
+            while not stop() and (left := deadline - time.monotonic()) > 0:
+                for _ in self._db.notifies(timeout=min(left, 0.5), stop_after=1):
+                    return True
+        except psycopg.OperationalError as exc:
+            raise self._error(exc) from exc
+        return False
 
     def close(self) -> None:
         self._db.close()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -150,6 +151,15 @@ class SqliteDatabase:
             stop.set()
             thread.join()
             self._db.execute("PRAGMA wal_autocheckpoint = 1000")
+
+    def announce(self, channel: str) -> None:
+        pass  # no way to reach another process: its worker polls
+
+    def wait_for(self, channel: str, seconds: float, stop: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + seconds
+        while not stop() and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.25))
+        return False
 
     def close(self) -> None:
         self._db.close()
