@@ -168,8 +168,9 @@ def run(scale: float) -> Table:
         "Times are wall clock from starting the deliverer processes to the last one's exit "
         "(start-up, claiming, building, sending, recording). Peak RSS is sampled from /proc "
         "every 50 ms, per worker (for SQLite: the largest of its drain processes).",
-        "PostgreSQL runs on this machine with fsync on (each commit waits for the WAL flush); "
-        "its server processes compete with the workers for the same 2 cores.",
+        "PostgreSQL runs on this machine with fsync on; a drain's commits do not wait for the "
+        "WAL flush (synchronous_commit = off, see docs/architecture.md). Its server processes "
+        "compete with the workers for the same cores.",
         "Target: PostgreSQL with 2 workers at least 0.8 of SQLite. On 2 cores more workers "
         "cannot add speed; on separate machines each worker brings its own cores.",
     ]
