@@ -22,6 +22,7 @@ from pipeline.errors import ConfigError
 
 __all__ = [
     "CONFIG_FILE",
+    "BounceSettings",
     "DigestSettings",
     "DkimSettings",
     "FeedSettings",
@@ -111,6 +112,27 @@ class DkimSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class BounceSettings:
+    """``[bounces]``: bounce scores (Mailman 3 style) and the in-run circuit breaker.
+
+    A hard bounce (the address does not exist) adds ``hard_score``, a soft one (mailbox
+    full, message too large, any 4xx about the mailbox) ``soft_score``; each UTC day counts
+    once, by its worst bounce. A score with no bounce for ``stale_after_days`` starts again
+    from zero, a delivered message clears it, and reaching ``threshold`` suppresses the
+    address. ``soft_score`` must stay below ``threshold``: a soft bounce alone never
+    suppresses. The breaker stops a run when ``breaker_recipients`` different recipients in
+    a row, in at least ``breaker_domains`` domains, got the same refusal.
+    """
+
+    hard_score: float = 5.0
+    soft_score: float = 1.0
+    threshold: float = 5.0
+    stale_after_days: int = 7
+    breaker_recipients: int = 10
+    breaker_domains: int = 3
+
+
+@dataclass(frozen=True, slots=True)
 class SmtpTarget:
     """Where and how to connect, parsed from an ``smtp://`` or ``smtps://`` URL."""
 
@@ -169,6 +191,7 @@ class Settings:
     digest: DigestSettings = field(default_factory=DigestSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
+    bounces: BounceSettings = field(default_factory=BounceSettings)
     topics: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -209,6 +232,7 @@ _SECTIONS: dict[str, type] = {
     "digest": DigestSettings,
     "dkim": DkimSettings,
     "ledger": LedgerSettings,
+    "bounces": BounceSettings,
 }
 
 
@@ -326,6 +350,24 @@ def _validate(settings: Settings) -> None:
     if settings.smtp.url:
         parse_smtp_url(settings.smtp.url, None)
     parse_ledger_url(settings.ledger.url, settings.paths)
+    _validate_bounces(settings.bounces)
+
+
+def _validate_bounces(bounces: BounceSettings) -> None:
+    if not 0 < bounces.soft_score < bounces.threshold or bounces.hard_score <= 0:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [bounces] needs 0 < soft_score < threshold and hard_score > 0 "
+            f"(a soft bounce alone must never suppress); found soft_score = "
+            f"{bounces.soft_score}, hard_score = {bounces.hard_score}, "
+            f"threshold = {bounces.threshold}"
+        )
+    if bounces.stale_after_days < 1:
+        raise ConfigError(f"{CONFIG_FILE}: [bounces] stale_after_days must be at least 1")
+    if bounces.breaker_recipients < 2 or bounces.breaker_domains < 1:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [bounces] breaker_recipients must be at least 2 and "
+            "breaker_domains at least 1"
+        )
 
 
 def parse_ledger_url(url: str, paths: Paths) -> Path | str:

@@ -9,6 +9,7 @@ after it leaves pending rows that the next run sends.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from pipeline.detect import detect_changes
 from pipeline.digest import DigestPlan, plan_digest
 from pipeline.disclaimer import load_disclaimer
 from pipeline.drain import Progress
-from pipeline.errors import ContentError, Problem
+from pipeline.errors import ContentError, DeliveryError, Problem
 from pipeline.feeds import render_feeds
 from pipeline.messages import check_email_settings
 from pipeline.models import Changes
@@ -32,17 +33,20 @@ from pipeline.subscribers import (
     SubscriberList,
     SubscriberStore,
     email_key,
+    list_differences,
     load_subscribers,
     planned_recipients,
 )
 from pipeline.workers import deliver_outbox
 
 __all__ = [
+    "PREVIEW_DIR",
     "PublishPlan",
     "PublishReport",
     "execute",
     "open_ledger",
     "plan_publish",
+    "remove_public_preview",
 ]
 
 
@@ -57,10 +61,20 @@ class PublishPlan:
     site: SitePlan | None = None  # article pages to track, stale pages to remove
     cache: CachedLoad | None = None  # articles parsed this time, to cache
     email: bool = True  # False: planned for a publish without email, so no digest planned
+    to_write: tuple[str, ...] = ()  # the files whose bytes differ on disk: what execute writes
+    # List rows whose name or topics differ from the ledger's (kept): "file:line: addr: …"
+    list_differences: tuple[str, ...] = ()
 
     @property
     def recipients(self) -> int:
         return len(self.digest.recipients) if self.digest else 0
+
+
+def _same(path: Path, data: bytes) -> bool:
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
 
 
 @dataclass(slots=True)
@@ -71,6 +85,20 @@ class PublishReport:
     digest_id: int | None = None
     delivery: DeliveryReport | None = None  # None: no email, or left to the workers
     queued: int = 0  # messages left in the outbox for `pipeline worker` (deliver=False)
+
+
+# Previews live in state/preview/; earlier versions wrote them to public/preview/.
+PREVIEW_DIR = "preview"
+
+
+def remove_public_preview(settings: Settings) -> bool:
+    """Delete ``public/preview/`` if an earlier version left one there: its copies carry a
+    subscriber's working links and must not be served or deployed. True if it existed."""
+    legacy = settings.paths.public / PREVIEW_DIR
+    if not legacy.is_dir():
+        return False
+    shutil.rmtree(legacy)
+    return True
 
 
 def plan_publish(
@@ -114,7 +142,18 @@ def plan_publish(
     # Recipients are the ledger's active subscribers once the lists are merged in (execute
     # merges them; the plan only previews, so --dry-run writes nothing).
     subscriber_list = load_subscribers(paths.subscribers, paths.root, known_topics=topics)
-    subscribers = planned_recipients(ledger, subscriber_list)
+    if subscriber_list.unusable and email:
+        # Mailing the rows that happened to parse would silently drop everyone else.
+        unusable = subscriber_list.unusable
+        raise ContentError(
+            [*subscriber_list.problems, *(p for p in unusable if p not in subscriber_list.problems)]
+        )
+    warnings = subscriber_list.problems + tuple(
+        p for p in subscriber_list.unusable if p not in subscriber_list.problems
+    )
+    # The key is needed only to match forgotten addresses; a dry run must not create one.
+    secret = secret_key(paths) if ledger.erased_hashes() else ""
+    subscribers = planned_recipients(ledger, subscriber_list, secret)
     digest = plan_digest(changes, subscribers, settings, disclaimer) if email else None
     if digest is not None:
         check_email_settings(settings)  # a DKIM or sender mistake stops the run before recording
@@ -123,11 +162,17 @@ def plan_publish(
         changes,
         files,
         digest,
-        subscriber_list.problems,
+        warnings,
         subscriber_lists=subscriber_list,
         site=site,
         cache=cache,
         email=email,
+        list_differences=tuple(list_differences(ledger.subscribers(), subscriber_list.entries)),
+        to_write=tuple(
+            relative
+            for relative, data in sorted(files.items())
+            if not _same(paths.public / relative, data)
+        ),
     )
 
 
@@ -151,6 +196,8 @@ def execute(
         # Recording the changes without their digest would drop them for every subscriber.
         raise ValueError("this plan was made with email=False; execute it with send_email=False")
     report = PublishReport(plan)
+    if remove_public_preview(settings):
+        report.removed.append(f"{PREVIEW_DIR}/")
     if plan.subscriber_lists is not None:
         store = SubscriberStore(ledger, secret_key(settings), settings.topics)
         store.merge(plan.subscriber_lists.entries, plan.now)
@@ -159,7 +206,7 @@ def execute(
     written = set(write_all_if_changed((public / relative, data) for relative, data in ordered))
     report.written += [relative for relative, _ in ordered if public / relative in written]
     if plan.site is not None:
-        report.removed = remove_stale(public, plan.site.stale)
+        report.removed += remove_stale(public, plan.site.stale)
         ledger.record_site_outputs(
             output_stamps(public, plan.site.keys, plan.files), plan.site.forget
         )
@@ -202,11 +249,20 @@ def execute(
         counts = ledger.delivery_counts()
         report.queued = counts.pending + counts.deferred
     elif send_email:
-        report.delivery = deliver_outbox(
-            settings,
-            ledger,
-            make_transport=make_transport,
-            connections=connections,
-            on_progress=on_progress,
-        )
+        try:
+            report.delivery = deliver_outbox(
+                settings,
+                ledger,
+                make_transport=make_transport,
+                connections=connections,
+                on_progress=on_progress,
+            )
+        except DeliveryError as exc:
+            # The feeds, site and digest are done and recorded: a mail server that is down
+            # leaves the messages pending for `pipeline deliver`, a partial result, not an
+            # error that would hide what was published.
+            queued = ledger.delivery_counts()
+            report.delivery = DeliveryReport(
+                pending=queued.pending, deferred=queued.deferred, stopped=str(exc)
+            )
     return report

@@ -7,7 +7,7 @@ when none exists yet), so looking at a fresh project does not create ``state/``.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from pipeline.config import Settings
@@ -36,6 +36,7 @@ class ProjectStatus:
     last_digest: int | None
     destination: str  # where email goes: "SMTP host:port" or the local Maildir
     digests: tuple[DigestDelivery, ...] = ()  # per digest, oldest first
+    causes: dict[int, dict[str, int]] = field(default_factory=dict)  # digest -> cause -> rows
 
 
 def read_ledger(settings: Settings) -> Ledger:
@@ -78,6 +79,7 @@ def project_status(settings: Settings, *, now: datetime | None = None) -> Projec
         plan = plan_publish(settings, ledger, now=now)
         deliveries = ledger.delivery_counts()
         digests = tuple(ledger.digest_deliveries())
+        causes = ledger.cause_counts()
         last = ledger.last_run()
     return ProjectStatus(
         plan=plan,
@@ -86,4 +88,5 @@ def project_status(settings: Settings, *, now: datetime | None = None) -> Projec
         last_digest=last[1] if last else None,
         destination=destination(settings),
         digests=digests,
+        causes=causes,
     )

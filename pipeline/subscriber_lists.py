@@ -17,6 +17,7 @@ from pathlib import Path
 from pipeline.addresses import clean_name, email_key, normalise_email, parse_topics
 from pipeline.errors import Problem, SubscriberError
 from pipeline.models import Subscriber
+from pipeline.spreadsheet_csv import UnreadableCsv, read_csv
 from pipeline.store import SubscriberRecord
 
 __all__ = [
@@ -53,8 +54,13 @@ class ListEntry:
 
 @dataclass(frozen=True, slots=True)
 class SubscriberList:
+    """The valid rows of one or more lists; each skipped row as a problem (file:line:
+    reason); ``unusable`` names each file that stops a publish (none of its rows can be
+    read, or most are invalid)."""
+
     entries: tuple[ListEntry, ...]
     problems: tuple[Problem, ...]
+    unusable: tuple[Problem, ...] = ()
 
     @property
     def subscribers(self) -> tuple[Subscriber, ...]:
@@ -68,10 +74,12 @@ def load_subscribers(
     into its first row; invalid rows are skipped and reported."""
     entries: list[ListEntry] = []
     problems: list[Problem] = []
+    unusable: list[Problem] = []
     for path in sorted(directory.glob("*.csv")):
         found = read_list(path, root, known_topics=known_topics)
         entries.extend(found.entries)
         problems.extend(found.problems)
+        unusable.extend(found.unusable)
     seen: set[str] = set()
     unique = []
     for entry in entries:
@@ -79,47 +87,57 @@ def load_subscribers(
         if key not in seen:
             seen.add(key)
             unique.append(entry)
-    return SubscriberList(tuple(unique), tuple(problems))
+    return SubscriberList(tuple(unique), tuple(problems), tuple(unusable))
 
 
 def read_list(path: Path, root: Path, *, known_topics: Iterable[str] = ()) -> SubscriberList:
     """Read one list: a CSV file whose header names ``email`` and optionally ``name``,
-    ``topics`` and ``status`` (the columns of an export are accepted and the rest ignored)."""
+    ``topics`` and ``status`` (the columns of an export are accepted and the rest ignored).
+
+    Any separator, encoding and line ending a spreadsheet writes is read (see
+    ``pipeline.spreadsheet_csv``). Each invalid row is a problem naming its line; a file
+    from which no row can be read, or where most rows are invalid, is also ``unusable``:
+    it stops a publish, since sending to the few rows left would drop everyone else.
+    """
     source = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
     known = tuple(known_topics)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        return SubscriberList((), (Problem(source, None, None, f"cannot read it: {exc}"),))
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = [h.strip().lower() for h in next(reader, [])]
-    if not header:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return _unusable(source, None, f"cannot read it: {exc.strerror or exc}")
+    if not raw.strip(b"\xef\xbb\xbf\xff\xfe\x00 \t\r\n"):
         return SubscriberList((), ())
+    try:
+        table = read_csv(raw, "email")
+    except UnreadableCsv as exc:
+        return _unusable(source, 1, str(exc))
+    header = table.header
     unknown = [h for h in header if h not in EXPORT_COLUMNS]
-    if "email" not in header or unknown or len(set(header)) != len(header):
-        what = f"unknown column {unknown[0]!r}" if unknown else "no 'email' column or a repeat"
-        return SubscriberList(
-            (),
-            (
-                Problem(
-                    source,
-                    1,
-                    None,
-                    f"{what}; the header names the columns email,name,topics "
-                    "(and optionally status)",
-                ),
-            ),
+    if unknown or len(set(header)) != len(header):
+        what = f"unknown column {unknown[0]!r}" if unknown else "a column named twice"
+        return _unusable(
+            source,
+            1,
+            f"{what} (read as {table.described}); the header names the columns "
+            "email,name,topics (and optionally status)",
         )
     entries: list[ListEntry] = []
     problems: list[Problem] = []
     seen: set[str] = set()
-    for row in reader:
-        line = reader.line_num
+    rows = 0
+    for line, row in table.rows():
         if not any(cell.strip() for cell in row):
             continue
+        rows += 1
         if len(row) != len(header):
             problems.append(
-                Problem(source, line, None, f"expected {len(header)} columns, found {len(row)}")
+                Problem(
+                    source,
+                    line,
+                    None,
+                    f"expected {len(header)} columns, found {len(row)} "
+                    f"(the file reads as {table.described})",
+                )
             )
             continue
         cells = dict(zip(header, (cell.strip() for cell in row), strict=True))
@@ -144,7 +162,23 @@ def read_list(path: Path, root: Path, *, known_topics: Iterable[str] = ()) -> Su
         seen.add(email_key(address))
         subscriber = Subscriber(address, clean_name(cells.get("name", "")), topics)
         entries.append(ListEntry(subscriber, status, f"{source}:{line}"))
-    return SubscriberList(tuple(entries), tuple(problems))
+    unusable: tuple[Problem, ...] = ()
+    if rows and len(problems) * 2 > rows:
+        unusable = (
+            Problem(
+                source,
+                None,
+                None,
+                f"{len(problems)} of its {rows} rows are invalid (read as {table.described}); "
+                "nobody on this list is mailed until it is fixed",
+            ),
+        )
+    return SubscriberList(tuple(entries), tuple(problems), unusable)
+
+
+def _unusable(source: str, line: int | None, message: str) -> SubscriberList:
+    problem = Problem(source, line, None, message)
+    return SubscriberList((), (problem,), (problem,))
 
 
 def export_csv(records: Iterable[SubscriberRecord]) -> str:

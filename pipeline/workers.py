@@ -29,6 +29,7 @@ from pipeline.delivery import DeliveryOptions, DeliveryReport, Transport, transp
 from pipeline.drain import Progress, deliver
 from pipeline.errors import DeliveryError
 from pipeline.messages import MessageFactory
+from pipeline.refusals import revive_misjudged
 from pipeline.store import Ledger, open_ledger
 
 __all__ = ["PARALLEL_FROM", "deliver_outbox", "process_count"]
@@ -60,14 +61,16 @@ def deliver_outbox(
 ) -> DeliveryReport:
     """Send every due row of the outbox as ``[send]`` and ``[smtp]`` say; return the report.
 
-    ``retry_failed`` first makes failed rows pending again (suppressed addresses stay
-    failed). ``make_transport`` replaces the configured transport (one process then).
+    ``retry_failed`` first reactivates addresses an older pipeline suppressed on a refusal
+    today's rules do not hold against them (``revive_misjudged``), then makes failed rows
+    pending again (suppressed addresses stay failed). ``make_transport`` replaces the configured transport (one process then).
     ``stop()`` returning true ends the run after the messages in flight (a worker's
     SIGTERM). Raises ``DeliveryError`` when nothing could be sent at all.
     """
+    revived = revive_misjudged(ledger, clock()) if retry_failed else []
     retried = ledger.retry_failed() if retry_failed else 0
     configured, smtp = transport_for(settings)
-    options = DeliveryOptions.from_settings(settings.send)
+    options = DeliveryOptions.from_settings(settings.send, bounces=settings.bounces)
     if not smtp:
         connections = connections or 1  # one writer is plenty for a local Maildir
     if connections is not None:
@@ -76,7 +79,9 @@ def deliver_outbox(
     if make_transport is None:
         processes = process_count(settings, ledger.due_count(clock()), smtp=smtp)
     if processes == 1:
-        factory = MessageFactory(settings, secret_key(settings), ledger.audience)
+        factory = MessageFactory(
+            settings, secret_key(settings), ledger.audience, load_stored=ledger.stored_message
+        )
         report = deliver(
             ledger,
             factory,
@@ -89,6 +94,8 @@ def deliver_outbox(
     else:
         report = _deliver_in_processes(settings, ledger, processes, on_progress, clock, stop)
     report.retried = retried
+    report.reactivated = len(revived)
+    report.waiting, report.next_try = ledger.deferred_waiting(clock())
     return report
 
 
@@ -144,9 +151,11 @@ def _deliver_in_processes(
                 on_progress(_combine(latest.values(), total))
     for child in children:
         child.join()
-    if not finished:
-        raise DeliveryError(next(iter(errors.values())))
     report = _combine(latest.values(), total)
+    if errors and report.done == 0:
+        # Every drain that had rows stopped before settling one (a drain with nothing left
+        # to claim finishes cleanly): nothing was delivered, and the error says why.
+        raise DeliveryError(next(iter(errors.values())))
     if errors and not report.stopped:
         report.stopped = "; ".join(errors.values())
     report.pending = ledger.delivery_counts().pending
@@ -203,9 +212,13 @@ def _drain_process(
 
     try:
         make_transport, _ = transport_for(settings)
-        options = DeliveryOptions.from_settings(settings.send, share=index, shares=processes)
+        options = DeliveryOptions.from_settings(
+            settings.send, share=index, shares=processes, bounces=settings.bounces
+        )
         with open_ledger(settings) as ledger:
-            factory = MessageFactory(settings, key, ledger.audience)
+            factory = MessageFactory(
+                settings, key, ledger.audience, load_stored=ledger.stored_message
+            )
             report = deliver(
                 ledger,
                 factory,

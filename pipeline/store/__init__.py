@@ -10,9 +10,11 @@ seam, and :class:`Ledger` composing them::
 
     articles.py     published article versions, the parsed-article cache
     site.py         stamps of generated files
+    bounces.py      bounce events and scores
     digests.py      publishes, digests, audiences, web copies
     outbox.py       claims, leases, the fate of each message
     subscribers.py  subscribers, sign-ups, suppressions
+    personal.py     one person's data: export, erasure, erased addresses' keyed hashes
     records.py      the values they take and return
     migrations.py   the versioned schema
     sqlite.py       the SQLite backend (the embedded default)
@@ -30,12 +32,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.store.articles import ArticleStore
+from pipeline.store.bounces import BounceStore
 from pipeline.store.database import Database
 from pipeline.store.digests import DigestStore
 from pipeline.store.outbox import OutboxStore
+from pipeline.store.personal import PersonalDataStore
 from pipeline.store.records import (
     SUBSCRIBER_STATUSES,
     SUPPRESSED_STATUSES,
+    TRANSACTIONAL_DIGEST,
     AudienceRecord,
     CachedArticle,
     DeliveryCounts,
@@ -61,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SUBSCRIBER_STATUSES",
     "SUPPRESSED_STATUSES",
+    "TRANSACTIONAL_DIGEST",
     "AudienceRecord",
     "CachedArticle",
     "DeliveryCounts",
@@ -81,7 +87,15 @@ __all__ = [
 ]
 
 
-class Ledger(ArticleStore, SiteStore, DigestStore, OutboxStore, SubscriberStore):
+class Ledger(
+    ArticleStore,
+    SiteStore,
+    DigestStore,
+    OutboxStore,
+    SubscriberStore,
+    PersonalDataStore,
+    BounceStore,
+):
     """One connection to the ledger; use as a context manager.
 
     ``Ledger(path)`` opens (creating and migrating) the SQLite ledger at ``path``;
@@ -105,6 +119,11 @@ class Ledger(ArticleStore, SiteStore, DigestStore, OutboxStore, SubscriberStore)
 
     def close(self) -> None:
         self._db.close()
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction around statements of several stores (a row's fate and a
+        bounce score); inside another, simply part of it."""
+        return self._db.transaction()
 
     def checkpoints_in_background(self) -> AbstractContextManager[None]:
         """Keep the database's housekeeping off the commit path while the block runs."""

@@ -3,8 +3,8 @@
 Both sides are opened (and so migrated) by this code first, so they hold the same tables;
 each table's rows move with their ids in one transaction on the target, parents before the
 tables that refer to them, and the copy is verified by counting each table on both sides.
-A target that already holds rows is refused unless ``replace`` is given, which empties it
-in the same transaction. Rows written to the source while the copy runs would make the
+A target that already holds rows (beyond those its migrations insert) is refused unless
+``replace`` is given, which empties it in the same transaction. Rows written to the source while the copy runs would make the
 counts differ: stop publishing and the workers first (the copy says so if they did not).
 """
 
@@ -37,9 +37,11 @@ def copy_ledger(
     missing = set(tables) - set(_tables(target))
     if missing:
         raise LedgerError(f"the target ledger lacks the tables {', '.join(sorted(missing))}")
+    seeded = _seeded_counts()
     before = table_counts(target, tables)
-    if any(before.values()) and not replace:
-        filled = ", ".join(f"{name} ({rows})" for name, rows in before.items() if rows)
+    filled_tables = {t: n for t, n in before.items() if n > seeded.get(t, 0)}
+    if filled_tables and not replace:
+        filled = ", ".join(f"{name} ({rows})" for name, rows in filled_tables.items())
         raise LedgerError(
             f"the target ledger is not empty: {filled}; copy into an empty database, or "
             "give --replace to empty it first"
@@ -75,6 +77,17 @@ def table_counts(database: Database, tables: list[str] | None = None) -> dict[st
         (count,) = database.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
         counts[table] = int(count)
     return counts
+
+
+def _seeded_counts() -> dict[str, int]:
+    """Rows the migrations themselves insert (the reserved digest 0): a new ledger's counts."""
+    from pipeline.store.sqlite import SqliteDatabase
+
+    fresh = SqliteDatabase.in_memory()
+    try:
+        return table_counts(fresh)
+    finally:
+        fresh.close()
 
 
 def _copy_table(source: Database, target: Database, table: str, columns: list[str]) -> None:

@@ -48,6 +48,9 @@ class Database(Protocol):
     # Appended to the sub-select that picks rows to claim: "" where a write transaction
     # already excludes other claimers (SQLite), "FOR UPDATE SKIP LOCKED" on PostgreSQL.
     skip_locked: str
+    # The ON CONFLICT target naming an outbox row's recipient, case-blind: SQLite's column
+    # is COLLATE NOCASE, PostgreSQL's unique index is on lower(email).
+    outbox_recipient: str
 
     def execute(self, sql: str, params: Params = ()) -> Cursor: ...
 
@@ -55,7 +58,9 @@ class Database(Protocol):
 
     def transaction(self) -> AbstractContextManager[None]:
         """A write transaction: committed when the block ends, rolled back if it raises.
-        SQLite takes the write lock at once (``BEGIN IMMEDIATE``)."""
+        SQLite takes the write lock at once (``BEGIN IMMEDIATE``). Inside another
+        transaction it is simply part of that one (statements of several stores that must
+        be written together: a row's fate and a bounce score)."""
         ...
 
     def execute_if_free(self, sql: str, params: Params = ()) -> bool:

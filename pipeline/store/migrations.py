@@ -135,4 +135,48 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE article_cache ADD COLUMN file_stat TEXT NOT NULL DEFAULT '';
     ALTER TABLE article_cache ADD COLUMN markdown TEXT NOT NULL DEFAULT ''
     """,
+    # 6: transactional email (sign-up confirmations) goes through the same outbox as the
+    # digests, as rows of a reserved digest 0 whose prepared message is kept beside them; and
+    # erased (forgotten) addresses stay suppressed as keyed hashes, never as addresses.
+    # (PostgreSQL: BYTEA for the BLOB.)
+    """
+    INSERT INTO digests (id, created_at, subject, web_html)
+        VALUES (0, '1970-01-01T00:00:00+00:00', 'transactional email', '')
+        ON CONFLICT (id) DO NOTHING;
+    CREATE TABLE outbox_messages (
+        outbox_id   INTEGER PRIMARY KEY REFERENCES outbox(id) ON DELETE CASCADE,
+        sender      TEXT NOT NULL,
+        message_id  TEXT NOT NULL,
+        data        BLOB NOT NULL
+    );
+    CREATE TABLE erased_addresses (
+        address_hash     TEXT PRIMARY KEY,
+        key_fingerprint  TEXT NOT NULL,
+        created_at       TEXT NOT NULL
+    )
+    """,
+    # 7: bounce events and scores; each outbox row keeps the cause of its last refusal
+    """
+    CREATE TABLE bounce_events (
+        id          INTEGER PRIMARY KEY,
+        email_key   TEXT NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('hard', 'soft')),
+        cause       TEXT NOT NULL,
+        reply       TEXT NOT NULL,
+        digest_id   INTEGER,
+        source      TEXT NOT NULL,
+        points      REAL NOT NULL,
+        created_at  TEXT NOT NULL
+    );
+    CREATE INDEX bounce_events_by_address ON bounce_events (email_key, created_at);
+    CREATE TABLE bounce_scores (
+        email_key       TEXT PRIMARY KEY,
+        score           REAL NOT NULL,
+        day             TEXT NOT NULL,
+        day_points      REAL NOT NULL,
+        last_bounce_at  TEXT NOT NULL,
+        reason          TEXT NOT NULL
+    );
+    ALTER TABLE outbox ADD COLUMN cause TEXT
+    """,
 )

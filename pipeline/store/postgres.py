@@ -58,6 +58,7 @@ class PostgresDatabase:
 
     dialect = "postgresql"
     skip_locked = "FOR UPDATE SKIP LOCKED"
+    outbox_recipient = "(digest_id, lower(email))"  # the unique index outbox_recipient
 
     def __init__(self, connection: psycopg.Connection[Any], url: str) -> None:
         self._db = connection

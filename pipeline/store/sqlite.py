@@ -25,6 +25,7 @@ class SqliteDatabase:
 
     dialect = "sqlite"
     skip_locked = ""  # a claim runs in BEGIN IMMEDIATE: no other writer in between
+    outbox_recipient = "(digest_id, email)"  # the column is COLLATE NOCASE
 
     def __init__(self, connection: sqlite3.Connection, path: Path | None) -> None:
         self._db = connection
@@ -43,6 +44,13 @@ class SqliteDatabase:
         return database
 
     @classmethod
+    def in_memory(cls) -> SqliteDatabase:
+        """A new, empty, migrated ledger held in memory (gone when closed)."""
+        database = cls(sqlite3.connect(":memory:", isolation_level=None), None)
+        database.migrate()
+        return database
+
+    @classmethod
     def open_read_only(cls, path: Path) -> SqliteDatabase:
         """The ledger at ``path`` for reading only: nothing is created or changed on disk.
 
@@ -51,9 +59,7 @@ class SqliteDatabase:
         close; if its schema is older than this code, a copy in memory is migrated instead.
         """
         if not path.exists():
-            database = cls(sqlite3.connect(":memory:", isolation_level=None), None)
-            database.migrate()
-            return database
+            return cls.in_memory()
         uri = path.resolve().as_uri()
         try:
             db = sqlite3.connect(f"{uri}?mode=rw", uri=True, isolation_level=None, timeout=30.0)
@@ -89,6 +95,9 @@ class SqliteDatabase:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        if self._db.in_transaction:  # inside another: simply part of it
+            yield
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield

@@ -133,17 +133,6 @@ class SubscriberStore:
             self._suppress_key(email_key, "unsubscribed", reason, iso(now))
         return True
 
-    def mark_bounced(self, row_id: int, email: str, reply: str, now: datetime) -> None:
-        """A hard bounce: fail the row and suppress the address, in one transaction."""
-        with self._db.transaction():
-            self._db.execute(
-                """UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_reply = ?,
-                       next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL
-                   WHERE id = ?""",
-                (reply, row_id),
-            )
-            self.suppress(email, f"bounced: {reply}", now)
-
     def suppress(self, email: str, reason: str, now: datetime) -> None:
         """A hard bounce: the address is never mailed again (an unknown one is recorded too,
         so no later list import adds it). An unsubscribed address stays unsubscribed.
@@ -178,7 +167,7 @@ class SubscriberStore:
         self._db.execute(
             """UPDATE outbox SET status = 'failed', last_reply = ?, next_attempt_at = NULL,
                    lease_owner = NULL, lease_until = NULL
-               WHERE lower(email) = ? AND status IN ('pending', 'deferred')""",
+               WHERE lower(email) = ? AND status IN ('pending', 'deferred') AND digest_id <> 0""",
             (f"not sent: {status} before delivery", email_key),
         )
 
