@@ -14,7 +14,7 @@ from pipeline.authoring import placeholder_problems
 from pipeline.config import CONFIG_FILE, Settings, load_settings, require_project, secret_key
 from pipeline.errors import ConfigError, PipelineError, Problem
 from pipeline.messages import email_settings_problems
-from pipeline.store import Ledger
+from pipeline.store import open_ledger
 from pipeline.subscribers import SubscriberList, load_subscribers, without_erased
 from pipeline.template_check import check_templates
 from pipeline.tokens import key_fingerprint
@@ -73,10 +73,15 @@ def _check_erasures(settings: Settings, lists: SubscriberList) -> list[Problem]:
     """List rows naming a forgotten address (their data should go too), and forgotten
     addresses hashed under another secret key (they no longer match, so a list still
     naming one would add it again)."""
-    path = settings.paths.ledger
-    if not path.exists():
+    try:
+        location = settings.ledger_location()
+        if isinstance(location, str):
+            secret_key(settings)
+    except ConfigError:
+        return []  # reported by _check_environment
+    if isinstance(location, Path) and not location.exists():
         return []
-    with Ledger.read_only(path) as ledger:
+    with open_ledger(settings, read_only=True) as ledger:
         fingerprints = ledger.erased_fingerprints()
         erased = ledger.erased_hashes()
     if not fingerprints:
@@ -109,8 +114,15 @@ def _check_erasures(settings: Settings, lists: SubscriberList) -> list[Problem]:
 
 
 def _check_environment(settings: Settings) -> list[Problem]:
+    problems = []
     try:
         settings.smtp_target()
     except ConfigError as exc:
-        return [Problem("PIPELINE_SMTP_URL", None, None, str(exc))]
-    return []
+        problems.append(Problem("PIPELINE_SMTP_URL", None, None, str(exc)))
+    try:
+        if isinstance(settings.ledger_location(), str):
+            secret_key(settings)  # a shared ledger needs the key from the environment
+    except ConfigError as exc:
+        variable = "PIPELINE_SECRET_KEY" if "SECRET_KEY" in str(exc) else "PIPELINE_DATABASE_URL"
+        problems.append(Problem(variable, None, None, str(exc)))
+    return problems

@@ -286,7 +286,7 @@ def test_a_postgresql_ledger_needs_one_secret_key_for_every_machine(
     monkeypatch.delenv("PIPELINE_SECRET_KEY")
     add_readers(project, 3)
     runner = CliRunner()
-    for command in (["publish"], ["worker", "--once"]):
+    for command in (["check"], ["publish"], ["worker", "--once"]):
         result = runner.invoke(cli, ["--root", str(project), *command])
         assert result.exit_code == 1, result.output
         assert "PIPELINE_SECRET_KEY is not set: with a PostgreSQL ledger" in result.output
