@@ -371,6 +371,15 @@ def _render_publish(
         out.say("Nothing new, updated or withdrawn.")
     written = len(report.written)
     out.say(f"Wrote {written} file(s) under public/." if written else "Files in public/ unchanged.")
+    if report.websub is not None:
+        if report.websub.notified:
+            out.say(f"Told the WebSub hub about {len(report.websub.notified)} changed feed(s).")
+        if report.websub.pending:
+            error = next(iter(report.websub.pending.values()))
+            out.warn(
+                f"WebSub hub: {error}; {len(report.websub.pending)} feed(s) will be "
+                "announced at the next publish"
+            )
     if report.digest_id is not None:
         out.say(f"Digest {report.digest_id} recorded.")
     if report.delivery is None and plan.email:
@@ -534,8 +543,8 @@ def deliver_command(app: App, retry_failed: bool) -> None:
         stop(ExitCode.PARTIAL)
 
 
-# The subscribers group lives in its own module; importing it registers its commands.
-from pipeline import cli_bounces, cli_subscribers  # noqa: E402, F401
+# Commands kept in their own modules (the subscribers group, bounces) register on import.
+from pipeline import cli_bounces, cli_inbound, cli_subscribers  # noqa: E402, F401
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from pipeline.atomic import write_atomic
 from pipeline.errors import ConfigError
+from pipeline.text_rules import title_problems, unsafe_characters, valid_url
 
 __all__ = [
     "CONFIG_FILE",
@@ -95,6 +96,7 @@ class LedgerSettings:
 @dataclass(frozen=True, slots=True)
 class FeedSettings:
     max_entries: int = 50
+    websub_hub: str = ""  # a WebSub hub's URL: advertised in every feed and pinged on change
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +115,8 @@ class DkimSettings:
 
 @dataclass(frozen=True, slots=True)
 class BounceSettings:
-    """``[bounces]``: bounce scores (Mailman 3 style) and the in-run circuit breaker.
+    """``[bounces]``: bounce scores (Mailman 3 style) and the in-run circuit breaker; where
+    late bounces arrive (``source``) and the VERP return path.
 
     A hard bounce (the address does not exist) adds ``hard_score``, a soft one (mailbox
     full, message too large, any 4xx about the mailbox) ``soft_score``; each UTC day counts
@@ -130,6 +133,14 @@ class BounceSettings:
     stale_after_days: int = 7
     breaker_recipients: int = 10
     breaker_domains: int = 3
+
+    # VERP: the envelope sender becomes local+<token>@domain; empty: the From address.
+    return_path: str = ""
+    # What `pipeline bounces` reads: a Maildir or mbox path (relative to the root) or an
+    # imap:// / imaps:// URL; the password comes from PIPELINE_BOUNCES_PASSWORD.
+    source: str = "state/bounces"
+    processed_folder: str = "Processed"  # where handled mail is moved (Maildir, IMAP)
+    webhook_max_age: float = 300.0  # seconds a signed webhook request stays acceptable
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +328,12 @@ def _validate(settings: Settings) -> None:
     parts = urlsplit(settings.site.base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"{CONFIG_FILE}: [site] base_url must be an absolute http(s) URL")
+    if settings.site.base_url != valid_url(settings.site.base_url):
+        raise ConfigError(
+            f"{CONFIG_FILE}: [site] base_url {settings.site.base_url!r} holds characters a URL "
+            f"may not; write it percent-encoded: {valid_url(settings.site.base_url)}"
+        )
+    _check_text(settings)
     if "@" not in settings.sender.address:
         raise ConfigError(f"{CONFIG_FILE}: [sender] address must be an email address")
     if settings.send.connections < 1:
@@ -347,10 +364,17 @@ def _validate(settings: Settings) -> None:
         )
     if settings.feeds.max_entries < 1:
         raise ConfigError(f"{CONFIG_FILE}: [feeds] max_entries must be at least 1")
+    hub = urlsplit(settings.feeds.websub_hub)
+    if settings.feeds.websub_hub and (hub.scheme not in ("http", "https") or not hub.hostname):
+        raise ConfigError(
+            f"{CONFIG_FILE}: [feeds] websub_hub {settings.feeds.websub_hub!r} is not an "
+            "http(s) URL; write the hub's address, e.g. https://pubsubhubbub.appspot.com/"
+        )
     if settings.smtp.url:
         parse_smtp_url(settings.smtp.url, None)
     parse_ledger_url(settings.ledger.url, settings.paths)
     _validate_bounces(settings.bounces)
+    _validate_return_path(settings.bounces)
 
 
 def _validate_bounces(bounces: BounceSettings) -> None:
@@ -398,6 +422,33 @@ def redact_url(url: str) -> str:
     if parts.password is None:
         return url
     return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+def _validate_return_path(bounces: BounceSettings) -> None:
+    # The token takes 1 + 48 characters of the 64 a local part may have (RFC 5321).
+    local, at, domain = bounces.return_path.rpartition("@")
+    if bounces.return_path and (not at or not local or "." not in domain or "+" in local):
+        raise ConfigError(
+            f"{CONFIG_FILE}: [bounces] return_path {bounces.return_path!r} must be a plain "
+            "address such as bounces@news.example.org (no '+': the token goes there)"
+        )
+    if len(local) > 15:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [bounces] return_path: the part before '@' may have at most 15 "
+            "characters, since the token added to it must fit the 64 a mailbox name may have; "
+            "use a shorter one such as bounces@"
+        )
+    source = urlsplit(bounces.source)
+    if source.scheme in ("imap", "imaps") and source.password is not None:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [bounces] source: keep the password out of the file; remove it "
+            "from the URL and set PIPELINE_BOUNCES_PASSWORD"
+        )
+    if bounces.webhook_max_age <= 0 or not bounces.processed_folder.strip():
+        raise ConfigError(
+            f"{CONFIG_FILE}: [bounces] webhook_max_age must be more than 0 and "
+            "processed_folder not empty"
+        )
 
 
 def parse_smtp_url(url: str, password: str | None) -> SmtpTarget:
@@ -451,3 +502,35 @@ def secret_key(where: Settings | Paths) -> str:
     key = secrets.token_urlsafe(32)
     write_atomic(key_file, key.encode("ascii"), mode=0o600)
     return key
+
+
+def _check_text(settings: Settings) -> None:
+    """Text settings that reach feeds: no character XML cannot carry; names are plain text."""
+    texts = [
+        (f"[{section}] {f.name}", getattr(getattr(settings, section), f.name))
+        for section, cls in _SECTIONS.items()
+        for f in fields(cls)
+    ]
+    labels = [(f"[topics] {slug}", label) for slug, label in settings.topics.items()]
+    for slug in settings.topics:
+        if not re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)*", slug):
+            # It becomes a URL path (topics/<slug>/) and the value articles list.
+            raise ConfigError(
+                f"{CONFIG_FILE}: [topics] {slug!r} is not a slug; use lower-case letters, "
+                'digits and hyphens, e.g. lung-disease = "Lung disease"'
+            )
+    for where, value in [*texts, *labels]:
+        if isinstance(value, str) and unsafe_characters(value):
+            raise ConfigError(
+                f"{CONFIG_FILE}: {where} contains {', '.join(unsafe_characters(value))}, "
+                "which feeds cannot carry; delete it"
+            )
+    site = settings.site
+    names = [
+        ("[site] title", site.title),
+        ("[site] author", site.author),
+        ("[site] description", site.description),  # Atom subtitle: text, so the same rule
+    ]
+    for where, value in [*names, *labels]:
+        for problem in title_problems(value):
+            raise ConfigError(f"{CONFIG_FILE}: {where} {problem}")

@@ -19,11 +19,11 @@ from pipeline.atomic import write_all_if_changed, write_if_changed
 from pipeline.cache import CachedLoad, load_articles_cached
 from pipeline.config import Settings, secret_key
 from pipeline.delivery import DeliveryReport, Transport
-from pipeline.detect import detect_changes
 from pipeline.digest import DigestPlan, plan_digest
 from pipeline.disclaimer import load_disclaimer
 from pipeline.drain import Progress
 from pipeline.errors import ContentError, DeliveryError, Problem
+from pipeline.feed_history import FeedDate
 from pipeline.feeds import render_feeds
 from pipeline.messages import check_email_settings
 from pipeline.models import Changes
@@ -37,6 +37,8 @@ from pipeline.subscribers import (
     load_subscribers,
     planned_recipients,
 )
+from pipeline.vetting import vet_articles
+from pipeline.websub import WebSubReport, changed_feed_urls, notify_hub
 from pipeline.workers import deliver_outbox
 
 __all__ = [
@@ -61,6 +63,7 @@ class PublishPlan:
     site: SitePlan | None = None  # article pages to track, stale pages to remove
     cache: CachedLoad | None = None  # articles parsed this time, to cache
     email: bool = True  # False: planned for a publish without email, so no digest planned
+    feed_dates: tuple[FeedDate, ...] = ()  # feed scopes whose hash or date moved
     to_write: tuple[str, ...] = ()  # the files whose bytes differ on disk: what execute writes
     # List rows whose name or topics differ from the ledger's (kept): "file:line: addr: …"
     list_differences: tuple[str, ...] = ()
@@ -84,6 +87,7 @@ class PublishReport:
     removed: list[str] = field(default_factory=list)  # stale pages (withdrawn, renamed)
     digest_id: int | None = None
     delivery: DeliveryReport | None = None  # None: no email, or left to the workers
+    websub: WebSubReport | None = None  # None: no hub configured, or nothing to ping
     queued: int = 0  # messages left in the outbox for `pipeline worker` (deliver=False)
 
 
@@ -120,22 +124,36 @@ def plan_publish(
         base_url=settings.base_url,
     )
     loaded = cache.result
-    if loaded.problems:
-        # All or nothing: a half publish would withdraw the broken article from every feed.
-        raise ContentError(list(loaded.problems))
-
     disclaimer = load_disclaimer(paths.templates, settings.base_url)
-    changes = detect_changes(
-        loaded.articles, ledger.known_articles(), now=now, base_url=settings.base_url
+    changes, problems = vet_articles(
+        loaded.articles,
+        ledger.known_articles(),
+        retired=ledger.retired_ids(),
+        now=now,
+        base_url=settings.base_url,
+        root=paths.root,
     )
-    files = render_feeds(changes.live, settings, disclaimer).files
+    if changes is None or loaded.problems:
+        # All or nothing: a half publish would withdraw the broken article from every feed.
+        raise ContentError(
+            sorted([*loaded.problems, *problems], key=lambda p: (p.file, p.line or 0))
+        )
+    feeds = render_feeds(
+        changes.live,
+        settings,
+        disclaimer,
+        previous=ledger.feed_dates(),
+        now=now,
+        present=lambda path: (paths.public / path).is_file(),
+    )
+    files = feeds.files
     site = plan_site(
         changes.live,
         settings,
         disclaimer,
         stamps=ledger.site_outputs(),
         digests=ledger.digest_copies(),
-        feed_paths=files,
+        feed_paths=[*files, *feeds.kept],
     )
     files.update(site.files)
 
@@ -167,6 +185,7 @@ def plan_publish(
         site=site,
         cache=cache,
         email=email,
+        feed_dates=feeds.dates,
         list_differences=tuple(list_differences(ledger.subscribers(), subscriber_list.entries)),
         to_write=tuple(
             relative
@@ -210,6 +229,8 @@ def execute(
         ledger.record_site_outputs(
             output_stamps(public, plan.site.keys, plan.files), plan.site.forget
         )
+    if plan.feed_dates:
+        ledger.record_feed_dates(plan.feed_dates)
     if plan.cache is not None:
         ledger.store_cached_articles(
             plan.cache.fresh, plan.cache.slugs, restamped=plan.cache.restamped
@@ -224,7 +245,7 @@ def execute(
                 KnownArticle(
                     e.slug, e.entry_id, e.article.content_hash, e.published, e.updated, True
                 )
-                for e in (*changes.announced, *changes.renamed)
+                for e in (*changes.announced, *changes.renamed, *changes.corrected)
             ),
             withdrawn=changes.withdrawn,
             digest_subject=digest.subject if digest else None,
@@ -244,6 +265,15 @@ def execute(
             web_copy = Path("digests") / str(report.digest_id) / "index.html"
             if write_if_changed(public / web_copy, digest_page(digest.web_html, settings)):
                 report.written.append(str(web_copy))
+
+    hub = settings.feeds.websub_hub
+    if hub:
+        # After the files and the record, before the (possibly long) delivery.
+        changed = changed_feed_urls(report.written, settings.base_url)
+        topics = sorted({*ledger.websub_pending(), *changed})
+        if topics:
+            report.websub = notify_hub(hub, topics)
+            ledger.record_websub(report.websub.notified, report.websub.pending, plan.now)
 
     if send_email and not deliver:
         counts = ledger.delivery_counts()

@@ -37,6 +37,7 @@ class ProjectStatus:
     destination: str  # where email goes: "SMTP host:port" or the local Maildir
     digests: tuple[DigestDelivery, ...] = ()  # per digest, oldest first
     causes: dict[int, dict[str, int]] = field(default_factory=dict)  # digest -> cause -> rows
+    websub_pending: tuple[str, ...] = ()  # feed URLs whose hub ping the next publish resends
 
 
 def read_ledger(settings: Settings) -> Ledger:
@@ -81,6 +82,7 @@ def project_status(settings: Settings, *, now: datetime | None = None) -> Projec
         digests = tuple(ledger.digest_deliveries())
         causes = ledger.cause_counts()
         last = ledger.last_run()
+        websub_pending = tuple(ledger.websub_pending())
     return ProjectStatus(
         plan=plan,
         deliveries=deliveries,
@@ -89,4 +91,5 @@ def project_status(settings: Settings, *, now: datetime | None = None) -> Projec
         destination=destination(settings),
         digests=digests,
         causes=causes,
+        websub_pending=websub_pending,
     )

@@ -74,6 +74,10 @@ def changes_table(plan: PublishPlan) -> Table:
             table.add_row(kind, entry.slug, entry.article.title, style=style)
     for entry in changes.renamed:
         table.add_row("renamed", entry.slug, f"{entry.article.title} (same id)", style="cyan")
+    for entry in changes.corrected:
+        table.add_row(
+            "corrected", entry.slug, f"{entry.article.title} (not announced)", style="cyan"
+        )
     for slug in changes.withdrawn:
         table.add_row("withdrawn", slug, "", style="red")
     for article in changes.scheduled:
@@ -127,6 +131,7 @@ def plan_dict(plan: PublishPlan) -> dict[str, Any]:
     return {
         "new": [_entry_dict(e) for e in changes.new],
         "updated": [_entry_dict(e) for e in changes.updated],
+        "corrected": [_entry_dict(e) for e in changes.corrected],
         "withdrawn": list(changes.withdrawn),
         "scheduled": [
             {"slug": a.slug, "title": a.title, "published": _iso(a.published)}
@@ -177,6 +182,9 @@ def deliveries_table(status: ProjectStatus) -> Table:
     digest = f" (digest {status.last_digest})" if status.last_digest else ""
     table.add_row("last publish", _when(status.last_publish) + digest)
     table.add_row("email goes to", status.destination)
+    if status.websub_pending:
+        count = len(status.websub_pending)
+        table.add_row("WebSub pings owed", f"{count} (sent at the next publish)", style="yellow")
     return table
 
 
@@ -214,6 +222,7 @@ def status_dict(status: ProjectStatus) -> dict[str, Any]:
         if status.last_publish is None
         else {"at": _iso(status.last_publish), "digest": status.last_digest},
         "destination": status.destination,
+        "websub_pending": list(status.websub_pending),
         "digests": [
             {
                 "digest": d.digest_id,
@@ -259,5 +268,11 @@ def publish_dict(plan: PublishPlan, report: PublishReport | None, seconds: float
         "digest": report.digest_id if report else None,
         "delivery": delivery_dict(report.delivery) if report else None,
         "queued_for_workers": report.queued if report else 0,
+        "websub": {
+            "notified": list(report.websub.notified),
+            "pending": sorted(report.websub.pending),
+        }
+        if report and report.websub
+        else None,
         "seconds": round(seconds, 3),
     }

@@ -1,5 +1,6 @@
-"""Small helpers the tests share: publish through the library, edit an article, read the
-ledger (on whichever backend the project is configured for)."""
+"""Small helpers the tests share: publish through the library, write or edit an article,
+compare what ``check`` reports with what ``publish`` refuses, read the ledger (on whichever
+backend the project is configured for)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline import PublishReport, execute, load_settings, open_ledger, plan_publish
+from pipeline import ContentError, PublishReport, execute, load_settings, open_ledger, plan_publish
+from pipeline.check import check_project
+from pipeline.errors import Problem
 from pipeline.store import open_database
 
 FIRST_RUN = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -35,3 +38,27 @@ def ledger_rows(root: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tupl
         return [tuple(row) for row in database.execute(sql, params).fetchall()]
     finally:
         database.close()
+
+
+def write(root: Path, slug: str, front: str, body: str = "Some text.\n") -> Path:
+    """Write ``articles/<slug>.md`` from front matter lines and a body; return its path."""
+    path = root / "articles" / f"{slug}.md"
+    path.write_text(f"---\n{front.strip()}\n---\n{body}", "utf-8")
+    return path
+
+
+def refusals(root: Path, *, now: datetime = FIRST_RUN) -> tuple[list[Problem], list[Problem]]:
+    """What ``check`` reports about articles and what ``publish`` refuses, side by side."""
+    checked = [
+        p for p in check_project(load_settings(root), now=now) if p.file.startswith("articles/")
+    ]
+    try:
+        publish(root, now=now, send_email=False)
+    except ContentError as exc:
+        return checked, list(exc.problems)
+    return checked, []
+
+
+def where(problems: list[Problem]) -> list[tuple[str, int | None, str | None]]:
+    """(file, line, field) of each problem, sorted: what two reports must agree on."""
+    return sorted((p.file, p.line, p.field) for p in problems)

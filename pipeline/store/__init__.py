@@ -10,10 +10,12 @@ seam, and :class:`Ledger` composing them::
 
     articles.py     published article versions, the parsed-article cache
     site.py         stamps of generated files
+    feeds.py        each feed's date, WebSub pings still owed
     bounces.py      bounce events and scores
     digests.py      publishes, digests, audiences, web copies
     outbox.py       claims, leases, the fate of each message
     subscribers.py  subscribers, sign-ups, suppressions
+    inbound.py      mail that came back and webhook events already handled
     personal.py     one person's data: export, erasure, erased addresses' keyed hashes
     records.py      the values they take and return
     migrations.py   the versioned schema
@@ -35,6 +37,8 @@ from pipeline.store.articles import ArticleStore
 from pipeline.store.bounces import BounceStore
 from pipeline.store.database import Database
 from pipeline.store.digests import DigestStore
+from pipeline.store.feeds import FeedStore
+from pipeline.store.inbound import InboundStore
 from pipeline.store.outbox import OutboxStore
 from pipeline.store.personal import PersonalDataStore
 from pipeline.store.records import (
@@ -46,6 +50,7 @@ from pipeline.store.records import (
     DeliveryCounts,
     DigestCopy,
     DigestDelivery,
+    FeedDate,
     KnownArticle,
     MergeCounts,
     OutboxRow,
@@ -72,6 +77,7 @@ __all__ = [
     "DeliveryCounts",
     "DigestCopy",
     "DigestDelivery",
+    "FeedDate",
     "KnownArticle",
     "Ledger",
     "MergeCounts",
@@ -90,11 +96,13 @@ __all__ = [
 class Ledger(
     ArticleStore,
     SiteStore,
+    FeedStore,
     DigestStore,
     OutboxStore,
     SubscriberStore,
     PersonalDataStore,
     BounceStore,
+    InboundStore,
 ):
     """One connection to the ledger; use as a context manager.
 

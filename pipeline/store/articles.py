@@ -35,6 +35,11 @@ class ArticleStore:
             for slug, entry_id, content_hash, pub, upd, status in rows
         }
 
+    def retired_ids(self) -> frozenset[str]:
+        """Ids of article rows another article replaced: never to be minted again."""
+        rows = self._db.execute("SELECT entry_id FROM retired_ids")
+        return frozenset(entry_id for (entry_id,) in rows)
+
     def cached_articles(self) -> dict[str, CachedArticle]:
         rows = self._db.execute(
             "SELECT slug, source_hash, article, html, file_stat, markdown FROM article_cache"

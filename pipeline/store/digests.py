@@ -39,6 +39,18 @@ class DigestStore:
         stamp = iso(now)
         with self._db.transaction():
             for article in record.articles:
+                # A row this article replaces (its slug under another id: a withdrawn article)
+                # is retired, so that its id is never minted for anyone else.
+                self._db.execute(
+                    """INSERT INTO retired_ids (entry_id, slug, retired_at)
+                       SELECT entry_id, slug, ? FROM articles WHERE slug = ? AND entry_id <> ?
+                       ON CONFLICT (entry_id) DO NOTHING""",
+                    (stamp, article.slug, article.entry_id),
+                )
+                self._db.execute(
+                    "DELETE FROM articles WHERE slug = ? AND entry_id <> ?",
+                    (article.slug, article.entry_id),
+                )
                 # The slug follows the entry id: a renamed file keeps its row (id, dates).
                 self._db.execute(
                     "UPDATE articles SET slug = ? WHERE entry_id = ? AND slug <> ?",

@@ -8,6 +8,8 @@ existing ledgers have run it. The SQLite file records how many it has run in its
 
 from __future__ import annotations
 
+from pipeline.store.inbound import INBOUND_MIGRATION
+
 __all__ = ["SQLITE_MIGRATIONS"]
 
 SQLITE_MIGRATIONS: tuple[str, ...] = (
@@ -178,5 +180,28 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
         reason          TEXT NOT NULL
     );
     ALTER TABLE outbox ADD COLUMN cause TEXT
+    """,
+    # 8: mail that came back and webhook events already handled (store/inbound.py)
+    INBOUND_MIGRATION,
+    # 9: feeds that tell the truth over time: ids of replaced rows are never minted again;
+    # each feed's date never goes back; WebSub pings still owed to the hub
+    """
+    CREATE TABLE retired_ids (
+        entry_id    TEXT PRIMARY KEY,
+        slug        TEXT NOT NULL,
+        retired_at  TEXT NOT NULL
+    );
+    CREATE TABLE feed_dates (
+        scope       TEXT PRIMARY KEY,
+        body_hash   TEXT NOT NULL,
+        updated     TEXT NOT NULL,
+        input_key   TEXT NOT NULL
+    );
+    CREATE TABLE websub_pending (
+        topic_url   TEXT PRIMARY KEY,
+        attempts    INTEGER NOT NULL,
+        last_error  TEXT NOT NULL,
+        since       TEXT NOT NULL
+    );
     """,
 )

@@ -166,4 +166,35 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE outbox ADD COLUMN cause TEXT COLLATE "C"
     """,
+    # 4: SQLite 8: mail that came back and webhook events already handled
+    """
+    CREATE TABLE inbound_messages (
+        key          TEXT COLLATE "C" PRIMARY KEY,
+        source       TEXT COLLATE "C" NOT NULL,
+        kind         TEXT COLLATE "C" NOT NULL,
+        outcome      TEXT COLLATE "C" NOT NULL,
+        received_at  TEXT COLLATE "C" NOT NULL
+    )
+    """,
+    # 5: SQLite 9: ids of replaced rows never minted again; each feed's date never goes
+    # back; WebSub pings still owed to the hub
+    """
+    CREATE TABLE retired_ids (
+        entry_id    TEXT COLLATE "C" PRIMARY KEY,
+        slug        TEXT COLLATE "C" NOT NULL,
+        retired_at  TEXT COLLATE "C" NOT NULL
+    );
+    CREATE TABLE feed_dates (
+        scope       TEXT COLLATE "C" PRIMARY KEY,
+        body_hash   TEXT COLLATE "C" NOT NULL,
+        updated     TEXT COLLATE "C" NOT NULL,
+        input_key   TEXT COLLATE "C" NOT NULL
+    );
+    CREATE TABLE websub_pending (
+        topic_url   TEXT COLLATE "C" PRIMARY KEY,
+        attempts    INTEGER NOT NULL,
+        last_error  TEXT COLLATE "C" NOT NULL,
+        since       TEXT COLLATE "C" NOT NULL
+    )
+    """,
 )

@@ -19,6 +19,7 @@ __all__ = [
     "DeliveryCounts",
     "DigestCopy",
     "DigestDelivery",
+    "FeedDate",
     "KnownArticle",
     "MergeCounts",
     "OutboxRow",
@@ -46,6 +47,16 @@ def iso(moment: datetime) -> str:
 def parse_instant(text: str) -> datetime:
     """The inverse of :func:`iso`."""
     return datetime.fromisoformat(text)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedDate:
+    """What the last publish gave one feed document: its canonical hash and its date."""
+
+    scope: str  # the document's directory: "", "topics/<t>/", "archive/<n>/"...
+    body_hash: str  # sha256 of its RSS and Atom rendered with their newest entry's date
+    updated: datetime
+    input_key: str = ""  # a hash of what it is made from, to skip rendering it again
 
 
 @dataclass(frozen=True, slots=True)

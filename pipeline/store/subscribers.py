@@ -133,6 +133,25 @@ class SubscriberStore:
             self._suppress_key(email_key, "unsubscribed", reason, iso(now))
         return True
 
+    def complain(self, email: str, reason: str, now: datetime) -> bool:
+        """A spam complaint (RFC 5965): unsubscribed at once and for good, even if the
+        address was bounce-suppressed (so no bounce reactivation brings it back) or unknown
+        (so no list import adds it). False if it was already unsubscribed."""
+        key, stamp = email.strip().lower(), iso(now)
+        with self._db.transaction():
+            cursor = self._db.execute(
+                """INSERT INTO subscribers (email_key, email, status, source, reason,
+                       created_at, updated_at)
+                   VALUES (?, ?, 'unsubscribed', 'complaint', ?, ?, ?)
+                   ON CONFLICT (email_key) DO UPDATE SET
+                       status = 'unsubscribed', reason = excluded.reason,
+                       updated_at = excluded.updated_at
+                   WHERE subscribers.status <> 'unsubscribed'""",
+                (key, email.strip(), reason, stamp, stamp),
+            )
+            self._cancel_queued(key, "unsubscribed")
+        return cursor.rowcount == 1
+
     def suppress(self, email: str, reason: str, now: datetime) -> None:
         """A hard bounce: the address is never mailed again (an unknown one is recorded too,
         so no later list import adds it). An unsubscribed address stays unsubscribed.
