@@ -181,7 +181,8 @@ def status(app: App) -> None:
     """Show what the next publish would do; change nothing.
 
     Lists the new, updated, withdrawn and scheduled articles, the digest's audiences and
-    their recipients, the messages still pending, deferred or failed, and the last publish.
+    their recipients, the messages still pending, deferred or failed, the last publish, and
+    the next daily, weekly and monthly digests with how many readers each will reach.
     """
     with app.out.step("Reading the articles and the ledger…"):
         result = project_status(app.settings)
@@ -192,6 +193,7 @@ def _render_status(app: App, result: ProjectStatus) -> None:
     app.out.data(views.status_dict(result))
     _render_plan(app, result.plan)
     app.out.show(views.deliveries_table(result))
+    app.out.show(views.schedule_table(result.schedule, app.settings.schedule))
     per_digest = views.digests_table(result)
     if per_digest is not None:
         app.out.show(per_digest)
@@ -552,6 +554,5 @@ def main() -> None:
     cli(prog_name="pipeline")
 
 
-# The commands for running past one machine live in their own module; importing it
-# registers them on `cli`.
-import pipeline.cli_scale  # noqa: E402, F401
+# Commands kept in modules of their own register themselves on ``cli`` when imported.
+from pipeline import cli_digests, cli_scale  # noqa: E402,F401

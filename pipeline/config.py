@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pipeline.atomic import write_atomic
 from pipeline.errors import ConfigError
@@ -29,6 +30,7 @@ __all__ = [
     "FeedSettings",
     "LedgerSettings",
     "Paths",
+    "ScheduleSettings",
     "SendSettings",
     "SenderSettings",
     "Settings",
@@ -41,6 +43,7 @@ __all__ = [
     "parse_smtp_url",
     "redact_url",
     "require_project",
+    "schedule_problems",
     "secret_key",
 ]
 
@@ -102,6 +105,26 @@ class FeedSettings:
 @dataclass(frozen=True, slots=True)
 class DigestSettings:
     subject: str = "{site}: {first}{more}"
+    # The daily, weekly and monthly digests: {site}, {frequency}, {period}, {count}
+    periodic_subject: str = "Your {frequency} digest, {period}"
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSettings:
+    """When the periodic digests go out, in ``timezone`` (an IANA name): daily at ``hour``,
+    weekly on ``weekday`` at ``hour``, monthly on ``day_of_month`` at ``hour``."""
+
+    hour: int = 8
+    weekday: str = "monday"
+    day_of_month: int = 1
+    timezone: str = "UTC"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +226,7 @@ class Settings:
     dkim: DkimSettings = field(default_factory=DkimSettings)
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
     bounces: BounceSettings = field(default_factory=BounceSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     topics: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -244,6 +268,7 @@ _SECTIONS: dict[str, type] = {
     "dkim": DkimSettings,
     "ledger": LedgerSettings,
     "bounces": BounceSettings,
+    "schedule": ScheduleSettings,
 }
 
 
@@ -375,6 +400,9 @@ def _validate(settings: Settings) -> None:
     parse_ledger_url(settings.ledger.url, settings.paths)
     _validate_bounces(settings.bounces)
     _validate_return_path(settings.bounces)
+    schedule = schedule_problems(settings.schedule)
+    if schedule:
+        raise ConfigError(f"{CONFIG_FILE}: [schedule] " + "; ".join(schedule))
 
 
 def _validate_bounces(bounces: BounceSettings) -> None:
@@ -422,6 +450,30 @@ def redact_url(url: str) -> str:
     if parts.password is None:
         return url
     return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+def schedule_problems(schedule: ScheduleSettings) -> list[str]:
+    """What is wrong with ``[schedule]``, one phrase per key, each saying the fix."""
+    problems = []
+    if not 0 <= schedule.hour <= 23:
+        problems.append(f"hour {schedule.hour} is not an hour of the day; use 0 to 23")
+    if schedule.weekday.lower() not in WEEKDAYS:
+        problems.append(
+            f"weekday {schedule.weekday!r} is not a day of the week; use one of "
+            + ", ".join(WEEKDAYS)
+        )
+    if not 1 <= schedule.day_of_month <= 28:
+        problems.append(
+            f"day_of_month {schedule.day_of_month} is not 1 to 28 (every month has those days)"
+        )
+    try:
+        ZoneInfo(schedule.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(
+            f"timezone {schedule.timezone!r} is not a known IANA time zone; "
+            'write one such as "Europe/Paris" or "America/Chicago"'
+        )
+    return problems
 
 
 def _validate_return_path(bounces: BounceSettings) -> None:

@@ -35,6 +35,7 @@ __all__ = [
     "TEXT_TEMPLATE",
     "CompiledAudience",
     "DigestPlan",
+    "Period",
     "SlotTemplate",
     "TemplateRenderError",
     "build_audiences",
@@ -94,6 +95,14 @@ class SlotTemplate:
 
 
 @dataclass(frozen=True, slots=True)
+class Period:
+    """What a periodic digest covers, for its subject and intro: ("weekly", "23-29 November")."""
+
+    frequency: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledAudience:
     audience: Audience
     subject: str
@@ -115,6 +124,10 @@ class DigestPlan:
     recipients: tuple[tuple[str, Subscriber], ...]  # (audience key, subscriber)
     web_html: str  # the "view in browser" copy: every change, no personal data
     everyone: CompiledAudience  # every change, for previews and test sends
+    # Readers on a periodic frequency, with an audience rendered for them too: one who moves
+    # to "immediately" between the plan and the record still gets this publish (the ledger
+    # decides, by the frequencies at record time, who of both is sent it).
+    standby: tuple[tuple[str, Subscriber], ...] = ()
 
 
 def template_environment(templates_dir: str) -> jinja2.Environment:
@@ -179,6 +192,20 @@ def digest_subject(settings: Settings, entries: Sequence[Entry]) -> str:
     return " ".join(subject.split())  # a newline in a title must never reach a header
 
 
+def periodic_subject(settings: Settings, period: Period, count: int) -> str:
+    """The subject from ``[digest] periodic_subject``, e.g. "Your weekly digest, 23-29 November"."""
+    try:
+        subject = settings.digest.periodic_subject.format(
+            site=settings.site.title, frequency=period.frequency, period=period.label, count=count
+        )
+    except (KeyError, IndexError, ValueError) as exc:
+        raise TemplateError(
+            f"pipeline.toml: [digest] periodic_subject: {exc!s} is not a known field; "
+            "use {site}, {frequency}, {period} and {count}"
+        ) from exc
+    return " ".join(subject.split())
+
+
 def _card(entry: Entry, settings: Settings) -> dict[str, object]:
     article = entry.article
     therapy = article.therapy
@@ -208,11 +235,16 @@ def digest_context(
     settings: Settings,
     disclaimer: Disclaimer,
     slot: Mapping[str, str],
+    period: Period | None = None,
 ) -> dict[str, object]:
     """What both templates see; ``slot`` holds slot markers, or real values when rendering
-    a single copy directly (the benchmark's straightforward way)."""
+    a single copy directly (the benchmark's straightforward way). ``period`` is set for a
+    daily, weekly or monthly digest and None for the one sent at a publish."""
     entries = [*audience.new, *audience.updated]
-    subject = digest_subject(settings, entries)
+    if period is None:
+        subject = digest_subject(settings, entries)
+    else:
+        subject = periodic_subject(settings, period, len(entries))
     return {
         "site": settings.site,
         "base_url": settings.base_url,
@@ -224,6 +256,7 @@ def digest_context(
         "disclaimer_html": Markup(disclaimer.html),
         "disclaimer_text": disclaimer.text,
         "slot": slot,
+        "period": period,
     }
 
 
@@ -238,10 +271,11 @@ def render_audience(
     disclaimer: Disclaimer,
     env: jinja2.Environment,
     nonce: str,
+    period: Period | None = None,
 ) -> CompiledAudience:
     """Render one audience's digest to slotted HTML (MJML compiled once) and text."""
     slot = {name: SlotTemplate.marker(nonce, name) for name in SLOTS}
-    context = digest_context(audience, settings, disclaimer, slot)
+    context = digest_context(audience, settings, disclaimer, slot, period)
     mjml_source, text = render_sources(env, context)
     html = compile_mjml(mjml_source)
     for file in missing_disclaimer(html, text, disclaimer):

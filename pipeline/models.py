@@ -98,6 +98,7 @@ class Subscriber:
     email: str
     name: str = ""
     topics: frozenset[str] = field(default_factory=frozenset)  # empty: every topic
+    frequency: str = "immediately"  # or "daily", "weekly", "monthly" (periodic digests)
 
     def wants(self, topics: tuple[str, ...]) -> bool:
         return not self.topics or bool(self.topics.intersection(topics))

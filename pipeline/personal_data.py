@@ -73,6 +73,7 @@ def person_data(ledger: Ledger, address: str, lists: SubscriberList) -> dict[str
             "created_at": _iso(record.created_at),
             "updated_at": _iso(record.updated_at),
             "confirmed_at": _iso(record.confirmed_at),
+            "frequency": record.frequency,
         }
     return {
         "email": email,
@@ -83,6 +84,7 @@ def person_data(ledger: Ledger, address: str, lists: SubscriberList) -> dict[str
                 "topics": sorted(s.topics),
                 "requested_at": _iso(s.requested_at),
                 "confirmed_at": _iso(s.confirmed_at),
+                "frequency": s.frequency,
             }
             for s in ledger.signups_of(key)
         ],
@@ -104,6 +106,7 @@ def person_data(ledger: Ledger, address: str, lists: SubscriberList) -> dict[str
                 "name": e.subscriber.name,
                 "topics": sorted(e.subscriber.topics),
                 "status": e.status,
+                "frequency": e.subscriber.frequency,
             }
             for e in lists.entries
             if email_key(e.subscriber.email) == key

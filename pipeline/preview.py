@@ -1,9 +1,10 @@
 """Editors' tools: look at the next digest before it goes out, or mail a test copy.
 
-Both build the digest the next ``publish`` would send, through the same code, and record
-nothing: no article versions, no digest, no outbox rows. A preview is written to
-``state/preview/`` as ``digest.html``, ``digest.txt`` (the two parts, decoded back from
-the message) and ``digest.eml`` (the message exactly as it would be sent, DKIM signature
+Both build the digest the next ``publish`` would send (or, for a subscriber on a daily,
+weekly or monthly frequency, their next periodic digest as it stands), through the same
+code, and record nothing: no article versions, no digest, no outbox rows. A preview is
+written to ``state/preview/`` as ``digest.html``, ``digest.txt`` (the two parts, decoded
+back from the message) and ``digest.eml`` (the message exactly as it would be sent, DKIM signature
 included when configured). Never under ``public/``: a subscriber's preview carries their
 working unsubscribe and preferences links, and ``public/`` is what ``serve`` serves and
 what gets deployed. Their "view in browser" link points at the local ``digest.html``,
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import email
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -33,6 +34,7 @@ from pipeline.digest import EVERY_TOPIC, DigestPlan
 from pipeline.errors import DeliveryError, PipelineError
 from pipeline.messages import MessageFactory, OutgoingMessage
 from pipeline.mime import addr_spec
+from pipeline.periodic import IMMEDIATELY, plan_windows
 from pipeline.publish import PREVIEW_DIR, plan_publish, remove_public_preview
 from pipeline.refusals import advice
 from pipeline.store import AudienceRecord, Ledger, OutboxRow
@@ -95,6 +97,27 @@ def _row(
     )
 
 
+def _periodic_row(
+    settings: Settings, ledger: Ledger, subscriber: str, to: str | None, now: datetime | None
+) -> tuple[OutboxRow, AudienceRecord] | None:
+    """The row and audience of an active periodic reader's next digest so far; None for
+    anyone else. Raises ``NothingToSend`` when their window holds nothing on their topics."""
+    reader = ledger.subscriber(email_key(subscriber))
+    if reader is None or reader.status != "active" or reader.frequency == IMMEDIATELY:
+        return None
+    windows = ledger.reader_windows(reader.frequency, reader.email_key)
+    end = now or datetime.now(UTC)
+    planned = plan_windows(settings, ledger, windows, end, reader.frequency, at_slot=False)
+    if not planned:
+        raise NothingToSend(
+            f"{subscriber}'s {reader.frequency} digest holds nothing yet: no news on their "
+            "topics since their last one"
+        )
+    key, _ = planned[0].recipients[0]
+    audience = next(a for a in planned[0].audiences if a.key == key)
+    return OutboxRow(0, _PREVIEW_DIGEST, key, to or reader.email, reader.name, 0), audience
+
+
 def build_preview(
     settings: Settings,
     ledger: Ledger,
@@ -106,10 +129,15 @@ def build_preview(
     view_url: str | None = None,
 ) -> Preview:
     """The next digest as ``subscriber`` would get it (default: every change), unrecorded.
+    For a reader on a daily, weekly or monthly frequency, their next digest as it stands at
+    ``now``: what their window holds so far.
 
     Its "view in browser" link is ``view_url``, by default the local preview file."""
-    digest = _next_digest(settings, ledger, now)
-    row, record = _row(digest, settings, subscriber, to)
+    periodic = _periodic_row(settings, ledger, subscriber, to, now) if subscriber else None
+    if periodic is not None:
+        row, record = periodic
+    else:
+        row, record = _row(_next_digest(settings, ledger, now), settings, subscriber, to)
     preview_url = view_url or (preview_folder(settings) / "digest.html").absolute().as_uri()
     factory = MessageFactory(
         settings,

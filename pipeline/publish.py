@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from pipeline.feed_history import FeedDate
 from pipeline.feeds import render_feeds
 from pipeline.messages import check_email_settings
 from pipeline.models import Changes
+from pipeline.periodic import IMMEDIATELY, entry_card
 from pipeline.site import SitePlan, digest_page, output_stamps, plan_site, remove_stale
 from pipeline.store import KnownArticle, Ledger, PublishRecord, open_ledger
 from pipeline.subscribers import (
@@ -174,6 +175,14 @@ def plan_publish(
     subscribers = planned_recipients(ledger, subscriber_list, secret)
     digest = plan_digest(changes, subscribers, settings, disclaimer) if email else None
     if digest is not None:
+        # The digest of a publish goes to the readers who chose "immediately"; the others get
+        # the daily, weekly or monthly digests (pipeline digests --due) from the version log.
+        digest = replace(
+            digest,
+            recipients=tuple(r for r in digest.recipients if r[1].frequency == IMMEDIATELY),
+            standby=tuple(r for r in digest.recipients if r[1].frequency != IMMEDIATELY),
+        )
+    if digest is not None:
         check_email_settings(settings)  # a DKIM or sender mistake stops the run before recording
     return PublishPlan(
         now,
@@ -253,12 +262,18 @@ def execute(
             audiences=tuple(a.record() for a in digest.audiences) if digest else (),
             recipients=(
                 (key, s.email, s.name)
-                for key, s in digest.recipients
+                for key, s in (*digest.recipients, *digest.standby)
                 if email_key(s.email) not in suppressed
             )
             if digest
             else (),
             new_count=len(changes.new),
+            versions=(
+                # --no-email: the changes count as published, and periodic digests keep
+                # quiet about them too
+                *(entry_card(e, "published" if digest else "quiet") for e in changes.announced),
+                *(entry_card(e, "quiet") for e in (*changes.renamed, *changes.corrected)),
+            ),
         )
         report.digest_id = ledger.record_publish(record, plan.now)
         if report.digest_id is not None and digest is not None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pipeline.config import Settings
+from pipeline.periodic import ScheduledRun, schedule
 from pipeline.publish import PublishPlan, plan_publish
 from pipeline.store import DeliveryCounts, DigestDelivery, Ledger, open_ledger
 
@@ -37,6 +38,7 @@ class ProjectStatus:
     destination: str  # where email goes: "SMTP host:port" or the local Maildir
     digests: tuple[DigestDelivery, ...] = ()  # per digest, oldest first
     causes: dict[int, dict[str, int]] = field(default_factory=dict)  # digest -> cause -> rows
+    schedule: tuple[ScheduledRun, ...] = ()  # the next daily, weekly and monthly digests
     websub_pending: tuple[str, ...] = ()  # feed URLs whose hub ping the next publish resends
 
 
@@ -59,6 +61,7 @@ def audience_counts(plan: PublishPlan) -> tuple[AudienceCount, ...]:
             recipients=members[compiled.audience.key],
         )
         for compiled in plan.digest.audiences
+        if members[compiled.audience.key]  # not those rendered for periodic readers alone
     ]
     return tuple(sorted(counts, key=lambda a: (-a.recipients, a.key)))
 
@@ -76,8 +79,10 @@ def project_status(settings: Settings, *, now: datetime | None = None) -> Projec
 
     Raises ``ContentError`` (every problem listed) when an article is invalid, as publish would.
     """
+    now = now or datetime.now(UTC)
     with read_ledger(settings) as ledger:
         plan = plan_publish(settings, ledger, now=now)
+        upcoming = schedule(settings, ledger, now)
         deliveries = ledger.delivery_counts()
         digests = tuple(ledger.digest_deliveries())
         causes = ledger.cause_counts()
@@ -91,5 +96,6 @@ def project_status(settings: Settings, *, now: datetime | None = None) -> Projec
         destination=destination(settings),
         digests=digests,
         causes=causes,
+        schedule=upcoming,
         websub_pending=websub_pending,
     )

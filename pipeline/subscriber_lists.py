@@ -1,8 +1,9 @@
 """The editors' subscriber lists (``subscribers/*.csv``) and the CSV export.
 
-A list's header names the column ``email`` and optionally ``name``, ``topics`` and
-``status``; the columns of an export are accepted too, so an export imports back. Every
-invalid row is reported with file, line and field and skipped.
+A list's header names the column ``email`` and optionally ``name``, ``topics``, ``status``
+and ``frequency`` (immediately, daily, weekly or monthly); the columns of an export are
+accepted too, so an export imports back. Every invalid row is reported with file, line and
+field and skipped.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ EXPORT_COLUMNS = (
     "created_at",
     "updated_at",
     "confirmed_at",
+    "frequency",
 )
+_FREQUENCIES = ("immediately", "daily", "weekly", "monthly")
 _IMPORT_STATUSES = ("active", "pending", "unsubscribed", "bounced")
 
 
@@ -119,7 +122,7 @@ def read_list(path: Path, root: Path, *, known_topics: Iterable[str] = ()) -> Su
             source,
             1,
             f"{what} (read as {table.described}); the header names the columns "
-            "email,name,topics (and optionally status)",
+            "email,name,topics (and optionally status and frequency)",
         )
     entries: list[ListEntry] = []
     problems: list[Problem] = []
@@ -157,10 +160,16 @@ def read_list(path: Path, root: Path, *, known_topics: Iterable[str] = ()) -> Su
                 Problem(source, line, "status", f"use one of {', '.join(_IMPORT_STATUSES)}")
             )
             continue
+        frequency = cells.get("frequency", "").lower() or "immediately"
+        if frequency not in _FREQUENCIES:
+            problems.append(
+                Problem(source, line, "frequency", f"use one of {', '.join(_FREQUENCIES)}")
+            )
+            continue
         if email_key(address) in seen:
             continue
         seen.add(email_key(address))
-        subscriber = Subscriber(address, clean_name(cells.get("name", "")), topics)
+        subscriber = Subscriber(address, clean_name(cells.get("name", "")), topics, frequency)
         entries.append(ListEntry(subscriber, status, f"{source}:{line}"))
     unusable: tuple[Problem, ...] = ()
     if rows and len(problems) * 2 > rows:
@@ -198,6 +207,7 @@ def export_csv(records: Iterable[SubscriberRecord]) -> str:
                 _stamp(r.created_at),
                 _stamp(r.updated_at),
                 _stamp(r.confirmed_at),
+                r.frequency,
             ]
         )
     return out.getvalue()

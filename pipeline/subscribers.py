@@ -154,6 +154,7 @@ def listed_subscribers(
                 now,
                 now,
                 now if entry.status == "active" else None,
+                member.frequency,
             )
         elif action in ("activate", "suppress") and record is not None:
             status = "active" if action == "activate" else entry.status
@@ -294,7 +295,13 @@ class SubscriberStore:
         return self.ledger.unsubscribe(email_key(email), reason, now)
 
     def request_signup(
-        self, email: str, name: str, topics: frozenset[str], now: datetime
+        self,
+        email: str,
+        name: str,
+        topics: frozenset[str],
+        now: datetime,
+        *,
+        frequency: str = "immediately",
     ) -> SignupRequest:
         """A web sign-up: a confirmation token to email, unless the address is already active
         or was sent one moments ago. The caller answers the same either way."""
@@ -307,7 +314,7 @@ class SubscriberStore:
         if last is not None and now - last < RESEND_AFTER:
             return SignupRequest(address, None)
         signup = SignupRecord(
-            secrets.token_urlsafe(16), key, address, clean_name(name), topics, now
+            secrets.token_urlsafe(16), key, address, clean_name(name), topics, now, None, frequency
         )
         self.ledger.add_signup(signup, subscriber_ref(key, self._key))
         return SignupRequest(address, make_token(signup.id, self._key, "confirm"))
@@ -363,6 +370,7 @@ class SubscriberStore:
             status,
             source,
             subscriber_ref(key, self._key),
+            subscriber.frequency,
         )
 
 
@@ -397,4 +405,4 @@ def erased_hash(address: str, key: str) -> str:
 
 
 def _subscriber(record: SubscriberRecord) -> Subscriber:
-    return Subscriber(record.email, record.name, record.topics)
+    return Subscriber(record.email, record.name, record.topics, record.frequency)

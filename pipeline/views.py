@@ -12,10 +12,11 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from pipeline.config import Settings
+from pipeline.config import ScheduleSettings, Settings
 from pipeline.delivery import DeliveryReport
 from pipeline.errors import Problem
 from pipeline.models import Entry
+from pipeline.periodic import ScheduledRun
 from pipeline.publish import PublishPlan, PublishReport
 from pipeline.status import AudienceCount, ProjectStatus, audience_counts
 from pipeline.store import TRANSACTIONAL_DIGEST, DeliveryCounts
@@ -27,6 +28,8 @@ __all__ = [
     "plan_dict",
     "problem_dict",
     "publish_dict",
+    "schedule_dict",
+    "schedule_table",
     "status_dict",
 ]
 
@@ -188,6 +191,36 @@ def deliveries_table(status: ProjectStatus) -> Table:
     return table
 
 
+def schedule_table(runs: tuple[ScheduledRun, ...], schedule: ScheduleSettings) -> Table:
+    """The next daily, weekly and monthly digests: when (in ``[schedule] timezone``), and to
+    how many readers."""
+    table = _table("frequency", "next run", "readers", "with news so far", title="Periodic digests")
+    for run in runs:
+        local = f"{run.due.astimezone(schedule.zone):%Y-%m-%d %H:%M} {schedule.timezone}"
+        when = local + (" (due now: run `pipeline digests --due`)" if run.overdue else "")
+        table.add_row(
+            run.frequency,
+            when,
+            str(run.readers),
+            str(run.with_news),
+            style="yellow" if run.overdue else None,
+        )
+    return table
+
+
+def schedule_dict(runs: tuple[ScheduledRun, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "frequency": r.frequency,
+            "due": _iso(r.due),
+            "overdue": r.overdue,
+            "readers": r.readers,
+            "with_news": r.with_news,
+        }
+        for r in runs
+    ]
+
+
 def digests_table(status: ProjectStatus) -> Table | None:
     """One row per digest that still has messages pending, deferred or failed."""
     open_ones = [
@@ -233,6 +266,7 @@ def status_dict(status: ProjectStatus) -> dict[str, Any]:
             }
             for d in status.digests
         ],
+        "schedule": schedule_dict(status.schedule),
     }
 
 

@@ -4,7 +4,7 @@ backend the project is configured for)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,17 @@ def ledger_rows(root: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tupl
         database.close()
 
 
+def write_article(
+    root: Path, slug: str, title: str, published: date, topic: str = "scleroderma"
+) -> None:
+    """A short valid article ``articles/<slug>.md`` on one topic."""
+    (root / "articles" / f"{slug}.md").write_text(
+        f"---\ntitle: {title}\nsummary: A short summary of {slug}.\n"
+        f"published: {published.isoformat()}\ntopics: [{topic}]\n---\n\nThe body of {slug}.\n",
+        encoding="utf-8",
+    )
+
+
 def write(root: Path, slug: str, front: str, body: str = "Some text.\n") -> Path:
     """Write ``articles/<slug>.md`` from front matter lines and a body; return its path."""
     path = root / "articles" / f"{slug}.md"
@@ -62,3 +73,35 @@ def refusals(root: Path, *, now: datetime = FIRST_RUN) -> tuple[list[Problem], l
 def where(problems: list[Problem]) -> list[tuple[str, int | None, str | None]]:
     """(file, line, field) of each problem, sorted: what two reports must agree on."""
     return sorted((p.file, p.line, p.field) for p in problems)
+
+
+def downgrade_ledger(path: Path, version: int) -> None:
+    """Turn the ledger at ``path`` into one made by the first ``version`` migrations, its
+    rows kept (the columns that schema has), as an older release of the pipeline left it."""
+    import sqlite3
+
+    from pipeline.store.migrations import SQLITE_MIGRATIONS
+
+    old_path = path.with_name(path.name + ".old")
+    old = sqlite3.connect(old_path, isolation_level=None)
+    for script in SQLITE_MIGRATIONS[:version]:
+        for statement in script.split(";"):
+            if statement.strip():
+                old.execute(statement)
+    old.execute("ATTACH DATABASE ? AS current", (str(path),))
+    tables = [
+        t
+        for (t,) in old.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")
+        if not t.startswith("sqlite_")
+    ]
+    for table in tables:
+        columns = [c[1] for c in old.execute(f"PRAGMA main.table_info({table})")]
+        names = ", ".join(columns)
+        old.execute(f"DELETE FROM main.{table}")
+        old.execute(f"INSERT INTO main.{table} ({names}) SELECT {names} FROM current.{table}")
+    old.execute("DETACH DATABASE current")
+    old.execute(f"PRAGMA user_version = {version}")
+    old.close()
+    for leftover in path.parent.glob(path.name + "-*"):
+        leftover.unlink()
+    old_path.replace(path)

@@ -15,7 +15,15 @@ import pytest
 from lxml import etree
 
 from tests.feed_rules import feed_documents
-from tests.helpers import FIRST_RUN, edit_article, publish, refusals, where, write
+from tests.helpers import (
+    FIRST_RUN,
+    downgrade_ledger,
+    edit_article,
+    publish,
+    refusals,
+    where,
+    write,
+)
 
 A = "{http://www.w3.org/2005/Atom}"
 NINTEDANIB = "articles/nintedanib.md"
@@ -142,12 +150,7 @@ def test_a_ledger_from_before_migration_9_is_migrated_and_publishes_nothing_new(
     import sqlite3
 
     publish(project, send_email=False)
-    db = sqlite3.connect(project / "state" / "pipeline.db")
-    for table in ("retired_ids", "feed_dates", "websub_pending"):
-        db.execute(f"DROP TABLE {table}")
-    db.execute("PRAGMA user_version = 8")
-    db.commit()
-    db.close()
+    downgrade_ledger(project / "state" / "pipeline.db", 8)  # as before migration 9
     report = publish(project, now=FIRST_RUN + timedelta(days=1))
     assert not report.plan.changes.any and report.written == []
     db = sqlite3.connect(project / "state" / "pipeline.db")

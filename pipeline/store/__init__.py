@@ -17,6 +17,7 @@ seam, and :class:`Ledger` composing them::
     subscribers.py  subscribers, sign-ups, suppressions
     inbound.py      mail that came back and webhook events already handled
     personal.py     one person's data: export, erasure, erased addresses' keyed hashes
+    cadence.py      the article version log, reader windows, periodic runs
     records.py      the values they take and return
     migrations.py   the versioned schema
     sqlite.py       the SQLite backend (the embedded default)
@@ -35,6 +36,15 @@ from typing import TYPE_CHECKING
 
 from pipeline.store.articles import ArticleStore
 from pipeline.store.bounces import BounceStore
+from pipeline.store.cadence import (
+    FREQUENCIES,
+    PERIODIC,
+    ArticleVersion,
+    CadenceStore,
+    ReaderWindow,
+    VersionRow,
+    WindowDigest,
+)
 from pipeline.store.database import Database
 from pipeline.store.digests import DigestStore
 from pipeline.store.feeds import FeedStore
@@ -69,9 +79,12 @@ if TYPE_CHECKING:
     from pipeline.config import Settings
 
 __all__ = [
+    "FREQUENCIES",
+    "PERIODIC",
     "SUBSCRIBER_STATUSES",
     "SUPPRESSED_STATUSES",
     "TRANSACTIONAL_DIGEST",
+    "ArticleVersion",
     "AudienceRecord",
     "CachedArticle",
     "DeliveryCounts",
@@ -84,9 +97,12 @@ __all__ = [
     "OutboxRow",
     "OutputStamp",
     "PublishRecord",
+    "ReaderWindow",
     "SignupRecord",
     "SubscriberRecord",
     "SubscriberRow",
+    "VersionRow",
+    "WindowDigest",
     "merge_action",
     "open_database",
     "open_ledger",
@@ -102,6 +118,7 @@ class Ledger(
     SubscriberStore,
     PersonalDataStore,
     BounceStore,
+    CadenceStore,
     InboundStore,
 ):
     """One connection to the ledger; use as a context manager.

@@ -198,10 +198,13 @@ class BounceStore:
             )
         ]
         stamp = iso(now)
+        # A reader on a periodic frequency starts a fresh window: nothing from the time
+        # their address bounced is sent to them (as for a reader back after unsubscribing).
         self._db.executemany(
-            """UPDATE subscribers SET status = 'active', reason = '', updated_at = ?
+            """UPDATE subscribers SET status = 'active', reason = '', updated_at = ?,
+                   digest_since = CASE WHEN frequency = 'immediately' THEN NULL ELSE ? END
                WHERE email_key = ? AND status = 'bounced'""",
-            [(stamp, key) for key, _ in found],
+            [(stamp, stamp, key) for key, _ in found],
         )
         self._db.executemany(
             "DELETE FROM bounce_scores WHERE email_key = ?", [(key,) for key, _ in found]

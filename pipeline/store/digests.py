@@ -5,9 +5,10 @@ either nothing or a complete list of pending messages.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
+from pipeline.store.articles import insert_versions
 from pipeline.store.database import Database
 from pipeline.store.records import (
     TRANSACTIONAL_DIGEST,
@@ -20,10 +21,41 @@ from pipeline.store.records import (
     parse_instant,
 )
 
-__all__ = ["OUTBOX_CHANNEL", "DigestStore"]
+__all__ = ["OUTBOX_CHANNEL", "DigestStore", "insert_digest"]
 
 # Where a recorded digest is announced to waiting workers (LISTEN/NOTIFY on PostgreSQL).
 OUTBOX_CHANNEL = "pipeline_outbox"
+
+
+def insert_digest(
+    db: Database,
+    stamp: str,
+    subject: str,
+    web_html: str,
+    audiences: Iterable[AudienceRecord],
+    recipients: Iterable[tuple[str, str, str]],
+    *,
+    frequency: str = "immediately",
+) -> int:
+    """Insert a digest, its audiences' rendered emails and one outbox row per
+    ``(audience_key, email, name)``, inside the caller's transaction; returns its number."""
+    (digest_id,) = db.execute(
+        """INSERT INTO digests (created_at, subject, web_html, frequency) VALUES (?, ?, ?, ?)
+           RETURNING id""",
+        (stamp, subject, web_html, frequency),
+    ).fetchone()
+    db.executemany(
+        """INSERT INTO digest_audiences (digest_id, audience_key, subject, slot_nonce, html, text)
+           VALUES (?, ?, ?, ?, ?, ?)""",
+        [(digest_id, a.key, a.subject, a.slot_nonce, a.html, a.text) for a in audiences],
+    )
+    db.announce(OUTBOX_CHANNEL)  # idle workers wake when this commits
+    db.executemany(
+        """INSERT INTO outbox (digest_id, audience_key, email, name, created_at)
+           VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
+        ((digest_id, key, email, name, stamp) for key, email, name in recipients),
+    )
+    return int(digest_id)
 
 
 class DigestStore:
@@ -74,34 +106,29 @@ class DigestStore:
                         stamp,
                     ),
                 )
+            insert_versions(self._db, record.versions, record.withdrawn, stamp)
             self._db.executemany(
                 "UPDATE articles SET status = 'withdrawn', changed_at = ? WHERE slug = ?",
                 [(stamp, slug) for slug in record.withdrawn],
             )
             digest_id: int | None = None
-            if record.digest_subject is not None and record.audiences:
-                (digest_id,) = self._db.execute(
-                    """INSERT INTO digests (created_at, subject, web_html) VALUES (?, ?, ?)
-                       RETURNING id""",
-                    (stamp, record.digest_subject, record.web_html),
-                ).fetchone()
-                self._db.executemany(
-                    """INSERT INTO digest_audiences
-                           (digest_id, audience_key, subject, slot_nonce, html, text)
-                       VALUES (?, ?, ?, ?, ?, ?)""",
-                    [
-                        (digest_id, a.key, a.subject, a.slot_nonce, a.html, a.text)
-                        for a in record.audiences
-                    ],
+            # Frequencies as of now (insert_versions holds the lock frequency changes take).
+            periodic = {
+                key
+                for (key,) in self._db.execute(
+                    "SELECT email_key FROM subscribers "
+                    "WHERE status = 'active' AND frequency <> 'immediately'"
                 )
-                self._db.announce(OUTBOX_CHANNEL)  # idle workers wake when this commits
-                self._db.executemany(
-                    """INSERT INTO outbox (digest_id, audience_key, email, name, created_at)
-                       VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
-                    (
-                        (digest_id, key, email, name, stamp)
-                        for key, email, name in record.recipients
-                    ),
+            }
+            recipients = [r for r in record.recipients if r[1].lower() not in periodic]
+            if record.digest_subject is not None and record.audiences and recipients:
+                digest_id = insert_digest(
+                    self._db,
+                    stamp,
+                    record.digest_subject,
+                    record.web_html,
+                    record.audiences,
+                    recipients,
                 )
             self._db.execute(
                 "INSERT INTO runs (finished_at, new, updated, withdrawn, digest_id) VALUES (?, ?, ?, ?, ?)",

@@ -204,4 +204,35 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
         since       TEXT NOT NULL
     );
     """,
+    # 10: cadence. Each subscriber's frequency and the start of the window their next
+    # periodic digest covers; an append-only log of article versions (each with the instant
+    # it was published and what a digest shows of it); one row per periodic run, whose key
+    # (frequency, period_end) makes recording a slot twice impossible. Articles already
+    # published are logged with an empty card: they precede every window.
+    """
+    ALTER TABLE subscribers ADD COLUMN frequency TEXT NOT NULL DEFAULT 'immediately'
+        CHECK (frequency IN ('immediately', 'daily', 'weekly', 'monthly'));
+    ALTER TABLE subscribers ADD COLUMN digest_since TEXT;
+    ALTER TABLE signups ADD COLUMN frequency TEXT NOT NULL DEFAULT 'immediately';
+    ALTER TABLE digests ADD COLUMN frequency TEXT NOT NULL DEFAULT 'immediately';
+    CREATE TABLE article_versions (
+        id          INTEGER PRIMARY KEY,
+        entry_id    TEXT NOT NULL,
+        version_at  TEXT NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('published', 'quiet', 'withdrawn')),
+        card        TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX article_versions_by_time ON article_versions (version_at);
+    INSERT INTO article_versions (entry_id, version_at, kind)
+        SELECT entry_id, changed_at,
+               CASE status WHEN 'live' THEN 'published' ELSE 'withdrawn' END
+        FROM articles;
+    CREATE TABLE cadence_runs (
+        frequency    TEXT NOT NULL,
+        period_end   TEXT NOT NULL,
+        recorded_at  TEXT NOT NULL,
+        readers      INTEGER NOT NULL,
+        PRIMARY KEY (frequency, period_end)
+    )
+    """,
 )

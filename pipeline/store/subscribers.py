@@ -37,7 +37,7 @@ class SubscriberStore:
 
     _SUBSCRIBER_COLUMNS = (
         "id, email_key, email, name, topics, status, source, ref, reason, "
-        "created_at, updated_at, confirmed_at"
+        "created_at, updated_at, confirmed_at, frequency"
     )
 
     def subscriber(self, email_key: str) -> SubscriberRecord | None:
@@ -78,8 +78,8 @@ class SubscriberStore:
                 if action == "add":
                     self._db.execute(
                         """INSERT INTO subscribers (email_key, email, name, topics, status, source,
-                               ref, reason, created_at, updated_at, confirmed_at)
-                           VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?)""",
+                               ref, reason, created_at, updated_at, confirmed_at, frequency)
+                           VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?)""",
                         (
                             row.email_key,
                             row.email,
@@ -91,6 +91,7 @@ class SubscriberStore:
                             stamp,
                             stamp,
                             stamp if row.status == "active" else None,
+                            row.frequency,
                         ),
                     )
                     added += 1
@@ -198,8 +199,8 @@ class SubscriberStore:
         stamp = iso(signup.requested_at)
         with self._db.transaction():
             self._db.execute(
-                """INSERT INTO signups (id, email_key, email, name, topics, requested_at)
-                   VALUES (?, ?, ?, ?, ?, ?)""",
+                """INSERT INTO signups (id, email_key, email, name, topics, requested_at, frequency)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
                 (
                     signup.id,
                     signup.email_key,
@@ -207,6 +208,7 @@ class SubscriberStore:
                     signup.name,
                     _topics_text(signup.topics),
                     stamp,
+                    signup.frequency,
                 ),
             )
             self._db.execute(
@@ -233,7 +235,7 @@ class SubscriberStore:
 
     def signup(self, signup_id: str) -> SignupRecord | None:
         row = self._db.execute(
-            """SELECT id, email_key, email, name, topics, requested_at, confirmed_at
+            """SELECT id, email_key, email, name, topics, requested_at, confirmed_at, frequency
                FROM signups WHERE id = ?""",
             (signup_id,),
         ).fetchone()
@@ -247,11 +249,15 @@ class SubscriberStore:
             _topics_set(row[4]),
             parse_instant(row[5]),
             None if row[6] is None else parse_instant(row[6]),
+            row[7],
         )
 
     def confirm_signup(self, signup_id: str, ref: str, now: datetime) -> SubscriberRecord | None:
         """Use a sign-up once: the address becomes active with the name and topics asked for
-        (whatever its status was). None if the sign-up is unknown or already used."""
+        (whatever its status was). None if the sign-up is unknown or already used.
+
+        An address that was not active starts its periodic window afresh at its confirmation:
+        what was published while it was unsubscribed is never sent to it."""
         stamp = iso(now)
         with self._db.transaction():
             row = self._db.execute(
@@ -270,6 +276,8 @@ class SubscriberStore:
                    ON CONFLICT (email_key) DO UPDATE SET
                        name = excluded.name, topics = excluded.topics, status = 'active',
                        reason = '', ref = coalesce(subscribers.ref, excluded.ref),
+                       digest_since = CASE WHEN subscribers.status = 'active'
+                           THEN subscribers.digest_since ELSE NULL END,
                        updated_at = excluded.updated_at, confirmed_at = excluded.confirmed_at""",
                 (email_key, email, name, topics, ref, stamp, stamp, stamp),
             )
@@ -315,7 +323,9 @@ def _topics_set(text: str) -> frozenset[str]:
 
 
 def _subscriber_record(row: tuple[object, ...]) -> SubscriberRecord:
-    (id_, key, email, name, topics, status, source, ref, reason, created, updated, confirmed) = row
+    (id_, key, email, name, topics, status, source, ref, reason, created, updated, confirmed) = row[
+        :12
+    ]
     return SubscriberRecord(
         id=int(str(id_)),
         email_key=str(key),
@@ -329,4 +339,5 @@ def _subscriber_record(row: tuple[object, ...]) -> SubscriberRecord:
         created_at=parse_instant(str(created)),
         updated_at=parse_instant(str(updated)),
         confirmed_at=None if confirmed is None else parse_instant(str(confirmed)),
+        frequency=str(row[12]),
     )
