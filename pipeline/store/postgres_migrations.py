@@ -225,4 +225,8 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (frequency, period_end)
     )
     """,
+    # 7: SQLite 11: each audience's web edition, without any personal value or link
+    """
+    ALTER TABLE digest_audiences ADD COLUMN web_html TEXT COLLATE "C" NOT NULL DEFAULT ''
+    """,
 )
