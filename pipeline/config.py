@@ -389,6 +389,13 @@ def _validate(settings: Settings) -> None:
     if settings.smtp.url:
         parse_smtp_url(settings.smtp.url, None)
     parse_ledger_url(settings.ledger.url, settings.paths)
+    if urlsplit(settings.ledger.url).password is not None:
+        # pipeline.toml is committed with the project; as for [bounces] source, a secret in it
+        # would travel with every copy of the repository.
+        raise ConfigError(
+            f"{CONFIG_FILE}: [ledger] url: keep the password out of the file; remove it from "
+            "the URL and set PIPELINE_DATABASE_URL (or PGPASSWORD, or ~/.pgpass)"
+        )
     _validate_bounces(settings.bounces)
     _validate_return_path(settings.bounces)
     schedule = schedule_problems(settings.schedule)

@@ -218,6 +218,20 @@ def test_a_ledger_url_of_another_kind_is_a_config_error(
     assert result.exit_code == 1 and "ledger URL 'redis://x' is not valid" in result.output
 
 
+def test_a_password_in_the_files_ledger_url_is_refused(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pipeline.toml is committed; the password belongs in PIPELINE_DATABASE_URL or PGPASSWORD.
+    monkeypatch.delenv("PIPELINE_DATABASE_URL", raising=False)
+    (project / "pipeline.toml").write_text(
+        '[ledger]\nurl = "postgresql://pipeline:hunter2@db.example.org/news"\n', encoding="utf-8"
+    )
+    result = CliRunner().invoke(cli, ["--root", str(project), "check"])
+    assert result.exit_code == 1
+    assert "[ledger] url: keep the password out of the file" in result.output
+    assert "hunter2" not in result.output and "Traceback" not in result.output
+
+
 def test_ledger_copy_moves_everything_to_postgresql_and_back(
     project: Path, fresh_postgres: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
