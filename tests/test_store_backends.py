@@ -271,3 +271,36 @@ def test_ledger_copy_moves_everything_to_postgresql_and_back(
     replaced = runner.invoke(cli, [*root, "ledger", "copy", "--to", fresh_postgres, "--replace"])
     assert replaced.exit_code == 0, replaced.output
     assert table_counts(open_database(fresh_postgres)) == source
+
+
+def test_a_file_that_is_not_sqlite_is_one_line_not_a_traceback(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The default ledger damaged, or PIPELINE_DATABASE_URL naming some other file.
+    monkeypatch.delenv("PIPELINE_DATABASE_URL", raising=False)
+    ledger = project / "state" / "pipeline.db"
+    ledger.parent.mkdir(exist_ok=True)
+    ledger.write_text("not a ledger\n", encoding="utf-8")
+    for command in ("status", "publish"):
+        result = CliRunner().invoke(cli, ["--root", str(project), command])
+        assert result.exit_code == 1, result.output
+        assert f"cannot open the ledger database {ledger}: file is not a database" in (
+            result.output
+        )
+        assert "Traceback" not in result.output
+
+
+def test_a_sqlite_target_that_cannot_be_made_is_one_line(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PIPELINE_DATABASE_URL", raising=False)
+    blocker = project / "a-file"
+    blocker.write_text("", encoding="utf-8")
+    target = blocker / "pipeline.db"  # its folder would have to be inside a file
+    result = CliRunner().invoke(
+        cli, ["--root", str(project), "ledger", "copy", "--to", f"sqlite://{target}"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "cannot open the ledger database" in result.output
+    assert f"{blocker}: File exists" in result.output.replace("\n", "")
+    assert "Traceback" not in result.output

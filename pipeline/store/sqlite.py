@@ -14,10 +14,23 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from pipeline.errors import LedgerError
 from pipeline.store.database import Cursor, Params
 from pipeline.store.migrations import SQLITE_MIGRATIONS
 
 __all__ = ["SqliteDatabase"]
+
+
+def _cannot_open(path: Path, exc: Exception) -> LedgerError:
+    # A path typed in PIPELINE_DATABASE_URL, a folder that cannot be made or a file that is
+    # not SQLite is the user's to fix: one line naming the file, as for PostgreSQL.
+    reason = str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        reason = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return LedgerError(
+        f"cannot open the ledger database {path}: {reason}; point PIPELINE_DATABASE_URL or "
+        "[ledger] url at an SQLite ledger file or a folder that can hold one"
+    )
 
 
 class SqliteDatabase:
@@ -34,11 +47,14 @@ class SqliteDatabase:
     @classmethod
     def open(cls, path: Path) -> SqliteDatabase:
         """Open (creating if needed) and migrate the ledger at ``path``."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")
-        db.execute("PRAGMA foreign_keys = ON")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA foreign_keys = ON")
+        except (OSError, sqlite3.Error) as exc:
+            raise _cannot_open(path, exc) from exc
         database = cls(db, path)
         database.migrate()
         return database
@@ -62,10 +78,17 @@ class SqliteDatabase:
             return cls.in_memory()
         uri = path.resolve().as_uri()
         try:
-            db = sqlite3.connect(f"{uri}?mode=rw", uri=True, isolation_level=None, timeout=30.0)
-        except sqlite3.OperationalError:  # a file we may not write: read it as such
-            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=30.0)
-        (version,) = db.execute("PRAGMA user_version").fetchone()
+            try:
+                db = sqlite3.connect(
+                    f"{uri}?mode=rw", uri=True, isolation_level=None, timeout=30.0
+                )
+            except sqlite3.OperationalError:  # a file we may not write: read it as such
+                db = sqlite3.connect(
+                    f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=30.0
+                )
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+        except sqlite3.Error as exc:
+            raise _cannot_open(path, exc) from exc
         if version < len(SQLITE_MIGRATIONS):
             memory = sqlite3.connect(":memory:", isolation_level=None)
             db.backup(memory)
