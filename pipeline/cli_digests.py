@@ -91,6 +91,7 @@ def digests(app: App, due: bool, as_of: str | None, no_deliver: bool) -> None:
     with open_ledger(settings) as ledger:
         with app.out.step("Recording the digests that are due…"):
             runs = run_due(settings, ledger, now)
+        latest = ledger.last_periods()
         report = None
         if not no_deliver:
             with app.out.delivery_progress() as progress:
@@ -111,7 +112,7 @@ def digests(app: App, due: bool, as_of: str | None, no_deliver: bool) -> None:
         }
     )
     for run in runs:
-        app.out.say(_run_line(run, settings))
+        app.out.say(_run_line(run, settings, latest.get(run.frequency)))
     if report is not None:
         _render_delivery(app, report)
         if not report.complete:
@@ -130,12 +131,21 @@ def _not_future(moment: datetime, now: datetime, text: str) -> datetime:
 
 
 def _period(run: DueRun, settings: Settings) -> str:
-    start = previous_slot(run.frequency, settings.schedule, run.slot)
-    return period_label(start, run.slot, settings.schedule)
+    return _slot_period(run.frequency, run.slot, settings)
 
 
-def _run_line(run: DueRun, settings: Settings) -> str:
+def _slot_period(frequency: str, slot: datetime, settings: Settings) -> str:
+    start = previous_slot(frequency, settings.schedule, slot)
+    return period_label(start, slot, settings.schedule)
+
+
+def _run_line(run: DueRun, settings: Settings, latest: datetime | None) -> str:
+    """``latest``: the frequency's latest slot recorded, which may be after ``run.slot`` when
+    an older instant is back-filled (that slot is then never recorded: see ``run_due``)."""
     head = f"{run.frequency.capitalize()} digest for {_period(run, settings)}"
+    if not run.recorded and latest is not None and latest > run.slot:
+        later = _slot_period(run.frequency, latest, settings)
+        return f"{head}: not recorded, the later one for {later} covers it; nothing more to do."
     if not run.recorded:
         return f"{head}: recorded before; nothing more to do."
     if not run.recipients:

@@ -71,3 +71,20 @@ def test_as_of_out_of_any_schedule_is_a_usage_error(project: Path, as_of: str) -
         assert "--as-of" in output and "Traceback" not in output
         assert "between 1970 and 9998" in output or "still to come" in output
     assert "between 1970 and 9998" in run(project, "digests", "--as-of", as_of)[1]
+
+
+def test_a_back_fill_before_a_recorded_slot_says_the_later_digest_covers_it(
+    project: Path,
+) -> None:
+    code, output = run(project, "digests", "--due", "--as-of", "2026-11-30T08:05")
+    assert code == 0, output
+    code, output = run(project, "digests", "--due", "--as-of", "2026-11-17T08:05")
+    assert code == 0, output
+    # the slot of 16 November was never recorded: the one of 30 November covers its days
+    assert (
+        "Weekly digest for 9\N{EN DASH}15 November: not recorded, the later one for "
+        "23\N{EN DASH}29 November covers it" in output
+    )
+    assert "recorded before" not in output.split("Weekly")[1].splitlines()[0]
+    code, output = run(project, "digests", "--due", "--as-of", "2026-11-30T08:05")
+    assert "Weekly digest for 23\N{EN DASH}29 November: recorded before" in output
