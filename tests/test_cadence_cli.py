@@ -88,3 +88,32 @@ def test_a_back_fill_before_a_recorded_slot_says_the_later_digest_covers_it(
     assert "recorded before" not in output.split("Weekly")[1].splitlines()[0]
     code, output = run(project, "digests", "--due", "--as-of", "2026-11-30T08:05")
     assert "Weekly digest for 23\N{EN DASH}29 November: recorded before" in output
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        (
+            'hour = "8"',
+            "hour must be a whole number (no quotes), not text in quotes; "
+            "write it like the default: hour = 8",
+        ),
+        (
+            "timezone = 1",
+            "timezone must be text in quotes, not a whole number (no quotes); "
+            'write it like the default: timezone = "UTC"',
+        ),
+        (
+            "day_of_month = true",
+            "day_of_month must be a whole number (no quotes), not true or "
+            "false; write it like the default: day_of_month = 1",
+        ),
+    ],
+)
+def test_check_says_how_to_write_a_schedule_value_of_the_wrong_kind(
+    project: Path, line: str, said: str
+) -> None:
+    with (project / "pipeline.toml").open("a", encoding="utf-8") as config:
+        config.write(f"\n[schedule]\n{line}\n")
+    code, output = run(project, "check")
+    assert code == 1 and f"pipeline.toml: [schedule] {said}" in output, output
