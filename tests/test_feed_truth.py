@@ -117,6 +117,18 @@ def test_a_field_given_twice_is_a_problem_not_the_last_one_silently(project: Pat
     assert "also on line 2" in checked[0].message
 
 
+def test_a_yaml_alias_is_a_problem_so_a_few_lines_cannot_stand_for_millions(
+    project: Path,
+) -> None:
+    # Nine levels of nine-fold aliases: 387 million strings if expanded.
+    levels = "\n".join(f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, 10))
+    write(project, "laughs", f"title: T\nsummary: S.\npublished: 2026-11-01\nl0: &l0 x\n{levels}")
+    checked, refused = refusals(project)
+    assert where(checked) == where(refused)
+    assert where(checked)[0][:2] == ("articles/laughs.md", 5)  # the value repeated
+    assert "alias" in checked[0].message
+
+
 def test_no_unsafe_character_reaches_any_output_even_through_the_renderer() -> None:
     # The renderer is the last line of defence: whatever reaches it, nothing unsafe leaves.
     from pipeline.articles import render_markdown
