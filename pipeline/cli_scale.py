@@ -90,7 +90,12 @@ def copy_command(app: App, to: str, replace: bool) -> None:
     target_location = parse_ledger_url(to, settings.paths)
     source_location = settings.ledger_location()
     if str(target_location) == str(source_location):
-        raise click.UsageError("--to names the ledger being copied; give another database")
+        # Most often PIPELINE_DATABASE_URL was exported before the move: it chooses the source.
+        raise click.UsageError(
+            "--to names the ledger being copied (PIPELINE_DATABASE_URL or [ledger] url chooses "
+            "the source); to move the SQLite ledger, run the copy with PIPELINE_DATABASE_URL "
+            "unset, then set it"
+        )
     source = open_database(source_location, read_only=True)
     try:
         target = open_database(target_location)

@@ -583,10 +583,18 @@ def secret_key(where: Settings | Paths) -> str:
         return from_env
     if isinstance(where, Settings):
         if isinstance(where.ledger_location(), str):
+            # A site moving from SQLite already signed links (and keyed the hashes of
+            # forgotten addresses) with its generated key: a new one would break them all.
+            existing = where.paths.state / "secret_key"
+            source = (
+                f"the key in {existing} (the one this site has signed with so far)"
+                if existing.exists()
+                else "the output of `openssl rand -base64 32`"
+            )
             raise ConfigError(
                 "PIPELINE_SECRET_KEY is not set: with a PostgreSQL ledger every machine must "
                 "sign links with the same key; set the same PIPELINE_SECRET_KEY everywhere "
-                "(for example the output of `openssl rand -base64 32`)"
+                f"(for example {source})"
             )
         where = where.paths
     key_file = where.state / "secret_key"

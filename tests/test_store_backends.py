@@ -261,6 +261,7 @@ def test_ledger_copy_moves_everything_to_postgresql_and_back(
     # A non-empty target is refused, then replaced on request; and the way back.
     refused = runner.invoke(cli, [*root, "ledger", "copy", "--to", fresh_postgres])
     assert refused.exit_code == 2 and "names the ledger being copied" in refused.output
+    assert "run the copy with PIPELINE_DATABASE_URL unset" in " ".join(refused.output.split())
     back = project / "back.db"
     result = runner.invoke(cli, [*root, "ledger", "copy", "--to", f"sqlite:///{back}"])
     assert result.exit_code == 0, result.output

@@ -293,6 +293,22 @@ def test_a_postgresql_ledger_needs_one_secret_key_for_every_machine(
     assert not (project / "state" / "secret_key").exists()
 
 
+def test_a_site_moving_to_postgresql_is_told_to_keep_the_key_it_signed_with(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Links already sent (unsubscribe, preferences) and the hashes of forgotten addresses
+    were made with state/secret_key: the error must name that key, not suggest a new one."""
+    from pipeline.config import ConfigError, load_settings, secret_key
+
+    monkeypatch.delenv("PIPELINE_SECRET_KEY")
+    first = secret_key(load_settings(project))  # the SQLite years: generated into state/
+    monkeypatch.setenv("PIPELINE_DATABASE_URL", "postgresql://pipeline@db.example.org/news")
+    with pytest.raises(ConfigError) as caught:
+        secret_key(load_settings(project))
+    assert f"the key in {project / 'state' / 'secret_key'}" in str(caught.value)
+    assert "openssl" not in str(caught.value) and first not in str(caught.value)
+
+
 def test_each_worker_takes_its_share_of_the_rate_limits_and_all_its_connections() -> None:
     """[send] workers divides the relay's limits between deliverers; connections are per
     machine (split only between one machine's processes)."""
