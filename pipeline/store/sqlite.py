@@ -79,13 +79,9 @@ class SqliteDatabase:
         uri = path.resolve().as_uri()
         try:
             try:
-                db = sqlite3.connect(
-                    f"{uri}?mode=rw", uri=True, isolation_level=None, timeout=30.0
-                )
+                db = sqlite3.connect(f"{uri}?mode=rw", uri=True, isolation_level=None, timeout=30.0)
             except sqlite3.OperationalError:  # a file we may not write: read it as such
-                db = sqlite3.connect(
-                    f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=30.0
-                )
+                db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=30.0)
             (version,) = db.execute("PRAGMA user_version").fetchone()
         except sqlite3.Error as exc:
             raise _cannot_open(path, exc) from exc
