@@ -234,3 +234,26 @@ def test_a_slug_that_is_both_a_file_and_a_folder_is_refused(project: Path) -> No
     assert any(p.file == f"articles/{SLUG}.md" and "keep one" in p.message for p in problems), (
         problems
     )
+
+
+def test_images_outside_the_bundle_are_named_with_a_fix(project: Path) -> None:
+    """``../x.png`` and ``/x.png`` name files publish never copies: check says so, by line,
+    with the file to move (not "put None in the folder")."""
+    bundle = project / "articles" / SLUG
+    (project / "articles" / "outside.png").write_bytes(b"\x89PNG")
+    text = (bundle / "index.md").read_text("utf-8")
+    text += "\n![Climbs out](../outside.png)\n\n![From the root](/etc/chart.png)\n"
+    (bundle / "index.md").write_text(text, "utf-8")
+    lines = text.split("\n")
+    problems = [(p.file, p.line, p.message) for p in check_project(load_settings(project))]
+    source = f"articles/{SLUG}/index.md"
+    for url, alt in (("../outside.png", "Climbs out"), ("/etc/chart.png", "From the root")):
+        line = lines.index(f"![{alt}]({url})") + 1
+        assert any(
+            f == source
+            and n == line
+            and m.startswith(f"{url} is outside the article's folder")
+            and f"folder {SLUG}/" in m
+            for f, n, m in problems
+        ), problems
+    assert not any("None" in m for _, _, m in problems), problems
