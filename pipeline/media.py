@@ -166,19 +166,10 @@ def media_problems(
                 f"the image {ref.url} has no alternative text; describe it between the "
                 f"brackets: ![what the image shows]({ref.url})"
             )
-        if (ref.tag, ref.url) in seen:
+        if not is_relative(ref.url) or (ref.tag, ref.url) in seen:
             continue
         seen.add((ref.tag, ref.url))
-        # An image by a site path (/etc/x.png) or one climbing out of the bundle names a file
-        # publish never copies: the page would show a broken image.
-        rooted = (
-            ref.tag == "img"
-            and ref.url.strip().startswith("/")
-            and not ref.url.strip().startswith("//")
-        )
-        if not rooted and not is_relative(ref.url):
-            continue
-        name = None if rooted else _bundle_name(ref.url)
+        name = _bundle_name(ref.url)
         item = names.get(name) if name is not None else None
         if item is None:
             if ref.tag != "img" and posixpath.splitext(name or "")[1] == "":

@@ -237,17 +237,20 @@ def test_a_slug_that_is_both_a_file_and_a_folder_is_refused(project: Path) -> No
 
 
 def test_images_outside_the_bundle_are_named_with_a_fix(project: Path) -> None:
-    """``../x.png`` and ``/x.png`` name files publish never copies: check says so, by line,
-    with the file to move (not "put None in the folder")."""
+    """``../x.png`` names a file publish never copies: check says so, by line, with the file
+    to move (not "put None in the folder"), however the path climbs out."""
     bundle = project / "articles" / SLUG
     (project / "articles" / "outside.png").write_bytes(b"\x89PNG")
     text = (bundle / "index.md").read_text("utf-8")
-    text += "\n![Climbs out](../outside.png)\n\n![From the root](/etc/chart.png)\n"
+    text += "\n![Climbs out](../outside.png)\n\n![Climbs further](./a/../../../pipeline.toml)\n"
     (bundle / "index.md").write_text(text, "utf-8")
     lines = text.split("\n")
     problems = [(p.file, p.line, p.message) for p in check_project(load_settings(project))]
     source = f"articles/{SLUG}/index.md"
-    for url, alt in (("../outside.png", "Climbs out"), ("/etc/chart.png", "From the root")):
+    for url, alt in (
+        ("../outside.png", "Climbs out"),
+        ("./a/../../../pipeline.toml", "Climbs further"),
+    ):
         line = lines.index(f"![{alt}]({url})") + 1
         assert any(
             f == source
