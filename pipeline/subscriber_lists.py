@@ -113,7 +113,7 @@ def read_list(path: Path, root: Path, *, known_topics: Iterable[str] = ()) -> Su
     try:
         table = read_csv(raw, "email")
     except UnreadableCsv as exc:
-        return _unusable(source, 1, str(exc))
+        return _unusable(source, exc.line, str(exc))
     header = table.header
     unknown = [h for h in header if h not in EXPORT_COLUMNS]
     if unknown or len(set(header)) != len(header):
