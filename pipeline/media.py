@@ -50,7 +50,11 @@ EMAIL_IMAGE_LIMIT = 500_000
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg", ".avif"}
 _IMG = re.compile(r"<img\b", re.IGNORECASE)
 _RELATIVE_LINK = re.compile(r'href="(?![a-z][a-z0-9+.-]*:|#|/)', re.IGNORECASE)
-_SVG_ACTIVE = re.compile(rb"<script|<foreignObject|\son[a-z]+\s*=|javascript:", re.IGNORECASE)
+# attributeName="on…": SVG animation (<set>, <animate>) can add an event handler at run time.
+_SVG_ACTIVE = re.compile(
+    rb"<script|<foreignObject|\son[a-z]+\s*=|javascript:|attributeName\s*=\s*[\"']?\s*on",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True, slots=True)

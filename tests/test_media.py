@@ -260,3 +260,17 @@ def test_images_outside_the_bundle_are_named_with_a_fix(project: Path) -> None:
             for f, n, m in problems
         ), problems
     assert not any("None" in m for _, _, m in problems), problems
+
+
+@pytest.mark.parametrize(
+    "active",
+    ['<set attributeName="onmouseover" to="x()"/>', "<animate attributeName = 'onclick'/>"],
+)
+def test_an_svg_animation_adding_an_event_handler_is_active(project: Path, active: str) -> None:
+    svg = project / "articles" / SLUG / "mechanism.svg"
+    svg.write_text(svg.read_text("utf-8").replace("<title>", active + "<title>"), "utf-8")
+    problems = check_project(load_settings(project))
+    assert any(
+        p.file == f"articles/{SLUG}/mechanism.svg" and "script, an event handler" in p.message
+        for p in problems
+    ), problems
