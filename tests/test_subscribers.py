@@ -37,14 +37,15 @@ from pipeline.subscribers import (
     verify_token,
 )
 from tests.conftest import Received, RecordingHandler, free_port
-from tests.helpers import FIRST_RUN, edit_article, publish
+from tests.helpers import FIRST_RUN, edit_article, ledger_rows, publish
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 KEY = "test-secret-key"  # what the project fixture exports as PIPELINE_SECRET_KEY
 
 
 @pytest.fixture
-def settings(project: Path) -> Settings:
+def settings(project: Path, ledger_backend: str) -> Settings:
+    """The project's settings, once with each ledger backend (SQLite, PostgreSQL)."""
     return load_settings(project)
 
 
@@ -105,7 +106,9 @@ def test_bad_list_rows_are_skipped_and_reported_with_file_line_and_field(project
     assert problems[0].startswith("subscribers/more.csv:3: email: 'not-an-address'")
     assert problems[1].startswith("subscribers/more.csv:4: topics: unknown topic 'astrology'")
     assert problems[2].startswith("subscribers/more.csv:5: expected 3 columns, found 2 (")
-    assert problems[3].startswith("subscribers/status.csv:2: status: use one of")
+    assert problems[3].startswith(
+        "subscribers/status.csv:2: status: 'maybe' is not a status; use one of"
+    )
     emails = {e.subscriber.email for e in lists.entries}
     assert {"fine@example.org", "status@example.org"} <= emails
     assert not emails & {"topic@example.org", "short@example.org", "odd@example.org"}
@@ -270,8 +273,7 @@ def test_unsubscribing_stops_messages_already_queued(project: Path, settings: Se
         due = store.ledger.due_count(NOW + timedelta(days=1))
     assert (counts.pending, counts.failed) == (1, 1)
     assert due == 1
-    with sqlite3.connect(settings.paths.ledger) as db:
-        pending = db.execute("SELECT email FROM outbox WHERE status = 'pending'").fetchall()
+    pending = ledger_rows(project, "SELECT email FROM outbox WHERE status = 'pending'")
     assert pending == [("ben.okafor@example.org",)]
 
 
