@@ -50,7 +50,11 @@ EMAIL_IMAGE_LIMIT = 500_000
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg", ".avif"}
 _IMG = re.compile(r"<img\b", re.IGNORECASE)
 _RELATIVE_LINK = re.compile(r'href="(?![a-z][a-z0-9+.-]*:|#|/)', re.IGNORECASE)
-_SVG_ACTIVE = re.compile(rb"<script|<foreignObject|\son[a-z]+\s*=|javascript:", re.IGNORECASE)
+# attributeName="on…": SVG animation (<set>, <animate>) can add an event handler at run time.
+_SVG_ACTIVE = re.compile(
+    rb"<script|<foreignObject|\son[a-z]+\s*=|javascript:|attributeName\s*=\s*[\"']?\s*on",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +170,15 @@ def media_problems(
                 f"the image {ref.url} has no alternative text; describe it between the "
                 f"brackets: ![what the image shows]({ref.url})"
             )
+        if ref.tag == "img" and urlsplit(ref.url.strip()).netloc:
+            # A picture fetched from another site is a third-party request from every page,
+            # feed reader and inbox that shows it: a way to track readers.
+            problem(
+                f"the image {ref.url} is on another site, which would see every reader who "
+                "opens the page, feed or email; save it into the article's folder and refer "
+                "to it by its name"
+            )
+            continue
         if not is_relative(ref.url) or (ref.tag, ref.url) in seen:
             continue
         seen.add((ref.tag, ref.url))
@@ -175,6 +188,12 @@ def media_problems(
             if ref.tag != "img" and posixpath.splitext(name or "")[1] == "":
                 continue  # a relative link to a page, such as ../other-article/
             where = f"the folder {folder.name}/" if folder is not None else "a bundle folder"
+            if name is None:
+                problem(
+                    f"{ref.url} is outside the article's folder; copy the file into {where} "
+                    "and refer to it by its name"
+                )
+                continue
             fix = (
                 f"put {name} in {where}"
                 if folder is not None
