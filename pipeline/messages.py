@@ -61,6 +61,9 @@ class OutgoingMessage:
     recipient: str
     message_id: str
     data: bytes
+    # Every line of ``data`` ends in CRLF and there is no bare CR or LF: true of what
+    # ``MessageFactory`` builds, so the transport need not check (see ``wire_form``).
+    crlf_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +240,7 @@ class MessageFactory:
         )
         if self._signer is not None:
             data = self._signer.sign(data)
-        return OutgoingMessage(self._sender, addr_spec(row.email), message_id, data)
+        return OutgoingMessage(self._sender, addr_spec(row.email), message_id, data, crlf_only=True)
 
 
 # Fold only past 998 octets: folding at 78 would RFC 2047-encode the long List-Unsubscribe URL.

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from pipeline import ConfigError, load_settings, open_ledger, plan_publish
+from pipeline.delivery import wire_form
 from pipeline.digest import DigestPlan, SlotTemplate
 from pipeline.messages import MessageFactory, build_reference_message, email_settings_problems
 from pipeline.mime import AddressError, QuotedPrintableSlots, addr_spec, header_safe
@@ -454,3 +455,15 @@ def test_subjects_read_back_as_written(project: Path, subject: str) -> None:
     assert message["Bcc"] is None
     head = raw.partition(b"\r\n\r\n")[0]
     assert all(len(line) <= 78 for line in head.split(b"\r\n") if b"://" not in line)
+
+
+def test_factory_messages_have_only_crlf_line_ends(project: Path) -> None:
+    """``crlf_only`` lets the transport skip its line-end check: it must hold for every name."""
+    factory = make_factory(project, planned_digest(project))
+    names = ["Ana", "Zoë Müller", "Evil\r\nBcc: x@example.net", "tab\there", "a\rb\nc", "日本", ""]
+    for index, name in enumerate(names):
+        message = factory.build(OutboxRow(index, 1, "*", f"r{index}@example.org", name, 0))
+        data = message.data
+        assert message.crlf_only
+        assert data.count(b"\r\n") == data.count(b"\n") == data.count(b"\r")
+        assert wire_form(data, crlf_only=True) == wire_form(data)
