@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email import policy
@@ -29,6 +30,7 @@ from bench.table import Table
 from pipeline.config import load_settings
 from pipeline.digest import (
     DigestPlan,
+    audience_key,
     compile_mjml,
     digest_context,
     plan_digest,
@@ -81,12 +83,15 @@ def run(scale: float) -> Table:
 
     wall = time.perf_counter()
     started = time.process_time()
-    digest = plan_digest(changes, _subscribers(count, list(settings.topics)), settings, disclaimer)
+    subscribers = _subscribers(count, list(settings.topics))
+    digest = plan_digest(changes, Counter(s.topics for s in subscribers), settings, disclaimer)
     compile_seconds = time.process_time() - started
     assert digest is not None
     records = {a.audience.key: a.record() for a in digest.audiences}
     rows = [
-        OutboxRow(i, 1, key, s.email, s.name, 0) for i, (key, s) in enumerate(digest.recipients)
+        OutboxRow(i, 1, audience_key(s.topics), s.email, s.name, 0)
+        for i, s in enumerate(subscribers)
+        if audience_key(s.topics) in records
     ]
     factory = MessageFactory(settings, KEY, lambda _n, key: records[key], clock=lambda: NOW)
 

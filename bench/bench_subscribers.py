@@ -17,10 +17,11 @@ from pathlib import Path
 from bench.table import Table
 from pipeline.store import Ledger
 from pipeline.subscribers import (
+    ListFiles,
     SubscriberList,
     SubscriberStore,
     load_subscribers,
-    planned_recipients,
+    planned_topic_counts,
 )
 
 TOPICS = ("scleroderma", "interstitial-lung-disease", "multiple-sclerosis")
@@ -71,9 +72,9 @@ def run(scale: float) -> Table:
             store.merge(lists.entries, NOW)
 
             def steady_publish() -> object:
-                found = load_subscribers(root / "subscribers", root, known_topics=TOPICS)
-                planned_recipients(ledger, found)
-                return store.merge(found.entries, NOW)
+                files = ListFiles(root / "subscribers", root, TOPICS)
+                planned_topic_counts(ledger, files.entries())
+                return store.merge(files.entries(), NOW)
 
             baseline = _best_of(3, read)
             steps = [

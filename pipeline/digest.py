@@ -13,8 +13,7 @@ from __future__ import annotations
 import html
 import re
 import secrets
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
@@ -25,7 +24,7 @@ from mjml import mjml2html
 from pipeline.config import Settings
 from pipeline.disclaimer import Disclaimer
 from pipeline.errors import TemplateError
-from pipeline.models import Audience, Changes, Entry, Subscriber
+from pipeline.models import Audience, Changes, Entry
 from pipeline.store import AudienceRecord
 
 __all__ = [
@@ -112,9 +111,14 @@ class DigestPlan:
 
     subject: str
     audiences: tuple[CompiledAudience, ...]
-    recipients: tuple[tuple[str, Subscriber], ...]  # (audience key, subscriber)
+    members: dict[str, int]  # audience key -> how many subscribers get that audience
     web_html: str  # the "view in browser" copy: every change, no personal data
     everyone: CompiledAudience  # every change, for previews and test sends
+
+    @property
+    def recipients(self) -> int:
+        """How many messages the digest sends."""
+        return sum(self.members.values())
 
 
 def template_environment(templates_dir: str) -> jinja2.Environment:
@@ -140,14 +144,14 @@ def audience_key(topics: frozenset[str]) -> str:
 
 
 def build_audiences(
-    changes: Changes, subscribers: Iterable[Subscriber]
-) -> dict[str, tuple[Audience, list[Subscriber]]]:
-    """Group subscribers by the topics they chose; drop groups none of whose topics changed."""
-    groups: dict[frozenset[str], list[Subscriber]] = defaultdict(list)
-    for subscriber in subscribers:
-        groups[subscriber.topics].append(subscriber)
-    audiences: dict[str, tuple[Audience, list[Subscriber]]] = {}
-    for topics, members in groups.items():
+    changes: Changes, topic_counts: Mapping[frozenset[str], int]
+) -> dict[str, tuple[Audience, int]]:
+    """Subscribers grouped by the topics they chose (``topic_counts``: how many chose each
+    set), with how many each group has; groups none of whose topics changed are dropped."""
+    audiences: dict[str, tuple[Audience, int]] = {}
+    for topics, members in topic_counts.items():
+        if members <= 0:
+            continue
 
         def chosen(entry: Entry, topics: frozenset[str] = topics) -> bool:
             return not topics or bool(topics.intersection(entry.article.topics))
@@ -317,25 +321,30 @@ def _render(env: jinja2.Environment, name: str, context: dict[str, object]) -> s
 
 
 def plan_digest(
-    changes: Changes, subscribers: Iterable[Subscriber], settings: Settings, disclaimer: Disclaimer
+    changes: Changes,
+    topic_counts: Mapping[frozenset[str], int],
+    settings: Settings,
+    disclaimer: Disclaimer,
 ) -> DigestPlan | None:
-    """Everything needed to send this publish's digest, or None when nothing is announced."""
+    """Everything needed to send this publish's digest, or None when nothing is announced.
+
+    ``topic_counts`` says how many subscribers chose each set of topics; who they are is
+    read when the outbox is recorded, so no plan holds a list of every subscriber.
+    """
     if not changes.announced:
         return None
     env = template_environment(str(settings.paths.templates))
     nonce = secrets.token_hex(6)
-    groups = build_audiences(changes, subscribers)
+    groups = build_audiences(changes, topic_counts)
     compiled = tuple(
         render_audience(audience, settings, disclaimer, env, nonce)
         for audience, _ in groups.values()
     )
-    recipients = tuple(
-        (key, subscriber) for key, (_, members) in groups.items() for subscriber in members
-    )
+    members = {key: count for key, (_, count) in groups.items()}
     everyone = Audience(EVERY_TOPIC, frozenset(), changes.new, changes.updated)
     web = render_audience(everyone, settings, disclaimer, env, nonce)
     web_html = web.html.fill(public_slot_values(settings), escape=True)
-    return DigestPlan(web.subject, compiled, recipients, web_html, web)
+    return DigestPlan(web.subject, compiled, members, web_html, web)
 
 
 def public_slot_values(settings: Settings) -> dict[str, str]:

@@ -22,13 +22,13 @@ from urllib.parse import urljoin
 from pipeline.atomic import write_atomic
 from pipeline.config import Settings, secret_key
 from pipeline.delivery import PermanentFailure, TemporaryFailure, Transport, transport_for
-from pipeline.digest import EVERY_TOPIC, DigestPlan
+from pipeline.digest import EVERY_TOPIC, DigestPlan, audience_key
 from pipeline.errors import DeliveryError, PipelineError
 from pipeline.messages import MessageFactory, OutgoingMessage
 from pipeline.mime import addr_spec
 from pipeline.publish import plan_publish
 from pipeline.store import AudienceRecord, Ledger, OutboxRow
-from pipeline.subscribers import email_key
+from pipeline.subscribers import ListFiles, planned_subscriber
 
 __all__ = [
     "PREVIEW_DIR",
@@ -58,31 +58,40 @@ class Preview:
     files: tuple[Path, ...] = ()
 
 
-def _next_digest(settings: Settings, ledger: Ledger, now: datetime | None) -> DigestPlan:
-    digest = plan_publish(settings, ledger, now=now).digest
-    if digest is None or not digest.audiences:
+def _next_digest(
+    settings: Settings, ledger: Ledger, now: datetime | None
+) -> tuple[DigestPlan, ListFiles]:
+    plan = plan_publish(settings, ledger, now=now)
+    digest = plan.digest
+    if digest is None or not digest.audiences or plan.subscriber_lists is None:
         raise NothingToSend(
             "the next publish sends no digest: no new or updated article reaches a subscriber"
         )
-    return digest
+    return digest, plan.subscriber_lists
 
 
 def _row(
-    digest: DigestPlan, settings: Settings, subscriber: str | None, to: str | None
+    digest: DigestPlan,
+    settings: Settings,
+    subscriber: str | None,
+    to: str | None,
+    planned: tuple[Ledger, ListFiles],
 ) -> tuple[OutboxRow, AudienceRecord]:
     """The row to build: a subscriber's own copy, or every change addressed to ``to``."""
     if subscriber is None:
         address = to or settings.sender.address
         return OutboxRow(0, _PREVIEW_DIGEST, EVERY_TOPIC, address, "", 0), digest.everyone.record()
-    for key, member in digest.recipients:
-        if email_key(member.email) == email_key(subscriber):
-            audience = next(a for a in digest.audiences if a.audience.key == key)
-            row = OutboxRow(0, _PREVIEW_DIGEST, key, to or member.email, member.name, 0)
-            return row, audience.record()
-    raise NothingToSend(
-        f"{subscriber} gets nothing in the next digest: not in subscribers/*.csv, "
-        f"suppressed, or none of their topics changed ({len(digest.recipients)} recipients)"
-    )
+    ledger, lists = planned
+    member = planned_subscriber(ledger, lists.entries(), subscriber)
+    key = audience_key(member.topics) if member is not None else ""
+    audience = next((a for a in digest.audiences if a.audience.key == key), None)
+    if member is None or audience is None:
+        raise NothingToSend(
+            f"{subscriber} gets nothing in the next digest: not in subscribers/*.csv, "
+            f"suppressed, or none of their topics changed ({digest.recipients} recipients)"
+        )
+    row = OutboxRow(0, _PREVIEW_DIGEST, key, to or member.email, member.name, 0)
+    return row, audience.record()
 
 
 def build_preview(
@@ -95,8 +104,8 @@ def build_preview(
     now: datetime | None = None,
 ) -> Preview:
     """The next digest as ``subscriber`` would get it (default: every change), unrecorded."""
-    digest = _next_digest(settings, ledger, now)
-    row, record = _row(digest, settings, subscriber, to)
+    digest, lists = _next_digest(settings, ledger, now)
+    row, record = _row(digest, settings, subscriber, to, (ledger, lists))
     preview_url = urljoin(settings.base_url, f"{PREVIEW_DIR}/digest.html")
     factory = MessageFactory(
         settings,

@@ -9,7 +9,7 @@ after it leaves pending rows that the next run sends.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +19,7 @@ from pipeline.cache import CachedLoad, load_articles_cached
 from pipeline.config import Settings, secret_key
 from pipeline.delivery import DeliveryReport, Transport
 from pipeline.detect import detect_changes
-from pipeline.digest import DigestPlan, plan_digest
+from pipeline.digest import DigestPlan, audience_key, plan_digest
 from pipeline.disclaimer import load_disclaimer
 from pipeline.drain import Progress
 from pipeline.errors import ContentError, Problem
@@ -28,13 +28,7 @@ from pipeline.messages import check_email_settings
 from pipeline.models import Changes
 from pipeline.site import SitePlan, digest_page, output_stamps, plan_site, remove_stale
 from pipeline.store import KnownArticle, Ledger, PublishRecord
-from pipeline.subscribers import (
-    SubscriberList,
-    SubscriberStore,
-    email_key,
-    load_subscribers,
-    planned_recipients,
-)
+from pipeline.subscribers import ListFiles, SubscriberStore, planned_topic_counts
 from pipeline.workers import deliver_outbox
 
 __all__ = [
@@ -53,14 +47,14 @@ class PublishPlan:
     files: dict[str, bytes]  # path under public/ -> content
     digest: DigestPlan | None
     warnings: tuple[Problem, ...] = ()  # skipped subscriber rows and the like
-    subscriber_lists: SubscriberList | None = None  # merged into the ledger by execute()
+    subscriber_lists: ListFiles | None = None  # merged into the ledger by execute()
     site: SitePlan | None = None  # article pages to track, stale pages to remove
     cache: CachedLoad | None = None  # articles parsed this time, to cache
     email: bool = True  # False: planned for a publish without email, so no digest planned
 
     @property
     def recipients(self) -> int:
-        return len(self.digest.recipients) if self.digest else 0
+        return self.digest.recipients if self.digest else 0
 
 
 @dataclass(slots=True)
@@ -115,10 +109,12 @@ def plan_publish(
     files.update(site.files)
 
     # Recipients are the ledger's active subscribers once the lists are merged in (execute
-    # merges them; the plan only previews, so --dry-run writes nothing).
-    subscriber_list = load_subscribers(paths.subscribers, paths.root, known_topics=topics)
-    subscribers = planned_recipients(ledger, subscriber_list)
-    digest = plan_digest(changes, subscribers, settings, disclaimer) if email else None
+    # merges them; the plan only counts them per audience, so --dry-run writes nothing and
+    # no plan holds every subscriber).
+    lists = ListFiles(paths.subscribers, paths.root, tuple(sorted(topics)))
+    problems: list[Problem] = []
+    topic_counts = planned_topic_counts(ledger, lists.entries(problems))
+    digest = plan_digest(changes, topic_counts, settings, disclaimer) if email else None
     if digest is not None:
         check_email_settings(settings)  # a DKIM or sender mistake stops the run before recording
     return PublishPlan(
@@ -126,8 +122,8 @@ def plan_publish(
         changes,
         files,
         digest,
-        subscriber_list.problems,
-        subscriber_lists=subscriber_list,
+        tuple(problems),
+        subscriber_lists=lists,
         site=site,
         cache=cache,
         email=email,
@@ -151,7 +147,7 @@ def execute(
     report = PublishReport(plan)
     if plan.subscriber_lists is not None:
         store = SubscriberStore(ledger, secret_key(settings.paths), settings.topics)
-        store.merge(plan.subscriber_lists.entries, plan.now)
+        store.merge(plan.subscriber_lists.entries(), plan.now)
     public = settings.paths.public
     ordered = sorted(plan.files.items())
     written = set(write_all_if_changed((public / relative, data) for relative, data in ordered))
@@ -169,7 +165,6 @@ def execute(
     changes = plan.changes
     if changes.any:
         digest = plan.digest if send_email else None
-        suppressed = ledger.suppressed()  # someone may have unsubscribed since the plan
         record = PublishRecord(
             articles=tuple(
                 KnownArticle(
@@ -181,13 +176,7 @@ def execute(
             digest_subject=digest.subject if digest else None,
             web_html=digest.web_html if digest else "",
             audiences=tuple(a.record() for a in digest.audiences) if digest else (),
-            recipients=(
-                (key, s.email, s.name)
-                for key, s in digest.recipients
-                if email_key(s.email) not in suppressed
-            )
-            if digest
-            else (),
+            recipients=_recipients(ledger, digest) if digest else (),
             new_count=len(changes.new),
         )
         report.digest_id = ledger.record_publish(record, plan.now)
@@ -205,3 +194,18 @@ def execute(
             on_progress=on_progress,
         )
     return report
+
+
+def _recipients(ledger: Ledger, digest: DigestPlan) -> Iterator[tuple[str, str, str]]:
+    """``(audience key, email, name)`` of every active subscriber an audience is planned for.
+
+    Read from the ledger while the outbox is recorded, a chunk at a time, after the lists
+    are merged: whoever unsubscribed since the plan is left out, and no list of every
+    subscriber is ever held. A subscriber whose topics have no planned audience (none of
+    them changed, or they changed them since the plan) gets nothing this time.
+    """
+    planned = digest.members.keys()
+    for email, name, topics in ledger.active_subscribers():
+        key = audience_key(topics)
+        if key in planned:
+            yield key, email, name

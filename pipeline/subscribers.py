@@ -11,7 +11,9 @@ addresses (``pipeline.addresses``), lists (``pipeline.subscriber_lists``) and li
 
 from __future__ import annotations
 
+import itertools
 import secrets
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from pipeline.store import (
 from pipeline.subscriber_lists import (
     EXPORT_COLUMNS,
     ListEntry,
+    ListFiles,
     SubscriberList,
     export_csv,
     load_subscribers,
@@ -55,6 +58,7 @@ __all__ = [
     "EXPORT_COLUMNS",
     "PURPOSES",
     "ListEntry",
+    "ListFiles",
     "SignupRequest",
     "SubscriberList",
     "SubscriberStore",
@@ -67,7 +71,8 @@ __all__ = [
     "normalise_email",
     "open_store",
     "parse_topics",
-    "planned_recipients",
+    "planned_subscriber",
+    "planned_topic_counts",
     "read_list",
     "read_token",
     "sign_token",
@@ -79,21 +84,48 @@ __all__ = [
 RESEND_AFTER = timedelta(minutes=5)
 
 
-def planned_recipients(ledger: Ledger, lists: SubscriberList) -> list[Subscriber]:
-    """Who is active once ``lists`` are merged in, without writing anything (a publish plan)."""
-    current = {record.email_key: record for record in ledger.subscribers()}
-    active = {key: _subscriber(r) for key, r in current.items() if r.status == "active"}
-    for entry in lists.entries:
-        key = email_key(entry.subscriber.email)
-        record = current.get(key)
-        action = merge_action(None if record is None else record.status, entry.status)
-        if action == "add" and entry.status == "active":
-            active[key] = entry.subscriber
-        elif action == "activate" and record is not None:
-            active[key] = _subscriber(record)
+def planned_topic_counts(
+    ledger: Ledger, entries: Iterable[ListEntry], *, chunk: int = 500
+) -> Counter[frozenset[str]]:
+    """How many subscribers will be active for each set of topics once ``entries`` (the
+    editors' lists) are merged in, without writing anything (a publish plan).
+
+    The lists are streamed and looked up ``chunk`` addresses at a time; the ledger's
+    active subscribers are counted in SQL. Memory does not grow with the list.
+    """
+    counts: Counter[frozenset[str]] = Counter(ledger.active_topic_counts())
+    stream = iter(entries)
+    while batch := list(itertools.islice(stream, chunk)):
+        current = ledger.subscriber_states([email_key(e.subscriber.email) for e in batch])
+        for entry in batch:
+            found = current.get(email_key(entry.subscriber.email))
+            action = merge_action(None if found is None else found[0], entry.status)
+            if action == "add" and entry.status == "active":
+                counts[entry.subscriber.topics] += 1
+            elif action == "activate" and found is not None:
+                counts[found[1]] += 1  # a known address keeps its own topics
+            elif action == "suppress" and found is not None and found[0] == "active":
+                counts[found[1]] -= 1
+    return +counts  # drops the groups that emptied
+
+
+def planned_subscriber(
+    ledger: Ledger, entries: Iterable[ListEntry], address: str
+) -> Subscriber | None:
+    """``address`` as it will be once ``entries`` are merged in, if it will be active."""
+    key = email_key(address)
+    record = ledger.subscriber(key)
+    entry = next((e for e in entries if email_key(e.subscriber.email) == key), None)
+    status = None if record is None else record.status
+    if entry is not None:
+        action = merge_action(status, entry.status)
+        if action == "add":
+            return entry.subscriber if entry.status == "active" else None
+        if action == "activate":
+            status = "active"
         elif action == "suppress":
-            active.pop(key, None)
-    return list(active.values())
+            return None
+    return _subscriber(record) if record is not None and status == "active" else None
 
 
 @dataclass(frozen=True, slots=True)

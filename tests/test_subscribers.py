@@ -248,6 +248,58 @@ def test_each_publish_merges_the_lists_but_a_dry_run_writes_nothing(
         assert len(store.active()) == 5
 
 
+def test_the_plans_counts_match_who_the_publish_mails(
+    project: Path, smtp_server: Received, settings: Settings
+) -> None:
+    """The plan counts recipients per audience from a streamed list; the publish then reads
+    them from the ledger. Every merge rule must give the same answer on both sides."""
+    from pipeline import open_ledger, plan_publish
+
+    with open_store(settings) as store:
+        store.add("active@example.org", "Active", frozenset({"scleroderma"}), NOW)
+        store.add("gone@example.org", "Gone", frozenset(), NOW)
+        store.add("unsub@example.org", "Unsub", frozenset(), NOW)
+        store.remove("unsub@example.org", NOW)
+        store.request_signup("pending@example.org", "", frozenset({"multiple-sclerosis"}), NOW)
+    write_list(
+        project,
+        "z-more.csv",  # read after subscribers.csv
+        "email,name,topics,status\n"
+        "pending@example.org,P,,active\n"  # activates, keeping its own topics
+        "GONE@example.org,G,,unsubscribed\n"  # suppresses an active one
+        "unsub@example.org,U,,active\n"  # never brings one back
+        "Ana.Reyes@example.org,Again,multiple-sclerosis,unsubscribed\n"  # a repeat: ignored
+        "new@example.org,New,interstitial-lung-disease,active\n"
+        "new@example.org,New again,,unsubscribed\n",  # a repeat in the same file
+    )
+    with open_ledger(settings) as ledger:
+        plan = plan_publish(settings, ledger, now=FIRST_RUN)
+    assert plan.digest is not None
+    planned = dict(plan.digest.members)
+
+    publish(project)
+
+    with sqlite3.connect(settings.paths.ledger) as db:
+        recorded = dict(
+            db.execute("SELECT audience_key, COUNT(*) FROM outbox GROUP BY audience_key")
+        )
+    assert recorded == planned
+    mailed = {r.lower() for r in smtp_server.recipients()}
+    assert {"pending@example.org", "new@example.org", "ana.reyes@example.org"} <= mailed
+    assert not mailed & {"gone@example.org", "unsub@example.org"}
+    assert plan.recipients == len(mailed) == sum(planned.values())
+
+
+def test_a_list_with_a_bad_byte_far_down_is_skipped_whole(project: Path) -> None:
+    """Lists are read as a stream; a decoding error must not leave the rows before it."""
+    rows = "".join(f"r{i}@example.org,R,\n" for i in range(5000))
+    path = project / "subscribers" / "broken.csv"
+    path.write_bytes(("email,name,topics\n" + rows).encode() + b"bad\xff@example.org,B,\n")
+    found = load_subscribers(project / "subscribers", project)
+    assert any("broken.csv" in str(p) and "cannot read" in str(p) for p in found.problems)
+    assert not any(e.subscriber.email.startswith("r1@") for e in found.entries)
+
+
 def test_unsubscribing_stops_messages_already_queued(project: Path, settings: Settings) -> None:
     with open_store(settings) as store:
         merge_lists(store, project)

@@ -5,6 +5,7 @@ either nothing or a complete list of pending messages.
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 
 from pipeline.store.database import Database
@@ -19,6 +20,9 @@ from pipeline.store.records import (
 )
 
 __all__ = ["DigestStore"]
+
+# Outbox rows written per statement while recording a publish.
+_OUTBOX_CHUNK = 1000
 
 
 class DigestStore:
@@ -77,14 +81,15 @@ class DigestStore:
                         for a in record.audiences
                     ],
                 )
-                self._db.executemany(
-                    """INSERT INTO outbox (digest_id, audience_key, email, name, created_at)
-                       VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
-                    (
-                        (digest_id, key, email, name, stamp)
-                        for key, email, name in record.recipients
-                    ),
-                )
+                # In chunks: the recipients may be read from this same connection (see
+                # ``active_subscribers``), never while a statement is half done.
+                recipients = iter(record.recipients)
+                while chunk := list(itertools.islice(recipients, _OUTBOX_CHUNK)):
+                    self._db.executemany(
+                        """INSERT INTO outbox (digest_id, audience_key, email, name, created_at)
+                           VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
+                        [(digest_id, key, email, name, stamp) for key, email, name in chunk],
+                    )
             self._db.execute(
                 "INSERT INTO runs (finished_at, new, updated, withdrawn, digest_id) VALUES (?, ?, ?, ?, ?)",
                 (
