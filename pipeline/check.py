@@ -6,6 +6,7 @@ editor sees everything that is wrong in one go, as ``file:line: field: what to f
 
 from __future__ import annotations
 
+import collections
 import re
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from pipeline.authoring import placeholder_problems
 from pipeline.config import CONFIG_FILE, Settings, load_settings, require_project
 from pipeline.errors import ConfigError, PipelineError, Problem
 from pipeline.messages import email_settings_problems
-from pipeline.subscribers import load_subscribers
+from pipeline.subscribers import ListFiles
 from pipeline.template_check import check_templates
 
 __all__ = ["check_project", "load_checked", "problem_from_error"]
@@ -50,12 +51,15 @@ def check_project(settings: Settings) -> list[Problem]:
     paths = settings.paths
     topics = frozenset(settings.topics)
     articles = load_articles(paths.articles, paths.root, known_topics=topics)
+    list_problems: list[Problem] = []
+    lists = ListFiles(paths.subscribers, paths.root, tuple(sorted(topics)))
+    collections.deque(lists.entries(list_problems), maxlen=0)  # read through, keep nothing
     return [
         *_check_environment(settings),
         *check_templates(settings),
         *email_settings_problems(settings),
         *_in_file_order([*articles.problems, *placeholder_problems(articles.articles)]),
-        *load_subscribers(paths.subscribers, paths.root, known_topics=topics).problems,
+        *list_problems,
     ]
 
 

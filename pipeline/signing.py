@@ -21,6 +21,7 @@ import os
 import re
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -94,7 +95,7 @@ def _read_key(
 def _rsa_key(data: bytes, source: str) -> RSAPrivateKey:
     try:
         key = load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise ConfigError(
             f"{source}: not an RSA private key in PEM form (without a passphrase); "
             "create one with: openssl genrsa -out dkim.pem 2048"
@@ -117,7 +118,7 @@ def _ed25519_key(data: bytes, source: str) -> Ed25519PrivateKey:
     if data.lstrip().startswith(b"-----BEGIN"):
         try:
             key = load_pem_private_key(data, password=None)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             raise ConfigError(
                 f"{source}: not an unencrypted private key in PEM form; {fix}"
             ) from exc
