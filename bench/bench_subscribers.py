@@ -8,6 +8,8 @@ slower each is than the baseline.
 
 from __future__ import annotations
 
+import csv
+import io
 import tempfile
 import time
 from collections.abc import Callable
@@ -15,13 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.table import Table
+from pipeline.spreadsheet_csv import read_csv
 from pipeline.store import Ledger
 from pipeline.subscribers import (
     ListFiles,
     SubscriberList,
     SubscriberStore,
     load_subscribers,
-    planned_topic_counts,
+    plan_lists,
 )
 
 TOPICS = ("scleroderma", "interstitial-lung-disease", "multiple-sclerosis")
@@ -73,11 +76,22 @@ def run(scale: float) -> Table:
 
             def steady_publish() -> object:
                 files = ListFiles(root / "subscribers", root, TOPICS)
-                planned_topic_counts(ledger, files.entries())
+                files.check()
+                plan_lists(ledger, files.entries(), "bench-key")
                 return store.merge(files.entries(), NOW)
+
+            raw = (root / "subscribers" / "list.csv").read_bytes()
+
+            def fixed_dialect() -> object:  # what the reader did before dialect detection
+                return list(csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
+
+            def detected_dialect() -> object:  # BOM/UTF-16 check, csv.Sniffer, the header
+                return list(read_csv(raw, "email").rows())
 
             baseline = _best_of(3, read)
             steps = [
+                ("parse only: csv.reader, ',' assumed", _best_of(3, fixed_dialect)),
+                ("parse only: read_csv, dialect detected", _best_of(3, detected_dialect)),
                 ("read + validate the lists (baseline)", baseline),
                 ("first publish: read + merge into a new ledger", _best_of(3, first_merge)),
                 ("every later publish: read + preview + merge", _best_of(3, steady_publish)),

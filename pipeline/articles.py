@@ -188,7 +188,11 @@ def parse_article(
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark is not None else 1
-        problem(line, None, f"front matter is not valid YAML: {getattr(exc, 'problem', exc)}")
+        source_line = lines[line - 1] if mark is not None and line <= end else ""
+        if "\t" in source_line:  # the parser's words ("cannot start any token") hide the cause
+            problem(line, None, "a tab character; YAML allows only spaces here: use spaces")
+        else:
+            problem(line, None, f"front matter is not valid YAML: {getattr(exc, 'problem', exc)}")
         return None, problems
     if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
         problem(2, None, "front matter must be a mapping of 'field: value' lines")

@@ -6,17 +6,18 @@ editor sees everything that is wrong in one go, as ``file:line: field: what to f
 
 from __future__ import annotations
 
-import collections
 import re
 from pathlib import Path
 
 from pipeline.articles import load_articles
 from pipeline.authoring import placeholder_problems
-from pipeline.config import CONFIG_FILE, Settings, load_settings, require_project
+from pipeline.config import CONFIG_FILE, Settings, load_settings, require_project, secret_key
 from pipeline.errors import ConfigError, PipelineError, Problem
 from pipeline.messages import email_settings_problems
-from pipeline.subscribers import ListFiles
+from pipeline.store import Ledger
+from pipeline.subscribers import SubscriberList, load_subscribers, without_erased
 from pipeline.template_check import check_templates
+from pipeline.tokens import key_fingerprint
 
 __all__ = ["check_project", "load_checked", "problem_from_error"]
 
@@ -51,21 +52,60 @@ def check_project(settings: Settings) -> list[Problem]:
     paths = settings.paths
     topics = frozenset(settings.topics)
     articles = load_articles(paths.articles, paths.root, known_topics=topics)
-    list_problems: list[Problem] = []
-    lists = ListFiles(paths.subscribers, paths.root, tuple(sorted(topics)))
-    collections.deque(lists.entries(list_problems), maxlen=0)  # read through, keep nothing
+    lists = load_subscribers(paths.subscribers, paths.root, known_topics=topics)
     return [
         *_check_environment(settings),
         *check_templates(settings),
         *email_settings_problems(settings),
         *_in_file_order([*articles.problems, *placeholder_problems(articles.articles)]),
-        *list_problems,
+        *lists.problems,
+        *(p for p in lists.unusable if p not in lists.problems),  # what stops a publish
+        *_check_erasures(settings, lists),
     ]
 
 
 def _in_file_order(problems: list[Problem]) -> list[Problem]:
     """By file, then line; problems without a line (a missing field) come first in a file."""
     return sorted(problems, key=lambda p: (p.file, p.line or 0))
+
+
+def _check_erasures(settings: Settings, lists: SubscriberList) -> list[Problem]:
+    """List rows naming a forgotten address (their data should go too), and forgotten
+    addresses hashed under another secret key (they no longer match, so a list still
+    naming one would add it again)."""
+    path = settings.paths.ledger
+    if not path.exists():
+        return []
+    with Ledger.read_only(path) as ledger:
+        fingerprints = ledger.erased_fingerprints()
+        erased = ledger.erased_hashes()
+    if not fingerprints:
+        return []
+    key = secret_key(settings.paths)
+    kept = {e.source for e in without_erased(lists.entries, erased, key)}
+    problems = [
+        Problem(
+            file,
+            int(line),
+            "email",
+            "this address asked to be forgotten (`pipeline subscribers forget`); "
+            "delete the line, it is never mailed",
+        )
+        for file, _, line in (e.source.rpartition(":") for e in lists.entries)
+        if f"{file}:{line}" not in kept
+    ]
+    if fingerprints == {key_fingerprint(key)}:
+        return problems
+    return [
+        *problems,
+        Problem(
+            "PIPELINE_SECRET_KEY",
+            None,
+            None,
+            "some forgotten addresses were hashed under an earlier secret key and no longer "
+            "match; restore that key, or make sure no list names those people",
+        ),
+    ]
 
 
 def _check_environment(settings: Settings) -> list[Problem]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date
 from enum import IntEnum
 from pathlib import Path
 from typing import Any, NoReturn
@@ -38,18 +38,16 @@ from typing import Any, NoReturn
 import click
 
 from pipeline import views
-from pipeline.atomic import write_atomic
 from pipeline.authoring import create_article
 from pipeline.check import check_project, load_checked
 from pipeline.config import Settings, load_project
 from pipeline.console import Output, Verbosity
 from pipeline.delivery import DeliveryReport
-from pipeline.errors import ContentError, PipelineError, Problem
+from pipeline.errors import ContentError, DeliveryError, PipelineError, Problem
 from pipeline.preview import send_test, write_preview
 from pipeline.publish import PublishPlan, PublishReport, execute, open_ledger, plan_publish
 from pipeline.status import ProjectStatus, destination, project_status, read_ledger
-from pipeline.store import SUBSCRIBER_STATUSES, DeliveryCounts
-from pipeline.subscribers import export_csv, open_store, parse_topics
+from pipeline.store import DeliveryCounts
 from pipeline.workers import deliver_outbox
 
 __all__ = ["App", "ExitCode", "cli", "command", "main"]
@@ -212,6 +210,13 @@ def _render_plan(app: App, plan: PublishPlan) -> None:
         out.say("No digest: nothing new or updated to announce.")
     for warning in plan.warnings:
         out.warn(f"skipped {warning}")
+    if plan.list_differences:
+        out.say(
+            f"{len(plan.list_differences)} subscriber list value(s) differ from the ledger and "
+            "are ignored (a subscriber's own choices win); `pipeline subscribers set` changes them."
+        )
+        for note in plan.list_differences:
+            out.say(f"  {note}", level=Verbosity.VERBOSE)
 
 
 # --- check ---------------------------------------------------------------------------------
@@ -351,6 +356,8 @@ def _render_publish(
         out.say("Nothing new, updated or withdrawn.")
     written = len(report.written)
     out.say(f"Wrote {written} file(s) under public/." if written else "Files in public/ unchanged.")
+    if report.digest_id is not None:
+        out.say(f"Digest {report.digest_id} recorded.")
     if report.delivery is None:
         out.say("No email sent (--no-email).")
     else:
@@ -361,8 +368,17 @@ def _render_publish(
 def _render_delivery(app: App, delivery: DeliveryReport) -> None:
     """The summary of a delivery, shared by publish and deliver."""
     out = app.out
+    if delivery.stopped and delivery.done == 0:
+        waiting = delivery.pending + delivery.deferred
+        out.warn(f"no email sent: {delivery.stopped}")
+        out.warn(
+            f"{waiting} message(s) wait in the outbox; `pipeline deliver` sends them "
+            "once the server answers"
+        )
+        return
     if delivery.total == 0 and not delivery.pending:
-        out.say("No email to send.")
+        out.say("No email to send." if not delivery.waiting else "No email due now.")
+        _render_waiting(app, delivery)
         return
     out.say(
         f"Email to {destination(app.settings)}: {delivery.sent} sent, "
@@ -387,78 +403,18 @@ def _render_delivery(app: App, delivery: DeliveryReport) -> None:
         )
     if delivery.failed:
         out.warn(f"{delivery.failed} message(s) failed for good; see `pipeline status`")
+    if not delivery.deferred:
+        _render_waiting(app, delivery)
 
 
-# --- subscribers ---------------------------------------------------------------------------
-
-
-@cli.group()
-def subscribers() -> None:
-    """List, add, remove, import and export subscribers (kept in the ledger)."""
-
-
-@command("list", group=subscribers)
-@click.option("--status", type=click.Choice(SUBSCRIBER_STATUSES), help="Only this status.")
-def subscribers_list(app: App, status: str | None) -> None:
-    """Show every subscriber: address, status, topics, name (tab-separated)."""
-    with read_ledger(app.settings) as ledger:  # listing creates nothing on disk
-        records = ledger.subscribers((status,) if status else ())
-    for r in records:
-        topics = ";".join(sorted(r.topics)) or "*"
-        click.echo(f"{r.email}\t{r.status}\t{topics}\t{r.name}")  # tab-separated for scripts
-    app.out.say(f"{len(records)} subscriber(s)", style="dim")
-
-
-@command("add", group=subscribers)
-@click.argument("email")
-@click.option("--name", default="", help="The name used in the greeting.")
-@click.option("--topics", default="", help="Topic slugs separated by ';' (default: every topic).")
-def subscribers_add(app: App, email: str, name: str, topics: str) -> None:
-    """Add a subscriber, active at once (or update a subscribed one's name and topics)."""
-    chosen = parse_topics(topics, app.settings.topics)
-    with open_store(app.settings) as store:
-        record = store.add(email, name, chosen, datetime.now(UTC))
-    app.out.say(f"{record.email} is {record.status}")
-
-
-@command("remove", group=subscribers)
-@click.argument("email")
-def subscribers_remove(app: App, email: str) -> None:
-    """Unsubscribe an address for good: no list import brings it back."""
-    with open_store(app.settings) as store:
-        changed = store.remove(email, datetime.now(UTC))
-    app.out.say(f"{email} unsubscribed" if changed else f"{email} was not subscribed")
-
-
-@command("import", group=subscribers)
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def subscribers_import(app: App, file: Path) -> None:
-    """Merge a CSV list (email,name,topics[,status]); exit 1 if rows were skipped."""
-    with open_store(app.settings) as store:
-        counts, found = store.import_file(file, app.settings.paths.root, datetime.now(UTC))
-    for problem in found.problems:
-        app.out.warn(f"skipped {problem}")
-    app.out.say(
-        f"{counts.added} added, {counts.activated} activated, {counts.suppressed} suppressed, "
-        f"{counts.unchanged} unchanged, {len(found.problems)} skipped"
-    )
-    if found.problems:
-        stop(ExitCode.PROBLEMS)
-
-
-@command("export", group=subscribers)
-@click.option(
-    "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not stdout."
-)
-def subscribers_export(app: App, output: Path | None) -> None:
-    """Write every subscriber with status and source as CSV."""
-    with read_ledger(app.settings) as ledger:  # exporting creates nothing on disk
-        text = export_csv(ledger.subscribers())
-    if output is None:
-        click.echo(text, nl=False)
-    else:
-        write_atomic(output, text.encode("utf-8"))
-        app.out.say(f"wrote {output}")
+def _render_waiting(app: App, delivery: DeliveryReport) -> None:
+    """Deferred messages not due yet: how many, and when the first may go."""
+    if delivery.waiting and delivery.next_try is not None:
+        when = delivery.next_try.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        app.out.say(
+            f"{delivery.waiting} deferred message(s) wait for their next try, the first at "
+            f"{when}; `pipeline deliver` sends them from then on."
+        )
 
 
 # --- preview and send-test -----------------------------------------------------------------
@@ -471,7 +427,7 @@ def subscribers_export(app: App, output: Path | None) -> None:
     help="Preview the copy this subscriber would get (default: every change).",
 )
 def preview(app: App, subscriber: str | None) -> None:
-    """Write the next digest to public/preview/ as HTML, text and .eml; record nothing."""
+    """Write the next digest to state/preview/ as HTML, text and .eml; record nothing."""
     settings = app.settings
     with read_ledger(settings) as ledger:
         result = write_preview(settings, ledger, subscriber=subscriber)
@@ -483,10 +439,18 @@ def preview(app: App, subscriber: str | None) -> None:
 @command("send-test")
 @click.option("--to", "to", required=True, metavar="ADDR", help="Where to send the test copy.")
 def send_test_command(app: App, to: str) -> None:
-    """Send the next digest to ADDR with "[TEST]" in the subject; record nothing."""
+    """Send the next digest to ADDR with "[TEST]" in the subject; record nothing.
+
+    Right after a publish, with nothing new, the latest digest is sent as the test.
+    """
     settings = app.settings
     with read_ledger(settings) as ledger:
         result, reply = send_test(settings, ledger, to)
+    if result.published_digest is not None:
+        app.out.say(
+            f"Nothing new since the last publish: resending digest {result.published_digest}, "
+            "the latest, as the test."
+        )
     app.out.say(f"Sent {result.subject!r} to {to} through {destination(settings)}: {reply}")
 
 
@@ -500,11 +464,18 @@ def serve(app: App, host: str, port: int) -> None:
     """Serve the site, its feeds and the subscriber pages over HTTP until interrupted."""
     import uvicorn  # only this command needs the server
 
-    from pipeline.web import create_app
+    from pipeline.web import create_app, listen
 
     settings = app.settings
+    sock = listen(host, port)  # a busy port is a clear error (exit 1), before "Serving"
     app.out.say(f"Serving {settings.paths.public} on http://{host}:{port}/ (Ctrl-C stops)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    try:
+        server.run(sockets=[sock])
+    except SystemExit as exc:  # uvicorn's startup failure is its exit 3, ours is "partial"
+        raise PipelineError(f"the server on {host}:{port} did not start: see above") from exc
+    if not server.started:
+        raise PipelineError(f"the server on {host}:{port} did not start: see above")
 
 
 # --- deliver -------------------------------------------------------------------------------
@@ -523,13 +494,24 @@ def deliver_command(app: App, retry_failed: bool) -> None:
     """
     settings = app.settings
     with open_ledger(settings) as ledger, app.out.delivery_progress() as progress:
-        report = deliver_outbox(settings, ledger, retry_failed=retry_failed, on_progress=progress)
+        try:
+            report = deliver_outbox(
+                settings, ledger, retry_failed=retry_failed, on_progress=progress
+            )
+        except DeliveryError:
+            queued = ledger.delivery_counts()
+            app.out.warn(f"{queued.pending + queued.deferred} message(s) stay in the outbox")
+            raise  # nothing could be sent: exit 1 with the reason
     app.out.data({"retried": report.retried, "delivery": views.delivery_dict(report)})
     if retry_failed:
         app.out.say(f"{report.retried} failed message(s) made pending again.")
     _render_delivery(app, report)
     if not report.complete:
         stop(ExitCode.PARTIAL)
+
+
+# The subscribers group lives in its own module; importing it registers its commands.
+from pipeline import cli_subscribers  # noqa: E402, F401
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ headers; it ends with the disclaimer and the postal address like every email of 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, make_msgid
 
@@ -13,9 +14,11 @@ import jinja2
 from markupsafe import Markup
 
 from pipeline.config import Settings
+from pipeline.delivery import PermanentFailure, TemporaryFailure, Transport
 from pipeline.digest import compile_mjml, template_environment, topics_phrase
 from pipeline.disclaimer import Disclaimer
-from pipeline.errors import TemplateError
+from pipeline.drain import backoff, lease_owner
+from pipeline.errors import DeliveryError, TemplateError
 from pipeline.messages import OutgoingMessage
 from pipeline.mime import (
     addr_spec,
@@ -25,9 +28,10 @@ from pipeline.mime import (
     multipart_alternative,
     quoted_printable,
 )
+from pipeline.store import Ledger
 from pipeline.subscribers import CONFIRM_MAX_AGE, clean_name
 
-__all__ = ["confirmation_message"]
+__all__ = ["confirmation_message", "queue_confirmation", "send_queued"]
 
 HTML_TEMPLATE = "confirm.mjml.j2"
 TEXT_TEMPLATE = "confirm.txt.j2"
@@ -82,3 +86,70 @@ def confirmation_message(
     boundary = "=_" + message_id[1:].partition("@")[0]
     data = multipart_alternative(headers, boundary, quoted_printable(text), quoted_printable(html))
     return OutgoingMessage(addr_spec(sender.address), addr_spec(email), message_id, data)
+
+
+def queue_confirmation(ledger: Ledger, message: OutgoingMessage, name: str, now: datetime) -> int:
+    """Put a confirmation in the outbox (committed before anyone is told it is coming), so a
+    mail server that is down delays it but never loses it. Returns the outbox row id."""
+    return ledger.queue_message(
+        message.recipient, clean_name(name), message.sender, message.message_id, message.data, now
+    )
+
+
+async def send_queued(
+    ledger: Ledger,
+    row_id: int,
+    make_transport: Callable[[], Transport],
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    retry_after: float = 60.0,
+    max_attempts: int = 5,
+) -> str:
+    """Try once, now, to send the queued message ``row_id``; record its fate like the drain.
+
+    Returns "sent", "deferred", "failed" or "taken" (another delivery holds the row). A
+    deferred row is retried by the next ``pipeline deliver`` or ``publish``.
+    """
+    owner = lease_owner()
+    row = ledger.claim_row(row_id, owner, now(), now() + timedelta(minutes=2))
+    if row is None:
+        return "taken"
+    sender, message_id, data = ledger.stored_message(row.id)
+    transport = make_transport()
+    try:
+        await transport.open()
+        reply = await transport.send(OutgoingMessage(sender, row.email, message_id, data))
+    except TemporaryFailure as exc:
+        return _defer_or_fail(
+            ledger, row.id, row.attempts, exc.reply, now(), retry_after, max_attempts
+        )
+    except PermanentFailure as exc:
+        if exc.hard_bounce:
+            ledger.mark_bounced(row.id, row.email, exc.reply, now())
+        else:
+            ledger.mark_failed(row.id, exc.reply)
+        return "failed"
+    except (DeliveryError, OSError) as exc:  # the sender refused or no server: try later
+        return _defer_or_fail(
+            ledger, row.id, row.attempts, str(exc), now(), retry_after, max_attempts
+        )
+    finally:
+        await transport.close()
+    ledger.mark_sent(row.id, message_id, reply, now())
+    return "sent"
+
+
+def _defer_or_fail(
+    ledger: Ledger,
+    row_id: int,
+    attempts: int,
+    reply: str,
+    now: datetime,
+    retry_after: float,
+    max_attempts: int,
+) -> str:
+    if attempts + 1 >= max_attempts:
+        ledger.mark_failed(row_id, reply)
+        return "failed"
+    ledger.mark_deferred(row_id, reply, now + backoff(attempts, base=retry_after))
+    return "deferred"

@@ -22,6 +22,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -145,6 +146,8 @@ class DeliveryReport:
     seconds: float = 0.0
     interrupted: bool = False
     stopped: str | None = None  # why the run stopped early, if the server went away
+    waiting: int = 0  # deferred rows whose next try had not come when the run ended
+    next_try: datetime | None = None  # the earliest of those tries
 
     @property
     def done(self) -> int:

@@ -37,7 +37,7 @@ from pipeline.mime import (
     multipart_alternative,
 )
 from pipeline.signing import DkimSigner, load_signer
-from pipeline.store import AudienceRecord, OutboxRow
+from pipeline.store import TRANSACTIONAL_DIGEST, AudienceRecord, OutboxRow
 from pipeline.subscribers import make_token, subscriber_ref
 
 __all__ = [
@@ -129,8 +129,10 @@ class MessageFactory:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         web_copy_url: Callable[[int], str] | None = None,
+        load_stored: Callable[[int], tuple[str, str, bytes]] | None = None,
     ) -> None:
         self.settings = settings
+        self._load_stored = load_stored  # prepared messages (confirmations) by outbox row
         self._key = key
         self._load_audience = load_audience
         self._clock = clock
@@ -209,7 +211,14 @@ class MessageFactory:
         return self._last_date[1]
 
     def build(self, row: OutboxRow, *, test: bool = False) -> OutgoingMessage:
-        """The message for ``row``; ``test`` marks the subject "[TEST]" and gives a fresh id."""
+        """The message for ``row``; ``test`` marks the subject "[TEST]" and gives a fresh id.
+
+        A row of the reserved digest 0 is a prepared message (a sign-up confirmation),
+        sent as it was queued.
+        """
+        if row.digest_id == TRANSACTIONAL_DIGEST and self._load_stored is not None:
+            sender, message_id, data = self._load_stored(row.id)
+            return OutgoingMessage(sender, addr_spec(row.email), message_id, data)
         audience = self._audience(row.digest_id, row.audience_key)
         values = self.slot_values(row, row.audience_key)
         unsubscribe_url = values["unsubscribe_url"]

@@ -2,9 +2,11 @@
 
 Both build the digest the next ``publish`` would send, through the same code, and record
 nothing: no article versions, no digest, no outbox rows. A preview is written to
-``public/preview/`` as ``digest.html``, ``digest.txt`` (the two parts, decoded back from
+``state/preview/`` as ``digest.html``, ``digest.txt`` (the two parts, decoded back from
 the message) and ``digest.eml`` (the message exactly as it would be sent, DKIM signature
-included when configured). Their "view in browser" link points at that preview page,
+included when configured). Never under ``public/``: a subscriber's preview carries their
+working unsubscribe and preferences links, and ``public/`` is what ``serve`` serves and
+what gets deployed. Their "view in browser" link points at the local ``digest.html``,
 since the digest has no number until it is published.
 """
 
@@ -17,7 +19,6 @@ from datetime import datetime
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
-from urllib.parse import urljoin
 
 from pipeline.atomic import write_atomic
 from pipeline.config import Settings, secret_key
@@ -26,7 +27,7 @@ from pipeline.digest import EVERY_TOPIC, DigestPlan, audience_key
 from pipeline.errors import DeliveryError, PipelineError
 from pipeline.messages import MessageFactory, OutgoingMessage
 from pipeline.mime import addr_spec
-from pipeline.publish import plan_publish
+from pipeline.publish import PREVIEW_DIR, plan_publish, remove_public_preview
 from pipeline.store import AudienceRecord, Ledger, OutboxRow
 from pipeline.subscribers import ListFiles, planned_subscriber
 
@@ -35,11 +36,12 @@ __all__ = [
     "NothingToSend",
     "Preview",
     "build_preview",
+    "preview_folder",
+    "remove_public_preview",
     "send_test",
     "write_preview",
 ]
 
-PREVIEW_DIR = "preview"
 _PREVIEW_DIGEST = 0  # not a real digest number: nothing is recorded
 
 
@@ -56,6 +58,7 @@ class Preview:
     html: str
     text: str
     files: tuple[Path, ...] = ()
+    published_digest: int | None = None  # set when a test resends an already sent digest
 
 
 def _next_digest(
@@ -82,7 +85,8 @@ def _row(
         address = to or settings.sender.address
         return OutboxRow(0, _PREVIEW_DIGEST, EVERY_TOPIC, address, "", 0), digest.everyone.record()
     ledger, lists = planned
-    member = planned_subscriber(ledger, lists.entries(), subscriber)
+    secret = secret_key(settings.paths) if ledger.erased_hashes() else ""
+    member = planned_subscriber(ledger, lists.entries(), subscriber, secret)
     key = audience_key(member.topics) if member is not None else ""
     audience = next((a for a in digest.audiences if a.audience.key == key), None)
     if member is None or audience is None:
@@ -102,11 +106,14 @@ def build_preview(
     to: str | None = None,
     test: bool = False,
     now: datetime | None = None,
+    view_url: str | None = None,
 ) -> Preview:
-    """The next digest as ``subscriber`` would get it (default: every change), unrecorded."""
+    """The next digest as ``subscriber`` would get it (default: every change), unrecorded.
+
+    Its "view in browser" link is ``view_url``, by default the local preview file."""
     digest, lists = _next_digest(settings, ledger, now)
     row, record = _row(digest, settings, subscriber, to, (ledger, lists))
-    preview_url = urljoin(settings.base_url, f"{PREVIEW_DIR}/digest.html")
+    preview_url = view_url or (preview_folder(settings) / "digest.html").absolute().as_uri()
     factory = MessageFactory(
         settings,
         secret_key(settings.paths),
@@ -114,14 +121,29 @@ def build_preview(
         web_copy_url=lambda _digest: preview_url,
     )
     message = factory.build(row, test=test)
+    html, text = _parts(message)
+    return Preview(message, _subject(message), html, text)
+
+
+def _parsed(message: OutgoingMessage) -> EmailMessage:
     parsed = email.message_from_bytes(message.data, policy=policy.default)
     assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def _subject(message: OutgoingMessage) -> str:
+    return str(_parsed(message)["Subject"])
+
+
+def _parts(message: OutgoingMessage) -> tuple[str, str]:
+    """The HTML and text parts, decoded, with LF line ends."""
+    parsed = _parsed(message)
     parts = {}
-    for subtype in ("plain", "html"):
+    for subtype in ("html", "plain"):
         part = parsed.get_body((subtype,))
         assert part is not None, "a digest always has both parts"
         parts[subtype] = str(part.get_content()).replace("\r\n", "\n")
-    return Preview(message, str(parsed["Subject"]), parts["html"], parts["plain"])
+    return parts["html"], parts["plain"]
 
 
 def write_preview(
@@ -131,9 +153,13 @@ def write_preview(
     subscriber: str | None = None,
     now: datetime | None = None,
 ) -> Preview:
-    """Write ``public/preview/digest.{html,txt,eml}``; record nothing."""
+    """Write ``state/preview/digest.{html,txt,eml}``; record nothing.
+
+    A ``public/preview/`` left by an earlier version (which wrote there) is removed first.
+    """
     preview = build_preview(settings, ledger, subscriber=subscriber, now=now)
-    folder = settings.paths.public / PREVIEW_DIR
+    remove_public_preview(settings)
+    folder = preview_folder(settings)
     contents = {
         "digest.html": preview.html.encode("utf-8"),
         "digest.txt": preview.text.encode("utf-8"),
@@ -150,6 +176,10 @@ def write_preview(
     )
 
 
+def preview_folder(settings: Settings) -> Path:
+    return settings.paths.state / PREVIEW_DIR
+
+
 def send_test(
     settings: Settings,
     ledger: Ledger,
@@ -161,13 +191,48 @@ def send_test(
 ) -> tuple[Preview, str]:
     """Send the next digest to ``to`` with "[TEST]" in the subject; record nothing.
 
-    Returns the message sent and the server's reply; a refusal raises ``DeliveryError``.
+    With nothing new to announce (right after a publish), the latest digest sent is
+    resent as the test instead, so a relay can be tried at any time; ``published_digest``
+    then names it. Returns the message sent and the server's reply; a refusal raises
+    ``DeliveryError``, and ``NothingToSend`` means no digest was ever sent and none is due.
     """
     addr_spec(to)  # a clear error for a malformed address, before any work
-    preview = build_preview(settings, ledger, subscriber=subscriber, to=to, test=True, now=now)
+    try:
+        preview = build_preview(
+            settings,
+            ledger,
+            subscriber=subscriber,
+            to=to,
+            test=True,
+            now=now,
+            view_url=settings.base_url,  # a test reader cannot open a local preview file
+        )
+    except NothingToSend:
+        if subscriber is not None:
+            raise
+        preview = _latest_digest(settings, ledger, to)
     chosen = transport if transport is not None else transport_for(settings)[0]()
     reply = asyncio.run(_send_one(chosen, preview.message))
     return preview, reply
+
+
+def _latest_digest(settings: Settings, ledger: Ledger, to: str) -> Preview:
+    """The latest digest sent, addressed to ``to`` as a test: its every-topic copy if it
+    had one, else the copy of the audience with the most topics."""
+    digest_id = ledger.latest_digest()
+    if digest_id is None:
+        raise NothingToSend(
+            "nothing to send: no digest was sent yet and no new or updated article is "
+            "waiting; publish an article first"
+        )
+    audiences = ledger.audiences(digest_id)
+    chosen = next((a for a in audiences if a.key == EVERY_TOPIC), None) or max(
+        audiences, key=lambda a: len(a.key.split(";"))
+    )
+    factory = MessageFactory(settings, secret_key(settings.paths), lambda _d, _k: chosen)
+    message = factory.build(OutboxRow(0, digest_id, chosen.key, to, "", 0), test=True)
+    html, text = _parts(message)
+    return Preview(message, _subject(message), html, text, published_digest=digest_id)
 
 
 async def _send_one(transport: Transport, message: OutgoingMessage) -> str:

@@ -9,6 +9,7 @@ after it leaves pending rows that the next run sends.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,21 +23,23 @@ from pipeline.detect import detect_changes
 from pipeline.digest import DigestPlan, audience_key, plan_digest
 from pipeline.disclaimer import load_disclaimer
 from pipeline.drain import Progress
-from pipeline.errors import ContentError, Problem
+from pipeline.errors import ContentError, DeliveryError, Problem
 from pipeline.feeds import render_feeds
 from pipeline.messages import check_email_settings
 from pipeline.models import Changes
 from pipeline.site import SitePlan, digest_page, output_stamps, plan_site, remove_stale
 from pipeline.store import KnownArticle, Ledger, PublishRecord
-from pipeline.subscribers import ListFiles, SubscriberStore, planned_topic_counts
+from pipeline.subscribers import ListFiles, SubscriberStore, plan_lists
 from pipeline.workers import deliver_outbox
 
 __all__ = [
+    "PREVIEW_DIR",
     "PublishPlan",
     "PublishReport",
     "execute",
     "open_ledger",
     "plan_publish",
+    "remove_public_preview",
 ]
 
 
@@ -51,10 +54,20 @@ class PublishPlan:
     site: SitePlan | None = None  # article pages to track, stale pages to remove
     cache: CachedLoad | None = None  # articles parsed this time, to cache
     email: bool = True  # False: planned for a publish without email, so no digest planned
+    to_write: tuple[str, ...] = ()  # the files whose bytes differ on disk: what execute writes
+    # List rows whose name or topics differ from the ledger's (kept): "file:line: addr: …"
+    list_differences: tuple[str, ...] = ()
 
     @property
     def recipients(self) -> int:
         return self.digest.recipients if self.digest else 0
+
+
+def _same(path: Path, data: bytes) -> bool:
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
 
 
 @dataclass(slots=True)
@@ -64,6 +77,20 @@ class PublishReport:
     removed: list[str] = field(default_factory=list)  # stale pages (withdrawn, renamed)
     digest_id: int | None = None
     delivery: DeliveryReport | None = None
+
+
+# Previews live in state/preview/; earlier versions wrote them to public/preview/.
+PREVIEW_DIR = "preview"
+
+
+def remove_public_preview(settings: Settings) -> bool:
+    """Delete ``public/preview/`` if an earlier version left one there: its copies carry a
+    subscriber's working links and must not be served or deployed. True if it existed."""
+    legacy = settings.paths.public / PREVIEW_DIR
+    if not legacy.is_dir():
+        return False
+    shutil.rmtree(legacy)
+    return True
 
 
 def open_ledger(settings: Settings) -> Ledger:
@@ -110,11 +137,22 @@ def plan_publish(
 
     # Recipients are the ledger's active subscribers once the lists are merged in (execute
     # merges them; the plan only counts them per audience, so --dry-run writes nothing and
-    # no plan holds every subscriber).
+    # no plan holds every subscriber: the lists are streamed, see ListFiles).
     lists = ListFiles(paths.subscribers, paths.root, tuple(sorted(topics)))
-    problems: list[Problem] = []
-    topic_counts = planned_topic_counts(ledger, lists.entries(problems))
-    digest = plan_digest(changes, topic_counts, settings, disclaimer) if email else None
+    subscriber_list = lists.check()
+    if subscriber_list.unusable and email:
+        # Mailing the rows that happened to parse would silently drop everyone else.
+        unusable = subscriber_list.unusable
+        raise ContentError(
+            [*subscriber_list.problems, *(p for p in unusable if p not in subscriber_list.problems)]
+        )
+    warnings = subscriber_list.problems + tuple(
+        p for p in subscriber_list.unusable if p not in subscriber_list.problems
+    )
+    # The key is needed only to match forgotten addresses; a dry run must not create one.
+    secret = secret_key(paths) if ledger.erased_hashes() else ""
+    merge = plan_lists(ledger, lists.entries(), secret)
+    digest = plan_digest(changes, merge.topic_counts, settings, disclaimer) if email else None
     if digest is not None:
         check_email_settings(settings)  # a DKIM or sender mistake stops the run before recording
     return PublishPlan(
@@ -122,11 +160,17 @@ def plan_publish(
         changes,
         files,
         digest,
-        tuple(problems),
+        warnings,
         subscriber_lists=lists,
         site=site,
         cache=cache,
         email=email,
+        list_differences=tuple(merge.differences),
+        to_write=tuple(
+            relative
+            for relative, data in sorted(files.items())
+            if not _same(paths.public / relative, data)
+        ),
     )
 
 
@@ -145,6 +189,8 @@ def execute(
         # Recording the changes without their digest would drop them for every subscriber.
         raise ValueError("this plan was made with email=False; execute it with send_email=False")
     report = PublishReport(plan)
+    if remove_public_preview(settings):
+        report.removed.append(f"{PREVIEW_DIR}/")
     if plan.subscriber_lists is not None:
         store = SubscriberStore(ledger, secret_key(settings.paths), settings.topics)
         store.merge(plan.subscriber_lists.entries(), plan.now)
@@ -153,7 +199,7 @@ def execute(
     written = set(write_all_if_changed((public / relative, data) for relative, data in ordered))
     report.written += [relative for relative, _ in ordered if public / relative in written]
     if plan.site is not None:
-        report.removed = remove_stale(public, plan.site.stale)
+        report.removed += remove_stale(public, plan.site.stale)
         ledger.record_site_outputs(
             output_stamps(public, plan.site.keys, plan.files), plan.site.forget
         )
@@ -186,13 +232,22 @@ def execute(
                 report.written.append(str(web_copy))
 
     if send_email:
-        report.delivery = deliver_outbox(
-            settings,
-            ledger,
-            make_transport=make_transport,
-            connections=connections,
-            on_progress=on_progress,
-        )
+        try:
+            report.delivery = deliver_outbox(
+                settings,
+                ledger,
+                make_transport=make_transport,
+                connections=connections,
+                on_progress=on_progress,
+            )
+        except DeliveryError as exc:
+            # The feeds, site and digest are done and recorded: a mail server that is down
+            # leaves the messages pending for `pipeline deliver`, a partial result, not an
+            # error that would hide what was published.
+            queued = ledger.delivery_counts()
+            report.delivery = DeliveryReport(
+                pending=queued.pending, deferred=queued.deferred, stopped=str(exc)
+            )
     return report
 
 

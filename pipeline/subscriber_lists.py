@@ -7,10 +7,9 @@ invalid row is reported with file, line and field and skipped.
 
 from __future__ import annotations
 
-import _csv
 import array
 import bisect
-import codecs
+import collections
 import csv
 import hashlib
 import io
@@ -22,6 +21,7 @@ from pathlib import Path
 from pipeline.addresses import clean_name, email_key, normalise_email, parse_topics
 from pipeline.errors import Problem, SubscriberError
 from pipeline.models import Subscriber
+from pipeline.spreadsheet_csv import UnreadableCsv, read_csv
 from pipeline.store import SubscriberRecord
 
 __all__ = [
@@ -59,8 +59,13 @@ class ListEntry:
 
 @dataclass(frozen=True, slots=True)
 class SubscriberList:
+    """The valid rows of one or more lists; each skipped row as a problem (file:line:
+    reason); ``unusable`` names each file that stops a publish (none of its rows can be
+    read, or most are invalid)."""
+
     entries: tuple[ListEntry, ...]
     problems: tuple[Problem, ...]
+    unusable: tuple[Problem, ...] = ()
 
     @property
     def subscribers(self) -> tuple[Subscriber, ...]:
@@ -71,43 +76,64 @@ class SubscriberList:
 class ListFiles:
     """The editors' lists: every ``*.csv`` in ``directory``, read as a stream on each use.
 
-    A publish reads them twice (to plan, then to merge) rather than holding every row:
-    memory stays flat however long the lists are.
+    A publish reads them to check, to plan and to merge rather than holding every row:
+    memory stays flat however long the lists are (one file's text is held while it is
+    read).
     """
 
     directory: Path
     root: Path
     known_topics: tuple[str, ...] = ()
 
-    def entries(self, problems: list[Problem] | None = None) -> Iterator[ListEntry]:
+    def check(self) -> SubscriberList:
+        """The skipped rows and unusable files, without keeping any row (``entries`` empty)."""
+        problems: list[Problem] = []
+        unusable: list[Problem] = []
+        for path in self._paths():
+            collections.deque(_read_rows(path, self, problems, unusable, None), maxlen=0)
+        return SubscriberList((), tuple(problems), tuple(unusable))
+
+    def entries(self) -> Iterator[ListEntry]:
         """Every valid row in file order; an address seen again (in any case, in any file)
-        is merged into its first row; invalid rows are skipped and added to ``problems``.
+        is merged into its first row.
 
         Addresses already seen are remembered as 64-bit hashes (8 bytes of BLAKE2b), 8
         bytes each; two different addresses share a hash with a probability below one in
         ten million even in a list of a million.
         """
-        found = [] if problems is None else problems
         seen = _SeenAddresses()
-        for path in sorted(self.directory.glob("*.csv")):
-            yield from _read_rows(path, self.root, self.known_topics, found, seen)
+        for path in self._paths():
+            yield from _read_rows(path, self, [], [], seen)
+
+    def _paths(self) -> list[Path]:
+        return sorted(self.directory.glob("*.csv"))
 
 
 def load_subscribers(
     directory: Path, root: Path, *, known_topics: Iterable[str] = ()
 ) -> SubscriberList:
-    """Read every ``*.csv`` in ``directory`` into memory (see ``ListFiles`` for a stream)."""
-    problems: list[Problem] = []
-    entries = tuple(ListFiles(directory, root, tuple(known_topics)).entries(problems))
-    return SubscriberList(entries, tuple(problems))
+    """Read every ``*.csv`` in ``directory`` into memory (``ListFiles`` streams them); an
+    address seen again (in any case) is merged into its first row; invalid rows are
+    skipped and reported."""
+    files = ListFiles(directory, root, tuple(known_topics))
+    checked = files.check()
+    return SubscriberList(tuple(files.entries()), checked.problems, checked.unusable)
 
 
 def read_list(path: Path, root: Path, *, known_topics: Iterable[str] = ()) -> SubscriberList:
     """Read one list: a CSV file whose header names ``email`` and optionally ``name``,
-    ``topics`` and ``status`` (the columns of an export are accepted and the rest ignored)."""
+    ``topics`` and ``status`` (the columns of an export are accepted and the rest ignored).
+
+    Any separator, encoding and line ending a spreadsheet writes is read (see
+    ``pipeline.spreadsheet_csv``). Each invalid row is a problem naming its line; a file
+    from which no row can be read, or where most rows are invalid, is also ``unusable``:
+    it stops a publish, since sending to the few rows left would drop everyone else.
+    """
     problems: list[Problem] = []
-    entries = tuple(_read_rows(path, root, tuple(known_topics), problems, _SeenAddresses()))
-    return SubscriberList(entries, tuple(problems))
+    unusable: list[Problem] = []
+    files = ListFiles(path.parent, root, tuple(known_topics))
+    entries = tuple(_read_rows(path, files, problems, unusable, _SeenAddresses()))
+    return SubscriberList(entries, tuple(problems), tuple(unusable))
 
 
 class _SeenAddresses:
@@ -144,53 +170,57 @@ class _SeenAddresses:
 
 
 def _read_rows(
-    path: Path, root: Path, known: tuple[str, ...], problems: list[Problem], seen: _SeenAddresses
-) -> Iterator[ListEntry]:
-    source = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-    try:
-        # Decoded once up front, block by block, so that a bad byte far down the file
-        # skips the whole file (as an unreadable file does), not just the rows after it.
-        decoder = codecs.getincrementaldecoder("utf-8-sig")()
-        with path.open("rb") as raw:
-            while block := raw.read(1 << 20):
-                decoder.decode(block)
-            decoder.decode(b"", final=True)
-        with path.open(encoding="utf-8-sig", newline="") as file:
-            yield from _parse_rows(csv.reader(file), source, known, problems, seen)
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.append(Problem(source, None, None, f"cannot read it: {exc}"))
-
-
-def _parse_rows(
-    reader: _csv.Reader,
-    source: str,
-    known: tuple[str, ...],
+    path: Path,
+    files: ListFiles,
     problems: list[Problem],
-    seen: _SeenAddresses,
+    unusable: list[Problem],
+    seen: _SeenAddresses | None,
 ) -> Iterator[ListEntry]:
-    header = [h.strip().lower() for h in next(reader, [])]
-    if not header:
+    """One file's valid rows, its skipped rows added to ``problems`` and, when the file
+    stops a publish, a problem to ``unusable``. ``seen`` None: check only, yield nothing."""
+    source = str(path.relative_to(files.root)) if path.is_relative_to(files.root) else str(path)
+    known = files.known_topics
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        _add_unusable(problems, unusable, source, None, f"cannot read it: {exc.strerror or exc}")
         return
+    if not raw.strip(b"\xef\xbb\xbf\xff\xfe\x00 \t\r\n"):
+        return
+    try:
+        table = read_csv(raw, "email")
+    except UnreadableCsv as exc:
+        _add_unusable(problems, unusable, source, 1, str(exc))
+        return
+    del raw  # the decoded text is all the rows need
+    header = table.header
     unknown = [h for h in header if h not in EXPORT_COLUMNS]
-    if "email" not in header or unknown or len(set(header)) != len(header):
-        what = f"unknown column {unknown[0]!r}" if unknown else "no 'email' column or a repeat"
-        problems.append(
-            Problem(
-                source,
-                1,
-                None,
-                f"{what}; the header names the columns email,name,topics (and optionally status)",
-            )
+    if unknown or len(set(header)) != len(header):
+        what = f"unknown column {unknown[0]!r}" if unknown else "a column named twice"
+        _add_unusable(
+            problems,
+            unusable,
+            source,
+            1,
+            f"{what} (read as {table.described}); the header names the columns "
+            "email,name,topics (and optionally status)",
         )
         return
-    line = 1
-    for row in reader:
-        line = reader.line_num
+    first_problem = len(problems)
+    rows = 0
+    for line, row in table.rows():
         if not any(cell.strip() for cell in row):
             continue
+        rows += 1
         if len(row) != len(header):
             problems.append(
-                Problem(source, line, None, f"expected {len(header)} columns, found {len(row)}")
+                Problem(
+                    source,
+                    line,
+                    None,
+                    f"expected {len(header)} columns, found {len(row)} "
+                    f"(the file reads as {table.described})",
+                )
             )
             continue
         cells = dict(zip(header, (cell.strip() for cell in row), strict=True))
@@ -210,10 +240,29 @@ def _parse_rows(
                 Problem(source, line, "status", f"use one of {', '.join(_IMPORT_STATUSES)}")
             )
             continue
-        if not seen.add(address):
+        if seen is None or not seen.add(address):
             continue
         subscriber = Subscriber(address, clean_name(cells.get("name", "")), topics)
         yield ListEntry(subscriber, status, f"{source}:{line}")
+    invalid = len(problems) - first_problem
+    if rows and invalid * 2 > rows:
+        unusable.append(
+            Problem(
+                source,
+                None,
+                None,
+                f"{invalid} of its {rows} rows are invalid (read as {table.described}); "
+                "nobody on this list is mailed until it is fixed",
+            )
+        )
+
+
+def _add_unusable(
+    problems: list[Problem], unusable: list[Problem], source: str, line: int | None, text: str
+) -> None:
+    problem = Problem(source, line, None, text)
+    problems.append(problem)
+    unusable.append(problem)
 
 
 def export_csv(records: Iterable[SubscriberRecord]) -> str:

@@ -11,6 +11,9 @@ addresses (``pipeline.addresses``), lists (``pipeline.subscriber_lists``) and li
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
 import itertools
 import secrets
 from collections import Counter
@@ -59,63 +62,105 @@ __all__ = [
     "PURPOSES",
     "ListEntry",
     "ListFiles",
+    "ListPlan",
     "SignupRequest",
     "SubscriberList",
     "SubscriberStore",
     "TokenError",
     "clean_name",
+    "describe_changes",
     "email_key",
+    "erased_hash",
     "export_csv",
+    "list_differences",
+    "listed_subscribers",
     "load_subscribers",
     "make_token",
     "normalise_email",
     "open_store",
     "parse_topics",
+    "plan_lists",
     "planned_subscriber",
-    "planned_topic_counts",
     "read_list",
     "read_token",
     "sign_token",
     "subscriber_ref",
     "verify_token",
+    "without_erased",
 ]
 
 # One confirmation email per address in this window, however often the form is sent.
 RESEND_AFTER = timedelta(minutes=5)
 
 
-def planned_topic_counts(
-    ledger: Ledger, entries: Iterable[ListEntry], *, chunk: int = 500
-) -> Counter[frozenset[str]]:
-    """How many subscribers will be active for each set of topics once ``entries`` (the
-    editors' lists) are merged in, without writing anything (a publish plan).
+def list_differences(
+    records: Iterable[SubscriberRecord], entries: Iterable[ListEntry]
+) -> list[str]:
+    """List rows whose name or topics differ from a known subscriber's, as
+    "source: address: field: 'ledger' -> 'file'". A merge keeps the subscriber's own
+    choices, so these are what a list would change if it could."""
+    known = {r.email_key: r for r in records if not r.suppressed}
+    notes = []
+    for entry in entries:
+        record = known.get(email_key(entry.subscriber.email))
+        if record is not None:
+            found = describe_changes(record, entry.subscriber.name, entry.subscriber.topics)
+            notes += [f"{entry.source}: {record.email}: {change}" for change in found]
+    return notes
 
-    The lists are streamed and looked up ``chunk`` addresses at a time; the ledger's
-    active subscribers are counted in SQL. Memory does not grow with the list.
+
+def without_erased(entries: Iterable[ListEntry], erased: set[str], key: str) -> Iterator[ListEntry]:
+    """``entries`` less the addresses whose keyed hash is in ``erased`` (forgotten ones),
+    one at a time: a list is never copied."""
+    if not erased:
+        return iter(entries)
+    return (e for e in entries if erased_hash(e.subscriber.email, key) not in erased)
+
+
+@dataclass(slots=True)
+class ListPlan:
+    """What merging the editors' lists would do, without writing anything: how many will
+    be active per set of topics, and the list values that differ from a known subscriber's
+    own (kept; see ``list_differences``)."""
+
+    topic_counts: Counter[frozenset[str]]
+    differences: list[str]
+
+
+def plan_lists(
+    ledger: Ledger, entries: Iterable[ListEntry], secret: str, *, chunk: int = 500
+) -> ListPlan:
+    """Preview a merge of ``entries`` (streamed: ``ListFiles.entries``) for a publish plan.
+
+    The ledger's active subscribers are counted in SQL and the list rows looked up
+    ``chunk`` addresses at a time, so memory does not grow with the list or the ledger.
     """
     counts: Counter[frozenset[str]] = Counter(ledger.active_topic_counts())
-    stream = iter(entries)
+    differences: list[str] = []
+    stream = without_erased(entries, ledger.erased_hashes(), secret)
     while batch := list(itertools.islice(stream, chunk)):
-        current = ledger.subscriber_states([email_key(e.subscriber.email) for e in batch])
+        known = ledger.subscribers_by_key([email_key(e.subscriber.email) for e in batch])
+        differences += list_differences(known.values(), batch)
         for entry in batch:
-            found = current.get(email_key(entry.subscriber.email))
-            action = merge_action(None if found is None else found[0], entry.status)
+            found = known.get(email_key(entry.subscriber.email))
+            action = merge_action(None if found is None else found.status, entry.status)
             if action == "add" and entry.status == "active":
                 counts[entry.subscriber.topics] += 1
             elif action == "activate" and found is not None:
-                counts[found[1]] += 1  # a known address keeps its own topics
-            elif action == "suppress" and found is not None and found[0] == "active":
-                counts[found[1]] -= 1
-    return +counts  # drops the groups that emptied
+                counts[found.topics] += 1  # a known address keeps its own topics
+            elif action == "suppress" and found is not None and found.status == "active":
+                counts[found.topics] -= 1
+    return ListPlan(+counts, differences)  # +: drops the groups that emptied
 
 
 def planned_subscriber(
-    ledger: Ledger, entries: Iterable[ListEntry], address: str
+    ledger: Ledger, entries: Iterable[ListEntry], address: str, secret: str
 ) -> Subscriber | None:
     """``address`` as it will be once ``entries`` are merged in, if it will be active."""
     key = email_key(address)
     record = ledger.subscriber(key)
-    entry = next((e for e in entries if email_key(e.subscriber.email) == key), None)
+    kept = without_erased(entries, ledger.erased_hashes(), secret)
+    entry = next((e for e in kept if email_key(e.subscriber.email) == key), None)
     status = None if record is None else record.status
     if entry is not None:
         action = merge_action(status, entry.status)
@@ -126,6 +171,39 @@ def planned_subscriber(
         elif action == "suppress":
             return None
     return _subscriber(record) if record is not None and status == "active" else None
+
+
+def listed_subscribers(
+    ledger: Ledger, lists: SubscriberList, secret: str, now: datetime
+) -> list[SubscriberRecord]:
+    """Every subscriber as the next publish will see them: the ledger's, with the lists'
+    rows merged in by the import rules, without writing anything. A row not imported yet
+    has id 0 and its list line as ``source``."""
+    records = {record.email_key: record for record in ledger.subscribers()}
+    for entry in without_erased(lists.entries, ledger.erased_hashes(), secret):
+        key = email_key(entry.subscriber.email)
+        record = records.get(key)
+        action = merge_action(None if record is None else record.status, entry.status)
+        if action == "add":
+            member = entry.subscriber
+            records[key] = SubscriberRecord(
+                0,
+                key,
+                member.email,
+                member.name,
+                member.topics,
+                entry.status,
+                entry.source,
+                None,
+                "",
+                now,
+                now,
+                now if entry.status == "active" else None,
+            )
+        elif action in ("activate", "suppress") and record is not None:
+            status = "active" if action == "activate" else entry.status
+            records[key] = dataclasses.replace(record, status=status)
+    return list(records.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,36 +234,100 @@ class SubscriberStore:
         return [_subscriber(r) for r in self.ledger.subscribers(("active",))]
 
     def merge(self, entries: Iterable[ListEntry], now: datetime) -> MergeCounts:
-        """Merge list rows in (see ``Ledger.merge_subscribers`` for the rules)."""
-        rows = (self._row(e.subscriber, e.status, e.source) for e in entries)
+        """Merge list rows in (see ``Ledger.merge_subscribers`` for the rules); a forgotten
+        (erased) address is left out, so no list brings it back."""
+        kept = without_erased(entries, self.ledger.erased_hashes(), self._key)
+        rows = (self._row(e.subscriber, e.status, e.source) for e in kept)
         return self.ledger.merge_subscribers(rows, now)
+
+    def differences(self, entries: Iterable[ListEntry]) -> list[str]:
+        """See ``list_differences``."""
+        return list_differences(self.ledger.subscribers(), entries)
+
+    def read_file(self, path: Path, root: Path) -> SubscriberList:
+        """Read one list file against this project's topics (its rows, and skipped rows)."""
+        return read_list(path, root, known_topics=self.known_topics)
 
     def import_file(
         self, path: Path, root: Path, now: datetime
     ) -> tuple[MergeCounts, SubscriberList]:
         """Read one list file and merge its valid rows; the list carries the skipped rows."""
-        found = read_list(path, root, known_topics=self.known_topics)
+        found = self.read_file(path, root)
         return self.merge(found.entries, now), found
 
-    def add(self, email: str, name: str, topics: frozenset[str], now: datetime) -> SubscriberRecord:
-        """An editor adds (or updates) a subscriber, active at once. Refuses to bring back
-        an unsubscribed or bounced address: only their own confirmed sign-up may."""
-        subscriber = Subscriber(normalise_email(email), clean_name(name), topics)
-        record = self.find(subscriber.email)
+    def add(
+        self,
+        email: str,
+        name: str | None,
+        topics: frozenset[str] | None,
+        now: datetime,
+    ) -> tuple[SubscriberRecord, tuple[str, ...]]:
+        """An editor adds a subscriber, active at once; returns it and what changed.
+
+        ``None`` means "not given". A new address gets the name (default none) and topics
+        (default every topic). A known active one is left exactly as it is: changing it is
+        ``change``'s job, so giving a different name or topics raises ``SubscriberError``
+        naming `pipeline subscribers set`. A pending one (a web sign-up not confirmed) is
+        activated, keeping what its owner asked for. An unsubscribed, bounced or forgotten
+        address is refused: only its owner's confirmed sign-up may bring it back.
+        """
+        address = normalise_email(email)
+        record = self.find(address)
         if record is None:
-            self.ledger.merge_subscribers([self._row(subscriber, "active", "cli")], now)
-        elif record.suppressed:
+            self._refuse_erased(address)
+            chosen = Subscriber(address, clean_name(name or ""), topics or frozenset())
+            self.ledger.merge_subscribers([self._row(chosen, "active", "cli")], now)
+            return self._found(address), ("added",)
+        if record.suppressed:
             raise SubscriberError(
                 f"{record.email} is {record.status} and stays so; only a new sign-up "
                 "confirmed by its owner can make it active again"
             )
-        else:
-            self.ledger.update_subscriber(
-                record.email_key, name=subscriber.name, topics=topics, now=now, activate=True
+        differs = describe_changes(record, name, topics)
+        if differs:
+            raise SubscriberError(
+                f"{record.email} is already {record.status} ({'; '.join(differs)}); "
+                f"`pipeline subscribers set {record.email}` changes it"
             )
-        added = self.find(subscriber.email)
-        assert added is not None
-        return added
+        if record.status == "pending":
+            self.ledger.update_subscriber(
+                record.email_key, name=record.name, topics=record.topics, now=now, activate=True
+            )
+            return self._found(address), ("status: pending -> active",)
+        return record, ()
+
+    def change(
+        self, email: str, name: str | None, topics: frozenset[str] | None, now: datetime
+    ) -> tuple[SubscriberRecord, tuple[str, ...]]:
+        """Change only what is given of a known subscriber; returns it and each change as
+        "field: old -> new". Raises ``SubscriberError`` for an unknown or suppressed one."""
+        record = self.find(email)
+        if record is None:
+            raise SubscriberError(f"{email} is not a subscriber; `pipeline subscribers add` it")
+        if record.suppressed:
+            raise SubscriberError(f"{record.email} is {record.status}; nothing changed")
+        changes = describe_changes(record, name, topics)
+        if changes:
+            self.ledger.update_subscriber(
+                record.email_key,
+                name=record.name if name is None else clean_name(name),
+                topics=record.topics if topics is None else topics,
+                now=now,
+                activate=False,
+            )
+        return self._found(record.email), changes
+
+    def _found(self, email: str) -> SubscriberRecord:
+        record = self.find(email)
+        assert record is not None, "written just before"
+        return record
+
+    def _refuse_erased(self, address: str) -> None:
+        if erased_hash(address, self._key) in self.ledger.erased_hashes():
+            raise SubscriberError(
+                f"{address} asked to be forgotten; only a new sign-up confirmed by its "
+                "owner can subscribe it again"
+            )
 
     def remove(self, email: str, now: datetime, *, reason: str = "removed by an editor") -> bool:
         """Unsubscribe an address for good (kept as suppressed so no list brings it back)."""
@@ -218,9 +360,12 @@ class SubscriberStore:
         signup = self.ledger.signup(signup_id)
         if signup is None:
             raise TokenError("this sign-up is not known here")
-        return self.ledger.confirm_signup(
+        record = self.ledger.confirm_signup(
             signup_id, subscriber_ref(signup.email_key, self._key), now
         )
+        if record is not None:  # the owner's own consent lifts a past erasure
+            self.ledger.unerase(erased_hash(signup.email, self._key))
+        return record
 
     def pending_signup(self, token: str, now: datetime) -> SignupRecord:
         """The sign-up a confirmation token names (checked, expiry included), unchanged."""
@@ -266,6 +411,29 @@ def open_store(settings: Settings) -> Iterator[SubscriberStore]:
     """The project's subscriber store, its ledger closed on leaving."""
     with Ledger(settings.paths.ledger) as ledger:
         yield SubscriberStore(ledger, secret_key(settings.paths), settings.topics)
+
+
+def _topics_label(topics: frozenset[str]) -> str:
+    return ";".join(sorted(topics)) or "every topic"
+
+
+def describe_changes(
+    record: SubscriberRecord, name: str | None, topics: frozenset[str] | None
+) -> tuple[str, ...]:
+    """Each field that ``name`` and ``topics`` (None: not given) would change, as
+    "name: 'old' -> 'new'"; empty when nothing would change."""
+    changes = []
+    if name is not None and clean_name(name) != record.name:
+        changes.append(f"name: {record.name!r} -> {clean_name(name)!r}")
+    if topics is not None and topics != record.topics:
+        changes.append(f"topics: {_topics_label(record.topics)} -> {_topics_label(topics)}")
+    return tuple(changes)
+
+
+def erased_hash(address: str, key: str) -> str:
+    """The keyed hash (HMAC-SHA256 under the project's secret key) an erased address is
+    remembered by: it matches the address again but cannot be read back."""
+    return hmac.new(key.encode(), email_key(address).encode(), hashlib.sha256).hexdigest()
 
 
 def _subscriber(record: SubscriberRecord) -> Subscriber:

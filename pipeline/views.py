@@ -18,7 +18,7 @@ from pipeline.errors import Problem
 from pipeline.models import Entry
 from pipeline.publish import PublishPlan, PublishReport
 from pipeline.status import AudienceCount, ProjectStatus, audience_counts
-from pipeline.store import DeliveryCounts
+from pipeline.store import TRANSACTIONAL_DIGEST, DeliveryCounts
 
 __all__ = [
     "audiences_table",
@@ -121,6 +121,7 @@ def _entry_dict(entry: Entry) -> dict[str, Any]:
 
 
 def plan_dict(plan: PublishPlan) -> dict[str, Any]:
+    """The plan as JSON; ``files`` are those it writes (their bytes differ on disk)."""
     changes = plan.changes
     digest = plan.digest
     return {
@@ -132,7 +133,7 @@ def plan_dict(plan: PublishPlan) -> dict[str, Any]:
             for a in changes.scheduled
         ],
         "unchanged": len(changes.unchanged),
-        "files": sorted(plan.files),
+        "files": list(plan.to_write),
         "digest": None
         if digest is None
         else {
@@ -189,9 +190,10 @@ def digests_table(status: ProjectStatus) -> Table | None:
     table = _table("digest", "created", "pending", "deferred", "failed", "sent", title="Digests")
     for d in open_ones:
         c = d.counts
+        confirmations = d.digest_id == TRANSACTIONAL_DIGEST  # sign-up confirmations
         table.add_row(
-            str(d.digest_id),
-            _when(d.created_at),
+            "confirmations" if confirmations else str(d.digest_id),
+            "" if confirmations else _when(d.created_at),
             str(c.pending),
             str(c.deferred),
             str(c.failed),
@@ -234,6 +236,7 @@ def delivery_dict(delivery: DeliveryReport | None) -> dict[str, Any] | None:
         "skipped": delivery.skipped,
         "pending": delivery.pending,
         "interrupted": delivery.interrupted,
+        "stopped": delivery.stopped,
         "rate": round(delivery.rate, 1),
         "seconds": round(delivery.seconds, 3),
         "complete": delivery.complete,

@@ -10,10 +10,14 @@ preferences) are routes passed to ``create_app``; they take precedence over the 
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import gzip
 import hashlib
 import mimetypes
-from collections.abc import Sequence
+import socket
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
@@ -26,7 +30,8 @@ from starlette.routing import BaseRoute, Mount
 from starlette.types import Receive, Scope, Send
 
 from pipeline.config import Settings
-from pipeline.web_subscribers import subscriber_routes
+from pipeline.errors import PipelineError
+from pipeline.web_subscribers import retry_confirmations, subscriber_routes
 
 __all__ = ["PublicFiles", "create_app", "media_type"]
 
@@ -161,13 +166,58 @@ def _not_modified(request: Headers, etag: str, modified: datetime) -> bool:
     return False
 
 
-def create_app(settings: Settings, routes: Sequence[BaseRoute] = ()) -> Starlette:
-    """An ASGI app serving ``public/``; ``routes`` (subscriber pages) come before the files."""
+def create_app(
+    settings: Settings, routes: Sequence[BaseRoute] = (), *, retry_every: float = 60.0
+) -> Starlette:
+    """An ASGI app serving ``public/``; ``routes`` (subscriber pages) come before the files.
+
+    While it runs, confirmation emails the mail server deferred are retried every
+    ``retry_every`` seconds.
+    """
     settings.paths.public.mkdir(parents=True, exist_ok=True)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(retry_confirmations(settings, every=retry_every))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
     return Starlette(
         routes=[
             *subscriber_routes(settings),
             *routes,
             Mount("/", app=PublicFiles(settings.paths.public), name="public"),
-        ]
+        ],
+        lifespan=lifespan,
     )
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` and listening, for the server to take over.
+
+    Bound here, before "Serving…" is printed, so a busy port or an unknown host is one
+    clear ``PipelineError`` (exit 1) rather than uvicorn's startup failure (its exit 3,
+    which this CLI reserves for a partial delivery).
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as exc:
+        raise PipelineError(f"cannot listen on {host}:{port}: {exc}; check --host") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        why = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror or exc
+        raise PipelineError(
+            f"cannot listen on {host}:{port}: {why}; stop the other server or choose another --port"
+        ) from exc
+    return sock

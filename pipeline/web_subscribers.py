@@ -1,7 +1,9 @@
 """Subscriber pages on ``pipeline serve``: sign-up, confirm, unsubscribe, preferences.
 
-- ``/subscribe/``: the form; a POST sends a confirmation email (double opt-in) and answers
-  the same page whatever the address's state, so the page reveals nothing about it.
+- ``/subscribe/``: the form; a POST queues a confirmation email (double opt-in) in the
+  outbox, answers the same page whatever the address's state (so the page reveals nothing
+  about it), then tries to send it; a mail server that is down delays it, and
+  ``pipeline deliver`` (or the next publish) sends it.
 - ``/confirm/<token>``: GET shows a button, POST activates (link scanners open links).
 - ``/unsubscribe/<token>``: GET shows a button and changes nothing; any POST (the button, or
   RFC 8058 one-click with ``List-Unsubscribe=One-Click`` and no cookies) unsubscribes at
@@ -15,6 +17,7 @@ typed is escaped by the templates.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -31,16 +34,15 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from pipeline.config import Settings, secret_key
-from pipeline.confirmation import confirmation_message
-from pipeline.delivery import PermanentFailure, TemporaryFailure, Transport, transport_for
+from pipeline.confirmation import confirmation_message, queue_confirmation, send_queued
+from pipeline.delivery import Transport, transport_for
 from pipeline.digest import topics_phrase
 from pipeline.disclaimer import load_disclaimer
-from pipeline.errors import DeliveryError, SubscriberError
-from pipeline.messages import OutgoingMessage
+from pipeline.errors import SubscriberError
 from pipeline.store import Ledger, SubscriberRecord
 from pipeline.subscribers import SubscriberStore, TokenError
 
-__all__ = ["RateLimit", "subscriber_routes"]
+__all__ = ["RateLimit", "retry_confirmations", "subscriber_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,42 @@ class _Pages:
         )
 
 
+async def retry_confirmations(
+    settings: Settings,
+    *,
+    every: float = 60.0,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    make_transport: Callable[[], Transport] | None = None,
+) -> None:
+    """While ``serve`` runs: every ``every`` seconds, send the confirmations whose next try
+    has come, so a reader is not kept waiting for the next ``deliver`` or ``publish``."""
+    while True:
+        await asyncio.sleep(every)
+        with Ledger(settings.paths.ledger) as ledger:
+            for row_id in ledger.due_messages(clock()):
+                await _try_confirmation(settings, ledger, row_id, clock, make_transport)
+
+
+async def _try_confirmation(
+    settings: Settings,
+    ledger: Ledger,
+    row_id: int,
+    clock: Callable[[], datetime],
+    make_transport: Callable[[], Transport] | None,
+) -> None:
+    """One try of a queued confirmation, with [send]'s back-off; logged unless sent."""
+    outcome = await send_queued(
+        ledger,
+        row_id,
+        make_transport or transport_for(settings)[0],
+        now=clock,
+        retry_after=settings.send.retry_after,
+        max_attempts=settings.send.max_attempts,
+    )
+    if outcome != "sent":
+        log.warning("confirmation email (outbox row %d) %s; it stays queued", row_id, outcome)
+
+
 def subscriber_routes(
     settings: Settings,
     *,
@@ -153,15 +191,10 @@ def subscriber_routes(
             link=(signup_url, "Go to the sign-up form"),
         )
 
-    async def send(message: OutgoingMessage) -> None:
-        transport = (make_transport or transport_for(settings)[0])()
-        try:
-            await transport.open()
-            await transport.send(message)
-        except (DeliveryError, TemporaryFailure, PermanentFailure) as exc:
-            log.warning("confirmation email to %s not sent: %s", message.recipient, exc)
-        finally:
-            await transport.close()
+    async def send_confirmation(row_id: int) -> None:
+        """After the answer: one try at once; a deferred row is retried later."""
+        with Ledger(settings.paths.ledger) as ledger:
+            await _try_confirmation(settings, ledger, row_id, clock, make_transport)
 
     async def subscribe(request: Request) -> Response:
         def form_page(status: int, errors: list[str], values: Mapping[str, Any]) -> Response:
@@ -196,29 +229,33 @@ def subscriber_routes(
         if unknown:
             return form_page(422, [f"{unknown[0]} is not one of our topics."], values)
         ledger, store = open_store()
+        task = None
         with ledger:
             try:
                 signup = store.request_signup(email, name, topics, now)
             except SubscriberError:
                 return form_page(422, ["Please enter a valid email address."], values)
-        task = None
-        if signup.token is not None:
-            message = confirmation_message(
-                settings,
-                disclaimer,
-                email=signup.email,
-                name=name,
-                topics=topics,
-                confirm_url=urljoin(settings.base_url, f"confirm/{signup.token}"),
-                now=now,
-            )
-            # Sent after the answer: the page and its timing are the same for every address.
-            task = BackgroundTask(send, message)
+            if signup.token is not None:
+                message = confirmation_message(
+                    settings,
+                    disclaimer,
+                    email=signup.email,
+                    name=name,
+                    topics=topics,
+                    confirm_url=urljoin(settings.base_url, f"confirm/{signup.token}"),
+                    now=now,
+                )
+                # Queued durably before the answer; sent after it, so the page and its
+                # timing are the same for every address and say only what is true for all.
+                row_id = queue_confirmation(ledger, message, name, now)
+                task = BackgroundTask(send_confirmation, row_id)
         response = pages.message(
-            "Check your inbox",
-            f"If {signup.email} can receive our emails, a message with a link to confirm "
-            "your subscription is on its way. Open it within seven days.",
-            "If you were subscribed already, nothing changes and no email is sent.",
+            "Confirm your address",
+            f"We are sending a confirmation email to {signup.email}. It usually arrives "
+            "within a few minutes; if our mail server is busy, we keep trying for a few "
+            "hours. Open the link in it within seven days to start your subscription.",
+            "If you were subscribed already, nothing changes and no email is sent. Nothing "
+            "after a few hours? Look in your spam folder, then sign up again.",
         )
         response.background = task
         return response
@@ -321,7 +358,10 @@ def subscriber_routes(
             topics = frozenset(str(t) for t in form.getlist("topic"))
             if not topics <= known_topics:
                 return page(422, ("Choose among the topics listed.",))
-            if not store.save_preferences(record, str(form.get("name", "")), topics, now):
+            # A form without the field (a script, an older page) keeps the name as it is.
+            name = form.get("name")
+            kept = record.name if name is None else str(name)
+            if not store.save_preferences(record, kept, topics, now):
                 return page(409, ("This address is unsubscribed; sign up again first.",))
             return page(notice="Saved. The next email follows your new choices.")
 

@@ -74,7 +74,9 @@ def deliver_outbox(
     if make_transport is None:
         processes = process_count(settings, ledger.due_count(clock()), smtp=smtp)
     if processes == 1:
-        factory = MessageFactory(settings, secret_key(settings.paths), ledger.audience)
+        factory = MessageFactory(
+            settings, secret_key(settings.paths), ledger.audience, load_stored=ledger.stored_message
+        )
         report = deliver(
             ledger,
             factory,
@@ -86,6 +88,7 @@ def deliver_outbox(
     else:
         report = _deliver_in_processes(settings, ledger, processes, on_progress, clock)
     report.retried = retried
+    report.waiting, report.next_try = ledger.deferred_waiting(clock())
     return report
 
 
@@ -197,7 +200,9 @@ def _drain_process(
         make_transport, _ = transport_for(settings)
         options = DeliveryOptions.from_settings(settings.send, share=index, shares=processes)
         with Ledger(settings.paths.ledger) as ledger:
-            factory = MessageFactory(settings, key, ledger.audience)
+            factory = MessageFactory(
+                settings, key, ledger.audience, load_stored=ledger.stored_message
+            )
             report = deliver(
                 ledger,
                 factory,

@@ -121,3 +121,19 @@ def require_tool(path_or_name: str, *, why: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return found
+
+
+@contextmanager
+def chromium_page(why: str, **page_options: Any) -> Iterator[Any]:
+    """A page of Debian's headless chromium driven by Playwright (skips without chromium)."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = require_tool("/usr/bin/chromium", why=why)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            opened = browser.new_page(**page_options)
+            opened.set_default_timeout(15_000)
+            yield opened
+        finally:
+            browser.close()

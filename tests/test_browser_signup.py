@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from pipeline import PublishReport, load_settings
 from pipeline.subscribers import open_store
 from pipeline.web import create_app
-from tests.conftest import CHROMIUM_ARGS, Received, free_port, require_tool, served
+from tests.conftest import Received, chromium_page, free_port, served
 from tests.helpers import FIRST_RUN, edit_article, publish
 
 READER = "bea.browser@example.org"
@@ -42,15 +42,8 @@ def site(project: Path, smtp_server: Received) -> Iterator[str]:
 
 @pytest.fixture
 def page() -> Iterator[Page]:
-    chromium = require_tool("/usr/bin/chromium", why="the end-to-end sign-up runs in a browser")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            opened = browser.new_page()
-            opened.set_default_timeout(15_000)
-            yield opened
-        finally:
-            browser.close()
+    with chromium_page("the end-to-end sign-up runs in a browser") as opened:
+        yield opened
 
 
 def messages_to(received: Received, address: str, *, at_least: int = 1) -> list[EmailMessage]:
@@ -102,7 +95,7 @@ def test_sign_up_confirm_receive_unsubscribe_and_receive_nothing_more(
     page.get_by_label("Name").fill("Bea Browser")
     page.get_by_label("Scleroderma", exact=True).check()
     page.get_by_role("button", name="Subscribe").click()
-    expect(page.get_by_role("heading", level=1)).to_have_text("Check your inbox")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Confirm your address")
 
     (confirmation,) = messages_to(smtp_server, READER)
     assert "does not give medical advice" in " ".join(body(confirmation, "plain").split())

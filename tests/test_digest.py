@@ -114,7 +114,7 @@ def test_pipeline_check_lists_template_problems_and_exits_1(project: Path) -> No
 
 
 def links(text: str, *, html: bool) -> list[str]:
-    found = re.findall(r'href="([^"]+)"' if html else r"https?://\S+", text)
+    found = re.findall(r'href="([^"]+)"' if html else r"(?:https?|file)://\S+", text)
     ordered: list[str] = []
     for url in found:
         if not ordered or ordered[-1] != url:  # a title and its button share a link
@@ -166,14 +166,14 @@ def test_preview_writes_three_files_and_records_nothing(
     settings = load_settings(project)
     with open_ledger(settings) as ledger:
         preview = write_preview(settings, ledger, now=FIRST_RUN)
-    folder = project / "public" / "preview"
+    folder = project / "state" / "preview"
     assert sorted(p.name for p in folder.iterdir()) == ["digest.eml", "digest.html", "digest.txt"]
     message = email.message_from_bytes((folder / "digest.eml").read_bytes(), policy=policy.default)
     assert (
         message["Subject"] == preview.subject == "Scleroderma Therapy News: Ocrelizumab and 3 more"
     )
     assert (folder / "digest.html").read_text(encoding="utf-8") == preview.html
-    assert "View in your browser: http://localhost:8000/preview/digest.html" in preview.text
+    assert f"View in your browser: {(folder / 'digest.html').as_uri()}" in preview.text
     assert_nothing_recorded(project)
 
     report = publish(project)  # the real publish still announces everything
@@ -186,7 +186,7 @@ def test_preview_of_one_subscriber_shows_only_their_topics(project: Path) -> Non
     )
     assert result.exit_code == 0, result.output
     assert "Subject: Scleroderma Therapy News: Ocrelizumab\n" in result.output
-    html = (project / "public" / "preview" / "digest.html").read_text(encoding="utf-8")
+    html = (project / "state" / "preview" / "digest.html").read_text(encoding="utf-8")
     assert "/articles/ocrelizumab/" in html and "/articles/nintedanib/" not in html
     assert "Hello Ben Okafor," in html
 

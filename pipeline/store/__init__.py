@@ -13,6 +13,7 @@ seam, and :class:`Ledger` composing them::
     digests.py      publishes, digests, audiences, web copies
     outbox.py       claims, leases, the fate of each message
     subscribers.py  subscribers, sign-ups, suppressions
+    personal.py     one person's data: export, erasure, erased addresses' keyed hashes
     records.py      the values they take and return
     migrations.py   the versioned schema
     sqlite.py       the SQLite backend (the embedded default)
@@ -27,9 +28,11 @@ from pipeline.store.articles import ArticleStore
 from pipeline.store.database import Database
 from pipeline.store.digests import DigestStore
 from pipeline.store.outbox import OutboxStore
+from pipeline.store.personal import PersonalDataStore
 from pipeline.store.records import (
     SUBSCRIBER_STATUSES,
     SUPPRESSED_STATUSES,
+    TRANSACTIONAL_DIGEST,
     AudienceRecord,
     CachedArticle,
     DeliveryCounts,
@@ -52,6 +55,7 @@ from pipeline.store.subscribers import SubscriberStore
 __all__ = [
     "SUBSCRIBER_STATUSES",
     "SUPPRESSED_STATUSES",
+    "TRANSACTIONAL_DIGEST",
     "AudienceRecord",
     "CachedArticle",
     "DeliveryCounts",
@@ -70,7 +74,7 @@ __all__ = [
 ]
 
 
-class Ledger(ArticleStore, SiteStore, DigestStore, OutboxStore, SubscriberStore):
+class Ledger(ArticleStore, SiteStore, DigestStore, OutboxStore, SubscriberStore, PersonalDataStore):
     """One connection to the ledger; use as a context manager.
 
     ``Ledger(path)`` opens (creating and migrating) the SQLite ledger at ``path``;

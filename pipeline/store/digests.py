@@ -10,6 +10,7 @@ from datetime import datetime
 
 from pipeline.store.database import Database
 from pipeline.store.records import (
+    TRANSACTIONAL_DIGEST,
     AudienceRecord,
     DeliveryCounts,
     DigestCopy,
@@ -134,7 +135,24 @@ class DigestStore:
                 DeliveryCounts(**per_digest.get(digest_id, {})),
             )
             for digest_id, subject, created in digests
+            if digest_id != TRANSACTIONAL_DIGEST or digest_id in per_digest
         ]
+
+    def latest_digest(self) -> int | None:
+        """The newest digest that has audiences (what a test send falls back to)."""
+        row = self._db.execute(
+            "SELECT max(digest_id) FROM digest_audiences WHERE digest_id <> 0"
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def audiences(self, digest_id: int) -> list[AudienceRecord]:
+        """Every audience of one digest, by key."""
+        rows = self._db.execute(
+            """SELECT audience_key, subject, slot_nonce, html, text FROM digest_audiences
+               WHERE digest_id = ? ORDER BY audience_key""",
+            (digest_id,),
+        )
+        return [AudienceRecord(*row) for row in rows]
 
     def digest_copies(self) -> list[DigestCopy]:
         """Every digest's public web copy, oldest first."""

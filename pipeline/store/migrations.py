@@ -135,4 +135,24 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE article_cache ADD COLUMN file_stat TEXT NOT NULL DEFAULT '';
     ALTER TABLE article_cache ADD COLUMN markdown TEXT NOT NULL DEFAULT ''
     """,
+    # 6: transactional email (sign-up confirmations) goes through the same outbox as the
+    # digests, as rows of a reserved digest 0 whose prepared message is kept beside them; and
+    # erased (forgotten) addresses stay suppressed as keyed hashes, never as addresses.
+    # (PostgreSQL: BYTEA for the BLOB.)
+    """
+    INSERT INTO digests (id, created_at, subject, web_html)
+        VALUES (0, '1970-01-01T00:00:00+00:00', 'transactional email', '')
+        ON CONFLICT (id) DO NOTHING;
+    CREATE TABLE outbox_messages (
+        outbox_id   INTEGER PRIMARY KEY REFERENCES outbox(id) ON DELETE CASCADE,
+        sender      TEXT NOT NULL,
+        message_id  TEXT NOT NULL,
+        data        BLOB NOT NULL
+    );
+    CREATE TABLE erased_addresses (
+        address_hash     TEXT PRIMARY KEY,
+        key_fingerprint  TEXT NOT NULL,
+        created_at       TEXT NOT NULL
+    )
+    """,
 )

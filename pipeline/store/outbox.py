@@ -123,7 +123,7 @@ class OutboxStore:
         cursor = self._db.execute(
             """UPDATE outbox SET status = 'failed', next_attempt_at = NULL,
                    last_reply = 'not sent: the address is suppressed'
-               WHERE status IN ('pending', 'deferred')
+               WHERE status IN ('pending', 'deferred') AND digest_id <> 0
                  AND (lease_until IS NULL OR lease_until <= ?)
                  AND lower(email) IN (SELECT email_key FROM subscribers
                                       WHERE status IN ('unsubscribed', 'bounced'))""",
@@ -169,3 +169,84 @@ class OutboxStore:
         return DeliveryCounts(
             **{k: counts.get(k, 0) for k in ("pending", "deferred", "sent", "failed")}
         )
+
+    # --- transactional email: a prepared message per row ---------------------------------
+    # A confirmation is one prepared message: its row belongs to the reserved digest 0 and
+    # its bytes wait in outbox_messages, so the same drain retries it and nothing is lost.
+    # Suppressions never cancel these rows: an unsubscribed reader signing up again needs
+    # the confirmation.
+
+    def queue_message(
+        self, email: str, name: str, sender: str, message_id: str, data: bytes, now: datetime
+    ) -> int:
+        """Queue one prepared message to ``email``; returns its outbox row id.
+
+        A newer message to the same address replaces the one before it (queued or sent):
+        one confirmation row per address, the latest.
+        """
+        stamp = iso(now)
+        with self._db.transaction():
+            (row_id,) = self._db.execute(
+                """INSERT INTO outbox (digest_id, audience_key, email, name, created_at)
+                   VALUES (0, 'message', ?, ?, ?)
+                   ON CONFLICT (digest_id, email) DO UPDATE SET
+                       name = excluded.name, status = 'pending', attempts = 0,
+                       next_attempt_at = NULL, last_reply = NULL, message_id = NULL,
+                       lease_owner = NULL, lease_until = NULL,
+                       created_at = excluded.created_at, sent_at = NULL
+                   RETURNING id""",
+                (email, name, stamp),
+            ).fetchone()
+            self._db.execute(
+                """INSERT INTO outbox_messages (outbox_id, sender, message_id, data)
+                   VALUES (?, ?, ?, ?)
+                   ON CONFLICT (outbox_id) DO UPDATE SET sender = excluded.sender,
+                       message_id = excluded.message_id, data = excluded.data""",
+                (row_id, sender, message_id, data),
+            )
+        return int(row_id)
+
+    def stored_message(self, row_id: int) -> tuple[str, str, bytes]:
+        """The prepared message of a transactional row: (envelope sender, Message-ID, bytes)."""
+        row = self._db.execute(
+            "SELECT sender, message_id, data FROM outbox_messages WHERE outbox_id = ?", (row_id,)
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"outbox row {row_id} has no stored message")
+        return str(row[0]), str(row[1]), bytes(row[2])
+
+    def claim_row(
+        self, row_id: int, owner: str, now: datetime, until: datetime
+    ) -> OutboxRow | None:
+        """Lease one due row to ``owner`` (a sign-up sending its own confirmation at once);
+        None if it is not due or another delivery holds it."""
+        with self._db.transaction():
+            row = self._db.execute(
+                f"""UPDATE outbox SET lease_owner = ?, lease_until = ?
+                    WHERE id = ? AND (status = 'pending' OR
+                          (status = 'deferred' AND next_attempt_at <= ?))
+                      AND (lease_until IS NULL OR lease_until <= ?)
+                    RETURNING {ROW_COLUMNS}""",
+                (owner, iso(until), row_id, iso(now), iso(now)),
+            ).fetchone()
+        return None if row is None else OutboxRow(*row)
+
+    def deferred_waiting(self, now: datetime) -> tuple[int, datetime | None]:
+        """Deferred rows whose next try has not come: how many, and the earliest try."""
+        count, first = self._db.execute(
+            """SELECT COUNT(*), min(next_attempt_at) FROM outbox
+               WHERE status = 'deferred' AND next_attempt_at > ?""",
+            (iso(now),),
+        ).fetchone()
+        return int(count), None if first is None else parse_instant(first)
+
+    def due_messages(self, now: datetime, limit: int = 100) -> list[int]:
+        """Ids of prepared (transactional) rows due now and not leased, oldest first."""
+        rows = self._db.execute(
+            """SELECT id FROM outbox WHERE digest_id = 0
+                 AND (status = 'pending' OR (status = 'deferred' AND next_attempt_at <= ?))
+                 AND (lease_until IS NULL OR lease_until <= ?)
+               ORDER BY id LIMIT ?""",
+            (iso(now), iso(now), limit),
+        )
+        return [int(row_id) for (row_id,) in rows]

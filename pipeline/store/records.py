@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 __all__ = [
     "SUBSCRIBER_STATUSES",
     "SUPPRESSED_STATUSES",
+    "TRANSACTIONAL_DIGEST",
     "AudienceRecord",
     "CachedArticle",
     "DeliveryCounts",
@@ -30,6 +31,11 @@ __all__ = [
     "merge_action",
     "parse_instant",
 ]
+
+
+# The reserved digest whose outbox rows are single prepared messages (sign-up
+# confirmations): they share the digests' outbox, so the same drain retries them.
+TRANSACTIONAL_DIGEST = 0
 
 
 def iso(moment: datetime) -> str:

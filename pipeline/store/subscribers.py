@@ -65,17 +65,19 @@ class SubscriberStore:
         )
         return [_subscriber_record(row) for row in rows]
 
-    def subscriber_states(self, email_keys: Sequence[str]) -> dict[str, tuple[str, frozenset[str]]]:
-        """``{email_key: (status, topics)}`` for those of ``email_keys`` that are known."""
-        found: dict[str, tuple[str, frozenset[str]]] = {}
+    def subscribers_by_key(self, email_keys: Sequence[str]) -> dict[str, SubscriberRecord]:
+        """The known subscribers among ``email_keys``, by key (looked up in chunks)."""
+        found: dict[str, SubscriberRecord] = {}
         for start in range(0, len(email_keys), _KEYS_PER_QUERY):
             chunk = email_keys[start : start + _KEYS_PER_QUERY]
             rows = self._db.execute(
-                f"""SELECT email_key, status, topics FROM subscribers
+                f"""SELECT {self._SUBSCRIBER_COLUMNS} FROM subscribers
                     WHERE email_key IN ({", ".join("?" * len(chunk))})""",
                 tuple(chunk),
             )
-            found.update((key, (status, _topics_set(topics))) for key, status, topics in rows)
+            for row in rows:
+                record = _subscriber_record(row)
+                found[record.email_key] = record
         return found
 
     def active_topic_counts(self) -> dict[frozenset[str], int]:
@@ -219,7 +221,7 @@ class SubscriberStore:
     def _cancel_queued(self, email_key: str, status: str) -> None:
         self._db.execute(
             """UPDATE outbox SET status = 'failed', last_reply = ?, next_attempt_at = NULL
-               WHERE email = ? AND status IN ('pending', 'deferred')""",
+               WHERE email = ? AND status IN ('pending', 'deferred') AND digest_id <> 0""",
             (f"not sent: {status} before delivery", email_key),
         )
 
