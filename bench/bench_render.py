@@ -179,7 +179,7 @@ class _Straightforward:
             date=NOW,
             list_id=f"{settings.site.title} <{factory.list_id}>",
             unsubscribe_url=values["unsubscribe_url"],
-            unsubscribe_mailto=factory.unsubscribe_mailto,
+            unsubscribe_mailto=factory.unsubscribe_mailto(row),
         )
 
 
@@ -205,7 +205,7 @@ def _email_message_only(
             date=NOW,
             list_id=f"{settings.site.title} <{factory.list_id}>",
             unsubscribe_url=values["unsubscribe_url"],
-            unsubscribe_mailto=factory.unsubscribe_mailto,
+            unsubscribe_mailto=factory.unsubscribe_mailto(row),
         )
 
     return build

@@ -6,8 +6,6 @@ sees all that is wrong in one go, each with file, line and field.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -21,8 +19,19 @@ import nh3
 import yaml
 from cmarkgfm.cmark import Options
 
+from pipeline.content_hash import canonical_hash, former_hash
 from pipeline.errors import Problem
+from pipeline.front_matter import parse_yaml
 from pipeline.models import Article, Therapy
+from pipeline.text_rules import (
+    canonical_text,
+    drop_unsafe_references,
+    reference_problems,
+    strip_unsafe,
+    title_problems,
+    valid_url,
+    value_problems,
+)
 
 __all__ = [
     "LoadResult",
@@ -36,8 +45,8 @@ __all__ = [
 
 _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _NCT = re.compile(r"^NCT\d{8}$")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_FIELDS = {"title", "summary", "published", "updated", "topics", "therapy", "trials", "draft", "id"}
+_FIELDS = {"title", "summary", "published", "updated", "topics", "therapy", "trials", "draft"}
+_FIELDS |= {"id", "minor_edit"}  # identity and workflow: not content (see content_hash)
 _THERAPY_FIELDS = {"name", "maker", "brands"}
 
 # CommonMark with GitHub's tables, by cmark-gfm (C): about 8x faster than a pure-Python
@@ -104,8 +113,8 @@ def article_url(base_url: str, slug: str) -> str:
 
 
 def strip_control_chars(text: str) -> str:
-    """Remove C0/C1 control characters (tab and newlines stay): XML 1.0 forbids most of them."""
-    return _CONTROL.sub("", text)
+    """Remove the characters feeds cannot carry (see ``text_rules``); tab and newlines stay."""
+    return strip_unsafe(text)
 
 
 def sanitize_html(html: str, page_url: str) -> str:
@@ -113,7 +122,7 @@ def sanitize_html(html: str, page_url: str) -> str:
 
     def absolutise(tag: str, attribute: str, value: str) -> str | None:
         if attribute in ("href", "src"):
-            return urljoin(page_url, value.strip())
+            return valid_url(urljoin(page_url, value.strip()))
         return value
 
     return nh3.clean(
@@ -130,11 +139,12 @@ def sanitize_html(html: str, page_url: str) -> str:
 def render_markdown(markdown: str, page_url: str) -> str:
     """CommonMark to sanitised HTML with absolute URLs."""
     html: str = cmarkgfm.markdown_to_html_with_extensions(
-        strip_control_chars(markdown),
+        drop_unsafe_references(strip_control_chars(markdown)),
         options=_MARKDOWN_OPTIONS,
         extensions=list(_MARKDOWN_EXTENSIONS),
     )
-    return sanitize_html(html, page_url)
+    # The HTML parser decodes references in raw HTML too (<p>&#x1b;</p>): strip after it.
+    return strip_unsafe(sanitize_html(html, page_url))
 
 
 def load_articles(directory: Path, root: Path, *, known_topics: Iterable[str] = ()) -> LoadResult:
@@ -180,11 +190,14 @@ def parse_article(
     except StopIteration:
         problem(1, None, "the front matter is never closed; add a '---' line after it")
         return None, problems
-    front_text = "\n".join(lines[1:end])
-    body = "\n".join(lines[end + 1 :]).strip("\n") + "\n"
+    # As readers see it: LF line ends, Unicode NFC (composed and decomposed letters look
+    # alike, and the W3C asks the web for NFC), so neither is ever an edit.
+    front_text = canonical_text("\n".join(lines[1:end]))
+    raw_body = "\n".join(lines[end + 1 :]).strip("\n") + "\n"
+    body = canonical_text(raw_body)
 
     try:
-        node, data = _parse_yaml(front_text)
+        node, data = parse_yaml(front_text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark is not None else 1
@@ -201,6 +214,12 @@ def parse_article(
         k.value: k.start_mark.line + 2 for k, _ in node.value if isinstance(k, yaml.ScalarNode)
     }
 
+    for key, value in data.items():
+        for path, message in value_problems(value):
+            problem(line_of.get(str(key)), f"{key}{path}", message)
+    for line, message in reference_problems(body, end + 2):
+        problem(line, "body", message)
+
     for unknown in sorted(set(map(str, data)) - _FIELDS):
         problem(
             line_of.get(unknown),
@@ -209,6 +228,8 @@ def parse_article(
         )
 
     title = _text(data, "title", line_of, problem, required=True)
+    for message in title_problems(title or ""):
+        problem(line_of.get("title"), "title", message)
     summary = _text(data, "summary", line_of, problem, required=True)
     published = _when(data, "published", line_of, problem, required=True)
     updated = _when(data, "updated", line_of, problem, required=False)
@@ -244,8 +265,14 @@ def parse_article(
     if not isinstance(draft, bool):
         problem(line_of.get("draft"), "draft", "must be true or false")
         draft = False
+    minor_edit = data.get("minor_edit", False)
+    if not isinstance(minor_edit, bool):
+        problem(line_of.get("minor_edit"), "minor_edit", "must be true or false")
+        minor_edit = False
     explicit_id = data.get("id")
-    if explicit_id is not None and (not isinstance(explicit_id, str) or ":" not in explicit_id):
+    if explicit_id is not None and (
+        not isinstance(explicit_id, str) or ":" not in explicit_id or re.search(r"\s", explicit_id)
+    ):
         problem(
             line_of.get("id"), "id", "must be an absolute IRI such as tag:example.org,2024:therapy"
         )
@@ -256,13 +283,23 @@ def parse_article(
     if problems or title is None or summary is None or published is None:
         return None, problems
 
-    # The id is identity, not content: adding one to rename a file is not an edit.
-    content_hash = _content_hash({k: v for k, v in data.items() if k != "id"}, body)
+    content_hash = canonical_hash(
+        {
+            "title": title,
+            "summary": summary,
+            "published": published,
+            "updated": updated,
+            "topics": topics,
+            "therapy": therapy,
+            "trials": trials,
+        },
+        body,
+    )
     article = Article(
         slug=slug,
         source=source,
-        title=strip_control_chars(title),
-        summary=strip_control_chars(summary),
+        title=title,
+        summary=summary,
         published=published,
         updated=updated,
         topics=tuple(topics),
@@ -272,6 +309,9 @@ def parse_article(
         explicit_id=explicit_id,
         body_markdown=body,
         content_hash=content_hash,
+        minor_edit=minor_edit,
+        # The hash ledgers written before canonical hashing hold (see detect.py).
+        former_hash=former_hash({k: v for k, v in data.items() if k != "id"}, raw_body),
     )
     return article, problems
 
@@ -284,20 +324,6 @@ def with_html(article: Article, base_url: str) -> Article:
 
 
 # --- field helpers -------------------------------------------------------------------------
-
-# libyaml when the wheel has it: the pure-Python parser costs ~2 ms per front matter.
-_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
-    """Parse once: the node tree (for line numbers) and the data built from it."""
-    loader = _YamlLoader(text)
-    try:
-        node = loader.get_single_node()
-        return node, (loader.construct_document(node) if node is not None else None)
-    finally:
-        loader.dispose()
-
 
 Report = Any  # the local ``problem`` callback
 
@@ -376,23 +402,12 @@ def _therapy(value: Any, line: int | None, problem: Report) -> Therapy | None:
     if not isinstance(brands, list) or not all(isinstance(b, str) for b in brands):
         problem(line, "therapy.brands", "must be a list of brand names")
         brands = []
-    return Therapy(name=name.strip(), maker=maker.strip(), brands=tuple(b.strip() for b in brands))
-
-
-def _content_hash(front_matter: dict[str, Any], body: str) -> str:
-    """Hash of the parsed front matter and body: formatting-only YAML edits do not count."""
-    canonical = json.dumps(front_matter, sort_keys=True, default=_json_default, ensure_ascii=False)
-    digest = hashlib.sha256()
-    digest.update(canonical.encode("utf-8"))
-    digest.update(b"\0")
-    digest.update(body.encode("utf-8"))
-    return digest.hexdigest()
-
-
-def _json_default(value: object) -> str:
-    if isinstance(value, date | datetime):
-        return value.isoformat()
-    return str(value)
+    # White space as a page shows it, so a double space is not an edit.
+    return Therapy(
+        name=" ".join(name.split()),
+        maker=" ".join(maker.split()),
+        brands=tuple(" ".join(b.split()) for b in brands),
+    )
 
 
 def _relative(path: Path, root: Path) -> str:

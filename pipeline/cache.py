@@ -34,7 +34,7 @@ from pipeline.store import CachedArticle
 __all__ = ["CachedLoad", "decode_article", "encode_article", "load_articles_cached"]
 
 # Bump when parsing, sanitising or rendering changes what an article turns into.
-CACHE_VERSION = "3"
+CACHE_VERSION = "4"
 # How recent a file's times may be and still be trusted (file system clocks tick coarsely).
 _RACY_NS = 2_000_000_000
 
@@ -155,6 +155,8 @@ def encode_article(article: Article, source_hash: str, file_stat: str = "") -> C
         "draft": article.draft,
         "explicit_id": article.explicit_id,
         "content_hash": article.content_hash,
+        "minor_edit": article.minor_edit,
+        "former_hash": article.former_hash,
     }
     return CachedArticle(
         article.slug,
@@ -187,6 +189,8 @@ def decode_article(row: CachedArticle) -> Article:
         body_markdown=row.markdown,
         content_hash=fields["content_hash"],
         html=row.html,
+        minor_edit=fields.get("minor_edit", False),
+        former_hash=fields.get("former_hash", ""),
     )
 
 

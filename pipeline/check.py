@@ -7,6 +7,7 @@ editor sees everything that is wrong in one go, as ``file:line: field: what to f
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.articles import load_articles
@@ -18,6 +19,8 @@ from pipeline.store import Ledger
 from pipeline.subscribers import SubscriberList, load_subscribers, without_erased
 from pipeline.template_check import check_templates
 from pipeline.tokens import key_fingerprint
+from pipeline.vetting import vet_articles
+from pipeline.webhooks import webhook_problems
 
 __all__ = ["check_project", "load_checked", "problem_from_error"]
 
@@ -47,17 +50,31 @@ def load_checked(root: Path) -> tuple[Settings | None, list[Problem]]:
         return None, [problem_from_error(exc, CONFIG_FILE)]
 
 
-def check_project(settings: Settings) -> list[Problem]:
-    """Validate the environment, templates, articles and subscriber lists; report them all."""
+def check_project(settings: Settings, *, now: datetime | None = None) -> list[Problem]:
+    """Validate the environment, templates, articles and subscriber lists; report them all.
+
+    The articles go through the same checks as ``publish`` at ``now`` (default: the
+    clock), against the ledger read-only: what one refuses, the other reports.
+    """
     paths = settings.paths
     topics = frozenset(settings.topics)
     articles = load_articles(paths.articles, paths.root, known_topics=topics)
+    with Ledger.read_only(paths.ledger) as ledger:
+        _, vetted = vet_articles(
+            articles.articles,
+            ledger.known_articles(),
+            retired=ledger.retired_ids(),
+            now=now or datetime.now(UTC),
+            base_url=settings.base_url,
+            root=paths.root,
+        )
     lists = load_subscribers(paths.subscribers, paths.root, known_topics=topics)
     return [
         *_check_environment(settings),
         *check_templates(settings),
         *email_settings_problems(settings),
-        *_in_file_order([*articles.problems, *placeholder_problems(articles.articles)]),
+        *webhook_problems(),
+        *_in_file_order([*articles.problems, *vetted, *placeholder_problems(articles.articles)]),
         *lists.problems,
         *(p for p in lists.unusable if p not in lists.problems),  # what stops a publish
         *_check_erasures(settings, lists),

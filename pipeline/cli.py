@@ -181,7 +181,8 @@ def status(app: App) -> None:
     """Show what the next publish would do; change nothing.
 
     Lists the new, updated, withdrawn and scheduled articles, the digest's audiences and
-    their recipients, the messages still pending, deferred or failed, and the last publish.
+    their recipients, the messages still pending, deferred or failed, the last publish, and
+    the next daily, weekly and monthly digests with how many readers each will reach.
     """
     with app.out.step("Reading the articles and the ledger…"):
         result = project_status(app.settings)
@@ -192,6 +193,7 @@ def _render_status(app: App, result: ProjectStatus) -> None:
     app.out.data(views.status_dict(result))
     _render_plan(app, result.plan)
     app.out.show(views.deliveries_table(result))
+    app.out.show(views.schedule_table(result.schedule, app.settings.schedule))
     per_digest = views.digests_table(result)
     if per_digest is not None:
         app.out.show(per_digest)
@@ -356,6 +358,15 @@ def _render_publish(
         out.say("Nothing new, updated or withdrawn.")
     written = len(report.written)
     out.say(f"Wrote {written} file(s) under public/." if written else "Files in public/ unchanged.")
+    if report.websub is not None:
+        if report.websub.notified:
+            out.say(f"Told the WebSub hub about {len(report.websub.notified)} changed feed(s).")
+        if report.websub.pending:
+            error = next(iter(report.websub.pending.values()))
+            out.warn(
+                f"WebSub hub: {error}; {len(report.websub.pending)} feed(s) will be "
+                "announced at the next publish"
+            )
     if report.digest_id is not None:
         out.say(f"Digest {report.digest_id} recorded.")
     if report.delivery is None:
@@ -485,7 +496,8 @@ def serve(app: App, host: str, port: int) -> None:
 @click.option(
     "--retry-failed",
     is_flag=True,
-    help="First make failed messages pending again (suppressed addresses stay failed).",
+    help="First make failed messages pending again (suppressed addresses stay failed, "
+    "but those an older run suppressed on a relay's refusal are reactivated).",
 )
 def deliver_command(app: App, retry_failed: bool) -> None:
     """Send what the outbox holds: pending messages, and deferred ones whose time has come.
@@ -505,15 +517,21 @@ def deliver_command(app: App, retry_failed: bool) -> None:
     app.out.data({"retried": report.retried, "delivery": views.delivery_dict(report)})
     if retry_failed:
         app.out.say(f"{report.retried} failed message(s) made pending again.")
+        if report.reactivated:
+            app.out.say(f"{report.reactivated} address(es) suppressed by an older run reactivated.")
     _render_delivery(app, report)
     if not report.complete:
         stop(ExitCode.PARTIAL)
 
 
-# The subscribers group lives in its own module; importing it registers its commands.
-from pipeline import cli_subscribers  # noqa: E402, F401
+# Commands kept in their own modules (the subscribers group, bounces) register on import.
+from pipeline import cli_bounces, cli_inbound, cli_subscribers  # noqa: E402, F401
 
 
 def main() -> None:
     """The console script ``pipeline`` (also ``python -m pipeline``)."""
     cli(prog_name="pipeline")
+
+
+# Commands kept in modules of their own register themselves on ``cli`` when imported.
+from pipeline import cli_digests  # noqa: E402,F401

@@ -17,10 +17,11 @@ from pipeline.atomic import write_atomic
 from pipeline.cli import App, ExitCode, cli, command, stop
 from pipeline.config import Settings, secret_key
 from pipeline.errors import PipelineError
+from pipeline.periodic import change_frequency
 from pipeline.personal_data import forget, person_data
 from pipeline.publish import open_ledger
 from pipeline.status import read_ledger
-from pipeline.store import SUBSCRIBER_STATUSES, SubscriberRecord
+from pipeline.store import FREQUENCIES, SUBSCRIBER_STATUSES, SubscriberRecord
 from pipeline.subscribers import (
     SubscriberList,
     export_csv,
@@ -33,6 +34,7 @@ from pipeline.subscribers import (
 __all__ = ["subscribers"]
 
 TOPICS_HELP = "Topic slugs separated by ';'; '*' or '' for every topic."
+FREQUENCY_HELP = "How often they get a digest: each publish (immediately), daily, weekly, monthly."
 
 
 @cli.group()
@@ -66,14 +68,15 @@ def _topics(text: str | None, app: App) -> frozenset[str] | None:
 @command("list", group=subscribers)
 @click.option("--status", type=click.Choice(SUBSCRIBER_STATUSES), help="Only this status.")
 def subscribers_list(app: App, status: str | None) -> None:
-    """Show every subscriber: address, status, topics, name (tab-separated).
+    """Show subscribers: email, status, topics, name, frequency, tab-separated.
 
     Rows of subscribers/*.csv not imported yet are included (the next publish imports them).
     """
     records = _listed(app, status)
     for r in records:
         topics = ";".join(sorted(r.topics)) or "*"
-        click.echo(f"{r.email}\t{r.status}\t{topics}\t{r.name}")  # tab-separated for scripts
+        # tab-separated for scripts; frequency last, so existing scripts' columns stay put
+        click.echo(f"{r.email}\t{r.status}\t{topics}\t{r.name}\t{r.frequency}")
     waiting = sum(1 for r in records if r.id == 0)
     note = f", {waiting} from subscribers/*.csv not imported yet" if waiting else ""
     app.out.say(f"{len(records)} subscriber(s){note}", style="dim")
@@ -96,11 +99,17 @@ def subscribers_show(app: App, email: str) -> None:
 @click.argument("email")
 @click.option("--name", default=None, help="The name used in the greeting (default: none).")
 @click.option("--topics", default=None, help=TOPICS_HELP + " Default: every topic.")
-def subscribers_add(app: App, email: str, name: str | None, topics: str | None) -> None:
+@click.option("--frequency", type=click.Choice(FREQUENCIES), help=FREQUENCY_HELP)
+def subscribers_add(
+    app: App, email: str, name: str | None, topics: str | None, frequency: str | None
+) -> None:
     """Add a subscriber, active at once. A known one is never changed: use `set`."""
     chosen = _topics(topics, app)
+    now = datetime.now(UTC)
     with open_store(app.settings) as store:
-        record, changes = store.add(email, name, chosen, datetime.now(UTC))
+        record, changes = store.add(email, name, chosen, now)
+        if frequency is not None and changes == ("added",):
+            change_frequency(app.settings, store.ledger, record.email_key, frequency, now)
     if not changes:
         app.out.say(f"{record.email} is already {record.status}; nothing changed")
     elif changes == ("added",):
@@ -113,16 +122,24 @@ def subscribers_add(app: App, email: str, name: str | None, topics: str | None) 
 @click.argument("email")
 @click.option("--name", default=None, help="A new name for the greeting ('' for none).")
 @click.option("--topics", default=None, help=TOPICS_HELP)
-def subscribers_set(app: App, email: str, name: str | None, topics: str | None) -> None:
-    """Change a subscriber's name or topics; prints each change.
+@click.option("--frequency", type=click.Choice(FREQUENCIES), help=FREQUENCY_HELP)
+def subscribers_set(
+    app: App, email: str, name: str | None, topics: str | None, frequency: str | None
+) -> None:
+    """Change a subscriber's name, topics or frequency; prints each change.
 
     Only what is given changes.
     """
-    if name is None and topics is None:
-        raise click.UsageError("give --name or --topics (or both)")
+    if name is None and topics is None and frequency is None:
+        raise click.UsageError("give --name, --topics or --frequency")
     chosen = _topics(topics, app)
+    now = datetime.now(UTC)
     with open_store(app.settings) as store:
-        record, changes = store.change(email, name, chosen, datetime.now(UTC))
+        record, changes = store.change(email, name, chosen, now)
+        wanted = record.frequency if frequency is None else frequency
+        moved = wanted != record.frequency
+        if moved and change_frequency(app.settings, store.ledger, record.email_key, wanted, now):
+            changes = (*changes, f"frequency: {record.frequency} -> {wanted}")
     for change in changes:
         app.out.say(f"{record.email}: {change}")
     if not changes:

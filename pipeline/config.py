@@ -15,16 +15,20 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pipeline.atomic import write_atomic
 from pipeline.errors import ConfigError
+from pipeline.text_rules import title_problems, unsafe_characters, valid_url
 
 __all__ = [
     "CONFIG_FILE",
+    "BounceSettings",
     "DigestSettings",
     "DkimSettings",
     "FeedSettings",
     "Paths",
+    "ScheduleSettings",
     "SendSettings",
     "SenderSettings",
     "Settings",
@@ -35,6 +39,7 @@ __all__ = [
     "load_settings",
     "parse_smtp_url",
     "require_project",
+    "schedule_problems",
     "secret_key",
 ]
 
@@ -80,11 +85,32 @@ class SendSettings:
 @dataclass(frozen=True, slots=True)
 class FeedSettings:
     max_entries: int = 50
+    websub_hub: str = ""  # a WebSub hub's URL: advertised in every feed and pinged on change
 
 
 @dataclass(frozen=True, slots=True)
 class DigestSettings:
     subject: str = "{site}: {first}{more}"
+    # The daily, weekly and monthly digests: {site}, {frequency}, {period}, {count}
+    periodic_subject: str = "Your {frequency} digest, {period}"
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSettings:
+    """When the periodic digests go out, in ``timezone`` (an IANA name): daily at ``hour``,
+    weekly on ``weekday`` at ``hour``, monthly on ``day_of_month`` at ``hour``."""
+
+    hour: int = 8
+    weekday: str = "monday"
+    day_of_month: int = 1
+    timezone: str = "UTC"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +124,36 @@ class DkimSettings:
     # PIPELINE_DKIM_ED25519_KEY or ed25519_key_file.
     ed25519_selector: str = ""
     ed25519_key_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BounceSettings:
+    """``[bounces]``: bounce scores (Mailman 3 style) and the in-run circuit breaker; where
+    late bounces arrive (``source``) and the VERP return path.
+
+    A hard bounce (the address does not exist) adds ``hard_score``, a soft one (mailbox
+    full, message too large, any 4xx about the mailbox) ``soft_score``; each UTC day counts
+    once, by its worst bounce. A score with no bounce for ``stale_after_days`` starts again
+    from zero, a delivered message clears it, and reaching ``threshold`` suppresses the
+    address. ``soft_score`` must stay below ``threshold``: a soft bounce alone never
+    suppresses. The breaker stops a run when ``breaker_recipients`` different recipients in
+    a row, in at least ``breaker_domains`` domains, got the same refusal.
+    """
+
+    hard_score: float = 5.0
+    soft_score: float = 1.0
+    threshold: float = 5.0
+    stale_after_days: int = 7
+    breaker_recipients: int = 10
+    breaker_domains: int = 3
+
+    # VERP: the envelope sender becomes local+<token>@domain; empty: the From address.
+    return_path: str = ""
+    # What `pipeline bounces` reads: a Maildir or mbox path (relative to the root) or an
+    # imap:// / imaps:// URL; the password comes from PIPELINE_BOUNCES_PASSWORD.
+    source: str = "state/bounces"
+    processed_folder: str = "Processed"  # where handled mail is moved (Maildir, IMAP)
+    webhook_max_age: float = 300.0  # seconds a signed webhook request stays acceptable
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +214,8 @@ class Settings:
     feeds: FeedSettings = field(default_factory=FeedSettings)
     digest: DigestSettings = field(default_factory=DigestSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
+    bounces: BounceSettings = field(default_factory=BounceSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     topics: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -185,6 +243,8 @@ _SECTIONS: dict[str, type] = {
     "feeds": FeedSettings,
     "digest": DigestSettings,
     "dkim": DkimSettings,
+    "bounces": BounceSettings,
+    "schedule": ScheduleSettings,
 }
 
 
@@ -269,6 +329,12 @@ def _validate(settings: Settings) -> None:
     parts = urlsplit(settings.site.base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"{CONFIG_FILE}: [site] base_url must be an absolute http(s) URL")
+    if settings.site.base_url != valid_url(settings.site.base_url):
+        raise ConfigError(
+            f"{CONFIG_FILE}: [site] base_url {settings.site.base_url!r} holds characters a URL "
+            f"may not; write it percent-encoded: {valid_url(settings.site.base_url)}"
+        )
+    _check_text(settings)
     if "@" not in settings.sender.address:
         raise ConfigError(f"{CONFIG_FILE}: [sender] address must be an email address")
     if settings.send.connections < 1:
@@ -287,8 +353,87 @@ def _validate(settings: Settings) -> None:
         )
     if settings.feeds.max_entries < 1:
         raise ConfigError(f"{CONFIG_FILE}: [feeds] max_entries must be at least 1")
+    hub = urlsplit(settings.feeds.websub_hub)
+    if settings.feeds.websub_hub and (hub.scheme not in ("http", "https") or not hub.hostname):
+        raise ConfigError(
+            f"{CONFIG_FILE}: [feeds] websub_hub {settings.feeds.websub_hub!r} is not an "
+            "http(s) URL; write the hub's address, e.g. https://pubsubhubbub.appspot.com/"
+        )
     if settings.smtp.url:
         parse_smtp_url(settings.smtp.url, None)
+    _validate_bounces(settings.bounces)
+    _validate_return_path(settings.bounces)
+    schedule = schedule_problems(settings.schedule)
+    if schedule:
+        raise ConfigError(f"{CONFIG_FILE}: [schedule] " + "; ".join(schedule))
+
+
+def _validate_bounces(bounces: BounceSettings) -> None:
+    if not 0 < bounces.soft_score < bounces.threshold or bounces.hard_score <= 0:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [bounces] needs 0 < soft_score < threshold and hard_score > 0 "
+            f"(a soft bounce alone must never suppress); found soft_score = "
+            f"{bounces.soft_score}, hard_score = {bounces.hard_score}, "
+            f"threshold = {bounces.threshold}"
+        )
+    if bounces.stale_after_days < 1:
+        raise ConfigError(f"{CONFIG_FILE}: [bounces] stale_after_days must be at least 1")
+    if bounces.breaker_recipients < 2 or bounces.breaker_domains < 1:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [bounces] breaker_recipients must be at least 2 and "
+            "breaker_domains at least 1"
+        )
+
+
+def schedule_problems(schedule: ScheduleSettings) -> list[str]:
+    """What is wrong with ``[schedule]``, one phrase per key, each saying the fix."""
+    problems = []
+    if not 0 <= schedule.hour <= 23:
+        problems.append(f"hour {schedule.hour} is not an hour of the day; use 0 to 23")
+    if schedule.weekday.lower() not in WEEKDAYS:
+        problems.append(
+            f"weekday {schedule.weekday!r} is not a day of the week; use one of "
+            + ", ".join(WEEKDAYS)
+        )
+    if not 1 <= schedule.day_of_month <= 28:
+        problems.append(
+            f"day_of_month {schedule.day_of_month} is not 1 to 28 (every month has those days)"
+        )
+    try:
+        ZoneInfo(schedule.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(
+            f"timezone {schedule.timezone!r} is not a known IANA time zone; "
+            'write one such as "Europe/Paris" or "America/Chicago"'
+        )
+    return problems
+
+
+def _validate_return_path(bounces: BounceSettings) -> None:
+    # The token takes 1 + 48 characters of the 64 a local part may have (RFC 5321).
+    local, at, domain = bounces.return_path.rpartition("@")
+    if bounces.return_path and (not at or not local or "." not in domain or "+" in local):
+        raise ConfigError(
+            f"{CONFIG_FILE}: [bounces] return_path {bounces.return_path!r} must be a plain "
+            "address such as bounces@news.example.org (no '+': the token goes there)"
+        )
+    if len(local) > 15:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [bounces] return_path: the part before '@' may have at most 15 "
+            "characters, since the token added to it must fit the 64 a mailbox name may have; "
+            "use a shorter one such as bounces@"
+        )
+    source = urlsplit(bounces.source)
+    if source.scheme in ("imap", "imaps") and source.password is not None:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [bounces] source: keep the password out of the file; remove it "
+            "from the URL and set PIPELINE_BOUNCES_PASSWORD"
+        )
+    if bounces.webhook_max_age <= 0 or not bounces.processed_folder.strip():
+        raise ConfigError(
+            f"{CONFIG_FILE}: [bounces] webhook_max_age must be more than 0 and "
+            "processed_folder not empty"
+        )
 
 
 def parse_smtp_url(url: str, password: str | None) -> SmtpTarget:
@@ -329,3 +474,35 @@ def secret_key(paths: Paths) -> str:
     key = secrets.token_urlsafe(32)
     write_atomic(key_file, key.encode("ascii"), mode=0o600)
     return key
+
+
+def _check_text(settings: Settings) -> None:
+    """Text settings that reach feeds: no character XML cannot carry; names are plain text."""
+    texts = [
+        (f"[{section}] {f.name}", getattr(getattr(settings, section), f.name))
+        for section, cls in _SECTIONS.items()
+        for f in fields(cls)
+    ]
+    labels = [(f"[topics] {slug}", label) for slug, label in settings.topics.items()]
+    for slug in settings.topics:
+        if not re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)*", slug):
+            # It becomes a URL path (topics/<slug>/) and the value articles list.
+            raise ConfigError(
+                f"{CONFIG_FILE}: [topics] {slug!r} is not a slug; use lower-case letters, "
+                'digits and hyphens, e.g. lung-disease = "Lung disease"'
+            )
+    for where, value in [*texts, *labels]:
+        if isinstance(value, str) and unsafe_characters(value):
+            raise ConfigError(
+                f"{CONFIG_FILE}: {where} contains {', '.join(unsafe_characters(value))}, "
+                "which feeds cannot carry; delete it"
+            )
+    site = settings.site
+    names = [
+        ("[site] title", site.title),
+        ("[site] author", site.author),
+        ("[site] description", site.description),  # Atom subtitle: text, so the same rule
+    ]
+    for where, value in [*names, *labels]:
+        for problem in title_problems(value):
+            raise ConfigError(f"{CONFIG_FILE}: {where} {problem}")

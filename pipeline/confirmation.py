@@ -13,8 +13,9 @@ from email.utils import format_datetime, make_msgid
 import jinja2
 from markupsafe import Markup
 
+from pipeline.bounce_scores import BouncePolicy
 from pipeline.config import Settings
-from pipeline.delivery import PermanentFailure, TemporaryFailure, Transport
+from pipeline.delivery import PermanentFailure, Refused, TemporaryFailure, Transport
 from pipeline.digest import compile_mjml, template_environment, topics_phrase
 from pipeline.disclaimer import Disclaimer
 from pipeline.drain import backoff, lease_owner
@@ -28,6 +29,7 @@ from pipeline.mime import (
     multipart_alternative,
     quoted_printable,
 )
+from pipeline.refusals import write_refusal
 from pipeline.store import Ledger
 from pipeline.subscribers import CONFIRM_MAX_AGE, clean_name
 
@@ -104,11 +106,14 @@ async def send_queued(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     retry_after: float = 60.0,
     max_attempts: int = 5,
+    policy: BouncePolicy | None = None,
 ) -> str:
     """Try once, now, to send the queued message ``row_id``; record its fate like the drain.
 
-    Returns "sent", "deferred", "failed" or "taken" (another delivery holds the row). A
-    deferred row is retried by the next ``pipeline deliver`` or ``publish``.
+    Returns "sent", "deferred", "failed", "held" (the relay refused for a reason of the
+    sender: the row stays pending) or "taken" (another delivery holds the row). A deferred
+    or held row is retried by the next ``pipeline deliver`` or ``publish``. A refusal is
+    judged as in a run: a bounce scores by ``policy`` (``[bounces]``).
     """
     owner = lease_owner()
     row = ledger.claim_row(row_id, owner, now(), now() + timedelta(minutes=2))
@@ -123,11 +128,23 @@ async def send_queued(
         return _defer_or_fail(
             ledger, row.id, row.attempts, exc.reply, now(), retry_after, max_attempts
         )
+    except Refused as exc:
+        verdict = exc.verdict
+        if verdict.bounce is None and not verdict.retry:
+            ledger.mark_held(row.id, verdict.reply, verdict.label)
+            return "held"
+        outcome, _ = write_refusal(
+            ledger,
+            row,
+            verdict,
+            now(),
+            policy=policy or BouncePolicy(),
+            retry_base=retry_after,
+            max_attempts=max_attempts,
+        )
+        return outcome
     except PermanentFailure as exc:
-        if exc.hard_bounce:
-            ledger.mark_bounced(row.id, row.email, exc.reply, now())
-        else:
-            ledger.mark_failed(row.id, exc.reply)
+        ledger.mark_failed(row.id, exc.reply, cause="local: cannot send to it")
         return "failed"
     except (DeliveryError, OSError) as exc:  # the sender refused or no server: try later
         return _defer_or_fail(

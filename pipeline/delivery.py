@@ -3,10 +3,12 @@
 Only this module opens SMTP connections. A ``Transport`` sends one message and returns the
 server's reply, or raises what the reply means for that row:
 
-    TemporaryFailure      4xx, a dropped connection, a timeout: try again later
+    Refused               the server refused the message: ``verdict`` says what about
+                          (``pipeline.bounce_rules``: the sender, the mailbox, the address)
+    TemporaryFailure      a dropped connection, a timeout: try again later
     └── Unreachable       the connection could not be (re)opened: the message never left
-    PermanentFailure      5xx: never; ``hard_bounce`` when the reply is about the address
-    DeliveryError         the server refuses the whole run (the sender, the login)
+    PermanentFailure      refused before sending (an address this client cannot send to)
+    DeliveryError         the connection cannot be opened (unreachable, login refused)
 
 ``DeliveryOptions`` says how to send and ``DeliveryReport`` what a run did. Draining the
 outbox through transports is ``pipeline.drain``; running several drains in parallel
@@ -21,14 +23,15 @@ import re
 import socket
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 import aiosmtplib
 
-from pipeline.config import SendSettings, Settings, SmtpTarget
+from pipeline.bounce_rules import Phase, Verdict, judge
+from pipeline.config import BounceSettings, SendSettings, Settings, SmtpTarget
 from pipeline.errors import DeliveryError
 from pipeline.messages import OutgoingMessage
 from pipeline.smtp_session import Reply, SmtpSession
@@ -38,6 +41,7 @@ __all__ = [
     "DeliveryReport",
     "MaildirTransport",
     "PermanentFailure",
+    "Refused",
     "SmtpTransport",
     "TemporaryFailure",
     "Transport",
@@ -47,8 +51,17 @@ __all__ = [
 ]
 
 
+class Refused(Exception):
+    """The server answered a refusal; ``verdict`` judges it, ``server`` names who said it."""
+
+    def __init__(self, verdict: Verdict, server: str) -> None:
+        super().__init__(verdict.reply)
+        self.verdict = verdict
+        self.server = server
+
+
 class TemporaryFailure(Exception):
-    """The message may go through later (4xx, dropped connection, timeout)."""
+    """The message may go through later (a dropped connection, a timeout)."""
 
     def __init__(self, reply: str) -> None:
         super().__init__(reply)
@@ -60,17 +73,14 @@ class Unreachable(TemporaryFailure):
 
 
 class PermanentFailure(Exception):
-    """The server refused this message for good (5xx).
+    """This client cannot send the message at all (before any server refused it).
 
-    ``hard_bounce`` is true when the refusal is about the recipient's address (at RCPT,
-    or a 5.1.x/5.2.x status after the data), so the address is suppressed; a refusal of
-    the content is not held against the subscriber.
+    Not held against the subscriber: the row fails, nobody is suppressed.
     """
 
-    def __init__(self, reply: str, *, hard_bounce: bool) -> None:
+    def __init__(self, reply: str) -> None:
         super().__init__(reply)
         self.reply = reply
-        self.hard_bounce = hard_bounce
 
 
 class Transport(Protocol):
@@ -115,13 +125,20 @@ class DeliveryOptions:
     lease: float = 120.0  # seconds a claim holds rows; renewed while the drain runs
     batch: int = 200  # rows claimed at a time
     history_share: tuple[int, int] = (0, 1)  # (index, of) of past sends this drain counts
+    bounces: BounceSettings = field(default_factory=BounceSettings)  # scores, breaker
 
     @classmethod
     def from_settings(
-        cls, send: SendSettings, *, share: int = 0, shares: int = 1
+        cls,
+        send: SendSettings,
+        *,
+        share: int = 0,
+        shares: int = 1,
+        bounces: BounceSettings | None = None,
     ) -> DeliveryOptions:
         """``[send]`` settings, split evenly when ``shares`` processes send in parallel."""
         return cls(
+            bounces=bounces or BounceSettings(),
             connections=max(1, send.connections // shares),
             max_attempts=send.max_attempts,
             rate_per_second=send.rate_per_second / shares,
@@ -139,9 +156,11 @@ class DeliveryReport:
     sent: int = 0
     deferred: int = 0  # still deferred at the end (a later run retries them)
     failed: int = 0
-    suppressed: int = 0  # addresses suppressed after a hard bounce
+    suppressed: int = 0  # addresses suppressed: their bounce score reached the threshold
+    held: int = 0  # rows left pending: refused for a reason of the sender or relay
     skipped: int = 0  # rows not sent because their address was suppressed meanwhile
     retried: int = 0  # failed rows made pending again on request
+    reactivated: int = 0  # addresses an older pipeline suppressed wrongly, brought back
     pending: int = 0  # rows still pending at the end (interrupted, or held by another run)
     seconds: float = 0.0
     interrupted: bool = False
@@ -166,14 +185,13 @@ class DeliveryReport:
 
     def add(self, other: DeliveryReport) -> None:
         """Fold in the report of a parallel run over the same outbox."""
-        for name in ("sent", "deferred", "failed", "suppressed", "skipped"):
+        for name in ("sent", "deferred", "failed", "suppressed", "skipped", "held"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.interrupted = self.interrupted or other.interrupted
         self.stopped = self.stopped or other.stopped
 
 
 _BARE_LINE_ENDS = re.compile(rb"\r\n|\r|\n")
-_MAILBOX_STATUS = re.compile(r"^5\.[12]\.\d")
 # No control character may reach a command line: CR or LF would end it early (injection).
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 
@@ -295,16 +313,12 @@ class SmtpTransport:
         sender = message.sender.encode()
         recipient = message.recipient.encode()
         if _CONTROL.search(sender + recipient):
-            raise PermanentFailure(
-                f"invalid address: control characters in {message.recipient!r}",
-                hard_bounce=False,
-            )
+            raise PermanentFailure(f"invalid address: control characters in {message.recipient!r}")
         mail_options = b""
         if not (sender + recipient).isascii():
             if not self._utf8:
                 raise PermanentFailure(
-                    f"the server at {self.target} does not accept non-ASCII addresses (SMTPUTF8)",
-                    hard_bounce=False,
+                    f"the server at {self.target} does not accept non-ASCII addresses (SMTPUTF8)"
                 )
             mail_options = b" SMTPUTF8"
         replies = await session.commands(
@@ -316,29 +330,14 @@ class SmtpTransport:
             self._timeout,
             pipelining=self.pipelining,
         )
-        mail = replies[0]
-        if mail.code != 250:
-            await self._abandon(session, replies)
-            if mail.code >= 500:
-                raise DeliveryError(
-                    f"the SMTP server at {self.target} refuses the sender "
-                    f"{message.sender}: {mail}; "
-                    "check [sender] address in pipeline.toml and the relay's settings"
-                )
-            raise TemporaryFailure(str(mail))
-        rcpt = replies[1]
-        if rcpt.code not in (250, 251):
-            await self._abandon(session, replies)
-            raise _refusal(rcpt.code, rcpt.text, hard_bounce=True)
-        data = replies[2]
-        if data.code != 354:
-            await self._abandon(session, replies)
-            raise _refusal(data.code, data.text, hard_bounce=False)
+        for reply, phase, accepted in zip(replies, _PHASES, _ACCEPTED, strict=False):
+            if reply.code not in accepted:
+                await self._abandon(session, replies)
+                raise Refused(judge(reply.code, reply.text, phase), str(self.target))
         session.write(wire_form(message.data, crlf_only=message.crlf_only))
         (final,) = await session.replies(1, self._timeout)
         if final.code != 250:
-            bounce = bool(_MAILBOX_STATUS.match(final.text))
-            raise _refusal(final.code, final.text, hard_bounce=bounce)
+            raise Refused(judge(final.code, final.text, Phase.END), str(self.target))
         return str(final)
 
     async def _abandon(self, session: SmtpSession, replies: list[Reply]) -> None:
@@ -368,11 +367,9 @@ class SmtpTransport:
             await session.quit(self._timeout)
 
 
-def _refusal(code: int, text: str, *, hard_bounce: bool) -> Exception:
-    reply = f"{code} {text}"
-    if 500 <= code < 600:
-        return PermanentFailure(reply, hard_bounce=hard_bounce)
-    return TemporaryFailure(reply)
+# The replies to MAIL, RCPT and DATA, and the codes that let the transaction go on.
+_PHASES = (Phase.MAIL, Phase.RCPT, Phase.DATA)
+_ACCEPTED = ((250,), (250, 251), (354,))
 
 
 def transport_for(settings: Settings) -> tuple[Callable[[], Transport], bool]:

@@ -12,11 +12,24 @@ How an entry gets its id (the id feed readers use to tell entries apart):
   ``published`` date, and moves it to the new slug.
 * An id never changes once published: giving a published article a different ``id``, or
   two files the same one, is a problem reported with the file and the fix.
+* An id is never given to a different article. A deleted or drafted article that comes back
+  under its file name *with the same ``published`` date* is the same entry (an update of
+  it, or a silent restore when its content is unchanged). With another ``published`` date
+  it is a different article: it gets a fresh id, and the old one is retired in the ledger
+  (``retired`` here) so that no minted id ever repeats it; when the minted id is taken,
+  ``/2``, ``/3``... is appended.
+
+What counts as an update is a change of ``Article.content_hash``, a hash of what readers
+see (``articles._canonical_hash``). Ledgers written before that hash existed hold the
+former one (``Article.former_hash``): a match on it is no change, and the new hash is
+recorded silently. ``minor_edit: true`` records a changed article without moving its
+``updated`` date or announcing it. An entry's ``updated`` never goes back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -28,16 +41,22 @@ from pipeline.store import KnownArticle
 __all__ = ["detect_changes", "mint_entry_id"]
 
 
-def mint_entry_id(base_url: str, article: Article) -> str:
+def mint_entry_id(base_url: str, article: Article, taken: AbstractSet[str] = frozenset()) -> str:
     """The article's explicit id, or a ``tag:`` URI (RFC 4151) minted from host, date, slug.
 
     It uses the site's host and the first publication date, not the URL, so moving the site
-    or its URL scheme later does not make readers see every entry again.
+    or its URL scheme later does not make readers see every entry again. A minted id in
+    ``taken`` (held or once held by another article) gets ``/2``, ``/3``... appended.
     """
     if article.explicit_id:
         return article.explicit_id
     host = urlsplit(base_url).hostname or "localhost"
-    return f"tag:{host},{article.published:%Y-%m-%d}:articles/{article.slug}"
+    minted = f"tag:{host},{article.published:%Y-%m-%d}:articles/{article.slug}"
+    candidate, number = minted, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{minted}/{number}"
+    return candidate
 
 
 def _seconds(moment: datetime) -> datetime:
@@ -46,13 +65,22 @@ def _seconds(moment: datetime) -> datetime:
 
 
 def detect_changes(
-    articles: Iterable[Article], known: dict[str, KnownArticle], *, now: datetime, base_url: str
+    articles: Iterable[Article],
+    known: dict[str, KnownArticle],
+    *,
+    now: datetime,
+    base_url: str,
+    retired: AbstractSet[str] = frozenset(),
 ) -> Changes:
     """Classify each article against what the ledger last published.
 
-    * new: never published (or withdrawn before; it gets its old id back);
+    ``retired`` holds the ids of ledger rows that were replaced (see the module docstring).
+
+    * new: never published (a withdrawn slug with another ``published`` date is new too);
     * updated: content hash changed; ``updated`` moves to the editor's ``updated`` date if
-      given and later, else to ``now``; ``published`` and the id stay those of the ledger;
+      given and later, else to ``now``, and never back; ``published`` and the id stay;
+    * corrected: recorded, not announced, dates kept: a ``minor_edit``, a withdrawn article
+      restored unchanged, a hash written by an older version;
     * renamed: same content, new slug, matched by explicit id (dates and id stay);
     * withdrawn: a live slug that is gone, became a draft or moved into the future;
     * scheduled: future-dated articles, published by a later run once their time comes.
@@ -62,11 +90,12 @@ def detect_changes(
     due = [a for a in articles if not a.draft]
     scheduled = tuple(a for a in due if a.published > now)
     due = [a for a in due if a.published <= now]
-    rows = _match_rows(due, known, base_url)
+    rows, ids = _match_rows(due, known, base_url, retired)
 
     new: list[Entry] = []
     updated: list[Entry] = []
     renamed: list[Entry] = []
+    corrected: list[Entry] = []
     unchanged: list[Entry] = []
     for article in due:
         # article_url() without urljoin's cost: Settings.base_url always ends with "/".
@@ -76,18 +105,32 @@ def detect_changes(
             else article_url(base_url, article.slug)
         )
         before = rows.get(article.slug)
-        if before is None or not before.live:
-            entry_id = before.entry_id if before else mint_entry_id(base_url, article)
+        if before is None:
             last_change = max(article.published, article.updated or article.published)
             new.append(
-                Entry(article, entry_id, url, _seconds(article.published), _seconds(last_change))
+                Entry(
+                    article,
+                    ids[article.slug],
+                    url,
+                    _seconds(article.published),
+                    _seconds(last_change),
+                )
             )
-        elif before.content_hash == article.content_hash:
+        elif article.minor_edit or before.content_hash in (
+            article.content_hash,
+            article.former_hash,
+        ):
             entry = Entry(article, before.entry_id, url, before.published, before.updated)
-            (renamed if before.slug != article.slug else unchanged).append(entry)
+            if before.slug != article.slug:
+                renamed.append(entry)
+            elif not before.live or before.content_hash != article.content_hash:
+                corrected.append(entry)
+            else:
+                unchanged.append(entry)
         else:
             moved = article.updated if article.updated and article.updated > before.updated else now
-            updated.append(Entry(article, before.entry_id, url, before.published, _seconds(moved)))
+            moved = max(_seconds(moved), before.updated)  # never back, whatever the clock says
+            updated.append(Entry(article, before.entry_id, url, before.published, moved))
 
     def newest_first(entries: list[Entry]) -> tuple[Entry, ...]:
         return tuple(sorted(entries, key=lambda e: (e.published, e.slug), reverse=True))
@@ -101,14 +144,18 @@ def detect_changes(
         unchanged=tuple(unchanged),
         scheduled=scheduled,
         renamed=newest_first(renamed),
+        corrected=newest_first(corrected),
     )
 
 
 def _match_rows(
-    due: list[Article], known: dict[str, KnownArticle], base_url: str
-) -> dict[str, KnownArticle]:
-    """The ledger row each due article continues (by explicit id first, then by slug)."""
+    due: list[Article], known: dict[str, KnownArticle], base_url: str, retired: AbstractSet[str]
+) -> tuple[dict[str, KnownArticle], dict[str, str]]:
+    """The ledger row each due article continues (by explicit id first, then by slug),
+    and every due article's entry id."""
     by_id = {row.entry_id: row for row in known.values()}
+    taken = by_id.keys() | retired  # held by a ledger row or retired: never minted again
+    ids: dict[str, str] = {}
     due_slugs = {a.slug for a in due}
     problems: list[Problem] = []
     rows: dict[str, KnownArticle] = {}
@@ -145,6 +192,13 @@ def _match_rows(
         row = rows.get(article.slug)
         if row is None and article.slug not in claimed:
             row = known.get(article.slug)
+            if (
+                row is not None
+                and not row.live
+                and article.explicit_id is None
+                and _seconds(article.published) != row.published
+            ):
+                row = None  # another article on a withdrawn one's file name: a new entry
             if row is not None and article.explicit_id not in (None, row.entry_id):
                 problems.append(
                     _id_problem(
@@ -156,7 +210,8 @@ def _match_rows(
                 continue
             if row is not None:
                 rows[article.slug] = row
-        entry_id = row.entry_id if row is not None else mint_entry_id(base_url, article)
+        entry_id = row.entry_id if row is not None else mint_entry_id(base_url, article, taken)
+        ids[article.slug] = entry_id
         holder = by_id.get(entry_id)
         if row is None and holder is not None:
             problems.append(
@@ -171,7 +226,7 @@ def _match_rows(
             problems.append(_id_problem(article, f"the id {entry_id} is used twice"))
     if problems:
         raise ContentError(problems)
-    return rows
+    return rows, ids
 
 
 def _id_problem(article: Article, message: str) -> Problem:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import html
 import re
 import secrets
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import urljoin
 
 import jinja2
@@ -24,7 +26,7 @@ from mjml import mjml2html
 from pipeline.config import Settings
 from pipeline.disclaimer import Disclaimer
 from pipeline.errors import TemplateError
-from pipeline.models import Audience, Changes, Entry
+from pipeline.models import Audience, Changes, Entry, Subscriber
 from pipeline.store import AudienceRecord
 
 __all__ = [
@@ -34,12 +36,14 @@ __all__ = [
     "TEXT_TEMPLATE",
     "CompiledAudience",
     "DigestPlan",
+    "Period",
     "SlotTemplate",
     "TemplateRenderError",
     "build_audiences",
     "compile_mjml",
     "digest_context",
     "digest_subject",
+    "group_by_topics",
     "plan_digest",
     "public_slot_values",
     "render_audience",
@@ -93,6 +97,14 @@ class SlotTemplate:
 
 
 @dataclass(frozen=True, slots=True)
+class Period:
+    """What a periodic digest covers, for its subject and intro: ("weekly", "23-29 November")."""
+
+    frequency: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledAudience:
     audience: Audience
     subject: str
@@ -111,9 +123,14 @@ class DigestPlan:
 
     subject: str
     audiences: tuple[CompiledAudience, ...]
-    members: dict[str, int]  # audience key -> how many subscribers get that audience
+    # Audience key -> how many "immediately" readers get that audience (no audience: none).
+    members: dict[str, int]
     web_html: str  # the "view in browser" copy: every change, no personal data
     everyone: CompiledAudience  # every change, for previews and test sends
+    # Audience key -> how many readers on a periodic frequency it was rendered for too: one
+    # who moves to "immediately" between the plan and the record still gets this publish
+    # (the ledger decides, by the frequencies at record time, who of both is sent it).
+    standby: dict[str, int] = field(default_factory=dict)
 
     @property
     def recipients(self) -> int:
@@ -143,25 +160,39 @@ def audience_key(topics: frozenset[str]) -> str:
     return ";".join(sorted(topics)) if topics else EVERY_TOPIC
 
 
+# A group's members: how many they are, or who.
+_Members = TypeVar("_Members", int, list[Subscriber])
+
+
+def group_by_topics(subscribers: Iterable[Subscriber]) -> dict[frozenset[str], list[Subscriber]]:
+    """``subscribers`` grouped by the set of topics they chose, for ``build_audiences``."""
+    groups: dict[frozenset[str], list[Subscriber]] = defaultdict(list)
+    for subscriber in subscribers:
+        groups[subscriber.topics].append(subscriber)
+    return groups
+
+
 def build_audiences(
-    changes: Changes, topic_counts: Mapping[frozenset[str], int]
-) -> dict[str, tuple[Audience, int]]:
-    """Subscribers grouped by the topics they chose (``topic_counts``: how many chose each
-    set), with how many each group has; groups none of whose topics changed are dropped."""
-    audiences: dict[str, tuple[Audience, int]] = {}
-    for topics, members in topic_counts.items():
-        if members <= 0:
+    changes: Changes, groups: Mapping[frozenset[str], _Members]
+) -> dict[str, tuple[Audience, _Members]]:
+    """One audience per set of topics chosen, with its members as given in ``groups``: how
+    many chose that set (a publish, which reads who they are only when recording) or who
+    they are (``group_by_topics``: a periodic digest). Empty groups, and groups none of whose
+    topics changed, are dropped."""
+    audiences: dict[str, tuple[Audience, _Members]] = {}
+    for topics, members in groups.items():
+        if not members:
             continue
-
-        def chosen(entry: Entry, topics: frozenset[str] = topics) -> bool:
-            return not topics or bool(topics.intersection(entry.article.topics))
-
-        new = tuple(e for e in changes.new if chosen(e))
-        updated = tuple(e for e in changes.updated if chosen(e))
+        new = tuple(e for e in changes.new if _chosen(topics, e))
+        updated = tuple(e for e in changes.updated if _chosen(topics, e))
         if new or updated:
             key = audience_key(topics)
             audiences[key] = (Audience(key, topics, new, updated), members)
     return audiences
+
+
+def _chosen(topics: frozenset[str], entry: Entry) -> bool:
+    return not topics or bool(topics.intersection(entry.article.topics))
 
 
 def digest_subject(settings: Settings, entries: Sequence[Entry]) -> str:
@@ -181,6 +212,20 @@ def digest_subject(settings: Settings, entries: Sequence[Entry]) -> str:
             "use {site}, {first}, {more} and {count}"
         ) from exc
     return " ".join(subject.split())  # a newline in a title must never reach a header
+
+
+def periodic_subject(settings: Settings, period: Period, count: int) -> str:
+    """The subject from ``[digest] periodic_subject``, e.g. "Your weekly digest, 23-29 November"."""
+    try:
+        subject = settings.digest.periodic_subject.format(
+            site=settings.site.title, frequency=period.frequency, period=period.label, count=count
+        )
+    except (KeyError, IndexError, ValueError) as exc:
+        raise TemplateError(
+            f"pipeline.toml: [digest] periodic_subject: {exc!s} is not a known field; "
+            "use {site}, {frequency}, {period} and {count}"
+        ) from exc
+    return " ".join(subject.split())
 
 
 def _card(entry: Entry, settings: Settings) -> dict[str, object]:
@@ -212,11 +257,16 @@ def digest_context(
     settings: Settings,
     disclaimer: Disclaimer,
     slot: Mapping[str, str],
+    period: Period | None = None,
 ) -> dict[str, object]:
     """What both templates see; ``slot`` holds slot markers, or real values when rendering
-    a single copy directly (the benchmark's straightforward way)."""
+    a single copy directly (the benchmark's straightforward way). ``period`` is set for a
+    daily, weekly or monthly digest and None for the one sent at a publish."""
     entries = [*audience.new, *audience.updated]
-    subject = digest_subject(settings, entries)
+    if period is None:
+        subject = digest_subject(settings, entries)
+    else:
+        subject = periodic_subject(settings, period, len(entries))
     return {
         "site": settings.site,
         "base_url": settings.base_url,
@@ -228,6 +278,7 @@ def digest_context(
         "disclaimer_html": Markup(disclaimer.html),
         "disclaimer_text": disclaimer.text,
         "slot": slot,
+        "period": period,
     }
 
 
@@ -242,10 +293,11 @@ def render_audience(
     disclaimer: Disclaimer,
     env: jinja2.Environment,
     nonce: str,
+    period: Period | None = None,
 ) -> CompiledAudience:
     """Render one audience's digest to slotted HTML (MJML compiled once) and text."""
     slot = {name: SlotTemplate.marker(nonce, name) for name in SLOTS}
-    context = digest_context(audience, settings, disclaimer, slot)
+    context = digest_context(audience, settings, disclaimer, slot, period)
     mjml_source, text = render_sources(env, context)
     html = compile_mjml(mjml_source)
     for file in missing_disclaimer(html, text, disclaimer):
@@ -325,26 +377,37 @@ def plan_digest(
     topic_counts: Mapping[frozenset[str], int],
     settings: Settings,
     disclaimer: Disclaimer,
+    standby: Mapping[frozenset[str], int] | None = None,
 ) -> DigestPlan | None:
     """Everything needed to send this publish's digest, or None when nothing is announced.
 
-    ``topic_counts`` says how many subscribers chose each set of topics; who they are is
-    read when the outbox is recorded, so no plan holds a list of every subscriber.
+    ``topic_counts`` says how many "immediately" readers chose each set of topics and
+    ``standby`` how many periodic readers did (audiences are rendered for both; see
+    ``DigestPlan.standby``); who they are is read when the outbox is recorded, so no plan
+    holds a list of every subscriber.
     """
     if not changes.announced:
         return None
     env = template_environment(str(settings.paths.templates))
     nonce = secrets.token_hex(6)
-    groups = build_audiences(changes, topic_counts)
+    periodic = standby or {}
+    everybody = {t: topic_counts.get(t, 0) + periodic.get(t, 0) for t in {*topic_counts, *periodic}}
+    groups = build_audiences(changes, everybody)
     compiled = tuple(
         render_audience(audience, settings, disclaimer, env, nonce)
         for audience, _ in groups.values()
     )
-    members = {key: count for key, (_, count) in groups.items()}
+
+    def counted(counts: Mapping[frozenset[str], int]) -> dict[str, int]:
+        found = {key: counts.get(audience.topics, 0) for key, (audience, _) in groups.items()}
+        return {key: count for key, count in found.items() if count > 0}
+
     everyone = Audience(EVERY_TOPIC, frozenset(), changes.new, changes.updated)
     web = render_audience(everyone, settings, disclaimer, env, nonce)
     web_html = web.html.fill(public_slot_values(settings), escape=True)
-    return DigestPlan(web.subject, compiled, members, web_html, web)
+    return DigestPlan(
+        web.subject, compiled, counted(topic_counts), web_html, web, counted(periodic)
+    )
 
 
 def public_slot_values(settings: Settings) -> dict[str, str]:

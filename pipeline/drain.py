@@ -6,7 +6,9 @@ The order of events for one row is what makes delivery safe to interrupt:
    others, so no other drain sends it;
 2. one connection sends it;
 3. its outcome (sent, deferred with a next try, failed) is committed at once, before that
-   connection takes another row.
+   connection takes another row; a refusal is judged first (``pipeline.refusals``), and
+   the outcomes of a streak of identical refusals wait until the circuit breaker has
+   decided whether the streak is about the relay (then they stay pending).
 
 A crash between 2 and 3 is the only way a message can go out twice: at most one message
 per connection. Rows claimed but never sent keep ``pending`` and are released at the end,
@@ -32,6 +34,7 @@ from pipeline.delivery import (
     DeliveryOptions,
     DeliveryReport,
     PermanentFailure,
+    Refused,
     TemporaryFailure,
     Transport,
     Unreachable,
@@ -39,11 +42,15 @@ from pipeline.delivery import (
 from pipeline.errors import DeliveryError
 from pipeline.messages import MessageFactory, OutgoingMessage
 from pipeline.ratelimit import HOUR, RateLimiter
+from pipeline.refusals import Refusals, backoff
 from pipeline.store import Ledger, OutboxRow
 
 __all__ = ["Progress", "backoff", "deliver", "lease_owner", "release_abandoned_leases"]
 
 Progress = Callable[[DeliveryReport], None]
+
+# The cause kept with a row whose connection dropped or timed out: nobody's fault known.
+_CONNECTION = "connection: dropped or timed out"
 
 # Consecutive failures to reconnect after which a connection gives up for this run.
 RECONNECT_TRIES = 3
@@ -51,11 +58,6 @@ RECONNECT_TRIES = 3
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def backoff(attempts: int, *, base: float = 60.0, cap: float = 6 * 3600.0) -> timedelta:
-    """Exponential back-off with jitter: base, 2x, 4x … (times 0.5 to 1), capped."""
-    return timedelta(seconds=random.uniform(0.5, 1.0) * min(cap, base * 2 ** max(0, attempts)))
 
 
 def lease_owner() -> str:
@@ -144,6 +146,9 @@ class _Drain:
         self.queue: asyncio.Queue[OutboxRow | None] = asyncio.Queue()
         self.tick = asyncio.Event()  # set whenever a row is settled or the run stops
         self.limiter = RateLimiter()
+        self.refusals = Refusals(
+            ledger, options, self.report, self.deferred_ids, clock, self._refusal_settled
+        )
 
     def should_stop(self) -> bool:
         if not self.stopping and self.external_stop():
@@ -174,6 +179,7 @@ class _Drain:
             try:
                 with self._interrupt_on_sigint(), ledger.checkpoints_in_background():
                     await self._drain(transports)
+                self.refusals.finish()
             finally:
                 for transport in transports:
                     with contextlib.suppress(Exception):
@@ -181,8 +187,13 @@ class _Drain:
                 ledger.release_leases(self.owner)
         report.pending = ledger.delivery_counts().pending
         report.seconds = time.perf_counter() - started
+        if report.held:
+            report.stopped = (
+                f"{report.stopped}; nobody was suppressed and {report.pending} message(s) "
+                "stay pending: run `pipeline deliver` once that is fixed"
+            )
         if report.stopped and report.done == 0:
-            raise DeliveryError(report.stopped)
+            raise DeliveryError(f"nothing was delivered: {report.stopped}")
         return report
 
     def _limiter(self, now: datetime) -> RateLimiter:
@@ -233,6 +244,9 @@ class _Drain:
             if not rows:
                 if self.in_flight == 0:
                     break  # nothing due and nothing in flight that could come due again
+                if self.in_flight == self.refusals.holding:
+                    self.refusals.finish()  # only held refusals left: no streak to wait for
+                    continue
                 await self._wait_tick()
                 continue
             self.in_flight += len(rows)
@@ -270,14 +284,18 @@ class _Drain:
                 if not await self._retry_row_later(row, exc.reply, reconnect_failures):
                     return
                 continue
+            except Refused as exc:
+                reason = self.refusals.refused(row, exc.verdict, exc.server)
+                self.tick.set()  # the producer may be waiting for nothing but held refusals
+                if reason is not None:
+                    self.request_stop(reason)
+                    return
             except TemporaryFailure as exc:
                 self._record_temporary(row, exc.reply)
             except PermanentFailure as exc:
-                self._record_permanent(row, exc)
-            except DeliveryError as exc:  # the sender is refused: no row can go
-                self.in_flight -= 1  # the row stays pending
-                self.request_stop(str(exc))
-                return
+                self.ledger.mark_failed(row.id, exc.reply, cause="local: cannot send to it")
+                self.report.failed += 1
+                self._settle(row)
             else:
                 await self._record_sent(row, message, reply)
             reconnect_failures = 0
@@ -304,31 +322,27 @@ class _Drain:
             await asyncio.sleep(pause)
             pause = min(0.01, pause * 2 or 0.0005)
         self.report.sent += 1
+        self.refusals.delivered(row)
         self._settle(row)
 
     def _record_temporary(self, row: OutboxRow, reply: str) -> None:
         options = self.options
         if row.attempts + 1 >= options.max_attempts:
-            self.ledger.mark_failed(row.id, reply)
+            self.ledger.mark_failed(row.id, reply, cause=_CONNECTION)
             self.report.failed += 1
             self._settle(row)
             return
         delay = backoff(row.attempts, base=options.retry_base, cap=options.retry_cap)
-        self.ledger.mark_deferred(row.id, reply, self.clock() + delay)
+        self.ledger.mark_deferred(row.id, reply, self.clock() + delay, cause=_CONNECTION)
         if row.id not in self.deferred_ids:
             self.deferred_ids.add(row.id)
             self.report.deferred += 1
         self.in_flight -= 1
         self._progress()
 
-    def _record_permanent(self, row: OutboxRow, failure: PermanentFailure) -> None:
-        if failure.hard_bounce:
-            self.ledger.mark_bounced(row.id, row.email, failure.reply, self.clock())
-            self.report.suppressed += 1
-        else:
-            self.ledger.mark_failed(row.id, failure.reply)
-        self.report.failed += 1
-        self._settle(row)
+    def _refusal_settled(self) -> None:
+        self.in_flight -= 1
+        self._progress()
 
     def _settle(self, row: OutboxRow) -> None:
         """The row reached a final state in this run."""

@@ -20,7 +20,6 @@ from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
-from urllib.parse import quote
 
 from pipeline.config import CONFIG_FILE, Settings
 from pipeline.digest import EVERY_TOPIC, SlotTemplate, topics_phrase
@@ -36,6 +35,7 @@ from pipeline.mime import (
     header_safe,
     multipart_alternative,
 )
+from pipeline.return_path import ReturnPaths
 from pipeline.signing import DkimSigner, load_signer
 from pipeline.store import TRANSACTIONAL_DIGEST, AudienceRecord, OutboxRow
 from pipeline.subscribers import make_token, subscriber_ref
@@ -147,7 +147,7 @@ class MessageFactory:
         self._domain = self._sender.rpartition("@")[2].lower()
         list_name = _list_name(settings.site.title)
         self.list_id = f"{list_name}.{self._domain}"
-        self.unsubscribe_mailto = f"mailto:{quote(self._sender, safe='@+')}?subject=unsubscribe"
+        self.return_paths = ReturnPaths(key, self._sender, settings.bounces.return_path)
         fixed = [
             fold_header("From", encode_address(sender.name, sender.address)),
             fold_header("List-Id", [*encode_phrase(settings.site.title), f"<{self.list_id}>"]),
@@ -179,6 +179,10 @@ class MessageFactory:
             f"{self._key}\0{row.digest_id}\0{row.email.lower()}".encode()
         ).hexdigest()[:20]
         return f"<digest{row.digest_id}.{tag}@{self._domain}>"
+
+    def unsubscribe_mailto(self, row: OutboxRow) -> str:
+        """The List-Unsubscribe ``mailto:``, with the subscriber's opaque token."""
+        return self.return_paths.unsubscribe_mailto(row.email)
 
     def _topics(self, audience_key: str) -> str:
         label = self._topic_labels.get(audience_key)
@@ -237,7 +241,7 @@ class MessageFactory:
             self._date(),
             b"Message-ID: %s\r\n" % message_id.encode("ascii"),
             fold_header(
-                "List-Unsubscribe", [f"<{unsubscribe_url}>,", f"<{self.unsubscribe_mailto}>"]
+                "List-Unsubscribe", [f"<{unsubscribe_url}>,", f"<{self.unsubscribe_mailto(row)}>"]
             ),
         )
         escaped = {name: html.escape(value) for name, value in values.items()}
@@ -249,7 +253,9 @@ class MessageFactory:
         )
         if self._signer is not None:
             data = self._signer.sign(data)
-        return OutgoingMessage(self._sender, addr_spec(row.email), message_id, data, crlf_only=True)
+        recipient = addr_spec(row.email)
+        sender = self.return_paths.envelope_sender(row.digest_id, recipient)
+        return OutgoingMessage(sender, recipient, message_id, data, crlf_only=True)
 
 
 # Fold only past 998 octets: folding at 78 would RFC 2047-encode the long List-Unsubscribe URL.

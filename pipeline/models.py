@@ -41,6 +41,8 @@ class Article:
     body_markdown: str
     content_hash: str
     html: str = ""  # filled by the renderer, sanitised, links absolute
+    minor_edit: bool = False  # a correction: rewrite the entry, do not move `updated`
+    former_hash: str = ""  # content_hash as ledgers before canonical hashing computed it
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +76,12 @@ class Changes:
     unchanged: tuple[Entry, ...] = ()
     scheduled: tuple[Article, ...] = ()  # drafts are not listed; future-dated ones are
     renamed: tuple[Entry, ...] = ()  # same content and id under a new slug; not announced
+    corrected: tuple[Entry, ...] = ()  # recorded with their dates kept; not announced
 
     @property
     def live(self) -> tuple[Entry, ...]:
         """Every entry that is published after this run, newest first."""
-        entries = [*self.new, *self.updated, *self.renamed, *self.unchanged]
+        entries = [*self.new, *self.updated, *self.renamed, *self.corrected, *self.unchanged]
         return tuple(sorted(entries, key=lambda e: (e.published, e.slug), reverse=True))
 
     @property
@@ -87,7 +90,7 @@ class Changes:
 
     @property
     def any(self) -> bool:
-        return bool(self.new or self.updated or self.withdrawn or self.renamed)
+        return bool(self.new or self.updated or self.withdrawn or self.renamed or self.corrected)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,7 @@ class Subscriber:
     email: str
     name: str = ""
     topics: frozenset[str] = field(default_factory=frozenset)  # empty: every topic
+    frequency: str = "immediately"  # or "daily", "weekly", "monthly" (periodic digests)
 
     def wants(self, topics: tuple[str, ...]) -> bool:
         return not self.topics or bool(self.topics.intersection(topics))

@@ -56,7 +56,8 @@ def forget(
 
 def person_data(ledger: Ledger, address: str, lists: SubscriberList) -> dict[str, Any]:
     """Everything held about ``address`` as one JSON-ready document (times in ISO 8601 UTC):
-    the subscriber record, sign-ups, messages sent or queued, and list rows naming it."""
+    the subscriber record, sign-ups, messages sent or queued, bounces, and list rows naming
+    it."""
     email = normalise_email(address)
     key = email_key(email)
     record = ledger.subscriber(key)
@@ -72,6 +73,7 @@ def person_data(ledger: Ledger, address: str, lists: SubscriberList) -> dict[str
             "created_at": _iso(record.created_at),
             "updated_at": _iso(record.updated_at),
             "confirmed_at": _iso(record.confirmed_at),
+            "frequency": record.frequency,
         }
     return {
         "email": email,
@@ -82,16 +84,29 @@ def person_data(ledger: Ledger, address: str, lists: SubscriberList) -> dict[str
                 "topics": sorted(s.topics),
                 "requested_at": _iso(s.requested_at),
                 "confirmed_at": _iso(s.confirmed_at),
+                "frequency": s.frequency,
             }
             for s in ledger.signups_of(key)
         ],
         "messages": ledger.messages_to(key),
+        "bounces": [
+            {
+                "at": _iso(b.created_at),
+                "kind": b.kind,
+                "cause": b.cause,
+                "reply": b.reply,
+                "digest": b.digest_id,
+                "source": b.source,
+            }
+            for b in ledger.bounce_events(key)
+        ],
         "list_rows": [
             {
                 "source": e.source,
                 "name": e.subscriber.name,
                 "topics": sorted(e.subscriber.topics),
                 "status": e.status,
+                "frequency": e.subscriber.frequency,
             }
             for e in lists.entries
             if email_key(e.subscriber.email) == key

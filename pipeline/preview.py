@@ -1,9 +1,10 @@
 """Editors' tools: look at the next digest before it goes out, or mail a test copy.
 
-Both build the digest the next ``publish`` would send, through the same code, and record
-nothing: no article versions, no digest, no outbox rows. A preview is written to
-``state/preview/`` as ``digest.html``, ``digest.txt`` (the two parts, decoded back from
-the message) and ``digest.eml`` (the message exactly as it would be sent, DKIM signature
+Both build the digest the next ``publish`` would send (or, for a subscriber on a daily,
+weekly or monthly frequency, their next periodic digest as it stands), through the same
+code, and record nothing: no article versions, no digest, no outbox rows. A preview is
+written to ``state/preview/`` as ``digest.html``, ``digest.txt`` (the two parts, decoded
+back from the message) and ``digest.eml`` (the message exactly as it would be sent, DKIM signature
 included when configured). Never under ``public/``: a subscriber's preview carries their
 working unsubscribe and preferences links, and ``public/`` is what ``serve`` serves and
 what gets deployed. Their "view in browser" link points at the local ``digest.html``,
@@ -15,21 +16,29 @@ from __future__ import annotations
 import asyncio
 import email
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 
 from pipeline.atomic import write_atomic
 from pipeline.config import Settings, secret_key
-from pipeline.delivery import PermanentFailure, TemporaryFailure, Transport, transport_for
+from pipeline.delivery import (
+    PermanentFailure,
+    Refused,
+    TemporaryFailure,
+    Transport,
+    transport_for,
+)
 from pipeline.digest import EVERY_TOPIC, DigestPlan, audience_key
 from pipeline.errors import DeliveryError, PipelineError
 from pipeline.messages import MessageFactory, OutgoingMessage
 from pipeline.mime import addr_spec
+from pipeline.periodic import IMMEDIATELY, plan_windows
 from pipeline.publish import PREVIEW_DIR, plan_publish, remove_public_preview
+from pipeline.refusals import advice
 from pipeline.store import AudienceRecord, Ledger, OutboxRow
-from pipeline.subscribers import ListFiles, planned_subscriber
+from pipeline.subscribers import ListFiles, email_key, planned_subscriber
 
 __all__ = [
     "PREVIEW_DIR",
@@ -89,13 +98,36 @@ def _row(
     member = planned_subscriber(ledger, lists.entries(), subscriber, secret)
     key = audience_key(member.topics) if member is not None else ""
     audience = next((a for a in digest.audiences if a.audience.key == key), None)
-    if member is None or audience is None:
+    # A periodic reader not in the ledger yet (a list row) gets their first digest at the
+    # next slot, not at this publish.
+    if member is None or audience is None or member.frequency != IMMEDIATELY:
         raise NothingToSend(
             f"{subscriber} gets nothing in the next digest: not in subscribers/*.csv, "
             f"suppressed, or none of their topics changed ({digest.recipients} recipients)"
         )
     row = OutboxRow(0, _PREVIEW_DIGEST, key, to or member.email, member.name, 0)
     return row, audience.record()
+
+
+def _periodic_row(
+    settings: Settings, ledger: Ledger, subscriber: str, to: str | None, now: datetime | None
+) -> tuple[OutboxRow, AudienceRecord] | None:
+    """The row and audience of an active periodic reader's next digest so far; None for
+    anyone else. Raises ``NothingToSend`` when their window holds nothing on their topics."""
+    reader = ledger.subscriber(email_key(subscriber))
+    if reader is None or reader.status != "active" or reader.frequency == IMMEDIATELY:
+        return None
+    windows = ledger.reader_windows(reader.frequency, reader.email_key)
+    end = now or datetime.now(UTC)
+    planned = plan_windows(settings, ledger, windows, end, reader.frequency, at_slot=False)
+    if not planned:
+        raise NothingToSend(
+            f"{subscriber}'s {reader.frequency} digest holds nothing yet: no news on their "
+            "topics since their last one"
+        )
+    key, _ = planned[0].recipients[0]
+    audience = next(a for a in planned[0].audiences if a.key == key)
+    return OutboxRow(0, _PREVIEW_DIGEST, key, to or reader.email, reader.name, 0), audience
 
 
 def build_preview(
@@ -109,10 +141,16 @@ def build_preview(
     view_url: str | None = None,
 ) -> Preview:
     """The next digest as ``subscriber`` would get it (default: every change), unrecorded.
+    For a reader on a daily, weekly or monthly frequency, their next digest as it stands at
+    ``now``: what their window holds so far.
 
     Its "view in browser" link is ``view_url``, by default the local preview file."""
-    digest, lists = _next_digest(settings, ledger, now)
-    row, record = _row(digest, settings, subscriber, to, (ledger, lists))
+    periodic = _periodic_row(settings, ledger, subscriber, to, now) if subscriber else None
+    if periodic is not None:
+        row, record = periodic
+    else:
+        digest, lists = _next_digest(settings, ledger, now)
+        row, record = _row(digest, settings, subscriber, to, (ledger, lists))
     preview_url = view_url or (preview_folder(settings) / "digest.html").absolute().as_uri()
     factory = MessageFactory(
         settings,
@@ -239,6 +277,13 @@ async def _send_one(transport: Transport, message: OutgoingMessage) -> str:
     await transport.open()
     try:
         return await transport.send(message)
+    except Refused as exc:
+        verdict = exc.verdict
+        hint = f"; {advice(verdict)}" if verdict.bounce is None else ""
+        raise DeliveryError(
+            f"the server refused the test message to {message.recipient} "
+            f"({verdict.label}): {verdict.reply}{hint}"
+        ) from exc
     except (TemporaryFailure, PermanentFailure) as exc:
         raise DeliveryError(
             f"the server refused the test message to {message.recipient}: {exc.reply}"

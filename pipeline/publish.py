@@ -19,17 +19,20 @@ from pipeline.atomic import write_all_if_changed, write_if_changed
 from pipeline.cache import CachedLoad, load_articles_cached
 from pipeline.config import Settings, secret_key
 from pipeline.delivery import DeliveryReport, Transport
-from pipeline.detect import detect_changes
 from pipeline.digest import DigestPlan, audience_key, plan_digest
 from pipeline.disclaimer import load_disclaimer
 from pipeline.drain import Progress
 from pipeline.errors import ContentError, DeliveryError, Problem
+from pipeline.feed_history import FeedDate
 from pipeline.feeds import render_feeds
 from pipeline.messages import check_email_settings
 from pipeline.models import Changes
+from pipeline.periodic import entry_card
 from pipeline.site import SitePlan, digest_page, output_stamps, plan_site, remove_stale
 from pipeline.store import KnownArticle, Ledger, PublishRecord
 from pipeline.subscribers import ListFiles, SubscriberStore, plan_lists
+from pipeline.vetting import vet_articles
+from pipeline.websub import WebSubReport, changed_feed_urls, notify_hub
 from pipeline.workers import deliver_outbox
 
 __all__ = [
@@ -54,6 +57,7 @@ class PublishPlan:
     site: SitePlan | None = None  # article pages to track, stale pages to remove
     cache: CachedLoad | None = None  # articles parsed this time, to cache
     email: bool = True  # False: planned for a publish without email, so no digest planned
+    feed_dates: tuple[FeedDate, ...] = ()  # feed scopes whose hash or date moved
     to_write: tuple[str, ...] = ()  # the files whose bytes differ on disk: what execute writes
     # List rows whose name or topics differ from the ledger's (kept): "file:line: addr: …"
     list_differences: tuple[str, ...] = ()
@@ -77,6 +81,7 @@ class PublishReport:
     removed: list[str] = field(default_factory=list)  # stale pages (withdrawn, renamed)
     digest_id: int | None = None
     delivery: DeliveryReport | None = None
+    websub: WebSubReport | None = None  # None: no hub configured, or nothing to ping
 
 
 # Previews live in state/preview/; earlier versions wrote them to public/preview/.
@@ -116,22 +121,36 @@ def plan_publish(
         base_url=settings.base_url,
     )
     loaded = cache.result
-    if loaded.problems:
-        # All or nothing: a half publish would withdraw the broken article from every feed.
-        raise ContentError(list(loaded.problems))
-
     disclaimer = load_disclaimer(paths.templates, settings.base_url)
-    changes = detect_changes(
-        loaded.articles, ledger.known_articles(), now=now, base_url=settings.base_url
+    changes, problems = vet_articles(
+        loaded.articles,
+        ledger.known_articles(),
+        retired=ledger.retired_ids(),
+        now=now,
+        base_url=settings.base_url,
+        root=paths.root,
     )
-    files = render_feeds(changes.live, settings, disclaimer).files
+    if changes is None or loaded.problems:
+        # All or nothing: a half publish would withdraw the broken article from every feed.
+        raise ContentError(
+            sorted([*loaded.problems, *problems], key=lambda p: (p.file, p.line or 0))
+        )
+    feeds = render_feeds(
+        changes.live,
+        settings,
+        disclaimer,
+        previous=ledger.feed_dates(),
+        now=now,
+        present=lambda path: (paths.public / path).is_file(),
+    )
+    files = feeds.files
     site = plan_site(
         changes.live,
         settings,
         disclaimer,
         stamps=ledger.site_outputs(),
         digests=ledger.digest_copies(),
-        feed_paths=files,
+        feed_paths=[*files, *feeds.kept],
     )
     files.update(site.files)
 
@@ -152,7 +171,13 @@ def plan_publish(
     # The key is needed only to match forgotten addresses; a dry run must not create one.
     secret = secret_key(paths) if ledger.erased_hashes() else ""
     merge = plan_lists(ledger, lists.entries(), secret)
-    digest = plan_digest(changes, merge.topic_counts, settings, disclaimer) if email else None
+    # The digest of a publish goes to the readers who chose "immediately"; the others get
+    # the daily, weekly or monthly digests (pipeline digests --due) from the version log.
+    digest = (
+        plan_digest(changes, merge.topic_counts, settings, disclaimer, merge.standby_counts)
+        if email
+        else None
+    )
     if digest is not None:
         check_email_settings(settings)  # a DKIM or sender mistake stops the run before recording
     return PublishPlan(
@@ -165,6 +190,7 @@ def plan_publish(
         site=site,
         cache=cache,
         email=email,
+        feed_dates=feeds.dates,
         list_differences=tuple(merge.differences),
         to_write=tuple(
             relative
@@ -203,6 +229,8 @@ def execute(
         ledger.record_site_outputs(
             output_stamps(public, plan.site.keys, plan.files), plan.site.forget
         )
+    if plan.feed_dates:
+        ledger.record_feed_dates(plan.feed_dates)
     if plan.cache is not None:
         ledger.store_cached_articles(
             plan.cache.fresh, plan.cache.slugs, restamped=plan.cache.restamped
@@ -216,7 +244,7 @@ def execute(
                 KnownArticle(
                     e.slug, e.entry_id, e.article.content_hash, e.published, e.updated, True
                 )
-                for e in (*changes.announced, *changes.renamed)
+                for e in (*changes.announced, *changes.renamed, *changes.corrected)
             ),
             withdrawn=changes.withdrawn,
             digest_subject=digest.subject if digest else None,
@@ -224,12 +252,27 @@ def execute(
             audiences=tuple(a.record() for a in digest.audiences) if digest else (),
             recipients=_recipients(ledger, digest) if digest else (),
             new_count=len(changes.new),
+            versions=(
+                # --no-email: the changes count as published, and periodic digests keep
+                # quiet about them too
+                *(entry_card(e, "published" if digest else "quiet") for e in changes.announced),
+                *(entry_card(e, "quiet") for e in (*changes.renamed, *changes.corrected)),
+            ),
         )
         report.digest_id = ledger.record_publish(record, plan.now)
         if report.digest_id is not None and digest is not None:
             web_copy = Path("digests") / str(report.digest_id) / "index.html"
             if write_if_changed(public / web_copy, digest_page(digest.web_html, settings)):
                 report.written.append(str(web_copy))
+
+    hub = settings.feeds.websub_hub
+    if hub:
+        # After the files and the record, before the (possibly long) delivery.
+        changed = changed_feed_urls(report.written, settings.base_url)
+        topics = sorted({*ledger.websub_pending(), *changed})
+        if topics:
+            report.websub = notify_hub(hub, topics)
+            ledger.record_websub(report.websub.notified, report.websub.pending, plan.now)
 
     if send_email:
         try:
@@ -257,9 +300,11 @@ def _recipients(ledger: Ledger, digest: DigestPlan) -> Iterator[tuple[str, str, 
     Read from the ledger while the outbox is recorded, a chunk at a time, after the lists
     are merged: whoever unsubscribed since the plan is left out, and no list of every
     subscriber is ever held. A subscriber whose topics have no planned audience (none of
-    them changed, or they changed them since the plan) gets nothing this time.
+    them changed, or they changed them since the plan) gets nothing this time. Readers on
+    a periodic frequency are yielded too (their audiences are rendered as standby); the
+    ledger leaves out whoever is on one when it records (``DigestStore.record_publish``).
     """
-    planned = digest.members.keys()
+    planned = {compiled.audience.key for compiled in digest.audiences}
     for email, name, topics in ledger.active_subscribers():
         key = audience_key(topics)
         if key in planned:

@@ -337,4 +337,19 @@ def _stale(public: Path, claimed: set[str]) -> list[str]:
                     for f in os.scandir(folder.path)
                     if f.is_file() and f"{relative}/{f.name}" not in claimed
                 )
+    return stale + _stale_archives(public, claimed)
+
+
+def _stale_archives(public: Path, claimed: set[str]) -> list[str]:
+    """RFC 5005 archive pages (``[topics/<t>/]archive/<n>/``) no feed claims any more."""
+    live = {path.rsplit("/", 1)[0] for path in claimed if "archive/" in path}
+    parents = ["archive", *(str(p.relative_to(public)) for p in public.glob("topics/*/archive"))]
+    stale: list[str] = []
+    for parent in parents:
+        if (public / parent).is_dir():
+            stale += sorted(
+                f"{parent}/{page.name}"
+                for page in os.scandir(public / parent)
+                if page.is_dir() and f"{parent}/{page.name}" not in live
+            )
     return stale

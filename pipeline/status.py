@@ -6,10 +6,11 @@ when none exists yet), so looking at a fresh project does not create ``state/``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from pipeline.config import Settings
+from pipeline.periodic import ScheduledRun, schedule
 from pipeline.publish import PublishPlan, plan_publish
 from pipeline.store import DeliveryCounts, DigestDelivery, Ledger
 
@@ -35,6 +36,9 @@ class ProjectStatus:
     last_digest: int | None
     destination: str  # where email goes: "SMTP host:port" or the local Maildir
     digests: tuple[DigestDelivery, ...] = ()  # per digest, oldest first
+    causes: dict[int, dict[str, int]] = field(default_factory=dict)  # digest -> cause -> rows
+    schedule: tuple[ScheduledRun, ...] = ()  # the next daily, weekly and monthly digests
+    websub_pending: tuple[str, ...] = ()  # feed URLs whose hub ping the next publish resends
 
 
 def read_ledger(settings: Settings) -> Ledger:
@@ -56,6 +60,7 @@ def audience_counts(plan: PublishPlan) -> tuple[AudienceCount, ...]:
             recipients=members.get(compiled.audience.key, 0),
         )
         for compiled in plan.digest.audiences
+        if members.get(compiled.audience.key)  # not those rendered for periodic readers alone
     ]
     return tuple(sorted(counts, key=lambda a: (-a.recipients, a.key)))
 
@@ -73,11 +78,15 @@ def project_status(settings: Settings, *, now: datetime | None = None) -> Projec
 
     Raises ``ContentError`` (every problem listed) when an article is invalid, as publish would.
     """
+    now = now or datetime.now(UTC)
     with read_ledger(settings) as ledger:
         plan = plan_publish(settings, ledger, now=now)
+        upcoming = schedule(settings, ledger, now)
         deliveries = ledger.delivery_counts()
         digests = tuple(ledger.digest_deliveries())
+        causes = ledger.cause_counts()
         last = ledger.last_run()
+        websub_pending = tuple(ledger.websub_pending())
     return ProjectStatus(
         plan=plan,
         deliveries=deliveries,
@@ -85,4 +94,7 @@ def project_status(settings: Settings, *, now: datetime | None = None) -> Projec
         last_digest=last[1] if last else None,
         destination=destination(settings),
         digests=digests,
+        causes=causes,
+        schedule=upcoming,
+        websub_pending=websub_pending,
     )

@@ -1,8 +1,9 @@
 """The editors' subscriber lists (``subscribers/*.csv``) and the CSV export.
 
-A list's header names the column ``email`` and optionally ``name``, ``topics`` and
-``status``; the columns of an export are accepted too, so an export imports back. Every
-invalid row is reported with file, line and field and skipped.
+A list's header names the column ``email`` and optionally ``name``, ``topics``, ``status``
+and ``frequency`` (immediately, daily, weekly or monthly); the columns of an export are
+accepted too, so an export imports back. Every invalid row is reported with file, line and
+field and skipped.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ EXPORT_COLUMNS = (
     "created_at",
     "updated_at",
     "confirmed_at",
+    "frequency",
 )
+_FREQUENCIES = ("immediately", "daily", "weekly", "monthly")
 _IMPORT_STATUSES = ("active", "pending", "unsubscribed", "bounced")
 
 
@@ -122,7 +125,8 @@ def load_subscribers(
 
 def read_list(path: Path, root: Path, *, known_topics: Iterable[str] = ()) -> SubscriberList:
     """Read one list: a CSV file whose header names ``email`` and optionally ``name``,
-    ``topics`` and ``status`` (the columns of an export are accepted and the rest ignored).
+    ``topics``, ``status`` and ``frequency`` (the columns of an export are accepted and the
+    rest ignored).
 
     Any separator, encoding and line ending a spreadsheet writes is read (see
     ``pipeline.spreadsheet_csv``). Each invalid row is a problem naming its line; a file
@@ -203,7 +207,7 @@ def _read_rows(
             source,
             1,
             f"{what} (read as {table.described}); the header names the columns "
-            "email,name,topics (and optionally status)",
+            "email,name,topics (and optionally status and frequency)",
         )
         return
     first_problem = len(problems)
@@ -240,9 +244,15 @@ def _read_rows(
                 Problem(source, line, "status", f"use one of {', '.join(_IMPORT_STATUSES)}")
             )
             continue
+        frequency = cells.get("frequency", "").lower() or "immediately"
+        if frequency not in _FREQUENCIES:
+            problems.append(
+                Problem(source, line, "frequency", f"use one of {', '.join(_FREQUENCIES)}")
+            )
+            continue
         if seen is None or not seen.add(address):
             continue
-        subscriber = Subscriber(address, clean_name(cells.get("name", "")), topics)
+        subscriber = Subscriber(address, clean_name(cells.get("name", "")), topics, frequency)
         yield ListEntry(subscriber, status, f"{source}:{line}")
     invalid = len(problems) - first_problem
     if rows and invalid * 2 > rows:
@@ -282,6 +292,7 @@ def export_csv(records: Iterable[SubscriberRecord]) -> str:
                 _stamp(r.created_at),
                 _stamp(r.updated_at),
                 _stamp(r.confirmed_at),
+                r.frequency,
             ]
         )
     return out.getvalue()

@@ -28,6 +28,7 @@ from pipeline.config import Settings, secret_key
 from pipeline.errors import SubscriberError
 from pipeline.models import Subscriber
 from pipeline.store import (
+    FREQUENCIES,
     Ledger,
     MergeCounts,
     SignupRecord,
@@ -120,10 +121,12 @@ def without_erased(entries: Iterable[ListEntry], erased: set[str], key: str) -> 
 @dataclass(slots=True)
 class ListPlan:
     """What merging the editors' lists would do, without writing anything: how many will
-    be active per set of topics, and the list values that differ from a known subscriber's
-    own (kept; see ``list_differences``)."""
+    be active per set of topics ("immediately" readers in ``topic_counts``, those on a
+    daily, weekly or monthly frequency in ``standby_counts``), and the list values that
+    differ from a known subscriber's own (kept; see ``list_differences``)."""
 
     topic_counts: Counter[frozenset[str]]
+    standby_counts: Counter[frozenset[str]]
     differences: list[str]
 
 
@@ -135,7 +138,14 @@ def plan_lists(
     The ledger's active subscribers are counted in SQL and the list rows looked up
     ``chunk`` addresses at a time, so memory does not grow with the list or the ledger.
     """
-    counts: Counter[frozenset[str]] = Counter(ledger.active_topic_counts())
+    immediate: Counter[frozenset[str]] = Counter()
+    periodic: Counter[frozenset[str]] = Counter()
+
+    def tally(topics: frozenset[str], frequency: str, count: int) -> None:
+        (immediate if frequency == FREQUENCIES[0] else periodic)[topics] += count
+
+    for (topics, frequency), count in ledger.active_topic_counts().items():
+        tally(topics, frequency, count)
     differences: list[str] = []
     stream = without_erased(entries, ledger.erased_hashes(), secret)
     while batch := list(itertools.islice(stream, chunk)):
@@ -145,12 +155,13 @@ def plan_lists(
             found = known.get(email_key(entry.subscriber.email))
             action = merge_action(None if found is None else found.status, entry.status)
             if action == "add" and entry.status == "active":
-                counts[entry.subscriber.topics] += 1
+                tally(entry.subscriber.topics, entry.subscriber.frequency, 1)
             elif action == "activate" and found is not None:
-                counts[found.topics] += 1  # a known address keeps its own topics
+                # A known address keeps its own topics and frequency.
+                tally(found.topics, found.frequency, 1)
             elif action == "suppress" and found is not None and found.status == "active":
-                counts[found.topics] -= 1
-    return ListPlan(+counts, differences)  # +: drops the groups that emptied
+                tally(found.topics, found.frequency, -1)
+    return ListPlan(+immediate, +periodic, differences)  # +: drops the groups that emptied
 
 
 def planned_subscriber(
@@ -199,6 +210,7 @@ def listed_subscribers(
                 now,
                 now,
                 now if entry.status == "active" else None,
+                member.frequency,
             )
         elif action in ("activate", "suppress") and record is not None:
             status = "active" if action == "activate" else entry.status
@@ -278,6 +290,11 @@ class SubscriberStore:
             chosen = Subscriber(address, clean_name(name or ""), topics or frozenset())
             self.ledger.merge_subscribers([self._row(chosen, "active", "cli")], now)
             return self._found(address), ("added",)
+        if record.status == "bounced":
+            raise SubscriberError(
+                f"{record.email} was suppressed by bounces ({record.reason}); if the mailbox "
+                f"works again, `pipeline subscribers reactivate {record.email}` brings it back"
+            )
         if record.suppressed:
             raise SubscriberError(
                 f"{record.email} is {record.status} and stays so; only a new sign-up "
@@ -334,7 +351,13 @@ class SubscriberStore:
         return self.ledger.unsubscribe(email_key(email), reason, now)
 
     def request_signup(
-        self, email: str, name: str, topics: frozenset[str], now: datetime
+        self,
+        email: str,
+        name: str,
+        topics: frozenset[str],
+        now: datetime,
+        *,
+        frequency: str = "immediately",
     ) -> SignupRequest:
         """A web sign-up: a confirmation token to email, unless the address is already active
         or was sent one moments ago. The caller answers the same either way."""
@@ -347,7 +370,7 @@ class SubscriberStore:
         if last is not None and now - last < RESEND_AFTER:
             return SignupRequest(address, None)
         signup = SignupRecord(
-            secrets.token_urlsafe(16), key, address, clean_name(name), topics, now
+            secrets.token_urlsafe(16), key, address, clean_name(name), topics, now, None, frequency
         )
         self.ledger.add_signup(signup, subscriber_ref(key, self._key))
         return SignupRequest(address, make_token(signup.id, self._key, "confirm"))
@@ -403,6 +426,7 @@ class SubscriberStore:
             status,
             source,
             subscriber_ref(key, self._key),
+            subscriber.frequency,
         )
 
 
@@ -437,4 +461,4 @@ def erased_hash(address: str, key: str) -> str:
 
 
 def _subscriber(record: SubscriberRecord) -> Subscriber:
-    return Subscriber(record.email, record.name, record.topics)
+    return Subscriber(record.email, record.name, record.topics, record.frequency)

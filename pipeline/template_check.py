@@ -35,6 +35,7 @@ from pipeline.digest import (
     HTML_TEMPLATE,
     SLOTS,
     TEXT_TEMPLATE,
+    Period,
     TemplateRenderError,
     compile_mjml,
     digest_context,
@@ -42,7 +43,7 @@ from pipeline.digest import (
     render_sources,
     template_environment,
 )
-from pipeline.disclaimer import load_disclaimer
+from pipeline.disclaimer import Disclaimer, load_disclaimer
 from pipeline.errors import Problem, TemplateError
 from pipeline.mjml_rules import (
     COMPONENTS,
@@ -345,6 +346,7 @@ def check_templates(settings: Settings) -> list[Problem]:
         return [*problems, Problem(exc.file, exc.line, None, exc.detail)]
     problems += _check_rendered(mjml_source, mjml_file)
     problems += _leftovers(f"templates/{TEXT_TEMPLATE}", text)
+    problems += _check_periodic(env, audience, settings, disclaimer, placeholders)
     try:
         html = compile_mjml(mjml_source)
     except TemplateError as exc:
@@ -354,6 +356,30 @@ def check_templates(settings: Settings) -> list[Problem]:
         for file in missing_disclaimer(html, text, disclaimer)
     ]
     return problems + _leftovers(mjml_file, html)
+
+
+def _check_periodic(
+    env: jinja2.Environment,
+    audience: Audience,
+    settings: Settings,
+    disclaimer: Disclaimer,
+    placeholders: dict[str, str],
+) -> list[Problem]:
+    """The daily, weekly and monthly digests' subject and their branch of the templates."""
+    try:
+        context = digest_context(
+            audience,
+            settings,
+            disclaimer,
+            placeholders,
+            Period("weekly", "23\N{EN DASH}29 November"),
+        )
+        render_sources(env, context)
+    except TemplateRenderError as exc:
+        return [Problem(exc.file, exc.line, None, exc.detail)]
+    except TemplateError as exc:
+        return [Problem(CONFIG_FILE, None, "[digest] periodic_subject", str(exc))]
+    return []
 
 
 def _leftovers(file: str, output: str) -> list[Problem]:

@@ -12,10 +12,11 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from pipeline.config import Settings
+from pipeline.config import ScheduleSettings, Settings
 from pipeline.delivery import DeliveryReport
 from pipeline.errors import Problem
 from pipeline.models import Entry
+from pipeline.periodic import ScheduledRun
 from pipeline.publish import PublishPlan, PublishReport
 from pipeline.status import AudienceCount, ProjectStatus, audience_counts
 from pipeline.store import TRANSACTIONAL_DIGEST, DeliveryCounts
@@ -27,6 +28,8 @@ __all__ = [
     "plan_dict",
     "problem_dict",
     "publish_dict",
+    "schedule_dict",
+    "schedule_table",
     "status_dict",
 ]
 
@@ -74,6 +77,10 @@ def changes_table(plan: PublishPlan) -> Table:
             table.add_row(kind, entry.slug, entry.article.title, style=style)
     for entry in changes.renamed:
         table.add_row("renamed", entry.slug, f"{entry.article.title} (same id)", style="cyan")
+    for entry in changes.corrected:
+        table.add_row(
+            "corrected", entry.slug, f"{entry.article.title} (not announced)", style="cyan"
+        )
     for slug in changes.withdrawn:
         table.add_row("withdrawn", slug, "", style="red")
     for article in changes.scheduled:
@@ -127,6 +134,7 @@ def plan_dict(plan: PublishPlan) -> dict[str, Any]:
     return {
         "new": [_entry_dict(e) for e in changes.new],
         "updated": [_entry_dict(e) for e in changes.updated],
+        "corrected": [_entry_dict(e) for e in changes.corrected],
         "withdrawn": list(changes.withdrawn),
         "scheduled": [
             {"slug": a.slug, "title": a.title, "published": _iso(a.published)}
@@ -177,7 +185,40 @@ def deliveries_table(status: ProjectStatus) -> Table:
     digest = f" (digest {status.last_digest})" if status.last_digest else ""
     table.add_row("last publish", _when(status.last_publish) + digest)
     table.add_row("email goes to", status.destination)
+    if status.websub_pending:
+        count = len(status.websub_pending)
+        table.add_row("WebSub pings owed", f"{count} (sent at the next publish)", style="yellow")
     return table
+
+
+def schedule_table(runs: tuple[ScheduledRun, ...], schedule: ScheduleSettings) -> Table:
+    """The next daily, weekly and monthly digests: when (in ``[schedule] timezone``), and to
+    how many readers."""
+    table = _table("frequency", "next run", "readers", "with news so far", title="Periodic digests")
+    for run in runs:
+        local = f"{run.due.astimezone(schedule.zone):%Y-%m-%d %H:%M} {schedule.timezone}"
+        when = local + (" (due now: run `pipeline digests --due`)" if run.overdue else "")
+        table.add_row(
+            run.frequency,
+            when,
+            str(run.readers),
+            str(run.with_news),
+            style="yellow" if run.overdue else None,
+        )
+    return table
+
+
+def schedule_dict(runs: tuple[ScheduledRun, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "frequency": r.frequency,
+            "due": _iso(r.due),
+            "overdue": r.overdue,
+            "readers": r.readers,
+            "with_news": r.with_news,
+        }
+        for r in runs
+    ]
 
 
 def digests_table(status: ProjectStatus) -> Table | None:
@@ -187,9 +228,12 @@ def digests_table(status: ProjectStatus) -> Table | None:
     ]
     if not open_ones:
         return None
-    table = _table("digest", "created", "pending", "deferred", "failed", "sent", title="Digests")
+    table = _table(
+        "digest", "created", "pending", "deferred", "failed", "sent", "why", title="Digests"
+    )
     for d in open_ones:
         c = d.counts
+        why = status.causes.get(d.digest_id, {})
         confirmations = d.digest_id == TRANSACTIONAL_DIGEST  # sign-up confirmations
         table.add_row(
             "confirmations" if confirmations else str(d.digest_id),
@@ -198,6 +242,7 @@ def digests_table(status: ProjectStatus) -> Table | None:
             str(c.deferred),
             str(c.failed),
             str(c.sent),
+            "\n".join(f"{n} {cause}" for cause, n in sorted(why.items(), key=lambda i: -i[1])),
         )
     return table
 
@@ -210,15 +255,18 @@ def status_dict(status: ProjectStatus) -> dict[str, Any]:
         if status.last_publish is None
         else {"at": _iso(status.last_publish), "digest": status.last_digest},
         "destination": status.destination,
+        "websub_pending": list(status.websub_pending),
         "digests": [
             {
                 "digest": d.digest_id,
                 "subject": d.subject,
                 "created": _iso(d.created_at),
                 **_counts_dict(d.counts),
+                "causes": status.causes.get(d.digest_id, {}),
             }
             for d in status.digests
         ],
+        "schedule": schedule_dict(status.schedule),
     }
 
 
@@ -233,6 +281,7 @@ def delivery_dict(delivery: DeliveryReport | None) -> dict[str, Any] | None:
         "deferred": delivery.deferred,
         "failed": delivery.failed,
         "suppressed": delivery.suppressed,
+        "held": delivery.held,
         "skipped": delivery.skipped,
         "pending": delivery.pending,
         "interrupted": delivery.interrupted,
@@ -252,5 +301,11 @@ def publish_dict(plan: PublishPlan, report: PublishReport | None, seconds: float
         "removed": list(report.removed) if report else [],
         "digest": report.digest_id if report else None,
         "delivery": delivery_dict(report.delivery) if report else None,
+        "websub": {
+            "notified": list(report.websub.notified),
+            "pending": sorted(report.websub.pending),
+        }
+        if report and report.websub
+        else None,
         "seconds": round(seconds, 3),
     }

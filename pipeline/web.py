@@ -32,6 +32,7 @@ from starlette.types import Receive, Scope, Send
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
 from pipeline.web_subscribers import retry_confirmations, subscriber_routes
+from pipeline.webhooks import webhook_routes
 
 __all__ = ["PublicFiles", "create_app", "media_type"]
 
@@ -135,16 +136,29 @@ class PublicFiles:
 
 
 def _accepts_gzip(request: Headers) -> bool:
-    """True if Accept-Encoding names gzip (or *) with a non-zero quality."""
+    """True if Accept-Encoding gives gzip a quality above 0 (RFC 9110 section 12.5.3).
+
+    The order of the list does not matter: an explicit ``gzip`` (or its alias ``x-gzip``)
+    decides, else ``*``; a coding the client does not name is not acceptable. A quality
+    that is not a number from 0 to 1 makes its item void.
+    """
+    qualities: dict[str, float] = {}
     for item in request.get("accept-encoding", "").split(","):
-        coding, _, params = item.strip().partition(";")
-        if coding.strip().lower() not in ("gzip", "*"):
-            continue
-        quality = params.strip().lower().removeprefix("q=") if params else "1"
-        try:
-            return float(quality) > 0
-        except ValueError:
-            return False
+        coding, *params = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value.strip())
+                except ValueError:
+                    quality = -1.0
+        if coding and 0.0 <= quality <= 1.0:
+            name = coding.lower()
+            qualities[name] = max(quality, qualities.get(name, 0.0))
+    for name in ("gzip", "x-gzip", "*"):
+        if name in qualities:
+            return qualities[name] > 0
     return False
 
 
@@ -189,6 +203,7 @@ def create_app(
     return Starlette(
         routes=[
             *subscriber_routes(settings),
+            *webhook_routes(settings),
             *routes,
             Mount("/", app=PublicFiles(settings.paths.public), name="public"),
         ],

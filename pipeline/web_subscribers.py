@@ -8,7 +8,8 @@
 - ``/unsubscribe/<token>``: GET shows a button and changes nothing; any POST (the button, or
   RFC 8058 one-click with ``List-Unsubscribe=One-Click`` and no cookies) unsubscribes at
   once and answers 200, never a redirect.
-- ``/preferences/<token>``: change name and topics, or unsubscribe.
+- ``/preferences/<token>``: change name, topics and how often (see
+  :func:`pipeline.periodic.change_frequency`), or unsubscribe.
 
 A token that is altered, signed with another key, made for another page or expired gets a
 4xx page and changes nothing. No page redirects, none sets a cookie, and every value a user
@@ -33,13 +34,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from pipeline.bounce_scores import BouncePolicy
 from pipeline.config import Settings, secret_key
 from pipeline.confirmation import confirmation_message, queue_confirmation, send_queued
 from pipeline.delivery import Transport, transport_for
 from pipeline.digest import topics_phrase
 from pipeline.disclaimer import load_disclaimer
 from pipeline.errors import SubscriberError
-from pipeline.store import Ledger, SubscriberRecord
+from pipeline.periodic import IMMEDIATELY, change_frequency, frequency_choices
+from pipeline.store import FREQUENCIES, Ledger, SubscriberRecord
 from pipeline.subscribers import SubscriberStore, TokenError
 
 __all__ = ["RateLimit", "retry_confirmations", "subscriber_routes"]
@@ -100,6 +103,7 @@ class _Pages:
             "sender": settings.sender,
             "disclaimer_html": Markup(disclaimer.html),
             "topics": sorted(settings.topics.items()),
+            "frequencies": frequency_choices(settings),
         }
 
     def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -149,6 +153,7 @@ async def _try_confirmation(
         now=clock,
         retry_after=settings.send.retry_after,
         max_attempts=settings.send.max_attempts,
+        policy=BouncePolicy.from_settings(settings.bounces),
     )
     if outcome != "sent":
         log.warning("confirmation email (outbox row %d) %s; it stays queued", row_id, outcome)
@@ -207,6 +212,7 @@ def subscriber_routes(
                 email=values.get("email", ""),
                 name=values.get("name", ""),
                 chosen=values.get("chosen", []),
+                frequency=values.get("frequency", IMMEDIATELY),
             )
 
         if request.method != "POST":  # GET and HEAD change nothing
@@ -215,7 +221,8 @@ def subscriber_routes(
         form = await request.form()
         email, name = str(form.get("email", "")).strip(), str(form.get("name", ""))
         chosen = [str(t) for t in form.getlist("topic")]
-        values = {"email": email, "name": name, "chosen": chosen}
+        frequency = str(form.get("frequency", IMMEDIATELY))
+        values = {"email": email, "name": name, "chosen": chosen, "frequency": frequency}
         client = request.client.host if request.client else "unknown"
         if not limit.allow(client, now):
             return pages.message(
@@ -228,11 +235,13 @@ def subscriber_routes(
         unknown = sorted(topics - known_topics)
         if unknown:
             return form_page(422, [f"{unknown[0]} is not one of our topics."], values)
+        if frequency not in FREQUENCIES:
+            return form_page(422, ["Choose how often among the choices listed."], values)
         ledger, store = open_store()
         task = None
         with ledger:
             try:
-                signup = store.request_signup(email, name, topics, now)
+                signup = store.request_signup(email, name, topics, now, frequency=frequency)
             except SubscriberError:
                 return form_page(422, ["Please enter a valid email address."], values)
             if signup.token is not None:
@@ -280,14 +289,17 @@ def subscriber_routes(
                 return link_failed(exc)
             if record is None:
                 return pages.message("Already confirmed", "This address is subscribed.")
+            change_frequency(settings, ledger, record.email_key, signup.frequency, now)
+            how_often = dict(frequency_choices(settings))[signup.frequency]
             preferences = urljoin(
                 settings.base_url, f"preferences/{store.token_for(record, 'preferences')}"
             )
         return pages.message(
             "You are subscribed",
             f"{record.email} will receive {settings.site.title} news about "
-            f"{topics_phrase(settings, record.topics)}. Every email has a link to change "
-            "your topics or unsubscribe.",
+            f"{topics_phrase(settings, record.topics)}, "
+            f"{how_often[:1].lower()}{how_often[1:]}. Every email has a link to change your "
+            "topics, how often you hear from us, or unsubscribe.",
             link=(preferences, "Choose topics"),
         )
 
@@ -343,6 +355,7 @@ def subscriber_routes(
                     email=current.email,
                     name=current.name,
                     chosen=sorted(current.topics),
+                    frequency=current.frequency,
                     suppressed=current.suppressed,
                     signup_url=signup_url,
                     errors=errors,
@@ -358,11 +371,15 @@ def subscriber_routes(
             topics = frozenset(str(t) for t in form.getlist("topic"))
             if not topics <= known_topics:
                 return page(422, ("Choose among the topics listed.",))
+            frequency = str(form.get("frequency", record.frequency))
+            if frequency not in FREQUENCIES:
+                return page(422, ("Choose how often among the choices listed.",))
             # A form without the field (a script, an older page) keeps the name as it is.
             name = form.get("name")
             kept = record.name if name is None else str(name)
             if not store.save_preferences(record, kept, topics, now):
                 return page(409, ("This address is unsubscribed; sign up again first.",))
+            change_frequency(settings, ledger, record.email_key, frequency, now)
             return page(notice="Saved. The next email follows your new choices.")
 
     methods = ["GET", "POST"]

@@ -29,6 +29,7 @@ from pipeline.delivery import DeliveryOptions, DeliveryReport, Transport, transp
 from pipeline.drain import Progress, deliver
 from pipeline.errors import DeliveryError
 from pipeline.messages import MessageFactory
+from pipeline.refusals import revive_misjudged
 from pipeline.store import Ledger
 
 __all__ = ["PARALLEL_FROM", "deliver_outbox", "process_count"]
@@ -59,13 +60,15 @@ def deliver_outbox(
 ) -> DeliveryReport:
     """Send every due row of the outbox as ``[send]`` and ``[smtp]`` say; return the report.
 
-    ``retry_failed`` first makes failed rows pending again (suppressed addresses stay
-    failed). ``make_transport`` replaces the configured transport (one process then).
+    ``retry_failed`` first reactivates addresses an older pipeline suppressed on a refusal
+    today's rules do not hold against them (``revive_misjudged``), then makes failed rows
+    pending again (suppressed addresses stay failed). ``make_transport`` replaces the configured transport (one process then).
     Raises ``DeliveryError`` when nothing could be sent at all.
     """
+    revived = revive_misjudged(ledger, clock()) if retry_failed else []
     retried = ledger.retry_failed() if retry_failed else 0
     configured, smtp = transport_for(settings)
-    options = DeliveryOptions.from_settings(settings.send)
+    options = DeliveryOptions.from_settings(settings.send, bounces=settings.bounces)
     if not smtp:
         connections = connections or 1  # one writer is plenty for a local Maildir
     if connections is not None:
@@ -88,6 +91,7 @@ def deliver_outbox(
     else:
         report = _deliver_in_processes(settings, ledger, processes, on_progress, clock)
     report.retried = retried
+    report.reactivated = len(revived)
     report.waiting, report.next_try = ledger.deferred_waiting(clock())
     return report
 
@@ -141,9 +145,11 @@ def _deliver_in_processes(
                 on_progress(_combine(latest.values(), total))
     for child in children:
         child.join()
-    if not finished:
-        raise DeliveryError(next(iter(errors.values())))
     report = _combine(latest.values(), total)
+    if errors and report.done == 0:
+        # Every drain that had rows stopped before settling one (a drain with nothing left
+        # to claim finishes cleanly): nothing was delivered, and the error says why.
+        raise DeliveryError(next(iter(errors.values())))
     if errors and not report.stopped:
         report.stopped = "; ".join(errors.values())
     report.pending = ledger.delivery_counts().pending
@@ -198,7 +204,9 @@ def _drain_process(
 
     try:
         make_transport, _ = transport_for(settings)
-        options = DeliveryOptions.from_settings(settings.send, share=index, shares=processes)
+        options = DeliveryOptions.from_settings(
+            settings.send, share=index, shares=processes, bounces=settings.bounces
+        )
         with Ledger(settings.paths.ledger) as ledger:
             factory = MessageFactory(
                 settings, key, ledger.audience, load_stored=ledger.stored_message

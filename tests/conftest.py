@@ -37,6 +37,7 @@ class Received:
     """What the test SMTP server accepted: one (envelope recipient, raw bytes) per message."""
 
     messages: list[tuple[str, bytes]] = field(default_factory=list)
+    mail_from: dict[str, str] = field(default_factory=dict)  # envelope sender by recipient
 
     def parsed(self) -> list[EmailMessage]:
         return [email.message_from_bytes(raw, policy=policy.default) for _, raw in self.messages]  # type: ignore[misc]
@@ -52,6 +53,7 @@ class RecordingHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         for rcpt in envelope.rcpt_tos:
             self.received.messages.append((rcpt, envelope.original_content))
+            self.received.mail_from[rcpt] = envelope.mail_from
         return "250 Message accepted"
 
 

@@ -1,8 +1,9 @@
 """A real SMTP server (aiosmtpd) that misbehaves on purpose, for the delivery tests.
 
 Faults are injected on the server side, the way a real relay misbehaves: temporary
-refusals at RCPT, a connection dropped during DATA, a mailbox that does not exist, and
-replies slower than the client's timeout. The server records only what it accepted.
+refusals at RCPT, a connection dropped during DATA, a mailbox that does not exist, any
+reply chosen per address at RCPT or after the data (or for every RCPT: a relay that
+denies relaying), and replies slower than the client's timeout. The server records only what it accepted.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ class Faults:
     slow_seconds: float = 1.5
     delay_per_message: float = 0.0  # to make a run last long enough to interrupt it
     seed: int = 7
+    every_rcpt: str = ""  # if set, the reply to every RCPT ({address} is filled in)
+    rcpt_replies: dict[str, str] = field(default_factory=dict)  # address -> reply at RCPT
+    rcpt_reply_times: int = 0  # how often each address gets its rcpt_replies one; 0: always
+    data_replies: dict[str, str] = field(default_factory=dict)  # address -> reply after DATA
 
 
 @dataclass
@@ -65,6 +70,11 @@ class FaultyHandler:
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         faults, log = self.faults, self.log
+        refusal = faults.rcpt_replies.get(address) or faults.every_rcpt
+        times = faults.rcpt_reply_times
+        if refusal and not (times and log.rejected[address] >= times):
+            log.rejected[address] += 1
+            return refusal.format(address=address)
         if address in faults.reject:
             log.rejected[address] += 1
             return f"550 5.1.1 <{address}>: no such user"
@@ -87,6 +97,9 @@ class FaultyHandler:
             self.log.dropped.add(rcpt)
             server.transport.close()  # gone before the final reply: nothing was accepted
             return "421 closing"
+        if rcpt in faults.data_replies:
+            self.log.rejected[rcpt] += 1
+            return faults.data_replies[rcpt]
         if faults.delay_per_message:
             await asyncio.sleep(faults.delay_per_message)
         for address in envelope.rcpt_tos:

@@ -122,3 +122,26 @@ def test_sign_up_confirm_receive_unsubscribe_and_receive_nothing_more(
     assert report.delivery is not None and report.delivery.sent > 0
     assert smtp_server.recipients(), "the edit reached the other subscribers"
     assert READER not in smtp_server.recipients()
+
+
+def test_a_reader_chooses_how_often_on_the_form_and_on_the_preferences_page(
+    project: Path, smtp_server: Received, site: str, page: Page
+) -> None:
+    page.goto(f"{site}subscribe/")
+    expect(page.get_by_label("Each time we publish")).to_be_checked()  # the default
+    page.get_by_label("Email address").fill(READER)
+    page.get_by_label("Once a week", exact=False).check()
+    page.get_by_role("button", name="Subscribe").click()
+    (confirmation,) = messages_to(smtp_server, READER)
+    follow(page, body(confirmation, "html"), "Confirm my subscription")
+    page.get_by_role("button", name="Confirm my subscription").click()
+    expect(page.get_by_role("main")).to_contain_text("once a week, on Mondays at 8:00")
+
+    page.get_by_role("link", name="Choose topics").click()
+    expect(page.get_by_label("Once a week", exact=False)).to_be_checked()
+    page.get_by_label("Once a month", exact=False).check()
+    page.get_by_role("button", name="Save my choices").click()
+    expect(page.get_by_role("status")).to_contain_text("Saved")
+    with open_store(load_settings(project)) as store:
+        record = store.find(READER)
+    assert record is not None and record.frequency == "monthly"

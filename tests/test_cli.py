@@ -189,7 +189,7 @@ def test_template_errors_name_file_and_line(project: Path) -> None:
     assert result.exit_code == 1
     assert (
         result.stdout
-        == "templates/digest.txt.j2:5: no_such_variable: unknown variable; use one of base_url, disclaimer_html, disclaimer_text, new, preheader, sender, site, slot, subject, updated\n"
+        == "templates/digest.txt.j2:5: no_such_variable: unknown variable; use one of base_url, disclaimer_html, disclaimer_text, new, period, preheader, sender, site, slot, subject, updated\n"
     )
 
     lines[4] += " {% if %}"

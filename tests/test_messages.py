@@ -29,6 +29,7 @@ from pipeline.delivery import wire_form
 from pipeline.digest import DigestPlan, SlotTemplate
 from pipeline.messages import MessageFactory, build_reference_message, email_settings_problems
 from pipeline.mime import AddressError, QuotedPrintableSlots, addr_spec, header_safe
+from pipeline.return_path import read_verp_token
 from pipeline.signing import DKIM_ED25519_KEY_ENV, DKIM_KEY_ENV, load_signer
 from pipeline.store import AudienceRecord, OutboxRow
 from pipeline.subscribers import verify_token
@@ -96,7 +97,7 @@ def reference_for(factory: MessageFactory, row: OutboxRow, record: AudienceRecor
         date=SENT_AT,
         list_id=f"{settings.site.title} <{factory.list_id}>",
         unsubscribe_url=values["unsubscribe_url"],
-        unsubscribe_mailto=factory.unsubscribe_mailto,
+        unsubscribe_mailto=factory.unsubscribe_mailto(row),
     )
 
 
@@ -158,8 +159,9 @@ def test_headers_are_ascii_folded_and_lines_crlf(project: Path) -> None:
     assert b"\n" not in raw.replace(b"\r\n", b"") and b"\r" not in raw.replace(b"\r\n", b"")
     head, _, body = raw.partition(b"\r\n\r\n")
     for line in head.split(b"\r\n"):
-        # Only a URL, which must not be broken, may push a header line past 78.
-        assert len(line) <= 78 or b"://" in line, line
+        # Only a URL (https or mailto), which must not be broken, may push a line past 78.
+        assert len(line) <= 78 or b"://" in line or b"<mailto:" in line, line
+        assert len(line) <= 998
         assert len(line) <= 998
     assert all(len(line) <= 76 for line in body.split(b"\r\n")), "quoted-printable lines"
     to_header = next(line for line in head.split(b"\r\n") if line.startswith(b"To:"))
@@ -199,7 +201,14 @@ def test_list_unsubscribe_is_never_encoded(project: Path) -> None:
     assert verify_token(token, "test-secret-key") == subscriber_ref(
         "chloe@example.org", "test-secret-key"
     )
-    assert match.group(2) == "mailto:newsletter@example.org?subject=unsubscribe"
+    # The mailto carries the subscriber's own signed token, not just the bare sender address.
+    mailto = match.group(2)
+    assert mailto.startswith("mailto:newsletter@example.org?subject=unsubscribe%20u-")
+    assert "chloe" not in mailto
+    token = mailto.rpartition("%20")[2]
+    assert read_verp_token("test-secret-key", token).ref == subscriber_ref(
+        "chloe@example.org", "test-secret-key"
+    )
     list_id = parse(raw)["List-Id"]
     assert list_id == "Sclérodermie — nouvelles <sclerodermie-nouvelles.example.org>"
 
@@ -454,7 +463,11 @@ def test_subjects_read_back_as_written(project: Path, subject: str) -> None:
     assert message["Subject"] == header_safe(subject)
     assert message["Bcc"] is None
     head = raw.partition(b"\r\n\r\n")[0]
-    assert all(len(line) <= 78 for line in head.split(b"\r\n") if b"://" not in line)
+    assert all(
+        len(line) <= 78
+        for line in head.split(b"\r\n")
+        if b"://" not in line and b"<mailto:" not in line
+    )
 
 
 def test_factory_messages_have_only_crlf_line_ends(project: Path) -> None:

@@ -112,6 +112,31 @@ def test_gzip_when_asked(site: httpx.Client, project: Path) -> None:
     assert "content-encoding" not in refused.headers
 
 
+@pytest.mark.parametrize(
+    ("accept_encoding", "gzipped"),
+    [
+        ("*;q=0, gzip", True),  # the explicit coding wins over the wildcard, wherever it is
+        ("gzip;q=0, *", False),
+        ("*, gzip;q=0", False),
+        ("deflate, *;q=0.5", True),
+        ("identity;q=1, *;q=0", False),
+        ("br;q=1.0, GZIP ; Q=0.2", True),
+        ("x-gzip", True),
+        ("gzip;q=0.000", False),
+        ("gzip;q=high", False),  # a void quality voids its item
+        ("gzip;q=2", False),
+        ("deflate, br", False),
+        ("", False),
+    ],
+)
+def test_accept_encoding_is_judged_by_quality_not_order(
+    site: httpx.Client, accept_encoding: str, gzipped: bool
+) -> None:
+    response = site.get("/atom.xml", headers={"Accept-Encoding": accept_encoding})
+    assert ("content-encoding" in response.headers) is gzipped, accept_encoding
+    assert response.headers["vary"] == "Accept-Encoding"
+
+
 def test_head_sends_headers_only(site: httpx.Client, project: Path) -> None:
     response = site.head("/feed.json")
     assert response.status_code == 200 and response.content == b""

@@ -26,7 +26,8 @@ def listed(root: Path) -> dict[str, list[str]]:
     result = run(root, "list")
     assert result.exit_code == 0, result.output
     return {
-        line.split("\t")[0]: line.split("\t")[1:]
+        # status, topics, name (the frequency after them is checked in test_cadence.py)
+        line.split("\t")[0]: line.split("\t")[1:4]
         for line in result.output.splitlines()
         if "\t" in line
     }

@@ -54,7 +54,8 @@ AUDIT = """() => {
   if (!document.documentElement.lang) problems.push('no lang');
   for (const field of document.querySelectorAll('input:not([type=hidden]), select, textarea')) {
     if (!(field.labels && field.labels.length) && !field.getAttribute('aria-label')) problems.push(`field ${field.name} has no label`);
-    const box = (field.type === 'checkbox' ? field.closest('label') : field).getBoundingClientRect();
+    // a checkbox or radio button is clicked through its whole label
+    const box = (['checkbox', 'radio'].includes(field.type) ? field.closest('label') : field).getBoundingClientRect();
     if (box.height < 24) problems.push(`target ${field.name} is ${box.height}px high`);
   }
   for (const button of document.querySelectorAll('button')) {

@@ -10,10 +10,14 @@ seam, and :class:`Ledger` composing them::
 
     articles.py     published article versions, the parsed-article cache
     site.py         stamps of generated files
+    feeds.py        each feed's date, WebSub pings still owed
+    bounces.py      bounce events and scores
     digests.py      publishes, digests, audiences, web copies
     outbox.py       claims, leases, the fate of each message
     subscribers.py  subscribers, sign-ups, suppressions
+    inbound.py      mail that came back and webhook events already handled
     personal.py     one person's data: export, erasure, erased addresses' keyed hashes
+    cadence.py      the article version log, reader windows, periodic runs
     records.py      the values they take and return
     migrations.py   the versioned schema
     sqlite.py       the SQLite backend (the embedded default)
@@ -25,8 +29,20 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from pipeline.store.articles import ArticleStore
+from pipeline.store.bounces import BounceStore
+from pipeline.store.cadence import (
+    FREQUENCIES,
+    PERIODIC,
+    ArticleVersion,
+    CadenceStore,
+    ReaderWindow,
+    VersionRow,
+    WindowDigest,
+)
 from pipeline.store.database import Database
 from pipeline.store.digests import DigestStore
+from pipeline.store.feeds import FeedStore
+from pipeline.store.inbound import InboundStore
 from pipeline.store.outbox import OutboxStore
 from pipeline.store.personal import PersonalDataStore
 from pipeline.store.records import (
@@ -38,6 +54,7 @@ from pipeline.store.records import (
     DeliveryCounts,
     DigestCopy,
     DigestDelivery,
+    FeedDate,
     KnownArticle,
     MergeCounts,
     OutboxRow,
@@ -53,28 +70,46 @@ from pipeline.store.sqlite import SqliteDatabase
 from pipeline.store.subscribers import SubscriberStore
 
 __all__ = [
+    "FREQUENCIES",
+    "PERIODIC",
     "SUBSCRIBER_STATUSES",
     "SUPPRESSED_STATUSES",
     "TRANSACTIONAL_DIGEST",
+    "ArticleVersion",
     "AudienceRecord",
     "CachedArticle",
     "DeliveryCounts",
     "DigestCopy",
     "DigestDelivery",
+    "FeedDate",
     "KnownArticle",
     "Ledger",
     "MergeCounts",
     "OutboxRow",
     "OutputStamp",
     "PublishRecord",
+    "ReaderWindow",
     "SignupRecord",
     "SubscriberRecord",
     "SubscriberRow",
+    "VersionRow",
+    "WindowDigest",
     "merge_action",
 ]
 
 
-class Ledger(ArticleStore, SiteStore, DigestStore, OutboxStore, SubscriberStore, PersonalDataStore):
+class Ledger(
+    ArticleStore,
+    SiteStore,
+    FeedStore,
+    DigestStore,
+    OutboxStore,
+    SubscriberStore,
+    PersonalDataStore,
+    BounceStore,
+    CadenceStore,
+    InboundStore,
+):
     """One connection to the ledger; use as a context manager.
 
     ``Ledger(path)`` opens (creating and migrating) the SQLite ledger at ``path``;
@@ -98,6 +133,11 @@ class Ledger(ArticleStore, SiteStore, DigestStore, OutboxStore, SubscriberStore,
 
     def close(self) -> None:
         self._db.close()
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction around statements of several stores (a row's fate and a
+        bounce score); inside another, simply part of it."""
+        return self._db.transaction()
 
     def checkpoints_in_background(self) -> AbstractContextManager[None]:
         """Keep the database's housekeeping off the commit path while the block runs."""

@@ -7,11 +7,40 @@ publishes; the cache lets a publish skip parsing and rendering files that did no
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from pipeline.store.database import Database
-from pipeline.store.records import CachedArticle, KnownArticle, parse_instant
+from pipeline.store.records import CachedArticle, KnownArticle, iso, parse_instant
 
-__all__ = ["ArticleStore"]
+if TYPE_CHECKING:
+    from pipeline.store.cadence import ArticleVersion
+
+__all__ = ["ArticleStore", "insert_versions"]
+
+
+def insert_versions(
+    db: Database, versions: Iterable[ArticleVersion], withdrawn: Iterable[str], stamp: str
+) -> None:
+    """Log a publish's versions (and its withdrawn slugs) at ``stamp``, or just after the
+    latest window already recorded. Runs inside the caller's transaction; the first statement
+    writes ``cadence_closed`` so that on PostgreSQL it also takes that row's lock."""
+    db.execute(
+        """INSERT INTO ledger_meta (name, value) VALUES ('cadence_closed', '')
+           ON CONFLICT (name) DO UPDATE SET value = ledger_meta.value"""
+    )
+    (closed,) = db.execute("SELECT value FROM ledger_meta WHERE name = 'cadence_closed'").fetchone()
+    if closed and closed >= stamp:
+        stamp = iso(parse_instant(closed) + timedelta(seconds=1))
+    db.executemany(
+        "INSERT INTO article_versions (entry_id, version_at, kind, card) VALUES (?, ?, ?, ?)",
+        [(v.entry_id, stamp, v.kind, v.card) for v in versions],
+    )
+    db.executemany(
+        """INSERT INTO article_versions (entry_id, version_at, kind)
+           SELECT entry_id, ?, 'withdrawn' FROM articles WHERE slug = ?""",
+        [(stamp, slug) for slug in withdrawn],
+    )
 
 
 class ArticleStore:
@@ -34,6 +63,11 @@ class ArticleStore:
             )
             for slug, entry_id, content_hash, pub, upd, status in rows
         }
+
+    def retired_ids(self) -> frozenset[str]:
+        """Ids of article rows another article replaced: never to be minted again."""
+        rows = self._db.execute("SELECT entry_id FROM retired_ids")
+        return frozenset(entry_id for (entry_id,) in rows)
 
     def cached_articles(self) -> dict[str, CachedArticle]:
         rows = self._db.execute(

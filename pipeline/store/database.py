@@ -53,7 +53,9 @@ class Database(Protocol):
 
     def transaction(self) -> AbstractContextManager[None]:
         """A write transaction: committed when the block ends, rolled back if it raises.
-        SQLite takes the write lock at once (``BEGIN IMMEDIATE``)."""
+        SQLite takes the write lock at once (``BEGIN IMMEDIATE``). Inside another
+        transaction it is simply part of that one (statements of several stores that must
+        be written together: a row's fate and a bounce score)."""
         ...
 
     def execute_if_free(self, sql: str, params: Params = ()) -> bool:

@@ -6,8 +6,10 @@ either nothing or a complete list of pending messages.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
+from pipeline.store.articles import insert_versions
 from pipeline.store.database import Database
 from pipeline.store.records import (
     TRANSACTIONAL_DIGEST,
@@ -20,10 +22,72 @@ from pipeline.store.records import (
     parse_instant,
 )
 
-__all__ = ["DigestStore"]
+__all__ = ["DigestStore", "insert_digest"]
 
-# Outbox rows written per statement while recording a publish.
+
+def insert_digest(
+    db: Database,
+    stamp: str,
+    subject: str,
+    web_html: str,
+    audiences: Iterable[AudienceRecord],
+    recipients: Iterable[tuple[str, str, str]],
+    *,
+    frequency: str = "immediately",
+) -> int:
+    """Insert a digest, its audiences' rendered emails and one outbox row per
+    ``(audience_key, email, name)``, inside the caller's transaction; returns its number."""
+    (digest_id,) = db.execute(
+        """INSERT INTO digests (created_at, subject, web_html, frequency) VALUES (?, ?, ?, ?)
+           RETURNING id""",
+        (stamp, subject, web_html, frequency),
+    ).fetchone()
+    db.executemany(
+        """INSERT INTO digest_audiences (digest_id, audience_key, subject, slot_nonce, html, text)
+           VALUES (?, ?, ?, ?, ?, ?)""",
+        [(digest_id, a.key, a.subject, a.slot_nonce, a.html, a.text) for a in audiences],
+    )
+    # In chunks: the recipients may be read from this same connection (see
+    # ``active_subscribers``), never while a statement is half done.
+    rows = iter(recipients)
+    while chunk := list(itertools.islice(rows, _OUTBOX_CHUNK)):
+        db.executemany(
+            """INSERT INTO outbox (digest_id, audience_key, email, name, created_at)
+               VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
+            [(digest_id, key, email, name, stamp) for key, email, name in chunk],
+        )
+    return int(digest_id)
+
+
+# Outbox rows written per statement while recording a digest.
 _OUTBOX_CHUNK = 1000
+# Addresses looked up per statement (well under every SQLite build's parameter limit).
+_KEYS_PER_QUERY = 500
+
+
+def _immediate_chunks(
+    db: Database, recipients: Iterable[tuple[str, str, str]]
+) -> Iterator[list[tuple[str, str, str]]]:
+    """``recipients`` in chunks, less the active readers on a daily, weekly or monthly
+    frequency as the ledger has them now; no chunk is empty."""
+    rows = iter(recipients)
+    while chunk := list(itertools.islice(rows, _OUTBOX_CHUNK)):
+        keys = sorted({email.lower() for _, email, _ in chunk})
+        periodic: set[str] = set()
+        for start in range(0, len(keys), _KEYS_PER_QUERY):
+            part = keys[start : start + _KEYS_PER_QUERY]
+            periodic.update(
+                key
+                for (key,) in db.execute(
+                    f"""SELECT email_key FROM subscribers
+                        WHERE status = 'active' AND frequency <> 'immediately'
+                          AND email_key IN ({", ".join("?" * len(part))})""",
+                    tuple(part),
+                )
+            )
+        kept = [r for r in chunk if r[1].lower() not in periodic]
+        if kept:
+            yield kept
 
 
 class DigestStore:
@@ -39,6 +103,18 @@ class DigestStore:
         stamp = iso(now)
         with self._db.transaction():
             for article in record.articles:
+                # A row this article replaces (its slug under another id: a withdrawn article)
+                # is retired, so that its id is never minted for anyone else.
+                self._db.execute(
+                    """INSERT INTO retired_ids (entry_id, slug, retired_at)
+                       SELECT entry_id, slug, ? FROM articles WHERE slug = ? AND entry_id <> ?
+                       ON CONFLICT (entry_id) DO NOTHING""",
+                    (stamp, article.slug, article.entry_id),
+                )
+                self._db.execute(
+                    "DELETE FROM articles WHERE slug = ? AND entry_id <> ?",
+                    (article.slug, article.entry_id),
+                )
                 # The slug follows the entry id: a renamed file keeps its row (id, dates).
                 self._db.execute(
                     "UPDATE articles SET slug = ? WHERE entry_id = ? AND slug <> ?",
@@ -62,34 +138,26 @@ class DigestStore:
                         stamp,
                     ),
                 )
+            insert_versions(self._db, record.versions, record.withdrawn, stamp)
             self._db.executemany(
                 "UPDATE articles SET status = 'withdrawn', changed_at = ? WHERE slug = ?",
                 [(stamp, slug) for slug in record.withdrawn],
             )
             digest_id: int | None = None
             if record.digest_subject is not None and record.audiences:
-                (digest_id,) = self._db.execute(
-                    """INSERT INTO digests (created_at, subject, web_html) VALUES (?, ?, ?)
-                       RETURNING id""",
-                    (stamp, record.digest_subject, record.web_html),
-                ).fetchone()
-                self._db.executemany(
-                    """INSERT INTO digest_audiences
-                           (digest_id, audience_key, subject, slot_nonce, html, text)
-                       VALUES (?, ?, ?, ?, ?, ?)""",
-                    [
-                        (digest_id, a.key, a.subject, a.slot_nonce, a.html, a.text)
-                        for a in record.audiences
-                    ],
-                )
-                # In chunks: the recipients may be read from this same connection (see
-                # ``active_subscribers``), never while a statement is half done.
-                recipients = iter(record.recipients)
-                while chunk := list(itertools.islice(recipients, _OUTBOX_CHUNK)):
-                    self._db.executemany(
-                        """INSERT INTO outbox (digest_id, audience_key, email, name, created_at)
-                           VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
-                        [(digest_id, key, email, name, stamp) for key, email, name in chunk],
+                # Frequencies as of now (insert_versions holds the lock frequency changes
+                # take); the recipients are streamed, so the first chunk says whether anyone
+                # is left to send to.
+                chunks = _immediate_chunks(self._db, record.recipients)
+                first = next(chunks, [])
+                if first:
+                    digest_id = insert_digest(
+                        self._db,
+                        stamp,
+                        record.digest_subject,
+                        record.web_html,
+                        record.audiences,
+                        itertools.chain(first, itertools.chain.from_iterable(chunks)),
                     )
             self._db.execute(
                 "INSERT INTO runs (finished_at, new, updated, withdrawn, digest_id) VALUES (?, ?, ?, ?, ?)",

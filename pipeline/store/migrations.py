@@ -8,6 +8,8 @@ existing ledgers have run it. The SQLite file records how many it has run in its
 
 from __future__ import annotations
 
+from pipeline.store.inbound import INBOUND_MIGRATION
+
 __all__ = ["SQLITE_MIGRATIONS"]
 
 SQLITE_MIGRATIONS: tuple[str, ...] = (
@@ -153,6 +155,84 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
         address_hash     TEXT PRIMARY KEY,
         key_fingerprint  TEXT NOT NULL,
         created_at       TEXT NOT NULL
+    )
+    """,
+    # 7: bounce events and scores; each outbox row keeps the cause of its last refusal
+    """
+    CREATE TABLE bounce_events (
+        id          INTEGER PRIMARY KEY,
+        email_key   TEXT NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('hard', 'soft')),
+        cause       TEXT NOT NULL,
+        reply       TEXT NOT NULL,
+        digest_id   INTEGER,
+        source      TEXT NOT NULL,
+        points      REAL NOT NULL,
+        created_at  TEXT NOT NULL
+    );
+    CREATE INDEX bounce_events_by_address ON bounce_events (email_key, created_at);
+    CREATE TABLE bounce_scores (
+        email_key       TEXT PRIMARY KEY,
+        score           REAL NOT NULL,
+        day             TEXT NOT NULL,
+        day_points      REAL NOT NULL,
+        last_bounce_at  TEXT NOT NULL,
+        reason          TEXT NOT NULL
+    );
+    ALTER TABLE outbox ADD COLUMN cause TEXT
+    """,
+    # 8: mail that came back and webhook events already handled (store/inbound.py)
+    INBOUND_MIGRATION,
+    # 9: feeds that tell the truth over time: ids of replaced rows are never minted again;
+    # each feed's date never goes back; WebSub pings still owed to the hub
+    """
+    CREATE TABLE retired_ids (
+        entry_id    TEXT PRIMARY KEY,
+        slug        TEXT NOT NULL,
+        retired_at  TEXT NOT NULL
+    );
+    CREATE TABLE feed_dates (
+        scope       TEXT PRIMARY KEY,
+        body_hash   TEXT NOT NULL,
+        updated     TEXT NOT NULL,
+        input_key   TEXT NOT NULL
+    );
+    CREATE TABLE websub_pending (
+        topic_url   TEXT PRIMARY KEY,
+        attempts    INTEGER NOT NULL,
+        last_error  TEXT NOT NULL,
+        since       TEXT NOT NULL
+    );
+    """,
+    # 10: cadence. Each subscriber's frequency and the start of the window their next
+    # periodic digest covers; an append-only log of article versions (each with the instant
+    # it was published and what a digest shows of it); one row per periodic run, whose key
+    # (frequency, period_end) makes recording a slot twice impossible. Articles already
+    # published are logged with an empty card: they precede every window.
+    """
+    ALTER TABLE subscribers ADD COLUMN frequency TEXT NOT NULL DEFAULT 'immediately'
+        CHECK (frequency IN ('immediately', 'daily', 'weekly', 'monthly'));
+    ALTER TABLE subscribers ADD COLUMN digest_since TEXT;
+    ALTER TABLE signups ADD COLUMN frequency TEXT NOT NULL DEFAULT 'immediately';
+    ALTER TABLE digests ADD COLUMN frequency TEXT NOT NULL DEFAULT 'immediately';
+    CREATE TABLE article_versions (
+        id          INTEGER PRIMARY KEY,
+        entry_id    TEXT NOT NULL,
+        version_at  TEXT NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('published', 'quiet', 'withdrawn')),
+        card        TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX article_versions_by_time ON article_versions (version_at);
+    INSERT INTO article_versions (entry_id, version_at, kind)
+        SELECT entry_id, changed_at,
+               CASE status WHEN 'live' THEN 'published' ELSE 'withdrawn' END
+        FROM articles;
+    CREATE TABLE cadence_runs (
+        frequency    TEXT NOT NULL,
+        period_end   TEXT NOT NULL,
+        recorded_at  TEXT NOT NULL,
+        readers      INTEGER NOT NULL,
+        PRIMARY KEY (frequency, period_end)
     )
     """,
 )

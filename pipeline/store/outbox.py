@@ -102,20 +102,32 @@ class OutboxStore:
         self._db.execute(sql, params)
         return True
 
-    def mark_deferred(self, row_id: int, reply: str, next_attempt: datetime) -> None:
+    def mark_deferred(
+        self, row_id: int, reply: str, next_attempt: datetime, *, cause: str | None = None
+    ) -> None:
+        """Try again at ``next_attempt``; ``cause`` is what the refusal was judged to be."""
         self._db.execute(
             """UPDATE outbox SET status = 'deferred', attempts = attempts + 1, last_reply = ?,
-                   next_attempt_at = ?, lease_owner = NULL, lease_until = NULL
+                   next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, cause = ?
                WHERE id = ? AND status IN ('pending', 'deferred')""",
-            (reply, iso(next_attempt), row_id),
+            (reply, iso(next_attempt), cause, row_id),
         )
 
-    def mark_failed(self, row_id: int, reply: str) -> None:
+    def mark_failed(self, row_id: int, reply: str, *, cause: str | None = None) -> None:
         self._db.execute(
             """UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_reply = ?,
-                   next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL
+                   next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, cause = ?
                WHERE id = ?""",
-            (reply, row_id),
+            (reply, cause, row_id),
+        )
+
+    def mark_held(self, row_id: int, reply: str, cause: str) -> None:
+        """Refused for a reason of the sender or relay: the row stays pending, as if not
+        tried (no attempt counted), with the reply and its cause kept for ``status``."""
+        self._db.execute(
+            """UPDATE outbox SET last_reply = ?, cause = ?, lease_owner = NULL, lease_until = NULL
+               WHERE id = ? AND status IN ('pending', 'deferred')""",
+            (reply, cause, row_id),
         )
 
     def cancel_suppressed(self, now: datetime) -> int:
@@ -169,6 +181,16 @@ class OutboxStore:
         return DeliveryCounts(
             **{k: counts.get(k, 0) for k in ("pending", "deferred", "sent", "failed")}
         )
+
+    def cause_counts(self) -> dict[int, dict[str, int]]:
+        """Per digest, its unsent or refused rows counted by the cause of their last refusal."""
+        counts: dict[int, dict[str, int]] = {}
+        for digest_id, cause, count in self._db.execute(
+            """SELECT digest_id, cause, COUNT(*) FROM outbox
+               WHERE cause IS NOT NULL AND status <> 'sent' GROUP BY digest_id, cause"""
+        ):
+            counts.setdefault(digest_id, {})[cause] = count
+        return counts
 
     # --- transactional email: a prepared message per row ---------------------------------
     # A confirmation is one prepared message: its row belongs to the reserved digest 0 and

@@ -23,7 +23,7 @@ class PersonalDataStore:
     def signups_of(self, email_key: str) -> list[SignupRecord]:
         """Every web sign-up of the address, oldest first."""
         rows = self._db.execute(
-            """SELECT id, email_key, email, name, topics, requested_at, confirmed_at
+            """SELECT id, email_key, email, name, topics, requested_at, confirmed_at, frequency
                FROM signups WHERE email_key = ? ORDER BY requested_at""",
             (email_key,),
         )
@@ -36,8 +36,9 @@ class PersonalDataStore:
                 frozenset(t for t in topics.split(";") if t),
                 parse_instant(at),
                 None if done is None else parse_instant(done),
+                frequency,
             )
-            for i, key, email, name, topics, at, done in rows
+            for i, key, email, name, topics, at, done, frequency in rows
         ]
 
     def messages_to(self, email_key: str) -> list[dict[str, object]]:
@@ -64,6 +65,10 @@ class PersonalDataStore:
             found += self._db.execute(
                 "DELETE FROM signups WHERE email_key = ?", (email_key,)
             ).rowcount
+            for table in ("bounce_events", "bounce_scores"):  # their replies name it too
+                found += self._db.execute(
+                    f"DELETE FROM {table} WHERE email_key = ?", (email_key,)
+                ).rowcount
             self._db.execute(
                 """DELETE FROM outbox_messages WHERE outbox_id IN
                        (SELECT id FROM outbox WHERE lower(email) = ?)""",

@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.store.cadence import ArticleVersion
 
 __all__ = [
     "SUBSCRIBER_STATUSES",
@@ -19,6 +23,7 @@ __all__ = [
     "DeliveryCounts",
     "DigestCopy",
     "DigestDelivery",
+    "FeedDate",
     "KnownArticle",
     "MergeCounts",
     "OutboxRow",
@@ -46,6 +51,16 @@ def iso(moment: datetime) -> str:
 def parse_instant(text: str) -> datetime:
     """The inverse of :func:`iso`."""
     return datetime.fromisoformat(text)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedDate:
+    """What the last publish gave one feed document: its canonical hash and its date."""
+
+    scope: str  # the document's directory: "", "topics/<t>/", "archive/<n>/"...
+    body_hash: str  # sha256 of its RSS and Atom rendered with their newest entry's date
+    updated: datetime
+    input_key: str = ""  # a hash of what it is made from, to skip rendering it again
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +119,11 @@ class PublishRecord:
     digest_subject: str | None
     web_html: str
     audiences: tuple[AudienceRecord, ...]
-    recipients: Iterable[tuple[str, str, str]]  # (audience_key, email, name)
+    # (audience_key, email, name); those on a periodic frequency when it is recorded are left
+    # out (they get the daily, weekly or monthly digest)
+    recipients: Iterable[tuple[str, str, str]]
     new_count: int = 0
+    versions: tuple[ArticleVersion, ...] = ()  # for the version log periodic digests read
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +178,7 @@ class SubscriberRecord:
     created_at: datetime
     updated_at: datetime
     confirmed_at: datetime | None
+    frequency: str = "immediately"  # or "daily", "weekly", "monthly"
 
     @property
     def suppressed(self) -> bool:
@@ -177,6 +196,7 @@ class SubscriberRow:
     status: str
     source: str
     ref: str
+    frequency: str = "immediately"
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +208,7 @@ class SignupRecord:
     topics: frozenset[str]
     requested_at: datetime
     confirmed_at: datetime | None = None
+    frequency: str = "immediately"
 
 
 @dataclass(frozen=True, slots=True)

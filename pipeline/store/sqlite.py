@@ -88,6 +88,9 @@ class SqliteDatabase:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        if self._db.in_transaction:  # inside another: simply part of it
+            yield
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield

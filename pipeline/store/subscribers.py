@@ -40,7 +40,7 @@ class SubscriberStore:
 
     _SUBSCRIBER_COLUMNS = (
         "id, email_key, email, name, topics, status, source, ref, reason, "
-        "created_at, updated_at, confirmed_at"
+        "created_at, updated_at, confirmed_at, frequency"
     )
 
     def subscriber(self, email_key: str) -> SubscriberRecord | None:
@@ -80,12 +80,14 @@ class SubscriberStore:
                 found[record.email_key] = record
         return found
 
-    def active_topic_counts(self) -> dict[frozenset[str], int]:
-        """How many active subscribers chose each set of topics (empty: every topic)."""
+    def active_topic_counts(self) -> dict[tuple[frozenset[str], str], int]:
+        """How many active subscribers chose each set of topics (empty: every topic) and
+        each frequency, by ``(topics, frequency)``."""
         rows = self._db.execute(
-            "SELECT topics, COUNT(*) FROM subscribers WHERE status = 'active' GROUP BY topics"
+            """SELECT topics, frequency, COUNT(*) FROM subscribers WHERE status = 'active'
+               GROUP BY topics, frequency"""
         )
-        return {_topics_set(topics): int(count) for topics, count in rows}
+        return {(_topics_set(topics), frequency): int(count) for topics, frequency, count in rows}
 
     def active_subscribers(self, chunk: int = 1000) -> Iterator[tuple[str, str, frozenset[str]]]:
         """``(email, name, topics)`` of every active subscriber in the order they arrived.
@@ -122,8 +124,8 @@ class SubscriberStore:
                 if action == "add":
                     self._db.execute(
                         """INSERT INTO subscribers (email_key, email, name, topics, status, source,
-                               ref, reason, created_at, updated_at, confirmed_at)
-                           VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?)""",
+                               ref, reason, created_at, updated_at, confirmed_at, frequency)
+                           VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?)""",
                         (
                             row.email_key,
                             row.email,
@@ -135,6 +137,7 @@ class SubscriberStore:
                             stamp,
                             stamp,
                             stamp if row.status == "active" else None,
+                            row.frequency,
                         ),
                     )
                     added += 1
@@ -177,16 +180,24 @@ class SubscriberStore:
             self._suppress_key(email_key, "unsubscribed", reason, iso(now))
         return True
 
-    def mark_bounced(self, row_id: int, email: str, reply: str, now: datetime) -> None:
-        """A hard bounce: fail the row and suppress the address, in one transaction."""
+    def complain(self, email: str, reason: str, now: datetime) -> bool:
+        """A spam complaint (RFC 5965): unsubscribed at once and for good, even if the
+        address was bounce-suppressed (so no bounce reactivation brings it back) or unknown
+        (so no list import adds it). False if it was already unsubscribed."""
+        key, stamp = email.strip().lower(), iso(now)
         with self._db.transaction():
-            self._db.execute(
-                """UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_reply = ?,
-                       next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL
-                   WHERE id = ?""",
-                (reply, row_id),
+            cursor = self._db.execute(
+                """INSERT INTO subscribers (email_key, email, status, source, reason,
+                       created_at, updated_at)
+                   VALUES (?, ?, 'unsubscribed', 'complaint', ?, ?, ?)
+                   ON CONFLICT (email_key) DO UPDATE SET
+                       status = 'unsubscribed', reason = excluded.reason,
+                       updated_at = excluded.updated_at
+                   WHERE subscribers.status <> 'unsubscribed'""",
+                (key, email.strip(), reason, stamp, stamp),
             )
-            self.suppress(email, f"bounced: {reply}", now)
+            self._cancel_queued(key, "unsubscribed")
+        return cursor.rowcount == 1
 
     def suppress(self, email: str, reason: str, now: datetime) -> None:
         """A hard bounce: the address is never mailed again (an unknown one is recorded too,
@@ -233,8 +244,8 @@ class SubscriberStore:
         stamp = iso(signup.requested_at)
         with self._db.transaction():
             self._db.execute(
-                """INSERT INTO signups (id, email_key, email, name, topics, requested_at)
-                   VALUES (?, ?, ?, ?, ?, ?)""",
+                """INSERT INTO signups (id, email_key, email, name, topics, requested_at, frequency)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
                 (
                     signup.id,
                     signup.email_key,
@@ -242,6 +253,7 @@ class SubscriberStore:
                     signup.name,
                     _topics_text(signup.topics),
                     stamp,
+                    signup.frequency,
                 ),
             )
             self._db.execute(
@@ -268,7 +280,7 @@ class SubscriberStore:
 
     def signup(self, signup_id: str) -> SignupRecord | None:
         row = self._db.execute(
-            """SELECT id, email_key, email, name, topics, requested_at, confirmed_at
+            """SELECT id, email_key, email, name, topics, requested_at, confirmed_at, frequency
                FROM signups WHERE id = ?""",
             (signup_id,),
         ).fetchone()
@@ -282,11 +294,15 @@ class SubscriberStore:
             _topics_set(row[4]),
             parse_instant(row[5]),
             None if row[6] is None else parse_instant(row[6]),
+            row[7],
         )
 
     def confirm_signup(self, signup_id: str, ref: str, now: datetime) -> SubscriberRecord | None:
         """Use a sign-up once: the address becomes active with the name and topics asked for
-        (whatever its status was). None if the sign-up is unknown or already used."""
+        (whatever its status was). None if the sign-up is unknown or already used.
+
+        An address that was not active starts its periodic window afresh at its confirmation:
+        what was published while it was unsubscribed is never sent to it."""
         stamp = iso(now)
         with self._db.transaction():
             row = self._db.execute(
@@ -305,6 +321,8 @@ class SubscriberStore:
                    ON CONFLICT (email_key) DO UPDATE SET
                        name = excluded.name, topics = excluded.topics, status = 'active',
                        reason = '', ref = coalesce(subscribers.ref, excluded.ref),
+                       digest_since = CASE WHEN subscribers.status = 'active'
+                           THEN subscribers.digest_since ELSE NULL END,
                        updated_at = excluded.updated_at, confirmed_at = excluded.confirmed_at""",
                 (email_key, email, name, topics, ref, stamp, stamp, stamp),
             )
@@ -350,7 +368,9 @@ def _topics_set(text: str) -> frozenset[str]:
 
 
 def _subscriber_record(row: tuple[object, ...]) -> SubscriberRecord:
-    (id_, key, email, name, topics, status, source, ref, reason, created, updated, confirmed) = row
+    (id_, key, email, name, topics, status, source, ref, reason, created, updated, confirmed) = row[
+        :12
+    ]
     return SubscriberRecord(
         id=int(str(id_)),
         email_key=str(key),
@@ -364,4 +384,5 @@ def _subscriber_record(row: tuple[object, ...]) -> SubscriberRecord:
         created_at=parse_instant(str(created)),
         updated_at=parse_instant(str(updated)),
         confirmed_at=None if confirmed is None else parse_instant(str(confirmed)),
+        frequency=str(row[12]),
     )

@@ -1,0 +1,71 @@
+"""The checks that need more than one file: the one path ``check`` and ``publish`` share.
+
+``articles.parse_article`` judges each file alone (fields, characters, markup). What it
+cannot judge needs the clock or the ledger, and lives here, so that ``pipeline check``
+reports everything ``publish`` would refuse and ``publish`` refuses nothing ``check``
+passed:
+
+* an ``updated`` date in the future (W3C: an implausible date; readers would sort the
+  entry above everything for years). A future ``published`` is an embargo, not an error;
+  an embargoed article's ``updated`` may be as late as its ``published``.
+* entry id conflicts against the ledger (``detect.detect_changes``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
+from datetime import datetime
+from pathlib import Path
+
+from pipeline.detect import detect_changes
+from pipeline.errors import ContentError, Problem
+from pipeline.models import Article, Changes
+from pipeline.store import KnownArticle
+
+__all__ = ["vet_articles"]
+
+
+def vet_articles(
+    articles: Sequence[Article],
+    known: dict[str, KnownArticle],
+    *,
+    retired: AbstractSet[str],
+    now: datetime,
+    base_url: str,
+    root: Path,
+) -> tuple[Changes | None, list[Problem]]:
+    """The changes a publish at ``now`` would make, or None, and every problem found.
+
+    ``root`` is the project folder, to find the line of a field in an article's file.
+    """
+    problems = [
+        Problem(
+            article.source,
+            _line_of(root / article.source, "updated"),
+            "updated",
+            f"{article.updated:%Y-%m-%d %H:%M} UTC is in the future; an update cannot be "
+            "dated later than it is published: write today's date or remove the field",
+        )
+        for article in articles
+        if article.updated is not None and article.updated > max(now, article.published)
+    ]
+    try:
+        changes = detect_changes(articles, known, now=now, base_url=base_url, retired=retired)
+    except ContentError as exc:
+        return None, [*problems, *exc.problems]
+    return (None if problems else changes), problems
+
+
+def _line_of(path: Path, name: str) -> int | None:
+    """The line of ``name:`` in a file's front matter, or None if it cannot be read."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for number, line in enumerate(lines[1:], start=2):
+        if line.rstrip() in ("---", "..."):
+            break
+        if line.startswith(f"{name}:"):
+            return number
+    return None
