@@ -8,28 +8,29 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
-import cmarkgfm
-import nh3
 import yaml
-from cmarkgfm.cmark import Options
 
 from pipeline.content_hash import canonical_hash, former_hash
 from pipeline.errors import Problem
 from pipeline.front_matter import parse_yaml
+from pipeline.markdown import (
+    markdown_to_html,
+    render_markdown,
+    sanitize_html,
+    strip_control_chars,
+)
+from pipeline.media import article_sources, bundle_media, media_problems, render_article, with_media
 from pipeline.models import Article, Therapy
 from pipeline.text_rules import (
     canonical_text,
-    drop_unsafe_references,
     reference_problems,
-    strip_unsafe,
     title_problems,
-    valid_url,
     value_problems,
 )
 
@@ -38,6 +39,7 @@ __all__ = [
     "article_url",
     "load_articles",
     "parse_article",
+    "parse_source",
     "render_markdown",
     "sanitize_html",
     "strip_control_chars",
@@ -47,58 +49,10 @@ _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _NCT = re.compile(r"^NCT\d{8}$")
 _FIELDS = {"title", "summary", "published", "updated", "topics", "therapy", "trials", "draft"}
 _FIELDS |= {"id", "minor_edit"}  # identity and workflow: not content (see content_hash)
+# Byline and review date: shown on the page, not content: a new review date alone is not an
+# update to announce (the page's input key has them, so the page still shows the change).
+_FIELDS |= {"author", "reviewed"}
 _THERAPY_FIELDS = {"name", "maker", "brands"}
-
-# CommonMark with GitHub's tables, by cmark-gfm (C): about 8x faster than a pure-Python
-# parser. Raw HTML passes through ("unsafe") because sanitize_html decides what stays.
-_MARKDOWN_OPTIONS = Options.CMARK_OPT_UNSAFE
-_MARKDOWN_EXTENSIONS = ("table",)
-
-# Tags an article may use; everything else (script, style, iframe, forms) is dropped.
-_ALLOWED_TAGS = {
-    "a",
-    "abbr",
-    "b",
-    "blockquote",
-    "br",
-    "code",
-    "dd",
-    "del",
-    "dl",
-    "dt",
-    "em",
-    "figcaption",
-    "figure",
-    "h2",
-    "h3",
-    "h4",
-    "h5",
-    "h6",
-    "hr",
-    "i",
-    "img",
-    "li",
-    "ol",
-    "p",
-    "pre",
-    "strong",
-    "sub",
-    "sup",
-    "table",
-    "tbody",
-    "td",
-    "th",
-    "thead",
-    "tr",
-    "ul",
-}
-_ALLOWED_ATTRIBUTES = {
-    "a": {"href", "title"},
-    "img": {"src", "alt", "title", "width", "height"},
-    "td": {"align"},
-    "th": {"align"},
-    "abbr": {"title"},
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,60 +66,50 @@ def article_url(base_url: str, slug: str) -> str:
     return urljoin(base_url, f"articles/{slug}/")
 
 
-def strip_control_chars(text: str) -> str:
-    """Remove the characters feeds cannot carry (see ``text_rules``); tab and newlines stay."""
-    return strip_unsafe(text)
-
-
-def sanitize_html(html: str, page_url: str) -> str:
-    """Allow a small set of tags; make every link and image absolute against ``page_url``."""
-
-    def absolutise(tag: str, attribute: str, value: str) -> str | None:
-        if attribute in ("href", "src"):
-            return valid_url(urljoin(page_url, value.strip()))
-        return value
-
-    return nh3.clean(
-        html,
-        tags=_ALLOWED_TAGS,
-        attributes=_ALLOWED_ATTRIBUTES,
-        url_schemes={"http", "https", "mailto"},
-        attribute_filter=absolutise,
-        link_rel="noopener noreferrer",
-        strip_comments=True,
-    )
-
-
-def render_markdown(markdown: str, page_url: str) -> str:
-    """CommonMark to sanitised HTML with absolute URLs."""
-    html: str = cmarkgfm.markdown_to_html_with_extensions(
-        drop_unsafe_references(strip_control_chars(markdown)),
-        options=_MARKDOWN_OPTIONS,
-        extensions=list(_MARKDOWN_EXTENSIONS),
-    )
-    # The HTML parser decodes references in raw HTML too (<p>&#x1b;</p>): strip after it.
-    return strip_unsafe(sanitize_html(html, page_url))
-
-
-def load_articles(directory: Path, root: Path, *, known_topics: Iterable[str] = ()) -> LoadResult:
-    """Parse every ``*.md`` in ``directory``; return the valid articles and every problem."""
+def load_articles(
+    directory: Path, root: Path, *, known_topics: Iterable[str] = (), base_url: str = ""
+) -> LoadResult:
+    """Parse every ``*.md`` and ``<slug>/index.md`` bundle in ``directory``; return the valid
+    articles (rendered when ``base_url`` is given) and every problem, media ones included."""
     topics = frozenset(known_topics)
     articles: list[Article] = []
-    problems: list[Problem] = []
-    for path in sorted(directory.glob("*.md")):
-        relative = _relative(path, root)
+    sources, problems = article_sources(directory)
+    for source in sources:
+        relative = _relative(source.path, root)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = source.path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             problems.append(
                 Problem(relative, None, None, f"not UTF-8 ({exc.reason}); save as UTF-8")
             )
             continue
-        article, found = parse_article(path.stem, relative, text, known_topics=topics)
+        article, found = parse_source(source.slug, relative, text, source.folder, topics, base_url)
         problems.extend(found)
         if article is not None and not found:
             articles.append(article)
     return LoadResult(tuple(articles), tuple(problems))
+
+
+def parse_source(
+    slug: str,
+    relative: str,
+    text: str,
+    folder: Path | None,
+    topics: frozenset[str],
+    base_url: str = "",
+) -> tuple[Article | None, list[Problem]]:
+    """``parse_article`` plus the bundle's files (``folder``) and the media checks; with a
+    ``base_url``, also rendered (the Markdown is converted once for both)."""
+    article, problems = parse_article(slug, relative, text, known_topics=topics)
+    if article is None:
+        return None, problems
+    if folder is not None:
+        article = with_media(article, bundle_media(folder, slug))
+    raw = markdown_to_html(article.body_markdown)
+    problems += media_problems(article, text, folder, raw)
+    if problems:
+        return None, problems
+    return (render_article(article, base_url, raw) if base_url else article), problems
 
 
 def parse_article(
@@ -235,6 +179,10 @@ def parse_article(
     updated = _when(data, "updated", line_of, problem, required=False)
     if published and updated and updated < published:
         problem(line_of.get("updated"), "updated", "is earlier than 'published'; fix one of them")
+    reviewed = _when(data, "reviewed", line_of, problem, required=False)
+    if published and reviewed and reviewed < published:
+        problem(line_of.get("reviewed"), "reviewed", "is earlier than 'published'; fix one of them")
+    author = _text(data, "author", line_of, problem, required=False) or ""
 
     topics = _list(data, "topics", line_of, problem)
     for topic in topics:
@@ -312,15 +260,15 @@ def parse_article(
         minor_edit=minor_edit,
         # The hash ledgers written before canonical hashing hold (see detect.py).
         former_hash=former_hash({k: v for k, v in data.items() if k != "id"}, raw_body),
+        author=author,
+        reviewed=reviewed,
     )
     return article, problems
 
 
 def with_html(article: Article, base_url: str) -> Article:
     """The article with its body rendered (separate so unchanged articles can skip it)."""
-    return replace(
-        article, html=render_markdown(article.body_markdown, article_url(base_url, article.slug))
-    )
+    return render_article(article, base_url)
 
 
 # --- field helpers -------------------------------------------------------------------------

@@ -25,16 +25,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.articles import LoadResult, parse_article, with_html
+from pipeline.articles import LoadResult, parse_source
 from pipeline.errors import Problem
-from pipeline.models import Article, Therapy
+from pipeline.media import article_sources, bundle_media
+from pipeline.models import Article, MediaFile, Therapy
 from pipeline.parallel import map_forked
 from pipeline.store import CachedArticle
 
 __all__ = ["CachedLoad", "decode_article", "encode_article", "load_articles_cached"]
 
 # Bump when parsing, sanitising or rendering changes what an article turns into.
-CACHE_VERSION = "4"
+CACHE_VERSION = "5"
 # How recent a file's times may be and still be trusted (file system clocks tick coarsely).
 _RACY_NS = 2_000_000_000
 
@@ -69,24 +70,32 @@ def load_articles_cached(
     topics = frozenset(known_topics)
     salt = "\0".join([CACHE_VERSION, base_url, *sorted(topics)]).encode("utf-8")
     found: dict[str, Article] = {}
-    problems: list[Problem] = []
     misses: list[_Miss] = []
     folder = _relative(directory, root)
     prefix = os.fspath(directory) + os.sep
     stat_salt = hashlib.sha256(salt + b"\0" + folder.encode()).hexdigest()[:16]
     now_ns = time.time_ns()
     restamped: list[tuple[str, str]] = []
-    for name in _markdown_files(directory):
-        slug = name[:-3]
-        path = prefix + name
-        stat = _file_stat(path, stat_salt, now_ns)  # before reading: a later write shows
+    sources, problems = article_sources(directory)
+    for source in sources:
+        slug = source.slug
+        path = os.fspath(source.path)
+        # before reading: a later write shows
+        stat = _file_stat(path, stat_salt, now_ns)
+        if stat and source.folder is not None:
+            stat = _bundle_stat(source.folder, stat, now_ns)
         hit = cached.get(slug)
         if hit is not None and stat and hit.file_stat == stat:
             found[slug] = decode_article(hit)
             continue
         data = _read_bytes(path)
-        relative = f"{folder}/{name}"
-        source_hash = hashlib.sha256(salt + b"\0" + relative.encode() + b"\0" + data).hexdigest()
+        relative = path[len(prefix) :].replace(os.sep, "/")
+        relative = f"{folder}/{relative}"
+        hashed = hashlib.sha256(salt + b"\0" + relative.encode() + b"\0" + data)
+        if source.folder is not None:
+            for item in bundle_media(source.folder, slug):
+                hashed.update(f"\0{item.name}\0{item.sha256}".encode())
+        source_hash = hashed.hexdigest()
         if hit is not None and hit.source_hash == source_hash:
             found[slug] = decode_article(hit)
             if stat != hit.file_stat:
@@ -99,7 +108,9 @@ def load_articles_cached(
                 Problem(relative, None, None, f"not UTF-8 ({exc.reason}); save as UTF-8")
             )
             continue
-        misses.append(_Miss(slug, relative, text, source_hash, stat, topics, base_url))
+        misses.append(
+            _Miss(slug, relative, text, source_hash, stat, topics, base_url, source.folder)
+        )
 
     fresh: list[CachedArticle] = []
     parsed = map_forked(_parse_one, misses, len(misses))
@@ -128,14 +139,12 @@ class _Miss:
     file_stat: str
     topics: frozenset[str]
     base_url: str
+    folder: Path | None = None  # the bundle folder, for a bundle
 
 
 def _parse_one(misses: Sequence[_Miss], index: int) -> tuple[Article | None, list[Problem]]:
     miss = misses[index]
-    article, problems = parse_article(miss.slug, miss.source, miss.text, known_topics=miss.topics)
-    if article is None or problems:
-        return None, problems
-    return with_html(article, miss.base_url), problems
+    return parse_source(miss.slug, miss.source, miss.text, miss.folder, miss.topics, miss.base_url)
 
 
 def encode_article(article: Article, source_hash: str, file_stat: str = "") -> CachedArticle:
@@ -155,6 +164,10 @@ def encode_article(article: Article, source_hash: str, file_stat: str = "") -> C
         "draft": article.draft,
         "explicit_id": article.explicit_id,
         "content_hash": article.content_hash,
+        "media": [[m.name, m.public_path, m.sha256, m.size] for m in article.media],
+        "author": article.author,
+        "reviewed": article.reviewed.isoformat() if article.reviewed else None,
+        "bundle": article.bundle,
         "minor_edit": article.minor_edit,
         "former_hash": article.former_hash,
     }
@@ -189,6 +202,10 @@ def decode_article(row: CachedArticle) -> Article:
         body_markdown=row.markdown,
         content_hash=fields["content_hash"],
         html=row.html,
+        media=tuple(MediaFile(*m) for m in fields.get("media", ())),
+        author=fields.get("author", ""),
+        reviewed=datetime.fromisoformat(fields["reviewed"]) if fields.get("reviewed") else None,
+        bundle=fields.get("bundle", False),
         minor_edit=fields.get("minor_edit", False),
         former_hash=fields.get("former_hash", ""),
     )
@@ -207,14 +224,20 @@ def _read_bytes(path: str) -> bytes:
         return handle.read()
 
 
-def _markdown_files(directory: Path) -> list[str]:
-    """The names of the ``*.md`` files in ``directory``, sorted (plain strings: fast)."""
-    try:
-        entries = os.scandir(directory)
-    except FileNotFoundError:
-        return []
-    with entries:
-        return sorted(e.name for e in entries if e.name.endswith(".md") and e.is_file())
+def _bundle_stat(folder: Path, index_stat: str, now_ns: int) -> str:
+    """``index_stat`` extended with every bundle file's name, size, times and inode, or ""
+    when one of them is too recent to trust (so a replaced figure is never missed)."""
+    parts = [index_stat]
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in sorted(filenames):
+            info = os.stat(os.path.join(dirpath, name))
+            if now_ns - max(info.st_mtime_ns, info.st_ctime_ns) < _RACY_NS:
+                return ""
+            parts.append(
+                f"{name}:{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{info.st_ino}"
+            )
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest() if len(parts) > 1 else index_stat
 
 
 def _relative(path: Path, root: Path) -> str:

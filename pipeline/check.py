@@ -10,11 +10,15 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.articles import load_articles
+from pipeline.articles import article_url, load_articles
 from pipeline.authoring import placeholder_problems
 from pipeline.config import CONFIG_FILE, Settings, load_settings, require_project, secret_key
+from pipeline.digest import EVERY_TOPIC, render_audience, template_environment
+from pipeline.digest_layout import describe
+from pipeline.disclaimer import load_disclaimer
 from pipeline.errors import ConfigError, PipelineError, Problem
 from pipeline.messages import email_settings_problems
+from pipeline.models import Audience, Entry
 from pipeline.store import Ledger
 from pipeline.subscribers import SubscriberList, load_subscribers, without_erased
 from pipeline.template_check import check_templates
@@ -22,7 +26,7 @@ from pipeline.tokens import key_fingerprint
 from pipeline.vetting import vet_articles
 from pipeline.webhooks import webhook_problems
 
-__all__ = ["check_project", "load_checked", "problem_from_error"]
+__all__ = ["check_project", "digest_size_line", "load_checked", "problem_from_error"]
 
 # "path:line: message" or "path: message", as the library's error messages are written.
 _LOCATED = re.compile(r"^(?P<file>[^\s:]+)(?::(?P<line>\d+))?: (?P<message>.+)$", re.DOTALL)
@@ -131,3 +135,32 @@ def _check_environment(settings: Settings) -> list[Problem]:
     except ConfigError as exc:
         return [Problem("PIPELINE_SMTP_URL", None, None, str(exc))]
     return []
+
+
+def digest_size_line(settings: Settings) -> str | None:
+    """The size of the largest digest the articles can make (every valid, non-draft article
+    new at once, for a reader of every topic) against the clipping budget; None when the
+    articles or templates cannot render (``check_project`` reports why)."""
+    paths = settings.paths
+    loaded = load_articles(paths.articles, paths.root, known_topics=settings.topics)
+    entries = tuple(
+        Entry(
+            a,
+            article_url(settings.base_url, a.slug),
+            article_url(settings.base_url, a.slug),
+            a.published,
+            a.updated or a.published,
+        )
+        for a in sorted(loaded.articles, key=lambda a: (a.published, a.slug), reverse=True)
+        if not a.draft
+    )
+    if not entries:
+        return None
+    try:
+        disclaimer = load_disclaimer(paths.templates, settings.base_url)
+        env = template_environment(str(paths.templates))
+        audience = Audience(EVERY_TOPIC, frozenset(), entries, ())
+        compiled = render_audience(audience, settings, disclaimer, env, "check")
+    except PipelineError:
+        return None
+    return "Largest digest: " + describe(compiled.html_bytes, compiled.layout)

@@ -39,7 +39,7 @@ import click
 
 from pipeline import views
 from pipeline.authoring import create_article
-from pipeline.check import check_project, load_checked
+from pipeline.check import check_project, digest_size_line, load_checked
 from pipeline.config import Settings, load_project
 from pipeline.console import Output, Verbosity
 from pipeline.delivery import DeliveryReport
@@ -232,16 +232,24 @@ def check(app: App) -> None:
     1 if there is any. Writes nothing.
     """
     settings, problems = load_checked(app.root)
+    size = None
     if settings is not None:
         with app.out.step("Checking…"):
             problems += check_project(settings)
-    _render_check(app, problems)
+            size = digest_size_line(settings) if not problems else None
+    _render_check(app, problems, size)
     if problems:
         stop(ExitCode.PROBLEMS)
 
 
-def _render_check(app: App, problems: list[Problem]) -> None:
-    app.out.data({"ok": not problems, "problems": [views.problem_dict(p) for p in problems]})
+def _render_check(app: App, problems: list[Problem], size: str | None = None) -> None:
+    document: dict[str, object] = {
+        "ok": not problems,
+        "problems": [views.problem_dict(p) for p in problems],
+    }
+    if size:
+        document["largest_digest"] = size
+    app.out.data(document)
     for problem in problems:
         app.out.say(str(problem), level=Verbosity.QUIET)
     if problems:
@@ -249,6 +257,8 @@ def _render_check(app: App, problems: list[Problem]) -> None:
         app.out.error(f"{len(problems)} {noun} found; fix each line above, then check again")
     else:
         app.out.say("Everything checks out.", style="green")
+    if size:
+        app.out.say(size)
 
 
 # --- new -----------------------------------------------------------------------------------
@@ -443,6 +453,7 @@ def preview(app: App, subscriber: str | None) -> None:
     with read_ledger(settings) as ledger:
         result = write_preview(settings, ledger, subscriber=subscriber)
     app.out.say(f"Subject: {result.subject}")
+    app.out.say(result.size_line())
     for path in result.files:
         app.out.say(f"wrote {path}", level=Verbosity.QUIET)
 

@@ -10,9 +10,9 @@ because slot markers carry a random nonce chosen per digest.
 
 from __future__ import annotations
 
-import html
-import re
+import hashlib
 import secrets
+import textwrap
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,9 +24,11 @@ from markupsafe import Markup
 from mjml import mjml2html
 
 from pipeline.config import Settings
+from pipeline.digest_layout import HTML_BUDGET, Layout, fit_layout, html_size
 from pipeline.disclaimer import Disclaimer
 from pipeline.errors import TemplateError
 from pipeline.models import Audience, Changes, Entry, Subscriber
+from pipeline.slots import SlotTemplate
 from pipeline.store import AudienceRecord
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "compile_mjml",
     "digest_context",
     "digest_subject",
+    "edition_name",
     "group_by_topics",
     "plan_digest",
     "public_slot_values",
@@ -51,6 +54,7 @@ __all__ = [
     "template_environment",
     "template_line",
     "topics_phrase",
+    "wrap_text",
 ]
 
 HTML_TEMPLATE = "digest.mjml.j2"
@@ -58,42 +62,6 @@ TEXT_TEMPLATE = "digest.txt.j2"
 # The per-subscriber values; each is a slot in the compiled templates.
 SLOTS = ("greeting", "email", "unsubscribe_url", "preferences_url", "view_url", "topics")
 EVERY_TOPIC = "*"
-
-
-class SlotTemplate:
-    """A compiled template with ``__SLOT_<nonce>_<name>__`` markers, split once for filling."""
-
-    __slots__ = ("_names", "_parts", "nonce", "source")
-
-    def __init__(self, source: str, nonce: str) -> None:
-        self.source = source
-        self.nonce = nonce
-        pieces = re.split(rf"__SLOT_{re.escape(nonce)}_([a-z_]+)__", source)
-        self._parts = pieces[0::2]
-        self._names = pieces[1::2]
-
-    @staticmethod
-    def marker(nonce: str, name: str) -> str:
-        return f"__SLOT_{nonce}_{name}__"
-
-    @property
-    def literals(self) -> tuple[str, ...]:
-        """The text between the slots: one more piece than there are slots."""
-        return tuple(self._parts)
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The slot names in the order they occur."""
-        return tuple(self._names)
-
-    def fill(self, values: Mapping[str, str], *, escape: bool) -> str:
-        """Substitute each slot; ``escape`` HTML-escapes the values (for the HTML part)."""
-        quote = html.escape if escape else str
-        out = [self._parts[0]]
-        for name, literal in zip(self._names, self._parts[1:], strict=True):
-            out.append(quote(values[name]))
-            out.append(literal)
-        return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +78,43 @@ class CompiledAudience:
     subject: str
     html: SlotTemplate
     text: SlotTemplate
+    layout: Layout = field(default_factory=lambda: Layout(0, 0))
+    web_html: str = ""  # the same edition with no personal slot: the "view in browser" page
+
+    @property
+    def html_bytes(self) -> int:
+        """What the HTML part counts against the clipping budget (slots allowed for)."""
+        return html_size(self.html.source)
 
     def record(self) -> AudienceRecord:
         return AudienceRecord(
-            self.audience.key, self.subject, self.html.nonce, self.html.source, self.text.source
+            self.audience.key,
+            self.subject,
+            self.html.nonce,
+            self.html.source,
+            self.text.source,
+            self.web_html,
         )
+
+
+def edition_name(audience_key: str) -> str:
+    """The folder of an audience's web edition under ``digests/<n>/``: a hash of its topic
+    set, the same for every reader of that set, so it names no one."""
+    return hashlib.sha256(audience_key.encode("utf-8")).hexdigest()[:12]
+
+
+def wrap_text(text: str, width: int = 72, indent: str = "") -> str:
+    """Wrap at spaces only: a long URL or word stays whole on a line of its own (a URL
+    split across lines no longer works when clicked). Lines after the first get ``indent``."""
+    return "\n".join(
+        textwrap.wrap(
+            " ".join(str(text).split()),
+            width=width,
+            subsequent_indent=indent,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +139,7 @@ class DigestPlan:
 
 
 def template_environment(templates_dir: str) -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir),
         autoescape=jinja2.select_autoescape(enabled_extensions=("mjml.j2", "html.j2")),
         undefined=jinja2.StrictUndefined,
@@ -147,6 +147,8 @@ def template_environment(templates_dir: str) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    env.filters["wrap"] = wrap_text
+    return env
 
 
 def topics_phrase(settings: Settings, topics: frozenset[str]) -> str:
@@ -258,23 +260,39 @@ def digest_context(
     disclaimer: Disclaimer,
     slot: Mapping[str, str],
     period: Period | None = None,
+    layout: Layout | None = None,
+    *,
+    personal: bool = True,
 ) -> dict[str, object]:
     """What both templates see; ``slot`` holds slot markers, or real values when rendering
     a single copy directly (the benchmark's straightforward way). ``period`` is set for a
-    daily, weekly or monthly digest and None for the one sent at a publish."""
+    daily, weekly or monthly digest and None for the one sent at a publish. ``layout``
+    says how many articles get full cards (default: all); ``personal`` False renders the
+    web edition, whose footer has no personal value or link."""
     entries = [*audience.new, *audience.updated]
     if period is None:
         subject = digest_subject(settings, entries)
     else:
         subject = periodic_subject(settings, period, len(entries))
+    layout = layout or Layout(len(entries), len(entries))
+    fresh = len(audience.new)
+    linked = range(layout.full, layout.full + layout.links)
     return {
+        "personal": personal,
+        "collapsed": [
+            {"title": entries[i].article.title, "url": entries[i].url, "updated": i >= fresh}
+            for i in linked
+        ],
+        "more_count": layout.more,
+        "more_url": settings.base_url,
+        "subscribe_url": urljoin(settings.base_url, "subscribe/"),
         "site": settings.site,
         "base_url": settings.base_url,
         "sender": settings.sender,
         "subject": subject,
         "preheader": _preheader(entries),
-        "new": [_card(e, settings) for e in audience.new],
-        "updated": [_card(e, settings) for e in audience.updated],
+        "new": [_card(e, settings) for e in audience.new[: layout.full]],
+        "updated": [_card(e, settings) for e in audience.updated[: max(0, layout.full - fresh)]],
         "disclaimer_html": Markup(disclaimer.html),
         "disclaimer_text": disclaimer.text,
         "slot": slot,
@@ -294,19 +312,37 @@ def render_audience(
     env: jinja2.Environment,
     nonce: str,
     period: Period | None = None,
+    *,
+    budget: int = HTML_BUDGET,
 ) -> CompiledAudience:
-    """Render one audience's digest to slotted HTML (MJML compiled once) and text."""
+    """Render one audience's digest to slotted HTML (MJML compiled once) and text, laid out
+    to fit ``budget`` bytes of HTML, and its web edition (same layout, no personal slot)."""
     slot = {name: SlotTemplate.marker(nonce, name) for name in SLOTS}
-    context = digest_context(audience, settings, disclaimer, slot, period)
-    mjml_source, text = render_sources(env, context)
-    html = compile_mjml(mjml_source)
+    total = len(audience.new) + len(audience.updated)
+
+    def compiled(layout: Layout) -> str:
+        context = digest_context(audience, settings, disclaimer, slot, period, layout)
+        return compile_mjml(_render(env, HTML_TEMPLATE, context))
+
+    layout, html = fit_layout(total, compiled, budget)
+    context = digest_context(audience, settings, disclaimer, slot, period, layout)
+    text = _render(env, TEXT_TEMPLATE, context)
     for file in missing_disclaimer(html, text, disclaimer):
         raise TemplateError(f"{file}: {DISCLAIMER_MISSING}")
+    public = digest_context(audience, settings, disclaimer, slot, period, layout, personal=False)
+    web_html = compile_mjml(_render(env, HTML_TEMPLATE, public))
+    if nonce in web_html:
+        raise TemplateError(
+            f"templates/{HTML_TEMPLATE}: the web copy (personal false) still uses a slot; "
+            "keep every slot.* inside {% if personal %}"
+        )
     return CompiledAudience(
         audience,
         str(context["subject"]),
         SlotTemplate(html, nonce),
         SlotTemplate(text, nonce),
+        layout,
+        web_html,
     )
 
 
@@ -404,14 +440,13 @@ def plan_digest(
 
     everyone = Audience(EVERY_TOPIC, frozenset(), changes.new, changes.updated)
     web = render_audience(everyone, settings, disclaimer, env, nonce)
-    web_html = web.html.fill(public_slot_values(settings), escape=True)
     return DigestPlan(
-        web.subject, compiled, counted(topic_counts), web_html, web, counted(periodic)
+        web.subject, compiled, counted(topic_counts), web.web_html, web, counted(periodic)
     )
 
 
 def public_slot_values(settings: Settings) -> dict[str, str]:
-    """Slot values for copies anyone may see (the web archive): no personal data."""
+    """Neutral slot values (no personal data), for benchmarks that fill a copy directly."""
     base = settings.base_url
     return {
         "greeting": "Hello,",

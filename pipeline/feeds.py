@@ -31,6 +31,7 @@ from lxml import etree
 from pipeline.config import Settings
 from pipeline.disclaimer import Disclaimer
 from pipeline.feed_history import FeedDate, archive_pages, feed_date
+from pipeline.markdown import plain_footnotes
 from pipeline.models import Entry
 
 __all__ = [
@@ -138,8 +139,9 @@ def _with_archives(scope: FeedScope, settings: Settings) -> FeedScope:
 
 
 def entry_content(entry: Entry, disclaimer: Disclaimer) -> str:
-    """The article's sanitised HTML, always followed by the disclaimer."""
-    return f'{entry.article.html}\n<hr>\n<div class="disclaimer">{disclaimer.html}</div>'
+    """The article's sanitised HTML (footnotes as plain numbered notes), always followed by
+    the disclaimer."""
+    return f'{plain_footnotes(entry.article.html)}\n<hr>\n<div class="disclaimer">{disclaimer.html}</div>'
 
 
 def _newest(scope: FeedScope) -> datetime:

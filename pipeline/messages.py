@@ -22,7 +22,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 from pipeline.config import CONFIG_FILE, Settings
-from pipeline.digest import EVERY_TOPIC, SlotTemplate, topics_phrase
+from pipeline.digest import EVERY_TOPIC, SlotTemplate, edition_name, topics_phrase
 from pipeline.errors import ConfigError, Problem
 from pipeline.mime import (
     AddressError,
@@ -128,7 +128,7 @@ class MessageFactory:
         load_audience: Callable[[int, str], AudienceRecord],
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        web_copy_url: Callable[[int], str] | None = None,
+        web_copy_url: Callable[[int, str], str] | None = None,
         load_stored: Callable[[int], tuple[str, str, bytes]] | None = None,
     ) -> None:
         self.settings = settings
@@ -141,7 +141,10 @@ class MessageFactory:
         self._last_date: tuple[datetime | None, bytes] = (None, b"")
         self._signer: DkimSigner | None = check_email_settings(settings)
         base = settings.base_url
-        self._web_copy_url = web_copy_url or (lambda n: f"{base}digests/{n}/")
+        # "View in browser" opens the reader's own edition: the digest their topic set got.
+        self._web_copy_url = web_copy_url or (
+            lambda n, key: f"{base}digests/{n}/{edition_name(key)}/"
+        )
         sender = settings.sender
         self._sender = addr_spec(sender.address)
         self._domain = self._sender.rpartition("@")[2].lower()
@@ -203,7 +206,7 @@ class MessageFactory:
             "email": row.email,
             "unsubscribe_url": f"{base}unsubscribe/{make_token(ref, self._key, 'unsubscribe')}",
             "preferences_url": f"{base}preferences/{make_token(ref, self._key, 'preferences')}",
-            "view_url": self._web_copy_url(row.digest_id),
+            "view_url": self._web_copy_url(row.digest_id, audience_key),
             "topics": self._topics(audience_key),
         }
 

@@ -11,6 +11,7 @@ __all__ = [
     "Audience",
     "Changes",
     "Entry",
+    "MediaFile",
     "Subscriber",
     "Therapy",
 ]
@@ -21,6 +22,17 @@ class Therapy:
     name: str
     maker: str = ""
     brands: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFile:
+    """A file of an article's bundle (``articles/<slug>/``), published under a name that
+    changes when its bytes change: ``media/<slug>/<stem>.<sha256[:8]><suffix>``."""
+
+    name: str  # its path in the bundle folder, with "/" separators: "fvc-chart.png"
+    public_path: str  # its path under public/
+    sha256: str  # hex digest of its bytes
+    size: int  # bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +55,10 @@ class Article:
     html: str = ""  # filled by the renderer, sanitised, links absolute
     minor_edit: bool = False  # a correction: rewrite the entry, do not move `updated`
     former_hash: str = ""  # content_hash as ledgers before canonical hashing computed it
+    media: tuple[MediaFile, ...] = ()  # the bundle's files; () for a single-file article
+    author: str = ""  # who wrote it (front matter ``author``); "" -> the site's author
+    reviewed: datetime | None = None  # last medical review (front matter ``reviewed``)
+    bundle: bool = False  # True for articles/<slug>/index.md
 
 
 @dataclass(frozen=True, slots=True)

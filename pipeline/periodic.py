@@ -20,8 +20,7 @@ from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
+from datetime import UTC, datetime
 
 from pipeline.atomic import write_if_changed
 from pipeline.cadence import latest_slot, next_slot, period_label
@@ -31,18 +30,18 @@ from pipeline.digest import (
     Period,
     build_audiences,
     group_by_topics,
-    public_slot_values,
     render_audience,
     template_environment,
 )
 from pipeline.disclaimer import load_disclaimer
 from pipeline.errors import SubscriberError
 from pipeline.models import Article, Audience, Changes, Entry, Subscriber, Therapy
-from pipeline.site import digest_page
+from pipeline.site import digest_pages
 from pipeline.store import (
     FREQUENCIES,
     PERIODIC,
     ArticleVersion,
+    DigestCopy,
     Ledger,
     ReaderWindow,
     WindowDigest,
@@ -228,7 +227,7 @@ def plan_windows(
             WindowDigest(
                 frequency,
                 web.subject,
-                web.html.fill(public_slot_values(settings), escape=True),
+                web.web_html,  # no personal slot or link (digest.render_audience)
                 tuple(c.record() for c in compiled),
                 tuple((key, keys[s.email]) for key, (_, ms) in audiences.items() for s in ms),
             )
@@ -308,8 +307,10 @@ def _write_web_copies(
     for digest, digest_id in zip(digests, ids, strict=True):
         if digest_id is None:
             continue
-        path = settings.paths.public / Path("digests") / str(digest_id) / "index.html"
-        write_if_changed(path, digest_page(digest.web_html, settings))
+        editions = tuple((a.key, a.web_html) for a in digest.audiences)
+        copy = DigestCopy(digest_id, datetime.now(UTC), digest.subject, digest.web_html, editions)
+        for relative, data in digest_pages(copy, settings).items():
+            write_if_changed(settings.paths.public / relative, data)
 
 
 def change_frequency(

@@ -30,7 +30,8 @@ from pipeline.delivery import (
     Transport,
     transport_for,
 )
-from pipeline.digest import EVERY_TOPIC, DigestPlan, audience_key
+from pipeline.digest import EVERY_TOPIC, CompiledAudience, DigestPlan, audience_key
+from pipeline.digest_layout import Layout, describe
 from pipeline.errors import DeliveryError, PipelineError
 from pipeline.messages import MessageFactory, OutgoingMessage
 from pipeline.mime import addr_spec
@@ -67,6 +68,18 @@ class Preview:
     html: str
     text: str
     files: tuple[Path, ...] = ()
+    layout: Layout | None = None  # how the articles were fitted to the clipping budget
+
+    @property
+    def html_bytes(self) -> int:
+        """The HTML part's size in bytes (UTF-8, as the reader's client decodes it)."""
+        return len(self.html.encode("utf-8"))
+
+    def size_line(self) -> str:
+        """The HTML part's size against the clipping budget, for the editor."""
+        layout = self.layout or Layout(0, 0)
+        return describe(self.html_bytes, layout)
+
     published_digest: int | None = None  # set when a test resends an already sent digest
 
 
@@ -88,11 +101,11 @@ def _row(
     subscriber: str | None,
     to: str | None,
     planned: tuple[Ledger, ListFiles],
-) -> tuple[OutboxRow, AudienceRecord]:
+) -> tuple[OutboxRow, CompiledAudience]:
     """The row to build: a subscriber's own copy, or every change addressed to ``to``."""
     if subscriber is None:
         address = to or settings.sender.address
-        return OutboxRow(0, _PREVIEW_DIGEST, EVERY_TOPIC, address, "", 0), digest.everyone.record()
+        return OutboxRow(0, _PREVIEW_DIGEST, EVERY_TOPIC, address, "", 0), digest.everyone
     ledger, lists = planned
     secret = secret_key(settings.paths) if ledger.erased_hashes() else ""
     member = planned_subscriber(ledger, lists.entries(), subscriber, secret)
@@ -106,7 +119,7 @@ def _row(
             f"suppressed, or none of their topics changed ({digest.recipients} recipients)"
         )
     row = OutboxRow(0, _PREVIEW_DIGEST, key, to or member.email, member.name, 0)
-    return row, audience.record()
+    return row, audience
 
 
 def _periodic_row(
@@ -146,21 +159,23 @@ def build_preview(
 
     Its "view in browser" link is ``view_url``, by default the local preview file."""
     periodic = _periodic_row(settings, ledger, subscriber, to, now) if subscriber else None
+    layout = None
     if periodic is not None:
         row, record = periodic
     else:
         digest, lists = _next_digest(settings, ledger, now)
-        row, record = _row(digest, settings, subscriber, to, (ledger, lists))
+        row, compiled = _row(digest, settings, subscriber, to, (ledger, lists))
+        record, layout = compiled.record(), compiled.layout
     preview_url = view_url or (preview_folder(settings) / "digest.html").absolute().as_uri()
     factory = MessageFactory(
         settings,
         secret_key(settings.paths),
         lambda _digest, _key: record,
-        web_copy_url=lambda _digest: preview_url,
+        web_copy_url=lambda _digest, _key: preview_url,
     )
     message = factory.build(row, test=test)
     html, text = _parts(message)
-    return Preview(message, _subject(message), html, text)
+    return Preview(message, _subject(message), html, text, layout=layout)
 
 
 def _parsed(message: OutgoingMessage) -> EmailMessage:
@@ -211,6 +226,7 @@ def write_preview(
         preview.html,
         preview.text,
         tuple(folder / name for name in contents),
+        layout=preview.layout,
     )
 
 

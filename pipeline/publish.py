@@ -25,11 +25,12 @@ from pipeline.drain import Progress
 from pipeline.errors import ContentError, DeliveryError, Problem
 from pipeline.feed_history import FeedDate
 from pipeline.feeds import render_feeds
+from pipeline.media import media_outputs
 from pipeline.messages import check_email_settings
 from pipeline.models import Changes
 from pipeline.periodic import entry_card
-from pipeline.site import SitePlan, digest_page, output_stamps, plan_site, remove_stale
-from pipeline.store import KnownArticle, Ledger, PublishRecord
+from pipeline.site import SitePlan, digest_pages, output_stamps, plan_site, remove_stale
+from pipeline.store import DigestCopy, KnownArticle, Ledger, PublishRecord
 from pipeline.subscribers import ListFiles, SubscriberStore, plan_lists
 from pipeline.vetting import vet_articles
 from pipeline.websub import WebSubReport, changed_feed_urls, notify_hub
@@ -144,6 +145,7 @@ def plan_publish(
         present=lambda path: (paths.public / path).is_file(),
     )
     files = feeds.files
+    files.update(media_outputs(changes.live, paths.articles))
     site = plan_site(
         changes.live,
         settings,
@@ -261,9 +263,16 @@ def execute(
         )
         report.digest_id = ledger.record_publish(record, plan.now)
         if report.digest_id is not None and digest is not None:
-            web_copy = Path("digests") / str(report.digest_id) / "index.html"
-            if write_if_changed(public / web_copy, digest_page(digest.web_html, settings)):
-                report.written.append(str(web_copy))
+            copy = DigestCopy(
+                report.digest_id,
+                plan.now,
+                digest.subject,
+                digest.web_html,
+                tuple((a.audience.key, a.web_html) for a in digest.audiences),
+            )
+            for relative, data in digest_pages(copy, settings).items():
+                if write_if_changed(public / relative, data):
+                    report.written.append(relative)
 
     hub = settings.feeds.websub_hub
     if hub:

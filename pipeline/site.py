@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,25 +29,32 @@ from markupsafe import Markup
 
 from pipeline.cache import CACHE_VERSION
 from pipeline.config import Settings
+from pipeline.digest import edition_name
 from pipeline.disclaimer import Disclaimer
 from pipeline.errors import TemplateError
 from pipeline.feeds import FEED_FORMATS
+from pipeline.markdown import render_markdown
 from pipeline.models import Entry
 from pipeline.parallel import map_forked
+from pipeline.site_files import output_stamps, remove_stale, stale_paths, unchanged_on_disk
 from pipeline.store import DigestCopy, OutputStamp
 
 __all__ = [
     "SitePlan",
     "digest_page",
+    "digest_pages",
     "output_stamps",
     "plan_site",
+    "related_entries",
     "remove_stale",
     "trial_url",
 ]
 
 SITE_TEMPLATES = "site"
-SITE_VERSION = "1"  # bump when this module changes what a page looks like
+SITE_VERSION = "2"  # bump when this module changes what a page looks like
 _ROOT_FROM_SUBPAGE = "../../"  # articles/<slug>/, topics/<t>/ and digests/<n>/ are two deep
+ABOUT_PAGE = "about/index.html"
+RELATED_COUNT = 3  # related articles listed under an article
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,19 +100,23 @@ def plan_site(
         return (
             stamp is None
             or stamp.input_key != key
-            or not _unchanged_on_disk(public_prefix + path, stamp)
+            or not unchanged_on_disk(public_prefix + path, stamp)
         )
 
     entry_keys: dict[str, str] = {}
-    todo: list[Entry] = []
+    todo: list[tuple[Entry, list[Entry]]] = []
+    related = related_entries(ordered)
     for entry in ordered:
         entry_keys[entry.slug] = pages.input_key(entry)
-        if fresh(article_page_path(entry.slug), entry_keys[entry.slug]):
-            todo.append(entry)
+        page_key = pages.page_key(entry_keys[entry.slug], related[entry.slug])
+        if fresh(article_page_path(entry.slug), page_key):
+            todo.append((entry, related[entry.slug]))
     # A first publish or a template change renders every page: one worker per core then.
     rendered = map_forked(_render_article, (pages, todo), len(todo))
-    for entry, page in zip(todo, rendered, strict=True):
+    for (entry, _), page in zip(todo, rendered, strict=True):
         files[article_page_path(entry.slug)] = page
+    if fresh(ABOUT_PAGE, pages.fingerprint):
+        files[ABOUT_PAGE] = pages.about()
     listings: list[tuple[str, str | None, list[Entry]]] = [("index.html", None, ordered)]
     for topic in sorted(settings.topics):
         chosen = [e for e in ordered if topic in e.article.topics]
@@ -114,10 +125,44 @@ def plan_site(
         if fresh(list_path, pages.listing_key((entry_keys[e.slug] for e in chosen), list_topic)):
             files[list_path] = pages.listing(chosen, list_topic)
     for copy in digests:
-        files[f"digests/{copy.id}/index.html"] = digest_page(copy.web_html, settings)
+        files.update(digest_pages(copy, settings))
     claimed = {*files, *keys, *feed_paths}
     forget = tuple(sorted(p for p in stamps if p not in keys))
-    return SitePlan(files, keys, tuple(_stale(public, claimed)), forget)
+    return SitePlan(files, keys, tuple(stale_paths(public, claimed)), forget)
+
+
+def related_entries(ordered: Sequence[Entry]) -> dict[str, list[Entry]]:
+    """For each entry, up to ``RELATED_COUNT`` others sharing a topic with it: the ones
+    published nearest to it (``ordered`` is newest first; ties go to the newer).
+
+    Nearest, not newest: a new article then changes the related list (and so the page) of
+    only its few neighbours, not of every article on its topics. Cost: O(n·t·log n) for n
+    entries of t topics each.
+    """
+    by_topic: dict[str, list[int]] = {}
+    for position, entry in enumerate(ordered):
+        for topic in entry.article.topics:
+            by_topic.setdefault(topic, []).append(position)
+    related: dict[str, list[Entry]] = {}
+    for position, entry in enumerate(ordered):
+        near: set[int] = set()
+        for topic in entry.article.topics:
+            members = by_topic[topic]
+            at = bisect_left(members, position)
+            near.update(members[max(0, at - RELATED_COUNT) : at + RELATED_COUNT + 1])
+        near.discard(position)
+        chosen = sorted(near, key=lambda other: (abs(other - position), other))
+        related[entry.slug] = [ordered[other] for other in chosen[:RELATED_COUNT]]
+    return related
+
+
+def digest_pages(copy: DigestCopy, settings: Settings) -> dict[str, bytes]:
+    """A digest's archive page ``digests/<n>/`` and each audience's web edition
+    ``digests/<n>/<edition>/`` (what "view in browser" opens), by path under public/."""
+    pages = {f"digests/{copy.id}/index.html": digest_page(copy.web_html, settings)}
+    for key, html in copy.editions:
+        pages[f"digests/{copy.id}/{edition_name(key)}/index.html"] = digest_page(html, settings)
+    return pages
 
 
 def digest_page(web_html: str, settings: Settings) -> bytes:
@@ -130,37 +175,6 @@ def digest_page(web_html: str, settings: Settings) -> bytes:
     head_end = web_html.find("</head>")
     page = web_html if head_end < 0 else web_html[:head_end] + links + web_html[head_end:]
     return page.encode("utf-8")
-
-
-def output_stamps(
-    public: Path, keys: Mapping[str, str], written: Iterable[str]
-) -> list[OutputStamp]:
-    """Stamps for the pages just written (or checked), to skip them next time."""
-    stamps = []
-    for path in written:
-        key = keys.get(path)
-        if key is None:
-            continue
-        info = (public / path).stat()
-        stamps.append(OutputStamp(path, key, info.st_size, info.st_mtime_ns))
-    return stamps
-
-
-def remove_stale(public: Path, stale: Iterable[str]) -> list[str]:
-    """Delete stale pages: each directory is renamed away first, so it vanishes at once."""
-    removed = []
-    for relative in stale:
-        target = public / relative
-        if target.is_dir():
-            graveyard = target.with_name(f".{target.name}.removed-{os.getpid()}")
-            target.rename(graveyard)
-            shutil.rmtree(graveyard)
-        elif target.exists():
-            target.unlink()
-        else:
-            continue
-        removed.append(relative)
-    return removed
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -190,9 +204,15 @@ class _Pages:
         for part in (SITE_VERSION, CACHE_VERSION, repr(settings.site), repr(settings.topics)):
             fingerprint.update(part.encode("utf-8") + b"\0")
         fingerprint.update(disclaimer.html.encode("utf-8") + b"\0")
-        for template in sorted(directory.glob("*.j2")):
-            fingerprint.update(template.name.encode("utf-8") + b"\0" + template.read_bytes())
+        # Templates, site.css, about.md and the topics' landing texts.
+        for template in sorted(p for p in directory.rglob("*") if p.is_file()):
+            name = template.relative_to(directory).as_posix()
+            fingerprint.update(name.encode("utf-8") + b"\0" + template.read_bytes())
         self.fingerprint = fingerprint.hexdigest()
+        self._texts = {
+            name: Markup(render_markdown(text, settings.base_url))
+            for name, text in _site_texts(directory).items()
+        }
         self._feeds = {t: _feed_links(settings, t) for t in ("", *settings.topics)}
 
     def feeds(self, topic: str) -> list[dict[str, str]]:
@@ -209,8 +229,28 @@ class _Pages:
             entry.published.isoformat(),
             entry.updated.isoformat(),
             entry.article.content_hash,
+            # The byline is not content (no update is announced), but the page shows it.
+            entry.article.author,
+            entry.article.reviewed.isoformat() if entry.article.reviewed else "",
         )
         return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
+
+    def page_key(self, entry_key: str, related: Sequence[Entry]) -> str:
+        """An article page's key: its entry's, and what it shows of its related articles."""
+        digest = hashlib.sha256(entry_key.encode("ascii"))
+        for other in related:
+            parts = (other.slug, other.article.title, other.published.isoformat())
+            digest.update(("\0" + "\0".join(parts)).encode("utf-8"))
+        return digest.hexdigest()
+
+    def about(self) -> bytes:
+        return self._render(
+            "about.html.j2",
+            root=_ROOT_FROM_SUBPAGE[3:],
+            canonical=urljoin(self.settings.base_url, "about/"),
+            feeds=self.feeds(""),
+            body=self._texts.get("about", Markup("")),
+        )
 
     def listing_key(self, entry_keys: Iterable[str], topic: str | None) -> str:
         """Everything a list page depends on: its topic and its entries' keys, in order."""
@@ -219,7 +259,7 @@ class _Pages:
             digest.update(key.encode("ascii"))
         return digest.hexdigest()
 
-    def article(self, entry: Entry) -> bytes:
+    def article(self, entry: Entry, related: Sequence[Entry] = ()) -> bytes:
         settings = self.settings
         article = entry.article
         moved = entry.updated > entry.published
@@ -231,6 +271,12 @@ class _Pages:
             article=article,
             published=_when(entry.published),
             updated=_when(entry.updated) if moved else None,
+            reviewed=_when(article.reviewed) if article.reviewed else None,
+            author=article.author or settings.site.author,
+            related=[
+                {"slug": e.slug, "title": e.article.title, "published": _when(e.published)}
+                for e in related
+            ],
             article_topics=[{"slug": t, "label": settings.topic_label(t)} for t in article.topics],
             therapy=article.therapy,
             trials=[{"id": t, "url": trial_url(t)} for t in article.trials],
@@ -255,7 +301,8 @@ class _Pages:
                 root="",
                 canonical=settings.base_url,
                 feeds=self.feeds(""),
-                heading=settings.site.title,
+                heading="Latest articles",
+                intro=settings.site.description,
                 items=items,
             )
         return self._render(
@@ -264,6 +311,7 @@ class _Pages:
             canonical=urljoin(settings.base_url, f"topics/{topic}/"),
             feeds=self.feeds(topic) + self.feeds(""),
             heading=settings.topic_label(topic),
+            intro=self._texts.get(f"topics/{topic}", ""),
             items=items,
         )
 
@@ -301,55 +349,16 @@ def _when(moment: datetime) -> dict[str, str]:
     return {"iso": utc.strftime("%Y-%m-%dT%H:%M:%SZ"), "text": f"{utc.day} {utc:%B %Y}"}
 
 
-def _render_article(work: tuple[_Pages, Sequence[Entry]], index: int) -> bytes:
-    pages, entries = work
-    return pages.article(entries[index])
+def _render_article(work: tuple[_Pages, Sequence[tuple[Entry, list[Entry]]]], index: int) -> bytes:
+    pages, todo = work
+    entry, related = todo[index]
+    return pages.article(entry, related)
 
 
-def _unchanged_on_disk(path: str, stamp: OutputStamp) -> bool:
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return False
-    return info.st_size == stamp.size and info.st_mtime_ns == stamp.mtime_ns
-
-
-def _stale(public: Path, claimed: set[str]) -> list[str]:
-    """Paths under articles/ and topics/ that nothing in this publish claims."""
-    stale: list[str] = []
-    live_dirs = {p.split("/")[1] for p in claimed if p.startswith("articles/")}
-    articles = public / "articles"
-    if articles.is_dir():
-        stale += sorted(
-            f"articles/{d.name}"
-            for d in os.scandir(articles)
-            if d.is_dir() and not d.name.startswith(".") and d.name not in live_dirs
-        )
-    topics = public / "topics"
-    if topics.is_dir():
-        for folder in sorted(os.scandir(topics), key=lambda d: d.name):
-            relative = f"topics/{folder.name}"
-            if not any(c.startswith(relative + "/") for c in claimed):
-                stale.append(relative)
-            elif folder.is_dir():
-                stale += sorted(
-                    f"{relative}/{f.name}"
-                    for f in os.scandir(folder.path)
-                    if f.is_file() and f"{relative}/{f.name}" not in claimed
-                )
-    return stale + _stale_archives(public, claimed)
-
-
-def _stale_archives(public: Path, claimed: set[str]) -> list[str]:
-    """RFC 5005 archive pages (``[topics/<t>/]archive/<n>/``) no feed claims any more."""
-    live = {path.rsplit("/", 1)[0] for path in claimed if "archive/" in path}
-    parents = ["archive", *(str(p.relative_to(public)) for p in public.glob("topics/*/archive"))]
-    stale: list[str] = []
-    for parent in parents:
-        if (public / parent).is_dir():
-            stale += sorted(
-                f"{parent}/{page.name}"
-                for page in os.scandir(public / parent)
-                if page.is_dir() and f"{parent}/{page.name}" not in live
-            )
-    return stale
+def _site_texts(directory: Path) -> dict[str, str]:
+    """The editors' Markdown beside the templates: ``about.md`` and ``topics/<topic>.md``,
+    by name without ``.md``."""
+    return {
+        path.relative_to(directory).as_posix()[:-3]: path.read_text(encoding="utf-8")
+        for path in sorted(directory.rglob("*.md"))
+    }

@@ -43,6 +43,7 @@ from pipeline.digest import (
     render_sources,
     template_environment,
 )
+from pipeline.digest_layout import Layout
 from pipeline.disclaimer import Disclaimer, load_disclaimer
 from pipeline.errors import Problem, TemplateError
 from pipeline.mjml_rules import (
@@ -355,6 +356,7 @@ def check_templates(settings: Settings) -> list[Problem]:
         Problem(file, None, None, DISCLAIMER_MISSING)
         for file in missing_disclaimer(html, text, disclaimer)
     ]
+    problems += _check_variants(env, audience, settings, disclaimer, placeholders)
     return problems + _leftovers(mjml_file, html)
 
 
@@ -380,6 +382,38 @@ def _check_periodic(
     except TemplateError as exc:
         return [Problem(CONFIG_FILE, None, "[digest] periodic_subject", str(exc))]
     return []
+
+
+def _check_variants(
+    env: jinja2.Environment,
+    audience: Audience,
+    settings: Settings,
+    disclaimer: Disclaimer,
+    placeholders: dict[str, str],
+) -> list[Problem]:
+    """Render the branches a sample digest does not reach: articles collapsed past the
+    clipping budget, and the web edition, which may use no personal slot."""
+    total = len(audience.new) + len(audience.updated)
+    variants = (
+        (Layout(total, 0, max(0, total - 1)), True),
+        (Layout(total, total), False),
+    )
+    problems: list[Problem] = []
+    for layout, personal in variants:
+        context = digest_context(
+            audience, settings, disclaimer, placeholders, None, layout, personal=personal
+        )
+        try:
+            sources = render_sources(env, context)
+            html = compile_mjml(sources[0])
+        except TemplateError as exc:  # a render error names its own file and line
+            problems.append(Problem(f"templates/{HTML_TEMPLATE}", None, None, str(exc)))
+            continue
+        if not personal and "sample-" in html:
+            message = "the web copy (personal false) shows a personal value; keep every "
+            message += "slot.* inside {% if personal %}"
+            problems.append(Problem(f"templates/{HTML_TEMPLATE}", None, None, message))
+    return problems
 
 
 def _leftovers(file: str, output: str) -> list[Problem]:

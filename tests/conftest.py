@@ -108,6 +108,20 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+@contextmanager
+def chromium_browser(why: str) -> Iterator[Any]:
+    """Debian's headless Chromium driven by Playwright (no browser download), closed after."""
+    chromium = require_tool("chromium", why=why)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
 def require_tool(path_or_name: str, *, why: str) -> str:
     """The full path of an external program a test needs, or skip with the reason.
 

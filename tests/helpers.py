@@ -27,6 +27,14 @@ def edit_article(root: Path, slug: str, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1), encoding="utf-8")
 
 
+def article_files(root: Path) -> dict[str, Path]:
+    """Each article's Markdown file by slug: ``<slug>.md`` and bundles ``<slug>/index.md``."""
+    articles = root / "articles"
+    found = {p.stem: p for p in articles.glob("*.md")}
+    found.update({p.parent.name: p for p in articles.glob("*/index.md")})
+    return dict(sorted(found.items()))
+
+
 def write_article(
     root: Path, slug: str, title: str, published: date, topic: str = "scleroderma"
 ) -> None:

@@ -86,6 +86,11 @@ def test_a_month_of_digests(project: Path, smtp_server: Received) -> None:
     settings = load_settings(root)
     # The sample's scheduled article goes out before the month, with the others.
     edit_article(root, "ocrelizumab", "published: 2026-11-09", "published: 2026-10-20")
+    bundle = root / "articles" / "nintedanib-senscis-results" / "index.md"
+    bundle.write_text(
+        bundle.read_text("utf-8").replace("published: 2026-11-02", "published: 2026-10-21"),
+        "utf-8",
+    )
     publish(root, now=utc(30, 12, month=10))  # the sample articles, before the month
     smtp_server.messages.clear()
 

@@ -24,7 +24,13 @@ from tests.conftest import REPO, Received, RecordingHandler, free_port
 from tests.helpers import publish as publish_with_library
 from tests.terminal import STYLE_CODE, run_in_terminal
 
-SLUGS = ["alemtuzumab", "nintedanib", "ocrelizumab", "tocilizumab"]
+SLUGS = [
+    "alemtuzumab",
+    "nintedanib",
+    "nintedanib-senscis-results",
+    "ocrelizumab",
+    "tocilizumab",
+]
 SUBSCRIBERS = 5  # in subscribers/subscribers.csv; the first publish reaches all of them
 
 
@@ -110,8 +116,16 @@ def test_check_passes_on_the_sample_project_and_writes_nothing(project: Path) ->
     before = tree(project)
     result = run(project, "check")
     assert result.exit_code == 0, result.output
-    assert result.stdout == "Everything checks out.\n"
+    first, size = result.stdout.splitlines()
+    assert first == "Everything checks out."
+    assert re.fullmatch(
+        r"Largest digest: HTML part: [\d,]+ bytes of the 90,000-byte budget "
+        r"\(Gmail clips past about 102 KB\); 5 article\(s\), all as full cards",
+        size,
+    )
     assert tree(project) == before
+    document = json.loads(run(project, "check", "--json").stdout)
+    assert document["ok"] is True and document["largest_digest"] == size
 
 
 def test_check_lists_every_problem_as_file_line_field(project: Path) -> None:
@@ -156,7 +170,10 @@ def test_check_json_is_one_document_with_every_problem(project: Path) -> None:
     (project / "articles" / "broken.md").unlink()
     clean = run(project, "check", "--json")
     assert clean.exit_code == 0
-    assert json.loads(clean.stdout) == {"ok": True, "problems": []}
+    assert {k: v for k, v in json.loads(clean.stdout).items() if k != "largest_digest"} == {
+        "ok": True,
+        "problems": [],
+    }
 
 
 def test_check_names_every_unknown_configuration_key(project: Path) -> None:
@@ -189,7 +206,7 @@ def test_template_errors_name_file_and_line(project: Path) -> None:
     assert result.exit_code == 1
     assert (
         result.stdout
-        == "templates/digest.txt.j2:5: no_such_variable: unknown variable; use one of base_url, disclaimer_html, disclaimer_text, new, period, preheader, sender, site, slot, subject, updated\n"
+        == "templates/digest.txt.j2:5: no_such_variable: unknown variable; use one of base_url, collapsed, disclaimer_html, disclaimer_text, more_count, more_url, new, period, personal, preheader, sender, site, slot, subject, subscribe_url, updated\n"
     )
 
     lines[4] += " {% if %}"
@@ -292,7 +309,7 @@ def test_publish_sends_then_a_second_run_has_nothing_to_do(
     assert first.exit_code == 0, first.output
     assert len(smtp_server.messages) == SUBSCRIBERS
     lines = first.stdout.splitlines()
-    assert "Published 4 new, 0 updated and 0 withdrawn article(s)." in lines
+    assert "Published 5 new, 0 updated and 0 withdrawn article(s)." in lines
     files = [p for p in (project / "public").rglob("*") if p.is_file()]
     assert f"Wrote {len(files)} file(s) under public/." in lines
     summary = re.compile(rf": {SUBSCRIBERS} sent, 0 deferred, 0 failed, [\d,]+ a second\.$")

@@ -16,7 +16,7 @@ import pytest
 
 from pipeline import load_settings, open_ledger
 from pipeline.preview import build_preview
-from tests.conftest import CHROMIUM_ARGS, REPO, require_tool
+from tests.conftest import REPO, chromium_browser
 from tests.helpers import FIRST_RUN
 
 ARTIFACTS = REPO / "test-artifacts"
@@ -54,15 +54,8 @@ CONTRAST_JS = """
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    chromium = require_tool("chromium", why="the digest is rendered in headless Chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium_browser(why="the digest is rendered in headless Chromium") as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline import ContentError, execute, load_settings, open_ledger, plan_publish
 from tests.conftest import Received
-from tests.helpers import FIRST_RUN, edit_article, publish
+from tests.helpers import FIRST_RUN, article_files, edit_article, publish
 
 DISCLAIMER_PHRASE = "does not give medical advice"
 
@@ -29,9 +29,9 @@ def article_topics(root: Path) -> dict[str, set[str]]:
     import yaml
 
     topics = {}
-    for path in (root / "articles").glob("*.md"):
+    for slug, path in article_files(root).items():
         front = path.read_text(encoding="utf-8").split("---")[1]
-        topics[path.stem] = set(yaml.safe_load(front).get("topics", []))
+        topics[slug] = set(yaml.safe_load(front).get("topics", []))
     return topics
 
 
@@ -150,7 +150,7 @@ def test_feeds_parse_and_end_every_entry_with_the_disclaimer(project: Path) -> N
     for name in ("rss.xml", "atom.xml"):
         feed = feedparser.parse((project / "public" / name).read_bytes())
         assert not feed.bozo, feed.get("bozo_exception")
-        assert len(feed.entries) == len(list((project / "articles").glob("*.md")))
+        assert len(feed.entries) == len(article_files(project))
         dates = [e.published_parsed for e in feed.entries]
         assert dates == sorted(dates, reverse=True)
         for entry in feed.entries:

@@ -63,7 +63,8 @@ def test_article_page_shows_facts_trials_dates_and_the_disclaimer(project: Path)
     assert trial.get("href") == "https://clinicaltrials.gov/study/NCT02597933"
     assert document.xpath("//time/@datetime")[0] == "2026-10-05T00:00:00Z"
     assert (
-        DISCLAIMER_PHRASE in document.xpath("//footer/div[@class='disclaimer']")[0].text_content()
+        DISCLAIMER_PHRASE
+        in document.xpath("//main//aside[@aria-label='Medical disclaimer']")[0].text_content()
     )
     assert document.xpath("//link[@rel='canonical']/@href") == [f"{BASE}articles/nintedanib/"]
     feeds = alternates(document)
@@ -79,7 +80,7 @@ def test_an_updated_article_shows_both_dates(project: Path) -> None:
     edit_article(project, "nintedanib", "twelve hours apart", "twelve hours apart, with food")
     publish(project, send_email=False, now=FIRST_RUN + timedelta(days=2))
     times = page(project, "articles/nintedanib/index.html").xpath(
-        "//p[@class='meta']/time/@datetime"
+        "//p[@class='meta byline']/time/@datetime"
     )
     assert times == ["2026-10-05T00:00:00Z", "2026-11-22T12:00:00Z"]
 
@@ -107,7 +108,7 @@ def test_every_page_passes_the_html5_validator(project: Path) -> None:
     publish(project, send_email=False)
     jar = Path(vnu.__file__).parent / "vnu.jar"
     pages = site_pages(project)
-    assert len(pages) == 4 + 1 + 3  # articles, index, topics
+    assert len(pages) == 5 + 1 + 3 + 1  # articles, index, topics, about
     result = subprocess.run(
         [java, "-jar", str(jar), "--errors-only", "--format", "text", *map(str, pages)],
         capture_output=True,
@@ -145,7 +146,7 @@ def test_unchanged_articles_are_neither_parsed_nor_rendered_again(project: Path)
     settings = load_settings(project)
     with open_ledger(settings) as ledger:
         plan = plan_publish(settings, ledger, now=FIRST_RUN + timedelta(hours=1))
-    assert plan.cache is not None and plan.cache.fresh == () and plan.cache.hits == 4
+    assert plan.cache is not None and plan.cache.fresh == () and plan.cache.hits == 5
     assert not any(p.startswith("articles/") for p in plan.files)
 
     edit_article(project, "nintedanib", "twelve hours apart", "twelve hours apart, with food")
@@ -216,7 +217,7 @@ def test_worker_processes_load_exactly_what_one_process_loads(
     alone = load()
     monkeypatch.setattr(parallel, "PARALLEL_FROM", 1)
     pooled = load()
-    assert pooled == alone and len(pooled.fresh) == 4
+    assert pooled == alone and len(pooled.fresh) == 5
 
 
 def test_writing_many_files_skips_equal_ones_and_leaves_no_temporaries(tmp_path: Path) -> None:
@@ -247,7 +248,7 @@ def test_worker_processes_render_exactly_the_pages_one_process_renders(
         monkeypatch.setattr(parallel, "PARALLEL_FROM", 1)
         pooled = plan_publish(settings, ledger, now=FIRST_RUN, email=False)
     pages = {p: data for p, data in pooled.files.items() if p.startswith("articles/")}
-    assert len(pages) == 4 and list(pooled.files) == list(alone.files)
+    assert len(pages) == 5 and list(pooled.files) == list(alone.files)
     assert pooled.files == alone.files
 
 
@@ -266,7 +267,7 @@ def test_an_article_whose_file_stat_is_unchanged_is_not_read_again(
         reading.setattr(cache, "_read_bytes", read_bytes)
         with open_ledger(settings) as ledger:
             plan = plan_publish(settings, ledger, now=FIRST_RUN + timedelta(hours=1))
-    assert plan.cache is not None and plan.cache.hits == 4 and plan.cache.fresh == ()
+    assert plan.cache is not None and plan.cache.hits == 5 and plan.cache.fresh == ()
 
     # An edit that keeps the size and puts the mtime back still moves the ctime.
     path = project / "articles" / "nintedanib.md"
@@ -323,3 +324,24 @@ def test_a_template_error_in_a_worker_process_names_the_template(
         plan_publish(settings, ledger, now=FIRST_RUN, email=False)
     assert "templates/site/article.html.j2" in str(caught.value)
     assert "no_such_value" in str(caught.value)
+
+
+def test_a_new_article_rerenders_only_its_related_neighbours(project: Path) -> None:
+    from pipeline.site import RELATED_COUNT
+    from tests.test_digest_inbox import add_articles
+
+    add_articles(project, 20)
+    publish(project, send_email=False)
+    (project / "articles" / "brand-new.md").write_text(
+        "---\ntitle: Brand new\nsummary: S.\npublished: 2026-11-01\n"
+        "topics: [scleroderma]\n---\nText.\n",
+        encoding="utf-8",
+    )
+    settings = load_settings(project)
+    with open_ledger(settings) as ledger:
+        plan = plan_publish(settings, ledger, now=FIRST_RUN + timedelta(days=1))
+    pages = [p for p in plan.files if p.startswith("articles/")]
+    assert "articles/brand-new/index.html" in pages
+    assert 1 < len(pages) <= 1 + 2 * RELATED_COUNT, pages  # of 26 article pages
+    new_page = lxml_html.fromstring(plan.files["articles/brand-new/index.html"])
+    assert len(new_page.xpath("//aside[@class='related']//li")) == RELATED_COUNT

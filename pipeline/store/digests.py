@@ -43,9 +43,13 @@ def insert_digest(
         (stamp, subject, web_html, frequency),
     ).fetchone()
     db.executemany(
-        """INSERT INTO digest_audiences (digest_id, audience_key, subject, slot_nonce, html, text)
-           VALUES (?, ?, ?, ?, ?, ?)""",
-        [(digest_id, a.key, a.subject, a.slot_nonce, a.html, a.text) for a in audiences],
+        """INSERT INTO digest_audiences
+               (digest_id, audience_key, subject, slot_nonce, html, text, web_html)
+           VALUES (?, ?, ?, ?, ?, ?, ?)""",
+        [
+            (digest_id, a.key, a.subject, a.slot_nonce, a.html, a.text, a.web_html)
+            for a in audiences
+        ],
     )
     # In chunks: the recipients may be read from this same connection (see
     # ``active_subscribers``), never while a statement is half done.
@@ -223,8 +227,17 @@ class DigestStore:
         return [AudienceRecord(*row) for row in rows]
 
     def digest_copies(self) -> list[DigestCopy]:
-        """Every digest's public web copy, oldest first."""
+        """Every digest's public web copy with its audiences' web editions, oldest first."""
+        editions: dict[int, list[tuple[str, str]]] = {}
+        for digest_id, key, html in self._db.execute(
+            """SELECT digest_id, audience_key, web_html FROM digest_audiences
+               WHERE web_html <> '' ORDER BY digest_id, audience_key"""
+        ):
+            editions.setdefault(digest_id, []).append((key, html))
         rows = self._db.execute(
             "SELECT id, created_at, subject, web_html FROM digests WHERE web_html <> '' ORDER BY id"
         )
-        return [DigestCopy(i, parse_instant(at), subject, html) for i, at, subject, html in rows]
+        return [
+            DigestCopy(i, parse_instant(at), subject, html, tuple(editions.get(i, ())))
+            for i, at, subject, html in rows
+        ]

@@ -235,4 +235,9 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (frequency, period_end)
     )
     """,
+    # 11: each audience's web edition ("view in browser"): the digest that audience got,
+    # without any personal value or link
+    """
+    ALTER TABLE digest_audiences ADD COLUMN web_html TEXT NOT NULL DEFAULT ''
+    """,
 )

@@ -80,6 +80,7 @@ class AudienceRecord:
     slot_nonce: str
     html: str
     text: str
+    web_html: str = ""  # the edition with no personal slot, for "view in browser"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +157,8 @@ class DigestCopy:
     created_at: datetime
     subject: str
     web_html: str
+    # (audience key, web edition HTML) for each audience: the "view in browser" pages
+    editions: tuple[tuple[str, str], ...] = ()
 
 
 # --- subscriber values ---------------------------------------------------------------------
