@@ -146,7 +146,16 @@ def parse_article(
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark is not None else 1
         source_line = lines[line - 1] if mark is not None and line <= end else ""
-        if "\t" in source_line:  # the parser's words ("cannot start any token") hide the cause
+        if isinstance(exc, yaml.reader.ReaderError):
+            # A character typed raw that YAML's reader refuses before any field is built:
+            # named on its own line with the words an escaped one gets (value_problems).
+            line = front_text[: exc.position].count("\n") + 2
+            key = re.match(r"([^\s:#][^:]*):", lines[line - 1])
+            words = [m for _, m in value_problems(lines[line - 1])] or [
+                f"contains U+{ord(str(exc.character)[:1] or ' '):04X}, which YAML refuses; delete it"
+            ]
+            problem(line, key.group(1) if key else None, words[0])
+        elif "\t" in source_line:  # the parser's words ("cannot start any token") hide the cause
             problem(line, None, "a tab character; YAML allows only spaces here: use spaces")
         else:
             problem(line, None, f"front matter is not valid YAML: {getattr(exc, 'problem', exc)}")
@@ -154,9 +163,17 @@ def parse_article(
     if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
         problem(2, None, "front matter must be a mapping of 'field: value' lines")
         return None, problems
-    line_of = {
-        k.value: k.start_mark.line + 2 for k, _ in node.value if isinstance(k, yaml.ScalarNode)
-    }
+    line_of: dict[str, int] = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            continue
+        if key_node.value in line_of:  # YAML 1.2 forbids it; PyYAML would keep the last
+            problem(
+                key_node.start_mark.line + 2,
+                key_node.value,
+                f"is given twice (also on line {line_of[key_node.value]}); keep one",
+            )
+        line_of.setdefault(key_node.value, key_node.start_mark.line + 2)
 
     for key, value in data.items():
         for path, message in value_problems(value):
@@ -290,6 +307,9 @@ def _text(
     return " ".join(value.split())
 
 
+EARLIEST_YEAR = 1900  # earlier dates are typos here, and feed validators call them implausible
+
+
 def _when(
     data: dict[str, Any], name: str, line_of: dict[str, int], problem: Report, *, required: bool
 ) -> datetime | None:
@@ -308,12 +328,25 @@ def _when(
                 f"{value!r} is not a date; write YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ",
             )
             return None
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    if isinstance(value, date):
-        return datetime.combine(value, time(0, 0), tzinfo=UTC)
-    problem(line_of.get(name), name, "must be a date such as 2024-05-01")
-    return None
+    if not isinstance(value, date):
+        problem(line_of.get(name), name, "must be a date such as 2024-05-01")
+        return None
+    try:
+        if isinstance(value, datetime):
+            when = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        else:
+            when = datetime.combine(value, time(0, 0), tzinfo=UTC)
+    except OverflowError:  # year 1 or 9999 shifted across midnight into UTC
+        when = None
+    if when is None or when.year < EARLIEST_YEAR:
+        # Feeds, pages and tag ids write a four-digit year (RFC 822, RFC 3339, RFC 4151).
+        problem(
+            line_of.get(name),
+            name,
+            f"{value} is out of range; write a date from {EARLIEST_YEAR} to 9999",
+        )
+        return None
+    return when
 
 
 def _list(data: dict[str, Any], name: str, line_of: dict[str, int], problem: Report) -> list[str]:

@@ -107,7 +107,8 @@ Exit codes:
   0  done
   1  problems found (input, configuration, templates, mail server) or publish declined
   2  usage error
-  3  delivered only in part: some messages deferred or failed; publish again to retry
+  3  delivered only in part: messages deferred, failed or left pending; `pipeline deliver`
+     (or the next publish) sends them
 """
 
 

@@ -107,7 +107,8 @@ def subscribers_add(
     chosen = _topics(topics, app)
     now = datetime.now(UTC)
     with open_store(app.settings) as store:
-        record, changes = store.add(email, name, chosen, now)
+        store.import_listed(email, _lists(app.settings).entries, now)
+        record, changes = store.add(email, name, chosen, now, frequency)
         if frequency is not None and changes == ("added",):
             change_frequency(app.settings, store.ledger, record.email_key, frequency, now)
     if not changes:
@@ -135,6 +136,7 @@ def subscribers_set(
     chosen = _topics(topics, app)
     now = datetime.now(UTC)
     with open_store(app.settings) as store:
+        store.import_listed(email, _lists(app.settings).entries, now)
         record, changes = store.change(email, name, chosen, now)
         wanted = record.frequency if frequency is None else frequency
         moved = wanted != record.frequency
@@ -150,8 +152,10 @@ def subscribers_set(
 @click.argument("email")
 def subscribers_remove(app: App, email: str) -> None:
     """Unsubscribe an address for good: no list import brings it back."""
+    now = datetime.now(UTC)
     with open_store(app.settings) as store:
-        changed = store.remove(email, datetime.now(UTC))
+        store.import_listed(email, _lists(app.settings).entries, now)  # as `list` shows them
+        changed = store.remove(email, now)
     app.out.say(f"{email} unsubscribed" if changed else f"{email} was not subscribed")
 
 

@@ -326,14 +326,7 @@ def _section(name: str, cls: type, raw: Any) -> Any:
 
 
 def _validate(settings: Settings) -> None:
-    parts = urlsplit(settings.site.base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"{CONFIG_FILE}: [site] base_url must be an absolute http(s) URL")
-    if settings.site.base_url != valid_url(settings.site.base_url):
-        raise ConfigError(
-            f"{CONFIG_FILE}: [site] base_url {settings.site.base_url!r} holds characters a URL "
-            f"may not; write it percent-encoded: {valid_url(settings.site.base_url)}"
-        )
+    _validate_http_url("[site] base_url", settings.site.base_url, "https://news.example.org/")
     _check_text(settings)
     if "@" not in settings.sender.address:
         raise ConfigError(f"{CONFIG_FILE}: [sender] address must be an email address")
@@ -353,11 +346,9 @@ def _validate(settings: Settings) -> None:
         )
     if settings.feeds.max_entries < 1:
         raise ConfigError(f"{CONFIG_FILE}: [feeds] max_entries must be at least 1")
-    hub = urlsplit(settings.feeds.websub_hub)
-    if settings.feeds.websub_hub and (hub.scheme not in ("http", "https") or not hub.hostname):
-        raise ConfigError(
-            f"{CONFIG_FILE}: [feeds] websub_hub {settings.feeds.websub_hub!r} is not an "
-            "http(s) URL; write the hub's address, e.g. https://pubsubhubbub.appspot.com/"
+    if settings.feeds.websub_hub:
+        _validate_http_url(
+            "[feeds] websub_hub", settings.feeds.websub_hub, "https://pubsubhubbub.appspot.com/"
         )
     if settings.smtp.url:
         parse_smtp_url(settings.smtp.url, None)
@@ -366,6 +357,27 @@ def _validate(settings: Settings) -> None:
     schedule = schedule_problems(settings.schedule)
     if schedule:
         raise ConfigError(f"{CONFIG_FILE}: [schedule] " + "; ".join(schedule))
+
+
+def _validate_http_url(setting: str, url: str, example: str) -> None:
+    # Feeds and pages carry these URLs in hrefs, so each must be one a feed may carry
+    # (RFC 3986) and one urllib can parse: a bad bracket or port is refused here, not
+    # found as a traceback later.
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port out of range
+    except ValueError:
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{CONFIG_FILE}: {setting} {url!r} is not an absolute http(s) URL; "
+            f"write one such as {example}"
+        )
+    if url != valid_url(url):
+        raise ConfigError(
+            f"{CONFIG_FILE}: {setting} {url!r} holds characters a URL may not; "
+            f"write it percent-encoded: {valid_url(url)}"
+        )
 
 
 def _validate_bounces(bounces: BounceSettings) -> None:

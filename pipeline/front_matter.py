@@ -22,6 +22,7 @@ def parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
     loader = _YamlLoader(text)
     try:
         node = loader.get_single_node()
+        _refuse_aliases(node)
         try:
             return node, (loader.construct_document(node) if node is not None else None)
         except (ValueError, TypeError, AttributeError, OverflowError) as exc:
@@ -29,6 +30,25 @@ def parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
             raise _unbuildable(node, exc) from exc
     finally:
         loader.dispose()
+
+
+def _refuse_aliases(root: yaml.Node | None) -> None:
+    """Raise at the first node used twice (a ``*alias``): front matter is a few plain fields,
+    and nested aliases make a few lines stand for millions of values (a "billion laughs")."""
+    seen: set[int] = set()
+    stack = [] if root is None else [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            raise yaml.MarkedYAMLError(
+                problem="a YAML alias (*name) repeats an earlier value; write the value out",
+                problem_mark=node.start_mark,
+            )
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            stack.extend(part for pair in node.value for part in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
 
 
 def _unbuildable(node: yaml.Node | None, exc: Exception) -> yaml.MarkedYAMLError:

@@ -26,7 +26,12 @@ _SAMPLE = 64 * 1024  # enough lines for the sniffer; a list can be far longer
 
 
 class UnreadableCsv(ValueError):
-    """No row of the file can be read; ``str()`` says why and what to do."""
+    """No row of the file can be read; ``str()`` says why and what to do, ``line`` where
+    (1-based; the header's line unless the fault is further down, as a bad byte may be)."""
+
+    def __init__(self, message: str, line: int = 1) -> None:
+        super().__init__(message)
+        self.line = line
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +99,8 @@ def read_csv(raw: bytes, required: str) -> CsvTable:
         line = raw[: exc.start].count(b"\n") + 1
         raise UnreadableCsv(
             f"line {line} is not UTF-8 text; save the file as 'CSV UTF-8' (Excel) or "
-            "choose the UTF-8 character set (LibreOffice)"
+            "choose the UTF-8 character set (LibreOffice)",
+            line,
         ) from exc
     candidates: list[type[csv.Dialect] | csv.Dialect] = []
     skipped = 0

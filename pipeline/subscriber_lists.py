@@ -194,7 +194,7 @@ def _read_rows(
     try:
         table = read_csv(raw, "email")
     except UnreadableCsv as exc:
-        _add_unusable(problems, unusable, source, 1, str(exc))
+        _add_unusable(problems, unusable, source, exc.line, str(exc))
         return
     del raw  # the decoded text is all the rows need
     header = table.header

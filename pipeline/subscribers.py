@@ -252,6 +252,13 @@ class SubscriberStore:
         rows = (self._row(e.subscriber, e.status, e.source) for e in kept)
         return self.ledger.merge_subscribers(rows, now)
 
+    def import_listed(self, email: str, entries: Iterable[ListEntry], now: datetime) -> None:
+        """Merge the list rows naming ``email`` (by the import rules, as the next publish
+        would) before an editor's command acts on it: `list` shows the lists' people before
+        any publish, so `add`, `set` and `remove` must find them as listed, not as unknown."""
+        key = email_key(email)
+        self.merge([e for e in entries if email_key(e.subscriber.email) == key], now)
+
     def differences(self, entries: Iterable[ListEntry]) -> list[str]:
         """See ``list_differences``."""
         return list_differences(self.ledger.subscribers(), entries)
@@ -273,13 +280,15 @@ class SubscriberStore:
         name: str | None,
         topics: frozenset[str] | None,
         now: datetime,
+        frequency: str | None = None,
     ) -> tuple[SubscriberRecord, tuple[str, ...]]:
         """An editor adds a subscriber, active at once; returns it and what changed.
 
         ``None`` means "not given". A new address gets the name (default none) and topics
         (default every topic). A known active one is left exactly as it is: changing it is
         ``change``'s job, so giving a different name or topics raises ``SubscriberError``
-        naming `pipeline subscribers set`. A pending one (a web sign-up not confirmed) is
+        naming `pipeline subscribers set` (so does a different ``frequency``; a new address's
+        frequency is the caller's to apply). A pending one (a web sign-up not confirmed) is
         activated, keeping what its owner asked for. An unsubscribed, bounced or forgotten
         address is refused: only its owner's confirmed sign-up may bring it back.
         """
@@ -301,6 +310,8 @@ class SubscriberStore:
                 "confirmed by its owner can make it active again"
             )
         differs = describe_changes(record, name, topics)
+        if frequency is not None and frequency != record.frequency:
+            differs += (f"frequency: {record.frequency} -> {frequency}",)
         if differs:
             raise SubscriberError(
                 f"{record.email} is already {record.status} ({'; '.join(differs)}); "

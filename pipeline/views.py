@@ -6,7 +6,7 @@ text and the JSON always say the same thing.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from rich import box
@@ -284,6 +284,8 @@ def delivery_dict(delivery: DeliveryReport | None) -> dict[str, Any] | None:
         "held": delivery.held,
         "skipped": delivery.skipped,
         "pending": delivery.pending,
+        "waiting": delivery.waiting,  # deferred, their next try not come yet
+        "next_try": _iso(delivery.next_try.astimezone(UTC) if delivery.next_try else None),
         "interrupted": delivery.interrupted,
         "stopped": delivery.stopped,
         "rate": round(delivery.rate, 1),

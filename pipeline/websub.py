@@ -16,6 +16,7 @@ the publish, and never loses it.
 
 from __future__ import annotations
 
+import http.client
 import time
 import urllib.error
 import urllib.request
@@ -101,7 +102,8 @@ def _ping(hub: str, topic: str, timeout: float) -> str:
             status = int(response.status)
     except urllib.error.HTTPError as exc:
         return f"the hub answered {exc.code} {exc.reason}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        # HTTPException: a hub that answers something other than HTTP (BadStatusLine...)
         reason = getattr(exc, "reason", exc)
         return f"cannot reach the hub: {reason}"
     return "" if 200 <= status < 300 else f"the hub answered {status}"

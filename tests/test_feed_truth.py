@@ -8,13 +8,16 @@ its fix; each stands for its kind (every field, every format). W3C rules:
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import feedparser
 import pytest
+from click.testing import CliRunner
 from lxml import html as lxml_html
 
 from pipeline import load_settings
+from pipeline.cli import cli
 from tests.feed_rules import assert_valid, feed_documents, shown_text
 from tests.helpers import FIRST_RUN, publish, refusals, where, write
 
@@ -70,6 +73,60 @@ def test_a_date_yaml_cannot_build_is_a_problem_not_a_traceback(
     checked, refused = refusals(project)
     assert where(checked) == where(refused) == [("articles/bad-date.md", 4, None)]
     assert "published:" in checked[0].message
+
+
+@pytest.mark.parametrize(
+    ("front", "named"),
+    [
+        ("title: Ends badly\ufffe\nsummary: S.\npublished: 2026-11-01", (2, "title")),
+        ("title: T\nsummary: Bell \x07 here\npublished: 2026-11-01", (3, "summary")),
+        ("title: T\nsummary: S.\npublished: 2026-11-01\ntrials:\n  - NCT1\x01", (6, None)),
+    ],
+)
+def test_a_raw_character_yaml_refuses_is_named_on_its_own_line(
+    project: Path, front: str, named: tuple[int, str | None]
+) -> None:
+    # Typed raw (not escaped), YAML's reader refuses the character before any field exists.
+    write(project, "raw", front)
+    checked, refused = refusals(project)
+    assert where(checked) == where(refused) == [("articles/raw.md", *named)]
+    assert "which feeds cannot carry" in checked[0].message
+    assert "\n" not in checked[0].message  # one line, as every other problem
+
+
+@pytest.mark.parametrize(
+    "published",
+    [
+        "9999-12-31T23:30:00-01:00",  # a valid instant in its zone, past year 9999 in UTC
+        "'0001-01-01T00:30:00+01:00'",
+        "0001-01-01",  # would be written as year "1": no RFC 822, RFC 3339 or tag date
+        "1899-12-31",
+    ],
+)
+def test_a_date_out_of_range_is_a_problem_not_a_traceback(project: Path, published: str) -> None:
+    write(project, "far", f"title: T\nsummary: S.\npublished: {published}")
+    checked, refused = refusals(project)
+    assert where(checked) == where(refused) == [("articles/far.md", 4, "published")]
+    assert not (project / "public").exists()
+
+
+def test_a_field_given_twice_is_a_problem_not_the_last_one_silently(project: Path) -> None:
+    write(project, "twice", "title: First\nsummary: S.\ntitle: Second\npublished: 2026-11-01")
+    checked, refused = refusals(project)
+    assert where(checked) == where(refused) == [("articles/twice.md", 4, "title")]
+    assert "also on line 2" in checked[0].message
+
+
+def test_a_yaml_alias_is_a_problem_so_a_few_lines_cannot_stand_for_millions(
+    project: Path,
+) -> None:
+    # Nine levels of nine-fold aliases: 387 million strings if expanded.
+    levels = "\n".join(f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, 10))
+    write(project, "laughs", f"title: T\nsummary: S.\npublished: 2026-11-01\nl0: &l0 x\n{levels}")
+    checked, refused = refusals(project)
+    assert where(checked) == where(refused)
+    assert where(checked)[0][:2] == ("articles/laughs.md", 5)  # the value repeated
+    assert "alias" in checked[0].message
 
 
 def test_no_unsafe_character_reaches_any_output_even_through_the_renderer() -> None:
@@ -188,6 +245,21 @@ def test_every_url_written_is_a_valid_uri(project: Path) -> None:
         assert_valid(document, now=FIRST_RUN)
     atom = (project / "public" / "atom.xml").read_text("utf-8")
     assert "https://example.org/a%20b/%C3%A4rzte?q=x%20y" in atom
+
+
+@pytest.mark.parametrize("url", ["http://[::1/", "http://localhost:99999/", "http://:80/"])
+def test_a_base_url_python_cannot_parse_is_a_config_problem_not_a_traceback(
+    project: Path, url: str
+) -> None:
+    config = project / "pipeline.toml"
+    text = config.read_text("utf-8")
+    config.write_text(re.sub(r"(?m)^base_url = .*$", f'base_url = "{url}"', text), "utf-8")
+    for command in (["check"], ["publish", "--no-email"]):
+        result = CliRunner().invoke(cli, ["--root", str(project), *command])
+        assert result.exit_code == 1, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert "[site] base_url" in result.output
+    assert not (project / "public").exists()
 
 
 # --- W3C rules on samples and hostile inputs ---------------------------------------------------

@@ -75,6 +75,10 @@ def test_deliver_with_only_deferred_messages_not_due_says_how_many_and_when(
     assert "No email to send." not in result.output
     assert f"{len(waiting)} deferred message(s) wait for their next try" in result.output
     assert "2999-01-02 03:04 UTC" in result.output
+    # A script reading --json learns the same: how many wait, and when the first is due.
+    document = json.loads(run(project, "deliver", "--json").stdout)
+    assert document["delivery"]["waiting"] == len(waiting)
+    assert document["delivery"]["next_try"] == "2999-01-02T03:04:00+00:00"
 
 
 def test_send_test_right_after_a_publish_resends_the_latest_digest_as_a_test(

@@ -50,6 +50,16 @@ def test_add_with_different_values_refuses_and_names_set(project: Path) -> None:
     assert listed(project)[ANA] == ["active", "scleroderma", "Ana Reyes"]
 
 
+def test_add_with_a_different_frequency_refuses_and_names_set(project: Path) -> None:
+    # A known reader's frequency is theirs: `add` must not drop the option silently either.
+    run(project, "import", str(project / "subscribers" / "subscribers.csv"))
+    result = run(project, "add", ANA, "--frequency", "weekly")
+    assert result.exit_code == 1
+    assert "frequency: immediately -> weekly" in result.output
+    assert "pipeline subscribers set" in result.output
+    assert run(project, "add", ANA, "--frequency", "immediately").exit_code == 0
+
+
 def test_set_changes_only_what_it_is_given_and_says_so(project: Path) -> None:
     run(project, "import", str(project / "subscribers" / "subscribers.csv"))
     result = run(project, "set", ANA, "--topics", "scleroderma;lupus-nephritis")
@@ -183,3 +193,29 @@ def test_a_confirmed_sign_up_by_a_forgotten_address_brings_it_back(
         assert client.post(link.group(0)).status_code == 200
     assert listed(project)[ANA] == ["active", "scleroderma", "Ana"]
     assert run(project, "add", "ana.reyes@example.org").exit_code == 0  # no longer refused
+
+
+def test_commands_on_a_list_person_not_imported_yet_act_on_their_list_row(
+    project: Path, smtp_server: Received
+) -> None:
+    """`list` shows the CSV's people before any publish, so `add`, `set` and `remove` on
+    one of them must act on that person as listed: `add` keeping their name and topics,
+    `remove` unsubscribing them so the next publish does not mail them."""
+    assert listed(project)[ANA] == ["active", "scleroderma", "Ana Reyes"]  # not imported yet
+    result = run(project, "add", ANA)
+    assert result.exit_code == 0, result.output
+    assert "already active; nothing changed" in result.output
+    assert listed(project)[ANA] == ["active", "scleroderma", "Ana Reyes"]
+    ben = "ben.okafor@example.org"
+    result = run(project, "set", ben, "--name", "Ben O.")
+    assert result.exit_code == 0, result.output
+    assert "name: 'Ben Okafor' -> 'Ben O.'" in result.output
+    assert listed(project)[ben] == ["active", "multiple-sclerosis", "Ben O."]
+    emma = "emma.schulz@example.org"
+    result = run(project, "remove", emma)
+    assert result.exit_code == 0, result.output
+    assert f"{emma} unsubscribed" in result.output
+    assert listed(project)[emma][0] == "unsubscribed"
+    publish(project)  # PIPELINE_SMTP_URL points at smtp_server
+    assert emma not in smtp_server.recipients()
+    assert ANA in smtp_server.recipients() and ben in smtp_server.recipients()

@@ -104,6 +104,7 @@ def test_a_file_that_is_not_utf8_names_the_line_and_the_fix(tmp_path: Path) -> N
     found = read_list(path, tmp_path)
     (problem,) = found.unusable
     assert "line 3 is not UTF-8" in str(problem) and "CSV UTF-8" in str(problem)
+    assert str(problem).startswith("latin.csv:3: "), problem  # file:line as every problem
 
 
 def test_excels_sep_line_names_the_separator_and_lines_keep_their_numbers(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ which cannot run here). Everything else is real: the publish, the files, the led
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -164,3 +165,58 @@ def test_a_hub_url_that_is_not_http_is_refused(project: Path) -> None:
     _set_hub(project, "ftp://hub.example.org/")
     result = CliRunner().invoke(cli, ["--root", str(project), "check"])
     assert result.exit_code == 1 and "websub_hub" in result.output
+
+
+class _GarbageHub(threading.Thread):
+    """Test double: a "hub" that answers every request with a line that is not HTTP."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hub"
+
+    def run(self) -> None:
+        while True:
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                return
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"HELLO this is not HTTP\r\n\r\n")
+
+
+def test_a_hub_that_answers_garbage_is_a_warning_not_a_traceback(project: Path) -> None:
+    server = _GarbageHub()
+    server.start()
+    try:
+        _set_hub(project, server.url)
+        result = CliRunner().invoke(cli, ["--root", str(project), "publish", "--no-email"])
+    finally:
+        server.sock.close()
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert result.exit_code == 0, result.output
+    assert "WebSub hub: " in result.output and "announced at the next publish" in result.output
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://hub example.org/",
+        "http://[::1/hub",
+        'https://hub.example.org/a"b',
+        "http://hub.example.org:99999/",
+    ],
+)
+def test_a_hub_url_a_feed_cannot_carry_is_refused_by_check_and_publish(
+    project: Path, url: str
+) -> None:
+    _set_hub(project, url.replace('"', '\\"'))
+    for command in (["check"], ["publish", "--no-email"]):
+        result = CliRunner().invoke(cli, ["--root", str(project), *command])
+        assert result.exit_code == 1, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert "websub_hub" in result.output
+    assert not (project / "public" / "atom.xml").exists()
