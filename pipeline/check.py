@@ -19,7 +19,7 @@ from pipeline.disclaimer import load_disclaimer
 from pipeline.errors import ConfigError, PipelineError, Problem
 from pipeline.messages import email_settings_problems
 from pipeline.models import Audience, Entry
-from pipeline.store import Ledger
+from pipeline.store import open_ledger
 from pipeline.subscribers import SubscriberList, load_subscribers, without_erased
 from pipeline.template_check import check_templates
 from pipeline.tokens import key_fingerprint
@@ -63,7 +63,7 @@ def check_project(settings: Settings, *, now: datetime | None = None) -> list[Pr
     paths = settings.paths
     topics = frozenset(settings.topics)
     articles = load_articles(paths.articles, paths.root, known_topics=topics)
-    with Ledger.read_only(paths.ledger) as ledger:
+    with open_ledger(settings, read_only=True) as ledger:
         _, vetted = vet_articles(
             articles.articles,
             ledger.known_articles(),
@@ -94,15 +94,20 @@ def _check_erasures(settings: Settings, lists: SubscriberList) -> list[Problem]:
     """List rows naming a forgotten address (their data should go too), and forgotten
     addresses hashed under another secret key (they no longer match, so a list still
     naming one would add it again)."""
-    path = settings.paths.ledger
-    if not path.exists():
+    try:
+        location = settings.ledger_location()
+        if isinstance(location, str):
+            secret_key(settings)
+    except ConfigError:
+        return []  # reported by _check_environment
+    if isinstance(location, Path) and not location.exists():
         return []
-    with Ledger.read_only(path) as ledger:
+    with open_ledger(settings, read_only=True) as ledger:
         fingerprints = ledger.erased_fingerprints()
         erased = ledger.erased_hashes()
     if not fingerprints:
         return []
-    key = secret_key(settings.paths)
+    key = secret_key(settings)
     kept = {e.source for e in without_erased(lists.entries, erased, key)}
     problems = [
         Problem(
@@ -130,11 +135,18 @@ def _check_erasures(settings: Settings, lists: SubscriberList) -> list[Problem]:
 
 
 def _check_environment(settings: Settings) -> list[Problem]:
+    problems = []
     try:
         settings.smtp_target()
     except ConfigError as exc:
-        return [Problem("PIPELINE_SMTP_URL", None, None, str(exc))]
-    return []
+        problems.append(Problem("PIPELINE_SMTP_URL", None, None, str(exc)))
+    try:
+        if isinstance(settings.ledger_location(), str):
+            secret_key(settings)  # a shared ledger needs the key from the environment
+    except ConfigError as exc:
+        variable = "PIPELINE_SECRET_KEY" if "SECRET_KEY" in str(exc) else "PIPELINE_DATABASE_URL"
+        problems.append(Problem(variable, None, None, str(exc)))
+    return problems
 
 
 def digest_size_line(settings: Settings) -> str | None:

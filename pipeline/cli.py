@@ -303,15 +303,23 @@ def _render_new(app: App, path: Path) -> None:
     help="Update the feeds and site only; the changes count as published but nobody is emailed.",
 )
 @click.option(
+    "--deliver/--no-deliver",
+    default=None,
+    help="Send the digest now, or only record it for `pipeline worker` to send "
+    '(default: [send] deliver, "publish").',
+)
+@click.option(
     "-y", "--yes", is_flag=True, help="Do not ask before emailing more than [send] confirm_above."
 )
-def publish(app: App, dry_run: bool, no_email: bool, yes: bool) -> None:
+def publish(app: App, dry_run: bool, no_email: bool, deliver: bool | None, yes: bool) -> None:
     """Publish changed articles to the feeds and email the digest.
 
     Shows the plan first. On a terminal it asks before emailing more than [send]
     confirm_above subscribers; it never asks when its input is not a terminal.
     """
     settings = app.settings
+    if deliver is None:
+        deliver = settings.send.deliver == "publish"
     started = time.perf_counter()
     with read_ledger(settings) if dry_run else open_ledger(settings) as ledger:
         with app.out.step("Reading and rendering the articles…"):
@@ -319,15 +327,22 @@ def publish(app: App, dry_run: bool, no_email: bool, yes: bool) -> None:
         queued = ledger.delivery_counts()
         _render_plan(app, plan)
         emails = 0 if no_email else plan.recipients + queued.pending + queued.deferred
-        _render_queue(app, queued, no_email)
+        _render_queue(app, queued, no_email or not deliver)
         if dry_run:
             _render_publish(app, plan, None, time.perf_counter() - started)
             return
-        if not _confirmed(app, emails, yes):
+        if deliver and not _confirmed(app, emails, yes):
             app.out.say("Nothing published.", level=Verbosity.QUIET)
             stop(ExitCode.PROBLEMS)
         with app.out.delivery_progress() as progress:
-            report = execute(plan, settings, ledger, send_email=not no_email, on_progress=progress)
+            report = execute(
+                plan,
+                settings,
+                ledger,
+                send_email=not no_email,
+                deliver=deliver,
+                on_progress=progress,
+            )
     _render_publish(app, plan, report, time.perf_counter() - started)
     if report.delivery is not None and not report.delivery.complete:
         stop(ExitCode.PARTIAL)
@@ -380,7 +395,13 @@ def _render_publish(
             )
     if report.digest_id is not None:
         out.say(f"Digest {report.digest_id} recorded.")
-    if report.delivery is None:
+    if report.delivery is None and plan.email:
+        out.say(
+            f"{report.queued} message(s) in the outbox for the workers (`pipeline worker`)."
+            if report.queued
+            else "No email to send."
+        )
+    elif report.delivery is None:
         out.say("No email sent (--no-email).")
     else:
         _render_delivery(app, report.delivery)
@@ -546,4 +567,4 @@ def main() -> None:
 
 
 # Commands kept in modules of their own register themselves on ``cli`` when imported.
-from pipeline import cli_digests  # noqa: E402,F401
+from pipeline import cli_digests, cli_scale  # noqa: E402,F401

@@ -48,7 +48,7 @@ def bounces_command(app: App, source: str | None) -> None:
     with open_ledger(settings) as ledger:
         mailbox = open_mailbox(source or settings.bounces.source, settings)
         try:
-            report = process_mailbox(settings, ledger, mailbox, secret_key(settings.paths))
+            report = process_mailbox(settings, ledger, mailbox, secret_key(settings))
         except OSError as exc:
             raise MailboxError(f"{mailbox.name}: {exc}") from exc
         finally:

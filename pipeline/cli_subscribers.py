@@ -54,7 +54,7 @@ def _listed(app: App, status: str | None) -> list[SubscriberRecord]:
     for problem in lists.problems:
         app.out.warn(f"skipped {problem}")
     with read_ledger(settings) as ledger:  # listing creates nothing on disk
-        secret = secret_key(settings.paths) if ledger.erased_hashes() else ""
+        secret = secret_key(settings) if ledger.erased_hashes() else ""
         records = listed_subscribers(ledger, lists, secret, datetime.now(UTC))
     return [r for r in records if status is None or r.status == status]
 
@@ -169,9 +169,7 @@ def subscribers_forget(app: App, email: str) -> None:
     """
     settings = app.settings
     with open_ledger(settings) as ledger:
-        erasure = forget(
-            ledger, email, secret_key(settings.paths), _lists(settings), datetime.now(UTC)
-        )
+        erasure = forget(ledger, email, secret_key(settings), _lists(settings), datetime.now(UTC))
     if erasure.found:
         app.out.say(f"{erasure.email} forgotten: its data is erased and it will not be mailed")
     else:

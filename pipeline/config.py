@@ -1,6 +1,7 @@
 """Typed settings: ``pipeline.toml`` at the project root, secrets from the environment.
 
 Secrets never live in the file: ``PIPELINE_SMTP_URL`` overrides ``[smtp] url``,
+``PIPELINE_DATABASE_URL`` overrides ``[ledger] url``,
 ``PIPELINE_SMTP_PASSWORD`` supplies the SMTP password and ``PIPELINE_SECRET_KEY`` the key
 that signs unsubscribe links (a random key is generated once into ``state/`` otherwise).
 """
@@ -27,6 +28,7 @@ __all__ = [
     "DigestSettings",
     "DkimSettings",
     "FeedSettings",
+    "LedgerSettings",
     "Paths",
     "ScheduleSettings",
     "SendSettings",
@@ -37,7 +39,9 @@ __all__ = [
     "SmtpTarget",
     "load_project",
     "load_settings",
+    "parse_ledger_url",
     "parse_smtp_url",
+    "redact_url",
     "require_project",
     "schedule_problems",
     "secret_key",
@@ -80,6 +84,16 @@ class SendSettings:
     rate_per_hour: int = 0  # 0: no hourly cap
     retry_after: float = 60.0  # seconds before the first retry; doubles with each attempt
     processes: int = 0  # sending processes; 0: one, or one per core for large lists
+    deliver: str = "publish"  # "publish": publish sends; "workers": `pipeline worker` does
+    workers: int = 1  # `pipeline worker`s sharing the rate limits; each takes 1/workers
+    lease: float = 120.0  # seconds a claim holds rows; a dead worker's rows return after it
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSettings:
+    """Where the ledger lives: empty means the SQLite file ``state/pipeline.db``."""
+
+    url: str = ""  # postgresql://user@host/db or sqlite:///path; the environment's wins
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +228,7 @@ class Settings:
     feeds: FeedSettings = field(default_factory=FeedSettings)
     digest: DigestSettings = field(default_factory=DigestSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
+    ledger: LedgerSettings = field(default_factory=LedgerSettings)
     bounces: BounceSettings = field(default_factory=BounceSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     topics: dict[str, str] = field(default_factory=dict)
@@ -234,6 +249,18 @@ class Settings:
             return None
         return parse_smtp_url(url, os.environ.get("PIPELINE_SMTP_PASSWORD"))
 
+    def database_url(self) -> str:
+        """The ledger's URL: ``PIPELINE_DATABASE_URL``, else ``[ledger] url``; empty for
+        the SQLite file under ``state/``."""
+        return os.environ.get("PIPELINE_DATABASE_URL", self.ledger.url).strip()
+
+    def ledger_location(self) -> Path | str:
+        """The SQLite file (a path) or the PostgreSQL URL the ledger lives at.
+
+        Raises ``ConfigError`` for a URL of another kind.
+        """
+        return parse_ledger_url(self.database_url(), self.paths)
+
 
 _SECTIONS: dict[str, type] = {
     "site": SiteSettings,
@@ -243,6 +270,7 @@ _SECTIONS: dict[str, type] = {
     "feeds": FeedSettings,
     "digest": DigestSettings,
     "dkim": DkimSettings,
+    "ledger": LedgerSettings,
     "bounces": BounceSettings,
     "schedule": ScheduleSettings,
 }
@@ -344,6 +372,18 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(
             f"{CONFIG_FILE}: [send] max_attempts must be at least 1, processes 0 or more"
         )
+    if send.deliver not in ("publish", "workers"):
+        raise ConfigError(
+            f'{CONFIG_FILE}: [send] deliver must be "publish" (publish sends the digest) or '
+            f'"workers" (`pipeline worker` sends it), not {send.deliver!r}'
+        )
+    if send.workers < 1:
+        raise ConfigError(f"{CONFIG_FILE}: [send] workers must be at least 1")
+    if send.lease < 5:
+        raise ConfigError(
+            f"{CONFIG_FILE}: [send] lease must be at least 5 seconds (it is renewed every "
+            "third of it while a worker runs)"
+        )
     if settings.feeds.max_entries < 1:
         raise ConfigError(f"{CONFIG_FILE}: [feeds] max_entries must be at least 1")
     if settings.feeds.websub_hub:
@@ -352,6 +392,7 @@ def _validate(settings: Settings) -> None:
         )
     if settings.smtp.url:
         parse_smtp_url(settings.smtp.url, None)
+    parse_ledger_url(settings.ledger.url, settings.paths)
     _validate_bounces(settings.bounces)
     _validate_return_path(settings.bounces)
     schedule = schedule_problems(settings.schedule)
@@ -395,6 +436,36 @@ def _validate_bounces(bounces: BounceSettings) -> None:
             f"{CONFIG_FILE}: [bounces] breaker_recipients must be at least 2 and "
             "breaker_domains at least 1"
         )
+
+
+def parse_ledger_url(url: str, paths: Paths) -> Path | str:
+    """``""`` (``state/pipeline.db``), ``sqlite:///abs.db`` or ``sqlite:rel.db`` (a path,
+    relative to the project), or ``postgresql://user[:pass]@host[:port]/db`` (kept as is)."""
+    if not url:
+        return paths.ledger
+    parts = urlsplit(url)
+    if parts.scheme in ("postgresql", "postgres"):
+        if not parts.hostname and "host=" not in parts.query:
+            raise ConfigError(
+                f"ledger URL {redact_url(url)!r} names no server; write postgresql://user@host/db"
+            )
+        return url
+    if parts.scheme == "sqlite" and parts.path:
+        path = Path(unquote(parts.path))
+        return path if path.is_absolute() else paths.root / path
+    raise ConfigError(
+        f"ledger URL {redact_url(url)!r} is not valid; write postgresql://user@host/db "
+        "(PIPELINE_DATABASE_URL or [ledger] url), sqlite:///path/to/file.db, or nothing "
+        "for state/pipeline.db"
+    )
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password, if any, shown as ``***`` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 def schedule_problems(schedule: ScheduleSettings) -> list[str]:
@@ -475,12 +546,25 @@ def parse_smtp_url(url: str, password: str | None) -> SmtpTarget:
     )
 
 
-def secret_key(paths: Paths) -> str:
-    """The key that signs links: the environment's, else one generated once into state/."""
+def secret_key(where: Settings | Paths) -> str:
+    """The key that signs links: the environment's, else one generated once into state/.
+
+    Given the settings of a project whose ledger is PostgreSQL, the environment must supply
+    it: workers on other machines sign links that the web server checks, so each machine
+    generating its own key would break them. Raises ``ConfigError`` then.
+    """
     from_env = os.environ.get("PIPELINE_SECRET_KEY", "").strip()
     if from_env:
         return from_env
-    key_file = paths.state / "secret_key"
+    if isinstance(where, Settings):
+        if isinstance(where.ledger_location(), str):
+            raise ConfigError(
+                "PIPELINE_SECRET_KEY is not set: with a PostgreSQL ledger every machine must "
+                "sign links with the same key; set the same PIPELINE_SECRET_KEY everywhere "
+                "(for example the output of `openssl rand -base64 32`)"
+            )
+        where = where.paths
+    key_file = where.state / "secret_key"
     if key_file.exists():
         return key_file.read_text(encoding="utf-8").strip()
     key = secrets.token_urlsafe(32)

@@ -99,6 +99,8 @@ class MaildirTransport:
         self._box: mailbox.Maildir | None = None
 
     async def open(self) -> None:
+        # Its parent too: state/ exists only where the ledger is the SQLite file there.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._box = mailbox.Maildir(self.path, create=True)
 
     async def send(self, message: OutgoingMessage) -> str:
@@ -136,15 +138,22 @@ class DeliveryOptions:
         shares: int = 1,
         bounces: BounceSettings | None = None,
     ) -> DeliveryOptions:
-        """``[send]`` settings, split evenly when ``shares`` processes send in parallel."""
+        """``[send]`` settings, split evenly when ``shares`` processes send in parallel.
+
+        The rate limits are also divided by ``[send] workers``: that many deliverers (``pipeline
+        worker`` on several machines) each take their part of the relay's limits, so together
+        they stay within them. Connections are per machine and only split between processes.
+        """
+        parts = shares * send.workers
         return cls(
             bounces=bounces or BounceSettings(),
             connections=max(1, send.connections // shares),
             max_attempts=send.max_attempts,
-            rate_per_second=send.rate_per_second / shares,
-            rate_per_hour=-(-send.rate_per_hour // shares),
+            rate_per_second=send.rate_per_second / parts,
+            rate_per_hour=-(-send.rate_per_hour // parts),
             retry_base=send.retry_after,
-            history_share=(share, shares),
+            lease=send.lease,
+            history_share=(share, parts),
         )
 
 

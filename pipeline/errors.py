@@ -5,6 +5,7 @@
     ├── ContentError              articles, subscribers or templates have problems (carries them all)
     ├── TemplateError             a template does not render or compile
     ├── DeliveryError             the mail server cannot be reached or refuses the whole run
+    ├── LedgerError               the ledger database cannot be reached, or refuses a login
     └── SubscriberError           an address is invalid, or a subscriber cannot change as asked
 
 Anything else is a bug and keeps its traceback.
@@ -18,6 +19,7 @@ __all__ = [
     "ConfigError",
     "ContentError",
     "DeliveryError",
+    "LedgerError",
     "PipelineError",
     "Problem",
     "SubscriberError",
@@ -64,6 +66,11 @@ class TemplateError(PipelineError):
 
 class DeliveryError(PipelineError):
     """Delivery could not start at all (for example the SMTP server is unreachable)."""
+
+
+class LedgerError(PipelineError):
+    """The ledger's database cannot be opened or used (unreachable server, bad URL, login
+    refused, connection lost); the message names the database, its password hidden."""
 
 
 class SubscriberError(PipelineError):

@@ -169,7 +169,7 @@ def build_preview(
     preview_url = view_url or (preview_folder(settings) / "digest.html").absolute().as_uri()
     factory = MessageFactory(
         settings,
-        secret_key(settings.paths),
+        secret_key(settings),
         lambda _digest, _key: record,
         web_copy_url=lambda _digest, _key: preview_url,
     )
@@ -283,7 +283,7 @@ def _latest_digest(settings: Settings, ledger: Ledger, to: str) -> Preview:
     chosen = next((a for a in audiences if a.key == EVERY_TOPIC), None) or max(
         audiences, key=lambda a: len(a.key.split(";"))
     )
-    factory = MessageFactory(settings, secret_key(settings.paths), lambda _d, _k: chosen)
+    factory = MessageFactory(settings, secret_key(settings), lambda _d, _k: chosen)
     message = factory.build(OutboxRow(0, digest_id, chosen.key, to, "", 0), test=True)
     html, text = _parts(message)
     return Preview(message, _subject(message), html, text, published_digest=digest_id)

@@ -30,7 +30,7 @@ from pipeline.messages import check_email_settings
 from pipeline.models import Changes
 from pipeline.periodic import entry_card
 from pipeline.site import SitePlan, digest_pages, output_stamps, plan_site, remove_stale
-from pipeline.store import DigestCopy, KnownArticle, Ledger, PublishRecord
+from pipeline.store import DigestCopy, KnownArticle, Ledger, PublishRecord, open_ledger
 from pipeline.subscribers import ListFiles, SubscriberStore, plan_lists
 from pipeline.vetting import vet_articles
 from pipeline.websub import WebSubReport, changed_feed_urls, notify_hub
@@ -81,8 +81,9 @@ class PublishReport:
     written: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # stale pages (withdrawn, renamed)
     digest_id: int | None = None
-    delivery: DeliveryReport | None = None
+    delivery: DeliveryReport | None = None  # None: no email, or left to the workers
     websub: WebSubReport | None = None  # None: no hub configured, or nothing to ping
+    queued: int = 0  # messages left in the outbox for `pipeline worker` (deliver=False)
 
 
 # Previews live in state/preview/; earlier versions wrote them to public/preview/.
@@ -97,10 +98,6 @@ def remove_public_preview(settings: Settings) -> bool:
         return False
     shutil.rmtree(legacy)
     return True
-
-
-def open_ledger(settings: Settings) -> Ledger:
-    return Ledger(settings.paths.ledger)
 
 
 def plan_publish(
@@ -208,11 +205,16 @@ def execute(
     ledger: Ledger,
     *,
     send_email: bool = True,
+    deliver: bool = True,
     make_transport: Callable[[], Transport] | None = None,
     connections: int | None = None,
     on_progress: Progress | None = None,
 ) -> PublishReport:
-    """Write the files, record the run, deliver the outbox."""
+    """Write the files, record the run, deliver the outbox.
+
+    ``deliver=False`` records the digest and its outbox and sends nothing: ``pipeline
+    worker`` processes deliver it (``--no-deliver``, ``[send] deliver = "workers"``).
+    """
     if send_email and not plan.email:
         # Recording the changes without their digest would drop them for every subscriber.
         raise ValueError("this plan was made with email=False; execute it with send_email=False")
@@ -220,7 +222,7 @@ def execute(
     if remove_public_preview(settings):
         report.removed.append(f"{PREVIEW_DIR}/")
     if plan.subscriber_lists is not None:
-        store = SubscriberStore(ledger, secret_key(settings.paths), settings.topics)
+        store = SubscriberStore(ledger, secret_key(settings), settings.topics)
         store.merge(plan.subscriber_lists.entries(), plan.now)
     public = settings.paths.public
     ordered = sorted(plan.files.items())
@@ -283,7 +285,10 @@ def execute(
             report.websub = notify_hub(hub, topics)
             ledger.record_websub(report.websub.notified, report.websub.pending, plan.now)
 
-    if send_email:
+    if send_email and not deliver:
+        counts = ledger.delivery_counts()
+        report.queued = counts.pending + counts.deferred
+    elif send_email:
         try:
             report.delivery = deliver_outbox(
                 settings,

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pipeline.config import Settings
 from pipeline.periodic import ScheduledRun, schedule
 from pipeline.publish import PublishPlan, plan_publish
-from pipeline.store import DeliveryCounts, DigestDelivery, Ledger
+from pipeline.store import DeliveryCounts, DigestDelivery, Ledger, open_ledger
 
 __all__ = ["AudienceCount", "ProjectStatus", "audience_counts", "project_status", "read_ledger"]
 
@@ -43,7 +43,7 @@ class ProjectStatus:
 
 def read_ledger(settings: Settings) -> Ledger:
     """The project's ledger opened read-only; creates nothing on disk."""
-    return Ledger.read_only(settings.paths.ledger)
+    return open_ledger(settings, read_only=True)
 
 
 def audience_counts(plan: PublishPlan) -> tuple[AudienceCount, ...]:

@@ -35,6 +35,7 @@ from pipeline.store import (
     SubscriberRecord,
     SubscriberRow,
     merge_action,
+    open_ledger,
 )
 from pipeline.subscriber_lists import (
     EXPORT_COLUMNS,
@@ -444,8 +445,8 @@ class SubscriberStore:
 @contextmanager
 def open_store(settings: Settings) -> Iterator[SubscriberStore]:
     """The project's subscriber store, its ledger closed on leaving."""
-    with Ledger(settings.paths.ledger) as ledger:
-        yield SubscriberStore(ledger, secret_key(settings.paths), settings.topics)
+    with open_ledger(settings) as ledger:
+        yield SubscriberStore(ledger, secret_key(settings), settings.topics)
 
 
 def _topics_label(topics: frozenset[str]) -> str:

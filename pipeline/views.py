@@ -303,6 +303,7 @@ def publish_dict(plan: PublishPlan, report: PublishReport | None, seconds: float
         "removed": list(report.removed) if report else [],
         "digest": report.digest_id if report else None,
         "delivery": delivery_dict(report.delivery) if report else None,
+        "queued_for_workers": report.queued if report else 0,
         "websub": {
             "notified": list(report.websub.notified),
             "pending": sorted(report.websub.pending),

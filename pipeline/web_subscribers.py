@@ -42,7 +42,7 @@ from pipeline.digest import topics_phrase
 from pipeline.disclaimer import load_disclaimer
 from pipeline.errors import SubscriberError
 from pipeline.periodic import IMMEDIATELY, change_frequency, frequency_choices
-from pipeline.store import FREQUENCIES, Ledger, SubscriberRecord
+from pipeline.store import FREQUENCIES, Ledger, SubscriberRecord, open_ledger
 from pipeline.subscribers import SubscriberStore, TokenError
 
 __all__ = ["RateLimit", "retry_confirmations", "subscriber_routes"]
@@ -133,7 +133,7 @@ async def retry_confirmations(
     has come, so a reader is not kept waiting for the next ``deliver`` or ``publish``."""
     while True:
         await asyncio.sleep(every)
-        with Ledger(settings.paths.ledger) as ledger:
+        with open_ledger(settings) as ledger:
             for row_id in ledger.due_messages(clock()):
                 await _try_confirmation(settings, ledger, row_id, clock, make_transport)
 
@@ -168,14 +168,14 @@ def subscriber_routes(
 ) -> list[BaseRoute]:
     """The subscriber pages, for ``create_app`` to add before the static files."""
     pages = _Pages(settings)
-    key = secret_key(settings.paths)
+    key = secret_key(settings)
     limit = signup_limit or RateLimit()
     known_topics = frozenset(settings.topics)
     disclaimer = load_disclaimer(settings.paths.templates, settings.base_url)
     signup_url = urljoin(settings.base_url, "subscribe/")
 
     def open_store() -> tuple[Ledger, SubscriberStore]:
-        ledger = Ledger(settings.paths.ledger)
+        ledger = open_ledger(settings)
         return ledger, SubscriberStore(ledger, key, known_topics)
 
     def link_failed(exc: TokenError) -> HTMLResponse:
@@ -198,7 +198,7 @@ def subscriber_routes(
 
     async def send_confirmation(row_id: int) -> None:
         """After the answer: one try at once; a deferred row is retried later."""
-        with Ledger(settings.paths.ledger) as ledger:
+        with open_ledger(settings) as ledger:
             await _try_confirmation(settings, ledger, row_id, clock, make_transport)
 
     async def subscribe(request: Request) -> Response:

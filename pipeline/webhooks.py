@@ -50,7 +50,7 @@ from starlette.routing import BaseRoute, Route
 from pipeline.bounce_inbox import InboundActions
 from pipeline.config import Settings, secret_key
 from pipeline.errors import Problem
-from pipeline.store import Ledger
+from pipeline.store import open_ledger
 from pipeline.webhook_events import Keyed, mailgun_events, postmark_events, sendgrid_events
 
 __all__ = [
@@ -184,10 +184,10 @@ def _apply(
     makes the whole request count once: a captured signature cannot carry other events.
     """
     applied = 0
-    with Ledger(settings.paths.ledger) as ledger, ledger.transaction():
+    with open_ledger(settings) as ledger, ledger.transaction():
         if request_key and not ledger.record_inbound(request_key, source, "request", "", now):
             return 0
-        actions = InboundActions(settings, ledger, secret_key(settings.paths))
+        actions = InboundActions(settings, ledger, secret_key(settings))
         for key, event, digest in events:
             if ledger.inbound_seen(key):
                 continue  # a retry or a replay: already applied

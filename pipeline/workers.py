@@ -30,7 +30,7 @@ from pipeline.drain import Progress, deliver
 from pipeline.errors import DeliveryError
 from pipeline.messages import MessageFactory
 from pipeline.refusals import revive_misjudged
-from pipeline.store import Ledger
+from pipeline.store import Ledger, open_ledger
 
 __all__ = ["PARALLEL_FROM", "deliver_outbox", "process_count"]
 
@@ -57,13 +57,15 @@ def deliver_outbox(
     make_transport: Callable[[], Transport] | None = None,
     connections: int | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    stop: Callable[[], bool] | None = None,
 ) -> DeliveryReport:
     """Send every due row of the outbox as ``[send]`` and ``[smtp]`` say; return the report.
 
     ``retry_failed`` first reactivates addresses an older pipeline suppressed on a refusal
     today's rules do not hold against them (``revive_misjudged``), then makes failed rows
     pending again (suppressed addresses stay failed). ``make_transport`` replaces the configured transport (one process then).
-    Raises ``DeliveryError`` when nothing could be sent at all.
+    ``stop()`` returning true ends the run after the messages in flight (a worker's
+    SIGTERM). Raises ``DeliveryError`` when nothing could be sent at all.
     """
     revived = revive_misjudged(ledger, clock()) if retry_failed else []
     retried = ledger.retry_failed() if retry_failed else 0
@@ -78,7 +80,7 @@ def deliver_outbox(
         processes = process_count(settings, ledger.due_count(clock()), smtp=smtp)
     if processes == 1:
         factory = MessageFactory(
-            settings, secret_key(settings.paths), ledger.audience, load_stored=ledger.stored_message
+            settings, secret_key(settings), ledger.audience, load_stored=ledger.stored_message
         )
         report = deliver(
             ledger,
@@ -87,9 +89,10 @@ def deliver_outbox(
             options,
             clock=clock,
             on_progress=on_progress,
+            stop=stop,
         )
     else:
-        report = _deliver_in_processes(settings, ledger, processes, on_progress, clock)
+        report = _deliver_in_processes(settings, ledger, processes, on_progress, clock, stop)
     report.retried = retried
     report.reactivated = len(revived)
     report.waiting, report.next_try = ledger.deferred_waiting(clock())
@@ -102,6 +105,7 @@ def _deliver_in_processes(
     processes: int,
     on_progress: Progress | None,
     clock: Callable[[], datetime],
+    external_stop: Callable[[], bool] | None,
 ) -> DeliveryReport:
     started = time.perf_counter()
     total = ledger.due_count(clock())
@@ -111,7 +115,7 @@ def _deliver_in_processes(
     context = multiprocessing.get_context("fork")
     stop = context.Event()
     messages: multiprocessing.Queue[tuple[str, int, object]] = context.Queue()
-    key = secret_key(settings.paths)
+    key = secret_key(settings)
     children = [
         context.Process(
             target=_drain_process,
@@ -127,6 +131,8 @@ def _deliver_in_processes(
     errors: dict[int, str] = {}
     with _stop_on_sigint(stop):
         while len(finished) + len(errors) < processes:
+            if external_stop is not None and external_stop():
+                stop.set()
             try:
                 kind, index, payload = messages.get(timeout=0.5)
             except queue.Empty:
@@ -192,7 +198,9 @@ def _drain_process(
     messages: multiprocessing.Queue[tuple[str, int, object]],
 ) -> None:
     """One drain in a child process; reports progress and its final report to the parent."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    # The parent decides when to stop (a service manager signals every process of the group).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     last_sent = 0.0
 
     def progress(report: DeliveryReport) -> None:
@@ -207,7 +215,7 @@ def _drain_process(
         options = DeliveryOptions.from_settings(
             settings.send, share=index, shares=processes, bounces=settings.bounces
         )
-        with Ledger(settings.paths.ledger) as ledger:
+        with open_ledger(settings) as ledger:
             factory = MessageFactory(
                 settings, key, ledger.audience, load_stored=ledger.stored_message
             )

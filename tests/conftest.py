@@ -153,3 +153,64 @@ def chromium_page(why: str, **page_options: Any) -> Iterator[Any]:
             yield opened
         finally:
             browser.close()
+
+
+# --- the ledger's two backends ----------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PIPELINE_DATABASE_URL from the shell never leaks into a test: SQLite by default."""
+    monkeypatch.delenv("PIPELINE_DATABASE_URL", raising=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server for the session: PIPELINE_TEST_DATABASE_URL, or one started here
+    from the machine's binaries (see tests/pg_server.py). Skips with the reason when there
+    is none; under CI (PIPELINE_CI=1) that fails instead."""
+    import os
+
+    from tests.pg_server import postgres_server
+
+    given = os.environ.get("PIPELINE_TEST_DATABASE_URL", "").strip()
+    if given:
+        yield given
+        return
+    try:
+        with postgres_server(fsync=False) as url:
+            yield url
+    except RuntimeError as exc:
+        message = f"no PostgreSQL to test against ({exc}); .ci/run installs it"
+        if os.environ.get("PIPELINE_CI") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def fresh_postgres(postgres_url: str) -> Iterator[str]:
+    """The URL of a new, empty database on the session's server, dropped afterwards."""
+    import secrets
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    name = f"pipeline_test_{secrets.token_hex(6)}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(postgres_url)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_backend(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, _no_ambient_database: None
+) -> str:
+    """Run the test once on each backend: the SQLite file, then a fresh PostgreSQL
+    database (PIPELINE_DATABASE_URL set, so subprocesses use it too). Returns the name."""
+    if request.param == "postgresql":
+        monkeypatch.setenv("PIPELINE_DATABASE_URL", request.getfixturevalue("fresh_postgres"))
+    return str(request.param)

@@ -1,7 +1,8 @@
 """Delivery through a real SMTP server that misbehaves: nothing lost, nothing doubled.
 
 Every test ends by comparing three accounts of the same run: what the server accepted,
-what the outbox in the SQLite ledger says, and the report the run returned.
+what the outbox in the ledger says, and the report the run returned. The tests that touch
+the ledger run on both backends (SQLite, and PostgreSQL through ``ledger_backend``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pipeline.messages import OutgoingMessage
 from pipeline.subscribers import open_store
 from pipeline.workers import deliver_outbox
 from tests.conftest import REPO, Received, free_port, require_tool
-from tests.helpers import FIRST_RUN, edit_article, publish
+from tests.helpers import FIRST_RUN, edit_article, ledger_rows, publish
 from tests.smtp_faults import Faults, Server, faulty_server
 
 READERS = 40
@@ -73,19 +74,17 @@ class Row:
 
 
 def outbox(root: Path) -> dict[str, Row]:
-    with sqlite3.connect(root / "state" / "pipeline.db") as db:
-        rows = db.execute(
-            "SELECT email, status, attempts, last_reply, message_id, lease_owner FROM outbox"
-        ).fetchall()
+    rows = ledger_rows(
+        root, "SELECT email, status, attempts, last_reply, message_id, lease_owner FROM outbox"
+    )
     return {email.lower(): Row(*rest) for email, *rest in rows}
 
 
 def suppressed(root: Path) -> set[str]:
-    with sqlite3.connect(root / "state" / "pipeline.db") as db:
-        rows = db.execute(
-            "SELECT email_key FROM subscribers WHERE status IN ('bounced', 'unsubscribed')"
-        )
-        return {email for (email,) in rows}
+    rows = ledger_rows(
+        root, "SELECT email_key FROM subscribers WHERE status IN ('bounced', 'unsubscribed')"
+    )
+    return {email for (email,) in rows}
 
 
 def assert_one_copy_each(
@@ -107,9 +106,10 @@ def assert_one_copy_each(
 
 
 @pytest.fixture
-def site(project: Path) -> Path:
+def site(project: Path, ledger_backend: str) -> Path:
     add_readers(project, READERS)
-    configure(project, smtp={"timeout": 0.5, "connect_timeout": 2.0}, send={"retry_after": 0.0})
+    # A reply timeout well under the slow server's 1.5 s, with room for a busy machine.
+    configure(project, smtp={"timeout": 1.0, "connect_timeout": 2.0}, send={"retry_after": 0.0})
     return project
 
 
@@ -279,7 +279,7 @@ def _settle(received: Received) -> int:
 
 @pytest.mark.parametrize("resume", ["publish", "deliver"])
 def test_sigkill_mid_publish_then_resume_sends_the_rest_once(
-    project: Path, monkeypatch: pytest.MonkeyPatch, resume: str
+    project: Path, ledger_backend: str, monkeypatch: pytest.MonkeyPatch, resume: str
 ) -> None:
     add_readers(project, 300)
     connections = load_settings(project).send.connections
@@ -304,7 +304,7 @@ def test_sigkill_mid_publish_then_resume_sends_the_rest_once(
 
 
 def test_ctrl_c_finishes_messages_in_flight_and_leaves_the_rest_pending(
-    project: Path, monkeypatch: pytest.MonkeyPatch
+    project: Path, ledger_backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     add_readers(project, 300)
     with faulty_server(Faults(delay_per_message=0.004)) as server:
@@ -353,7 +353,7 @@ def test_two_drain_processes_share_the_outbox_without_doubling(
 
 
 def test_claims_never_overlap_and_dead_owners_are_released(
-    project: Path, monkeypatch: pytest.MonkeyPatch
+    project: Path, ledger_backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     add_readers(project, 30)
     monkeypatch.setenv("PIPELINE_SMTP_URL", f"smtp://127.0.0.1:{free_port()}")

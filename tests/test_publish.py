@@ -16,6 +16,9 @@ from tests.helpers import FIRST_RUN, article_files, edit_article, publish
 
 DISCLAIMER_PHRASE = "does not give medical advice"
 
+# Every test here publishes, and so reads and writes the ledger: each runs on both backends.
+pytestmark = pytest.mark.usefixtures("ledger_backend")
+
 
 def subscriber_topics(root: Path) -> dict[str, set[str]]:
     with (root / "subscribers" / "subscribers.csv").open(encoding="utf-8") as handle:

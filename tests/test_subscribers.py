@@ -37,14 +37,15 @@ from pipeline.subscribers import (
     verify_token,
 )
 from tests.conftest import Received, RecordingHandler, free_port
-from tests.helpers import FIRST_RUN, edit_article, publish
+from tests.helpers import FIRST_RUN, edit_article, ledger_rows, publish
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 KEY = "test-secret-key"  # what the project fixture exports as PIPELINE_SECRET_KEY
 
 
 @pytest.fixture
-def settings(project: Path) -> Settings:
+def settings(project: Path, ledger_backend: str) -> Settings:
+    """The project's settings, once with each ledger backend (SQLite, PostgreSQL)."""
     return load_settings(project)
 
 
@@ -279,10 +280,9 @@ def test_the_plans_counts_match_who_the_publish_mails(
 
     publish(project)
 
-    with sqlite3.connect(settings.paths.ledger) as db:
-        recorded = dict(
-            db.execute("SELECT audience_key, COUNT(*) FROM outbox GROUP BY audience_key")
-        )
+    recorded = dict(
+        ledger_rows(project, "SELECT audience_key, COUNT(*) FROM outbox GROUP BY audience_key")
+    )
     assert recorded == planned
     mailed = {r.lower() for r in smtp_server.recipients()}
     assert {"pending@example.org", "new@example.org", "ana.reyes@example.org"} <= mailed
@@ -312,8 +312,7 @@ def test_unsubscribing_stops_messages_already_queued(project: Path, settings: Se
         due = store.ledger.due_count(NOW + timedelta(days=1))
     assert (counts.pending, counts.failed) == (1, 1)
     assert due == 1
-    with sqlite3.connect(settings.paths.ledger) as db:
-        pending = db.execute("SELECT email FROM outbox WHERE status = 'pending'").fetchall()
+    pending = ledger_rows(project, "SELECT email FROM outbox WHERE status = 'pending'")
     assert pending == [("ben.okafor@example.org",)]
 
 

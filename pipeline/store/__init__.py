@@ -21,12 +21,18 @@ seam, and :class:`Ledger` composing them::
     records.py      the values they take and return
     migrations.py   the versioned schema
     sqlite.py       the SQLite backend (the embedded default)
+    postgres.py     the PostgreSQL backend (one ledger for workers on many machines)
+    postgres_migrations.py  its versioned schema
+    copy.py         copying a whole ledger from one database to another
+
+``open_ledger(settings)`` opens the ledger the configuration names.
 """
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.store.articles import ArticleStore
 from pipeline.store.bounces import BounceStore
@@ -69,6 +75,9 @@ from pipeline.store.site import SiteStore
 from pipeline.store.sqlite import SqliteDatabase
 from pipeline.store.subscribers import SubscriberStore
 
+if TYPE_CHECKING:
+    from pipeline.config import Settings
+
 __all__ = [
     "FREQUENCIES",
     "PERIODIC",
@@ -95,6 +104,8 @@ __all__ = [
     "VersionRow",
     "WindowDigest",
     "merge_action",
+    "open_database",
+    "open_ledger",
 ]
 
 
@@ -142,3 +153,26 @@ class Ledger(
     def checkpoints_in_background(self) -> AbstractContextManager[None]:
         """Keep the database's housekeeping off the commit path while the block runs."""
         return self._db.background_checkpoints()
+
+
+def open_database(location: Path | str, *, read_only: bool = False) -> Database:
+    """The database at ``location``: a SQLite file (a path) or a PostgreSQL URL, migrated.
+
+    ``read_only`` opens it for reading only (see :meth:`SqliteDatabase.open_read_only`; on
+    PostgreSQL, every transaction of the session is read-only). Raises ``LedgerError`` when
+    a PostgreSQL server cannot be reached or refuses the login.
+    """
+    if isinstance(location, Path):
+        if read_only:
+            return SqliteDatabase.open_read_only(location)
+        return SqliteDatabase.open(location)
+    from pipeline.store.postgres import PostgresDatabase  # psycopg only when configured
+
+    return PostgresDatabase.open(location, read_only=read_only)
+
+
+def open_ledger(settings: Settings, *, read_only: bool = False) -> Ledger:
+    """The project's ledger, where ``PIPELINE_DATABASE_URL`` or ``[ledger] url`` say (the
+    SQLite file ``state/pipeline.db`` when neither is set). Raises ``ConfigError`` for a
+    URL of an unknown kind and ``LedgerError`` when the database cannot be opened."""
+    return Ledger(open_database(settings.ledger_location(), read_only=read_only))

@@ -13,7 +13,7 @@ write that gives up instead of waiting for a lock, housekeeping) are members her
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -32,6 +32,8 @@ class Cursor(Protocol):
 
     def fetchall(self) -> list[Any]: ...
 
+    def fetchmany(self, size: int) -> list[Any]: ...
+
     def __iter__(self) -> Iterator[Any]: ...
 
 
@@ -46,6 +48,9 @@ class Database(Protocol):
     # Appended to the sub-select that picks rows to claim: "" where a write transaction
     # already excludes other claimers (SQLite), "FOR UPDATE SKIP LOCKED" on PostgreSQL.
     skip_locked: str
+    # The ON CONFLICT target naming an outbox row's recipient, case-blind: SQLite's column
+    # is COLLATE NOCASE, PostgreSQL's unique index is on lower(email).
+    outbox_recipient: str
 
     def execute(self, sql: str, params: Params = ()) -> Cursor: ...
 
@@ -64,8 +69,19 @@ class Database(Protocol):
         ...
 
     def background_checkpoints(self) -> AbstractContextManager[None]:
-        """While the block runs, keep database housekeeping off the commit path (SQLite: WAL
-        checkpoints from a thread); a no-op where the server does it."""
+        """While the block runs (a drain), keep database housekeeping off the commit path:
+        SQLite checkpoints its WAL from a thread; PostgreSQL commits without waiting for
+        the WAL flush (a server crash may then forget the last moment's "sent" marks)."""
+        ...
+
+    def announce(self, channel: str) -> None:
+        """Tell other sessions waiting in :meth:`wait_for` that ``channel`` has news; sent
+        when the current transaction commits. A no-op where the database cannot."""
+        ...
+
+    def wait_for(self, channel: str, seconds: float, stop: Callable[[], bool]) -> bool:
+        """Wait up to ``seconds`` for news on ``channel``, looking at ``stop()`` at least
+        twice a second; True if news came. Where the database cannot tell, just waits."""
         ...
 
     def close(self) -> None: ...

@@ -6,7 +6,7 @@ either nothing or a complete list of pending messages.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 from pipeline.store.articles import insert_versions
@@ -22,7 +22,10 @@ from pipeline.store.records import (
     parse_instant,
 )
 
-__all__ = ["DigestStore", "insert_digest"]
+__all__ = ["OUTBOX_CHANNEL", "DigestStore", "insert_digest"]
+
+# Where a recorded digest is announced to waiting workers (LISTEN/NOTIFY on PostgreSQL).
+OUTBOX_CHANNEL = "pipeline_outbox"
 
 
 def insert_digest(
@@ -51,6 +54,7 @@ def insert_digest(
             for a in audiences
         ],
     )
+    db.announce(OUTBOX_CHANNEL)  # idle workers wake when this commits
     # In chunks: the recipients may be read from this same connection (see
     # ``active_subscribers``), never while a statement is half done.
     rows = iter(recipients)
@@ -174,6 +178,11 @@ class DigestStore:
                 ),
             )
         return digest_id
+
+    def wait_for_outbox(self, seconds: float, stop: Callable[[], bool]) -> bool:
+        """Wait up to ``seconds`` for a new digest's announcement (``stop()`` ends it early);
+        True if one came. On SQLite this only waits."""
+        return self._db.wait_for(OUTBOX_CHANNEL, seconds, stop)
 
     def last_run(self) -> tuple[datetime, int | None] | None:
         row = self._db.execute(

@@ -19,6 +19,8 @@ __all__ = ["ROW_COLUMNS", "OutboxStore"]
 
 # The columns of an OutboxRow, in its order.
 ROW_COLUMNS = "id, digest_id, audience_key, email, name, attempts"
+# Rows not yet settled: the only ones a lease can be on.
+_UNSENT = "status IN ('pending', 'deferred')"
 
 
 class OutboxStore:
@@ -52,16 +54,22 @@ class OutboxStore:
                 ).fetchall()
         return [OutboxRow(*row) for row in sorted(claimed)]
 
+    # Only unsent rows carry leases (every fate clears them), so the lease statements look
+    # at unsent rows only: through the (status, id) index, their cost follows what is left to
+    # send, not the outbox's whole history, which workers would otherwise scan on every poll.
+
     def extend_leases(self, owner: str, until: datetime) -> None:
         """Push back the expiry of every row ``owner`` still holds (a long, slow run)."""
         self._db.execute(
-            "UPDATE outbox SET lease_until = ? WHERE lease_owner = ?", (iso(until), owner)
+            f"UPDATE outbox SET lease_until = ? WHERE {_UNSENT} AND lease_owner = ?",
+            (iso(until), owner),
         )
 
     def release_leases(self, owner: str) -> int:
         """Hand back every row ``owner`` holds unsent, so others may take it now."""
         cursor = self._db.execute(
-            "UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?",
+            f"""UPDATE outbox SET lease_owner = NULL, lease_until = NULL
+                WHERE {_UNSENT} AND lease_owner = ?""",
             (owner,),
         )
         return cursor.rowcount
@@ -69,7 +77,7 @@ class OutboxStore:
     def lease_holders(self) -> list[str]:
         """The owners of rows currently leased (their leases may have run out)."""
         rows = self._db.execute(
-            "SELECT DISTINCT lease_owner FROM outbox WHERE lease_owner IS NOT NULL"
+            f"SELECT DISTINCT lease_owner FROM outbox WHERE {_UNSENT} AND lease_owner IS NOT NULL"
         )
         return [owner for (owner,) in rows]
 
@@ -209,9 +217,9 @@ class OutboxStore:
         stamp = iso(now)
         with self._db.transaction():
             (row_id,) = self._db.execute(
-                """INSERT INTO outbox (digest_id, audience_key, email, name, created_at)
+                f"""INSERT INTO outbox (digest_id, audience_key, email, name, created_at)
                    VALUES (0, 'message', ?, ?, ?)
-                   ON CONFLICT (digest_id, email) DO UPDATE SET
+                   ON CONFLICT {self._db.outbox_recipient} DO UPDATE SET
                        name = excluded.name, status = 'pending', attempts = 0,
                        next_attempt_at = NULL, last_reply = NULL, message_id = NULL,
                        lease_owner = NULL, lease_until = NULL,

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -24,6 +25,7 @@ class SqliteDatabase:
 
     dialect = "sqlite"
     skip_locked = ""  # a claim runs in BEGIN IMMEDIATE: no other writer in between
+    outbox_recipient = "(digest_id, email)"  # the column is COLLATE NOCASE
 
     def __init__(self, connection: sqlite3.Connection, path: Path | None) -> None:
         self._db = connection
@@ -42,6 +44,13 @@ class SqliteDatabase:
         return database
 
     @classmethod
+    def in_memory(cls) -> SqliteDatabase:
+        """A new, empty, migrated ledger held in memory (gone when closed)."""
+        database = cls(sqlite3.connect(":memory:", isolation_level=None), None)
+        database.migrate()
+        return database
+
+    @classmethod
     def open_read_only(cls, path: Path) -> SqliteDatabase:
         """The ledger at ``path`` for reading only: nothing is created or changed on disk.
 
@@ -50,9 +59,7 @@ class SqliteDatabase:
         close; if its schema is older than this code, a copy in memory is migrated instead.
         """
         if not path.exists():
-            database = cls(sqlite3.connect(":memory:", isolation_level=None), None)
-            database.migrate()
-            return database
+            return cls.in_memory()
         uri = path.resolve().as_uri()
         try:
             db = sqlite3.connect(f"{uri}?mode=rw", uri=True, isolation_level=None, timeout=30.0)
@@ -153,6 +160,15 @@ class SqliteDatabase:
             stop.set()
             thread.join()
             self._db.execute("PRAGMA wal_autocheckpoint = 1000")
+
+    def announce(self, channel: str) -> None:
+        pass  # no way to reach another process: its worker polls
+
+    def wait_for(self, channel: str, seconds: float, stop: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + seconds
+        while not stop() and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.25))
+        return False
 
     def close(self) -> None:
         self._db.close()

@@ -231,8 +231,9 @@ class SubscriberStore:
 
     def _cancel_queued(self, email_key: str, status: str) -> None:
         self._db.execute(
-            """UPDATE outbox SET status = 'failed', last_reply = ?, next_attempt_at = NULL
-               WHERE email = ? AND status IN ('pending', 'deferred') AND digest_id <> 0""",
+            """UPDATE outbox SET status = 'failed', last_reply = ?, next_attempt_at = NULL,
+                   lease_owner = NULL, lease_until = NULL
+               WHERE lower(email) = ? AND status IN ('pending', 'deferred') AND digest_id <> 0""",
             (f"not sent: {status} before delivery", email_key),
         )
 
