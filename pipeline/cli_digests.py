@@ -15,12 +15,16 @@ from pipeline import views
 from pipeline.cadence import period_label, previous_slot
 from pipeline.cli import App, ExitCode, _render_delivery, command, stop
 from pipeline.config import Settings
+from pipeline.delivery import DeliveryReport
+from pipeline.errors import DeliveryError
 from pipeline.periodic import DueRun, run_due, schedule
 from pipeline.publish import open_ledger
 from pipeline.status import read_ledger
 from pipeline.workers import deliver_outbox
 
 __all__ = ["digests", "parse_as_of"]
+
+FIRST_YEAR, LAST_YEAR = 1970, 9998  # the instants --as-of accepts, in UTC
 
 
 def parse_as_of(text: str, settings: Settings) -> datetime:
@@ -39,7 +43,18 @@ def parse_as_of(text: str, settings: Settings) -> datetime:
         ) from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=settings.schedule.zone)
-    return moment.astimezone(UTC)
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # the first or last hours datetime can hold, moved to UTC
+        moment = datetime.min.replace(tzinfo=UTC)
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        # The schedule steps a period either way from the instant; near year 1 or 9999 that
+        # leaves what ``datetime`` can hold.
+        raise click.BadParameter(
+            f"{text!r} is out of range; give an instant between {FIRST_YEAR} and {LAST_YEAR}",
+            param_hint="--as-of",
+        )
+    return moment
 
 
 @command("digests", json_output=True)
@@ -76,10 +91,20 @@ def digests(app: App, due: bool, as_of: str | None, no_deliver: bool) -> None:
     with open_ledger(settings) as ledger:
         with app.out.step("Recording the digests that are due…"):
             runs = run_due(settings, ledger, now)
+        latest = ledger.last_periods()
         report = None
         if not no_deliver:
             with app.out.delivery_progress() as progress:
-                report = deliver_outbox(settings, ledger, on_progress=progress)
+                try:
+                    report = deliver_outbox(settings, ledger, on_progress=progress)
+                except DeliveryError as exc:
+                    # The digests are recorded: a mail server that is down leaves them
+                    # pending for `pipeline deliver`, a partial result (exit 3) as in
+                    # `publish`, not an error that would hide what was recorded.
+                    queued = ledger.delivery_counts()
+                    report = DeliveryReport(
+                        pending=queued.pending, deferred=queued.deferred, stopped=str(exc)
+                    )
     app.out.data(
         {
             "runs": [_run_dict(run, settings) for run in runs],
@@ -87,7 +112,7 @@ def digests(app: App, due: bool, as_of: str | None, no_deliver: bool) -> None:
         }
     )
     for run in runs:
-        app.out.say(_run_line(run, settings))
+        app.out.say(_run_line(run, settings, latest.get(run.frequency)))
     if report is not None:
         _render_delivery(app, report)
         if not report.complete:
@@ -106,12 +131,21 @@ def _not_future(moment: datetime, now: datetime, text: str) -> datetime:
 
 
 def _period(run: DueRun, settings: Settings) -> str:
-    start = previous_slot(run.frequency, settings.schedule, run.slot)
-    return period_label(start, run.slot, settings.schedule)
+    return _slot_period(run.frequency, run.slot, settings)
 
 
-def _run_line(run: DueRun, settings: Settings) -> str:
+def _slot_period(frequency: str, slot: datetime, settings: Settings) -> str:
+    start = previous_slot(frequency, settings.schedule, slot)
+    return period_label(start, slot, settings.schedule)
+
+
+def _run_line(run: DueRun, settings: Settings, latest: datetime | None) -> str:
+    """``latest``: the frequency's latest slot recorded, which may be after ``run.slot`` when
+    an older instant is back-filled (that slot is then never recorded: see ``run_due``)."""
     head = f"{run.frequency.capitalize()} digest for {_period(run, settings)}"
+    if not run.recorded and latest is not None and latest > run.slot:
+        later = _slot_period(run.frequency, latest, settings)
+        return f"{head}: not recorded, the later one for {later} covers it; nothing more to do."
     if not run.recorded:
         return f"{head}: recorded before; nothing more to do."
     if not run.recipients:

@@ -8,6 +8,7 @@ that signs unsubscribe links (a random key is generated once into ``state/`` oth
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -347,10 +348,31 @@ def _section(name: str, cls: type, raw: Any) -> Any:
             raw = {**raw, key: value}
         if not isinstance(value, expected) or isinstance(value, bool) != isinstance(default, bool):
             raise ConfigError(
-                f"{CONFIG_FILE}: [{name}] {key} must be a {expected.__name__}, "
-                f"not {type(value).__name__}"
+                f"{CONFIG_FILE}: [{name}] {key} must be {_TOML_KINDS[expected]}, "
+                f"not {_TOML_KINDS.get(type(value), type(value).__name__)}; "
+                f"write it like the default: {key} = {_toml_value(default)}"
             )
     return cls(**raw)
+
+
+# What a TOML value of each Python type is called, as an editor writing the file sees it.
+_TOML_KINDS: dict[type, str] = {
+    bool: "true or false",
+    int: "a whole number (no quotes)",
+    float: "a number (no quotes)",
+    str: "text in quotes",
+    list: "a list",
+    dict: "a table",
+}
+
+
+def _toml_value(value: object) -> str:
+    """``value`` as it is written in TOML (the defaults are booleans, numbers and strings)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+    return str(value)
 
 
 def _validate(settings: Settings) -> None:

@@ -50,7 +50,11 @@ EMAIL_IMAGE_LIMIT = 500_000
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg", ".avif"}
 _IMG = re.compile(r"<img\b", re.IGNORECASE)
 _RELATIVE_LINK = re.compile(r'href="(?![a-z][a-z0-9+.-]*:|#|/)', re.IGNORECASE)
-_SVG_ACTIVE = re.compile(rb"<script|<foreignObject|\son[a-z]+\s*=|javascript:", re.IGNORECASE)
+# attributeName="on…": SVG animation (<set>, <animate>) can add an event handler at run time.
+_SVG_ACTIVE = re.compile(
+    rb"<script|<foreignObject|\son[a-z]+\s*=|javascript:|attributeName\s*=\s*[\"']?\s*on",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +179,12 @@ def media_problems(
             if ref.tag != "img" and posixpath.splitext(name or "")[1] == "":
                 continue  # a relative link to a page, such as ../other-article/
             where = f"the folder {folder.name}/" if folder is not None else "a bundle folder"
+            if name is None:
+                problem(
+                    f"{ref.url} is outside the article's folder; copy the file into {where} "
+                    "and refer to it by its name"
+                )
+                continue
             fix = (
                 f"put {name} in {where}"
                 if folder is not None

@@ -241,13 +241,23 @@ def _read_rows(
         status = cells.get("status", "").lower() or "active"
         if status not in _IMPORT_STATUSES:
             problems.append(
-                Problem(source, line, "status", f"use one of {', '.join(_IMPORT_STATUSES)}")
+                Problem(
+                    source,
+                    line,
+                    "status",
+                    f"{status!r} is not a status; use one of {', '.join(_IMPORT_STATUSES)}",
+                )
             )
             continue
         frequency = cells.get("frequency", "").lower() or "immediately"
         if frequency not in _FREQUENCIES:
             problems.append(
-                Problem(source, line, "frequency", f"use one of {', '.join(_FREQUENCIES)}")
+                Problem(
+                    source,
+                    line,
+                    "frequency",
+                    f"{frequency!r} is not a frequency; use one of {', '.join(_FREQUENCIES)}",
+                )
             )
             continue
         if seen is None or not seen.add(address):

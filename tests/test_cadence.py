@@ -108,7 +108,10 @@ def test_a_list_names_each_bad_frequency_with_file_and_line(project: Path) -> No
     )
     code, output = run(project, "check")
     assert code == 1
-    assert "subscribers/subscribers.csv:3: frequency: use one of immediately, daily" in output
+    assert (
+        "subscribers/subscribers.csv:3: frequency: 'fortnightly' is not a frequency; use one of immediately, daily"
+        in output
+    )
 
 
 def test_subscribers_add_sets_the_frequency_and_list_shows_it(project: Path) -> None:

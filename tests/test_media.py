@@ -234,3 +234,43 @@ def test_a_slug_that_is_both_a_file_and_a_folder_is_refused(project: Path) -> No
     assert any(p.file == f"articles/{SLUG}.md" and "keep one" in p.message for p in problems), (
         problems
     )
+
+
+def test_images_outside_the_bundle_are_named_with_a_fix(project: Path) -> None:
+    """``../x.png`` names a file publish never copies: check says so, by line, with the file
+    to move (not "put None in the folder"), however the path climbs out."""
+    bundle = project / "articles" / SLUG
+    (project / "articles" / "outside.png").write_bytes(b"\x89PNG")
+    text = (bundle / "index.md").read_text("utf-8")
+    text += "\n![Climbs out](../outside.png)\n\n![Climbs further](./a/../../../pipeline.toml)\n"
+    (bundle / "index.md").write_text(text, "utf-8")
+    lines = text.split("\n")
+    problems = [(p.file, p.line, p.message) for p in check_project(load_settings(project))]
+    source = f"articles/{SLUG}/index.md"
+    for url, alt in (
+        ("../outside.png", "Climbs out"),
+        ("./a/../../../pipeline.toml", "Climbs further"),
+    ):
+        line = lines.index(f"![{alt}]({url})") + 1
+        assert any(
+            f == source
+            and n == line
+            and m.startswith(f"{url} is outside the article's folder")
+            and f"folder {SLUG}/" in m
+            for f, n, m in problems
+        ), problems
+    assert not any("None" in m for _, _, m in problems), problems
+
+
+@pytest.mark.parametrize(
+    "active",
+    ['<set attributeName="onmouseover" to="x()"/>', "<animate attributeName = 'onclick'/>"],
+)
+def test_an_svg_animation_adding_an_event_handler_is_active(project: Path, active: str) -> None:
+    svg = project / "articles" / SLUG / "mechanism.svg"
+    svg.write_text(svg.read_text("utf-8").replace("<title>", active + "<title>"), "utf-8")
+    problems = check_project(load_settings(project))
+    assert any(
+        p.file == f"articles/{SLUG}/mechanism.svg" and "script, an event handler" in p.message
+        for p in problems
+    ), problems

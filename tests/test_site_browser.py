@@ -1,9 +1,9 @@
 """Every kind of page, served by ``pipeline serve``'s app, in real headless Chromium.
 
-Each page kind (index, topic, article with a 300-character title of long drug names, the
-sample bundle article with figures, footnote and table, about, the digest archive and a
-reader's web edition) and the HTML email of a digest that had to collapse, at 375 px (a
-phone) and 1280 px: nothing scrolls sideways, every text keeps WCAG AA contrast, the
+Each page kind (index, topic, article with a 300-character title of long drug names and a
+table of them, the sample bundle article with figures, footnote and table, about, the digest
+archive and a reader's web edition) and the HTML email of a digest that had to collapse, at
+375 px (a phone) and 1280 px: nothing scrolls sideways, every text keeps WCAG AA contrast, the
 landmarks are there, and nothing is fetched from another host. Screenshots go to
 test-artifacts/ (git-ignored) for a human look.
 """
@@ -53,7 +53,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, s
         "methylprednisolonesodiumsuccinateinjection and a URL "
         "https://clinicaltrials.gov/study/NCT02597933?term=nintedanib&cond=scleroderma&rank=1'\n"
         "published: 2026-11-10\ntopics: [scleroderma]\n---\nText with "
-        "cyclophosphamidemonohydrateintravenouspulsetherapy in it.\n",
+        "cyclophosphamidemonohydrateintravenouspulsetherapy in it.\n\n"
+        # A long drug name in a table cell and heading: the column must not widen the page.
+        "| Antithymocyteglobulinrabbitderivedimmunoglobulin | Dose |\n|---|---|\n"
+        "| Mycophenolatemofetilhydrochloridedelayedreleasetablets | 1000 mg |\n",
         encoding="utf-8",
     )
     add_articles(root, 30)

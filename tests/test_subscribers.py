@@ -106,7 +106,9 @@ def test_bad_list_rows_are_skipped_and_reported_with_file_line_and_field(project
     assert problems[0].startswith("subscribers/more.csv:3: email: 'not-an-address'")
     assert problems[1].startswith("subscribers/more.csv:4: topics: unknown topic 'astrology'")
     assert problems[2].startswith("subscribers/more.csv:5: expected 3 columns, found 2 (")
-    assert problems[3].startswith("subscribers/status.csv:2: status: use one of")
+    assert problems[3].startswith(
+        "subscribers/status.csv:2: status: 'maybe' is not a status; use one of"
+    )
     emails = {e.subscriber.email for e in lists.entries}
     assert {"fine@example.org", "status@example.org"} <= emails
     assert not emails & {"topic@example.org", "short@example.org", "odd@example.org"}
