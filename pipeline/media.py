@@ -170,6 +170,15 @@ def media_problems(
                 f"the image {ref.url} has no alternative text; describe it between the "
                 f"brackets: ![what the image shows]({ref.url})"
             )
+        if ref.tag == "img" and urlsplit(ref.url.strip()).netloc:
+            # A picture fetched from another site is a third-party request from every page,
+            # feed reader and inbox that shows it: a way to track readers.
+            problem(
+                f"the image {ref.url} is on another site, which would see every reader who "
+                "opens the page, feed or email; save it into the article's folder and refer "
+                "to it by its name"
+            )
+            continue
         if not is_relative(ref.url) or (ref.tag, ref.url) in seen:
             continue
         seen.add((ref.tag, ref.url))

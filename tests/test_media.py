@@ -17,10 +17,12 @@ from pathlib import Path
 import feedparser
 import httpx
 import pytest
+from click.testing import CliRunner
 from lxml import html as lxml_html
 
 from pipeline import load_settings
 from pipeline.check import check_project
+from pipeline.cli import cli
 from pipeline.markdown import render_markdown
 from pipeline.media import EMAIL_IMAGE_LIMIT
 from pipeline.web import create_app
@@ -234,6 +236,32 @@ def test_a_slug_that_is_both_a_file_and_a_folder_is_refused(project: Path) -> No
     assert any(p.file == f"articles/{SLUG}.md" and "keep one" in p.message for p in problems), (
         problems
     )
+
+
+def test_images_from_other_sites_are_refused_by_check_and_publish(project: Path) -> None:
+    """A remote image is a third-party request (a tracking pixel, at worst) from every page,
+    feed and email that shows it: check and publish refuse it, by line."""
+    bundle = project / "articles" / SLUG
+    text = (bundle / "index.md").read_text("utf-8")
+    text += "\n![Pixel](https://tracker.example.com/p.png)\n\n![Also](//cdn.example.net/x.png)\n"
+    (bundle / "index.md").write_text(text, "utf-8")
+    lines = text.split("\n")
+    problems = [(p.file, p.line, p.message) for p in check_project(load_settings(project))]
+    for url, alt in (
+        ("https://tracker.example.com/p.png", "Pixel"),
+        ("//cdn.example.net/x.png", "Also"),
+    ):
+        line = lines.index(f"![{alt}]({url})") + 1
+        assert (
+            f"articles/{SLUG}/index.md",
+            line,
+            f"the image {url} is on another site, "
+            "which would see every reader who opens the page, feed or email; save it into "
+            "the article's folder and refer to it by its name",
+        ) in problems, problems
+    result = CliRunner().invoke(cli, ["--root", str(project), "publish", "--no-email"])
+    assert result.exit_code == 1 and "tracker.example.com" in result.output
+    assert not (project / "public" / "articles" / SLUG).exists()
 
 
 def test_images_outside_the_bundle_are_named_with_a_fix(project: Path) -> None:
