@@ -20,10 +20,11 @@ from bench.table import Table
 from pipeline.spreadsheet_csv import read_csv
 from pipeline.store import Ledger
 from pipeline.subscribers import (
+    ListFiles,
     SubscriberList,
     SubscriberStore,
     load_subscribers,
-    planned_recipients,
+    plan_lists,
 )
 
 TOPICS = ("scleroderma", "interstitial-lung-disease", "multiple-sclerosis")
@@ -74,9 +75,10 @@ def run(scale: float) -> Table:
             store.merge(lists.entries, NOW)
 
             def steady_publish() -> object:
-                found = load_subscribers(root / "subscribers", root, known_topics=TOPICS)
-                planned_recipients(ledger, found, "bench-key")
-                return store.merge(found.entries, NOW)
+                files = ListFiles(root / "subscribers", root, TOPICS)
+                files.check()
+                plan_lists(ledger, files.entries(), "bench-key")
+                return store.merge(files.entries(), NOW)
 
             raw = (root / "subscribers" / "list.csv").read_bytes()
 

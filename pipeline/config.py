@@ -135,6 +135,10 @@ class DkimSettings:
     selector: str = ""
     domain: str = ""  # empty: the sender's domain
     key_file: str = ""  # path to the PEM key, relative to the root; the env var wins
+    # Ed25519 co-signing (RFC 8463): on when ed25519_selector is set; the key from
+    # PIPELINE_DKIM_ED25519_KEY or ed25519_key_file.
+    ed25519_selector: str = ""
+    ed25519_key_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)

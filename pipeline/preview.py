@@ -30,7 +30,7 @@ from pipeline.delivery import (
     Transport,
     transport_for,
 )
-from pipeline.digest import EVERY_TOPIC, CompiledAudience, DigestPlan
+from pipeline.digest import EVERY_TOPIC, CompiledAudience, DigestPlan, audience_key
 from pipeline.digest_layout import Layout, describe
 from pipeline.errors import DeliveryError, PipelineError
 from pipeline.messages import MessageFactory, OutgoingMessage
@@ -39,7 +39,7 @@ from pipeline.periodic import IMMEDIATELY, plan_windows
 from pipeline.publish import PREVIEW_DIR, plan_publish, remove_public_preview
 from pipeline.refusals import advice
 from pipeline.store import AudienceRecord, Ledger, OutboxRow
-from pipeline.subscribers import email_key
+from pipeline.subscribers import ListFiles, email_key, planned_subscriber
 
 __all__ = [
     "PREVIEW_DIR",
@@ -83,31 +83,43 @@ class Preview:
     published_digest: int | None = None  # set when a test resends an already sent digest
 
 
-def _next_digest(settings: Settings, ledger: Ledger, now: datetime | None) -> DigestPlan:
-    digest = plan_publish(settings, ledger, now=now).digest
-    if digest is None or not digest.audiences:
+def _next_digest(
+    settings: Settings, ledger: Ledger, now: datetime | None
+) -> tuple[DigestPlan, ListFiles]:
+    plan = plan_publish(settings, ledger, now=now)
+    digest = plan.digest
+    if digest is None or not digest.audiences or plan.subscriber_lists is None:
         raise NothingToSend(
             "the next publish sends no digest: no new or updated article reaches a subscriber"
         )
-    return digest
+    return digest, plan.subscriber_lists
 
 
 def _row(
-    digest: DigestPlan, settings: Settings, subscriber: str | None, to: str | None
+    digest: DigestPlan,
+    settings: Settings,
+    subscriber: str | None,
+    to: str | None,
+    planned: tuple[Ledger, ListFiles],
 ) -> tuple[OutboxRow, CompiledAudience]:
     """The row to build: a subscriber's own copy, or every change addressed to ``to``."""
     if subscriber is None:
         address = to or settings.sender.address
         return OutboxRow(0, _PREVIEW_DIGEST, EVERY_TOPIC, address, "", 0), digest.everyone
-    for key, member in digest.recipients:
-        if email_key(member.email) == email_key(subscriber):
-            audience = next(a for a in digest.audiences if a.audience.key == key)
-            row = OutboxRow(0, _PREVIEW_DIGEST, key, to or member.email, member.name, 0)
-            return row, audience
-    raise NothingToSend(
-        f"{subscriber} gets nothing in the next digest: not in subscribers/*.csv, "
-        f"suppressed, or none of their topics changed ({len(digest.recipients)} recipients)"
-    )
+    ledger, lists = planned
+    secret = secret_key(settings.paths) if ledger.erased_hashes() else ""
+    member = planned_subscriber(ledger, lists.entries(), subscriber, secret)
+    key = audience_key(member.topics) if member is not None else ""
+    audience = next((a for a in digest.audiences if a.audience.key == key), None)
+    # A periodic reader not in the ledger yet (a list row) gets their first digest at the
+    # next slot, not at this publish.
+    if member is None or audience is None or member.frequency != IMMEDIATELY:
+        raise NothingToSend(
+            f"{subscriber} gets nothing in the next digest: not in subscribers/*.csv, "
+            f"suppressed, or none of their topics changed ({digest.recipients} recipients)"
+        )
+    row = OutboxRow(0, _PREVIEW_DIGEST, key, to or member.email, member.name, 0)
+    return row, audience
 
 
 def _periodic_row(
@@ -151,7 +163,8 @@ def build_preview(
     if periodic is not None:
         row, record = periodic
     else:
-        row, compiled = _row(_next_digest(settings, ledger, now), settings, subscriber, to)
+        digest, lists = _next_digest(settings, ledger, now)
+        row, compiled = _row(digest, settings, subscriber, to, (ledger, lists))
         record, layout = compiled.record(), compiled.layout
     preview_url = view_url or (preview_folder(settings) / "digest.html").absolute().as_uri()
     factory = MessageFactory(

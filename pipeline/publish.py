@@ -10,8 +10,8 @@ after it leaves pending rows that the next run sends.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from pipeline.atomic import write_all_if_changed, write_if_changed
 from pipeline.cache import CachedLoad, load_articles_cached
 from pipeline.config import Settings, secret_key
 from pipeline.delivery import DeliveryReport, Transport
-from pipeline.digest import DigestPlan, plan_digest
+from pipeline.digest import DigestPlan, audience_key, plan_digest
 from pipeline.disclaimer import load_disclaimer
 from pipeline.drain import Progress
 from pipeline.errors import ContentError, DeliveryError, Problem
@@ -28,17 +28,10 @@ from pipeline.feeds import render_feeds
 from pipeline.media import media_outputs
 from pipeline.messages import check_email_settings
 from pipeline.models import Changes
-from pipeline.periodic import IMMEDIATELY, entry_card
+from pipeline.periodic import entry_card
 from pipeline.site import SitePlan, digest_pages, output_stamps, plan_site, remove_stale
 from pipeline.store import DigestCopy, KnownArticle, Ledger, PublishRecord, open_ledger
-from pipeline.subscribers import (
-    SubscriberList,
-    SubscriberStore,
-    email_key,
-    list_differences,
-    load_subscribers,
-    planned_recipients,
-)
+from pipeline.subscribers import ListFiles, SubscriberStore, plan_lists
 from pipeline.vetting import vet_articles
 from pipeline.websub import WebSubReport, changed_feed_urls, notify_hub
 from pipeline.workers import deliver_outbox
@@ -61,7 +54,7 @@ class PublishPlan:
     files: dict[str, bytes]  # path under public/ -> content
     digest: DigestPlan | None
     warnings: tuple[Problem, ...] = ()  # skipped subscriber rows and the like
-    subscriber_lists: SubscriberList | None = None  # merged into the ledger by execute()
+    subscriber_lists: ListFiles | None = None  # merged into the ledger by execute()
     site: SitePlan | None = None  # article pages to track, stale pages to remove
     cache: CachedLoad | None = None  # articles parsed this time, to cache
     email: bool = True  # False: planned for a publish without email, so no digest planned
@@ -72,7 +65,7 @@ class PublishPlan:
 
     @property
     def recipients(self) -> int:
-        return len(self.digest.recipients) if self.digest else 0
+        return self.digest.recipients if self.digest else 0
 
 
 def _same(path: Path, data: bytes) -> bool:
@@ -161,8 +154,10 @@ def plan_publish(
     files.update(site.files)
 
     # Recipients are the ledger's active subscribers once the lists are merged in (execute
-    # merges them; the plan only previews, so --dry-run writes nothing).
-    subscriber_list = load_subscribers(paths.subscribers, paths.root, known_topics=topics)
+    # merges them; the plan only counts them per audience, so --dry-run writes nothing and
+    # no plan holds every subscriber: the lists are streamed, see ListFiles).
+    lists = ListFiles(paths.subscribers, paths.root, tuple(sorted(topics)))
+    subscriber_list = lists.check()
     if subscriber_list.unusable and email:
         # Mailing the rows that happened to parse would silently drop everyone else.
         unusable = subscriber_list.unusable
@@ -174,16 +169,14 @@ def plan_publish(
     )
     # The key is needed only to match forgotten addresses; a dry run must not create one.
     secret = secret_key(paths) if ledger.erased_hashes() else ""
-    subscribers = planned_recipients(ledger, subscriber_list, secret)
-    digest = plan_digest(changes, subscribers, settings, disclaimer) if email else None
-    if digest is not None:
-        # The digest of a publish goes to the readers who chose "immediately"; the others get
-        # the daily, weekly or monthly digests (pipeline digests --due) from the version log.
-        digest = replace(
-            digest,
-            recipients=tuple(r for r in digest.recipients if r[1].frequency == IMMEDIATELY),
-            standby=tuple(r for r in digest.recipients if r[1].frequency != IMMEDIATELY),
-        )
+    merge = plan_lists(ledger, lists.entries(), secret)
+    # The digest of a publish goes to the readers who chose "immediately"; the others get
+    # the daily, weekly or monthly digests (pipeline digests --due) from the version log.
+    digest = (
+        plan_digest(changes, merge.topic_counts, settings, disclaimer, merge.standby_counts)
+        if email
+        else None
+    )
     if digest is not None:
         check_email_settings(settings)  # a DKIM or sender mistake stops the run before recording
     return PublishPlan(
@@ -192,12 +185,12 @@ def plan_publish(
         files,
         digest,
         warnings,
-        subscriber_lists=subscriber_list,
+        subscriber_lists=lists,
         site=site,
         cache=cache,
         email=email,
         feed_dates=feeds.dates,
-        list_differences=tuple(list_differences(ledger.subscribers(), subscriber_list.entries)),
+        list_differences=tuple(merge.differences),
         to_write=tuple(
             relative
             for relative, data in sorted(files.items())
@@ -230,7 +223,7 @@ def execute(
         report.removed.append(f"{PREVIEW_DIR}/")
     if plan.subscriber_lists is not None:
         store = SubscriberStore(ledger, secret_key(settings), settings.topics)
-        store.merge(plan.subscriber_lists.entries, plan.now)
+        store.merge(plan.subscriber_lists.entries(), plan.now)
     public = settings.paths.public
     ordered = sorted(plan.files.items())
     written = set(write_all_if_changed((public / relative, data) for relative, data in ordered))
@@ -250,7 +243,6 @@ def execute(
     changes = plan.changes
     if changes.any:
         digest = plan.digest if send_email else None
-        suppressed = ledger.suppressed()  # someone may have unsubscribed since the plan
         record = PublishRecord(
             articles=tuple(
                 KnownArticle(
@@ -262,13 +254,7 @@ def execute(
             digest_subject=digest.subject if digest else None,
             web_html=digest.web_html if digest else "",
             audiences=tuple(a.record() for a in digest.audiences) if digest else (),
-            recipients=(
-                (key, s.email, s.name)
-                for key, s in (*digest.recipients, *digest.standby)
-                if email_key(s.email) not in suppressed
-            )
-            if digest
-            else (),
+            recipients=_recipients(ledger, digest) if digest else (),
             new_count=len(changes.new),
             versions=(
                 # --no-email: the changes count as published, and periodic digests keep
@@ -320,3 +306,20 @@ def execute(
                 pending=queued.pending, deferred=queued.deferred, stopped=str(exc)
             )
     return report
+
+
+def _recipients(ledger: Ledger, digest: DigestPlan) -> Iterator[tuple[str, str, str]]:
+    """``(audience key, email, name)`` of every active subscriber an audience is planned for.
+
+    Read from the ledger while the outbox is recorded, a chunk at a time, after the lists
+    are merged: whoever unsubscribed since the plan is left out, and no list of every
+    subscriber is ever held. A subscriber whose topics have no planned audience (none of
+    them changed, or they changed them since the plan) gets nothing this time. Readers on
+    a periodic frequency are yielded too (their audiences are rendered as standby); the
+    ledger leaves out whoever is on one when it records (``DigestStore.record_publish``).
+    """
+    planned = {compiled.audience.key for compiled in digest.audiences}
+    for email, name, topics in ledger.active_subscribers():
+        key = audience_key(topics)
+        if key in planned:
+            yield key, email, name

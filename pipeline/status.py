@@ -6,7 +6,6 @@ when none exists yet), so looking at a fresh project does not create ``state/``.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -51,17 +50,17 @@ def audience_counts(plan: PublishPlan) -> tuple[AudienceCount, ...]:
     """The next digest's audiences with their recipient counts, largest first."""
     if plan.digest is None:
         return ()
-    members = Counter(key for key, _ in plan.digest.recipients)
+    members = plan.digest.members
     counts = [
         AudienceCount(
             key=compiled.audience.key,
             topics=tuple(sorted(compiled.audience.topics)),
             new=len(compiled.audience.new),
             updated=len(compiled.audience.updated),
-            recipients=members[compiled.audience.key],
+            recipients=members.get(compiled.audience.key, 0),
         )
         for compiled in plan.digest.audiences
-        if members[compiled.audience.key]  # not those rendered for periodic readers alone
+        if members.get(compiled.audience.key)  # not those rendered for periodic readers alone
     ]
     return tuple(sorted(counts, key=lambda a: (-a.recipients, a.key)))
 

@@ -8,9 +8,13 @@ field and skipped.
 
 from __future__ import annotations
 
+import array
+import bisect
+import collections
 import csv
+import hashlib
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +28,7 @@ from pipeline.store import SubscriberRecord
 __all__ = [
     "EXPORT_COLUMNS",
     "ListEntry",
+    "ListFiles",
     "SubscriberList",
     "export_csv",
     "load_subscribers",
@@ -70,63 +75,142 @@ class SubscriberList:
         return tuple(e.subscriber for e in self.entries if e.status == "active")
 
 
+@dataclass(frozen=True, slots=True)
+class ListFiles:
+    """The editors' lists: every ``*.csv`` in ``directory``, read as a stream on each use.
+
+    A publish reads them to check, to plan and to merge rather than holding every row:
+    memory stays flat however long the lists are (one file's text is held while it is
+    read).
+    """
+
+    directory: Path
+    root: Path
+    known_topics: tuple[str, ...] = ()
+
+    def check(self) -> SubscriberList:
+        """The skipped rows and unusable files, without keeping any row (``entries`` empty)."""
+        problems: list[Problem] = []
+        unusable: list[Problem] = []
+        for path in self._paths():
+            collections.deque(_read_rows(path, self, problems, unusable, None), maxlen=0)
+        return SubscriberList((), tuple(problems), tuple(unusable))
+
+    def entries(self) -> Iterator[ListEntry]:
+        """Every valid row in file order; an address seen again (in any case, in any file)
+        is merged into its first row.
+
+        Addresses already seen are remembered as 64-bit hashes (8 bytes of BLAKE2b), 8
+        bytes each; two different addresses share a hash with a probability below one in
+        ten million even in a list of a million.
+        """
+        seen = _SeenAddresses()
+        for path in self._paths():
+            yield from _read_rows(path, self, [], [], seen)
+
+    def _paths(self) -> list[Path]:
+        return sorted(self.directory.glob("*.csv"))
+
+
 def load_subscribers(
     directory: Path, root: Path, *, known_topics: Iterable[str] = ()
 ) -> SubscriberList:
-    """Read every ``*.csv`` in ``directory``; an address seen again (in any case) is merged
-    into its first row; invalid rows are skipped and reported."""
-    entries: list[ListEntry] = []
-    problems: list[Problem] = []
-    unusable: list[Problem] = []
-    for path in sorted(directory.glob("*.csv")):
-        found = read_list(path, root, known_topics=known_topics)
-        entries.extend(found.entries)
-        problems.extend(found.problems)
-        unusable.extend(found.unusable)
-    seen: set[str] = set()
-    unique = []
-    for entry in entries:
-        key = email_key(entry.subscriber.email)
-        if key not in seen:
-            seen.add(key)
-            unique.append(entry)
-    return SubscriberList(tuple(unique), tuple(problems), tuple(unusable))
+    """Read every ``*.csv`` in ``directory`` into memory (``ListFiles`` streams them); an
+    address seen again (in any case) is merged into its first row; invalid rows are
+    skipped and reported."""
+    files = ListFiles(directory, root, tuple(known_topics))
+    checked = files.check()
+    return SubscriberList(tuple(files.entries()), checked.problems, checked.unusable)
 
 
 def read_list(path: Path, root: Path, *, known_topics: Iterable[str] = ()) -> SubscriberList:
     """Read one list: a CSV file whose header names ``email`` and optionally ``name``,
-    ``topics`` and ``status`` (the columns of an export are accepted and the rest ignored).
+    ``topics``, ``status`` and ``frequency`` (the columns of an export are accepted and the
+    rest ignored).
 
     Any separator, encoding and line ending a spreadsheet writes is read (see
     ``pipeline.spreadsheet_csv``). Each invalid row is a problem naming its line; a file
     from which no row can be read, or where most rows are invalid, is also ``unusable``:
     it stops a publish, since sending to the few rows left would drop everyone else.
     """
-    source = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-    known = tuple(known_topics)
+    problems: list[Problem] = []
+    unusable: list[Problem] = []
+    files = ListFiles(path.parent, root, tuple(known_topics))
+    entries = tuple(_read_rows(path, files, problems, unusable, _SeenAddresses()))
+    return SubscriberList(entries, tuple(problems), tuple(unusable))
+
+
+class _SeenAddresses:
+    """Addresses met so far, as 64-bit hashes: 8 bytes each in a sorted array.
+
+    A Python set would cost about 75 bytes an entry (7 MB at 100,000); new hashes wait in
+    a small set and are merged into the sorted array when they reach an eighth of it.
+    """
+
+    __slots__ = ("_recent", "_sorted")
+    _MERGE_AT = 4096
+
+    def __init__(self) -> None:
+        self._sorted = array.array("Q")
+        self._recent: set[int] = set()
+
+    def add(self, address: str) -> bool:
+        """Remember ``address`` (case-insensitively); False if it was met before."""
+        digest = hashlib.blake2b(email_key(address).encode("utf-8"), digest_size=8).digest()
+        value = int.from_bytes(digest, "big")
+        if value in self._recent:
+            return False
+        at = bisect.bisect_left(self._sorted, value)
+        if at < len(self._sorted) and self._sorted[at] == value:
+            return False
+        self._recent.add(value)
+        if len(self._recent) >= max(self._MERGE_AT, len(self._sorted) // 8):
+            merged = self._sorted.tolist()
+            merged += self._recent
+            merged.sort()
+            self._sorted = array.array("Q", merged)
+            self._recent.clear()
+        return True
+
+
+def _read_rows(
+    path: Path,
+    files: ListFiles,
+    problems: list[Problem],
+    unusable: list[Problem],
+    seen: _SeenAddresses | None,
+) -> Iterator[ListEntry]:
+    """One file's valid rows, its skipped rows added to ``problems`` and, when the file
+    stops a publish, a problem to ``unusable``. ``seen`` None: check only, yield nothing."""
+    source = str(path.relative_to(files.root)) if path.is_relative_to(files.root) else str(path)
+    known = files.known_topics
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        return _unusable(source, None, f"cannot read it: {exc.strerror or exc}")
+        _add_unusable(problems, unusable, source, None, f"cannot read it: {exc.strerror or exc}")
+        return
     if not raw.strip(b"\xef\xbb\xbf\xff\xfe\x00 \t\r\n"):
-        return SubscriberList((), ())
+        return
     try:
         table = read_csv(raw, "email")
     except UnreadableCsv as exc:
-        return _unusable(source, exc.line, str(exc))
+        _add_unusable(problems, unusable, source, exc.line, str(exc))
+        return
+    del raw  # the decoded text is all the rows need
     header = table.header
     unknown = [h for h in header if h not in EXPORT_COLUMNS]
     if unknown or len(set(header)) != len(header):
         what = f"unknown column {unknown[0]!r}" if unknown else "a column named twice"
-        return _unusable(
+        _add_unusable(
+            problems,
+            unusable,
             source,
             1,
             f"{what} (read as {table.described}); the header names the columns "
             "email,name,topics (and optionally status and frequency)",
         )
-    entries: list[ListEntry] = []
-    problems: list[Problem] = []
-    seen: set[str] = set()
+        return
+    first_problem = len(problems)
     rows = 0
     for line, row in table.rows():
         if not any(cell.strip() for cell in row):
@@ -176,28 +260,29 @@ def read_list(path: Path, root: Path, *, known_topics: Iterable[str] = ()) -> Su
                 )
             )
             continue
-        if email_key(address) in seen:
+        if seen is None or not seen.add(address):
             continue
-        seen.add(email_key(address))
         subscriber = Subscriber(address, clean_name(cells.get("name", "")), topics, frequency)
-        entries.append(ListEntry(subscriber, status, f"{source}:{line}"))
-    unusable: tuple[Problem, ...] = ()
-    if rows and len(problems) * 2 > rows:
-        unusable = (
+        yield ListEntry(subscriber, status, f"{source}:{line}")
+    invalid = len(problems) - first_problem
+    if rows and invalid * 2 > rows:
+        unusable.append(
             Problem(
                 source,
                 None,
                 None,
-                f"{len(problems)} of its {rows} rows are invalid (read as {table.described}); "
+                f"{invalid} of its {rows} rows are invalid (read as {table.described}); "
                 "nobody on this list is mailed until it is fixed",
-            ),
+            )
         )
-    return SubscriberList(tuple(entries), tuple(problems), unusable)
 
 
-def _unusable(source: str, line: int | None, message: str) -> SubscriberList:
-    problem = Problem(source, line, None, message)
-    return SubscriberList((), (problem,), (problem,))
+def _add_unusable(
+    problems: list[Problem], unusable: list[Problem], source: str, line: int | None, text: str
+) -> None:
+    problem = Problem(source, line, None, text)
+    problems.append(problem)
+    unusable.append(problem)
 
 
 def export_csv(records: Iterable[SubscriberRecord]) -> str:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import itertools
 import secrets
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from pipeline.config import Settings, secret_key
 from pipeline.errors import SubscriberError
 from pipeline.models import Subscriber
 from pipeline.store import (
+    FREQUENCIES,
     Ledger,
     MergeCounts,
     SignupRecord,
@@ -37,6 +40,7 @@ from pipeline.store import (
 from pipeline.subscriber_lists import (
     EXPORT_COLUMNS,
     ListEntry,
+    ListFiles,
     SubscriberList,
     export_csv,
     load_subscribers,
@@ -59,6 +63,8 @@ __all__ = [
     "EXPORT_COLUMNS",
     "PURPOSES",
     "ListEntry",
+    "ListFiles",
+    "ListPlan",
     "SignupRequest",
     "SubscriberList",
     "SubscriberStore",
@@ -75,7 +81,8 @@ __all__ = [
     "normalise_email",
     "open_store",
     "parse_topics",
-    "planned_recipients",
+    "plan_lists",
+    "planned_subscriber",
     "read_list",
     "read_token",
     "sign_token",
@@ -104,28 +111,78 @@ def list_differences(
     return notes
 
 
-def without_erased(entries: Iterable[ListEntry], erased: set[str], key: str) -> list[ListEntry]:
-    """``entries`` less the addresses whose keyed hash is in ``erased`` (forgotten ones)."""
+def without_erased(entries: Iterable[ListEntry], erased: set[str], key: str) -> Iterator[ListEntry]:
+    """``entries`` less the addresses whose keyed hash is in ``erased`` (forgotten ones),
+    one at a time: a list is never copied."""
     if not erased:
-        return list(entries)
-    return [e for e in entries if erased_hash(e.subscriber.email, key) not in erased]
+        return iter(entries)
+    return (e for e in entries if erased_hash(e.subscriber.email, key) not in erased)
 
 
-def planned_recipients(ledger: Ledger, lists: SubscriberList, secret: str) -> list[Subscriber]:
-    """Who is active once ``lists`` are merged in, without writing anything (a publish plan)."""
-    current = {record.email_key: record for record in ledger.subscribers()}
-    active = {key: _subscriber(r) for key, r in current.items() if r.status == "active"}
-    for entry in without_erased(lists.entries, ledger.erased_hashes(), secret):
-        key = email_key(entry.subscriber.email)
-        record = current.get(key)
-        action = merge_action(None if record is None else record.status, entry.status)
-        if action == "add" and entry.status == "active":
-            active[key] = entry.subscriber
-        elif action == "activate" and record is not None:
-            active[key] = _subscriber(record)
+@dataclass(slots=True)
+class ListPlan:
+    """What merging the editors' lists would do, without writing anything: how many will
+    be active per set of topics ("immediately" readers in ``topic_counts``, those on a
+    daily, weekly or monthly frequency in ``standby_counts``), and the list values that
+    differ from a known subscriber's own (kept; see ``list_differences``)."""
+
+    topic_counts: Counter[frozenset[str]]
+    standby_counts: Counter[frozenset[str]]
+    differences: list[str]
+
+
+def plan_lists(
+    ledger: Ledger, entries: Iterable[ListEntry], secret: str, *, chunk: int = 500
+) -> ListPlan:
+    """Preview a merge of ``entries`` (streamed: ``ListFiles.entries``) for a publish plan.
+
+    The ledger's active subscribers are counted in SQL and the list rows looked up
+    ``chunk`` addresses at a time, so memory does not grow with the list or the ledger.
+    """
+    immediate: Counter[frozenset[str]] = Counter()
+    periodic: Counter[frozenset[str]] = Counter()
+
+    def tally(topics: frozenset[str], frequency: str, count: int) -> None:
+        (immediate if frequency == FREQUENCIES[0] else periodic)[topics] += count
+
+    for (topics, frequency), count in ledger.active_topic_counts().items():
+        tally(topics, frequency, count)
+    differences: list[str] = []
+    stream = without_erased(entries, ledger.erased_hashes(), secret)
+    while batch := list(itertools.islice(stream, chunk)):
+        known = ledger.subscribers_by_key([email_key(e.subscriber.email) for e in batch])
+        differences += list_differences(known.values(), batch)
+        for entry in batch:
+            found = known.get(email_key(entry.subscriber.email))
+            action = merge_action(None if found is None else found.status, entry.status)
+            if action == "add" and entry.status == "active":
+                tally(entry.subscriber.topics, entry.subscriber.frequency, 1)
+            elif action == "activate" and found is not None:
+                # A known address keeps its own topics and frequency.
+                tally(found.topics, found.frequency, 1)
+            elif action == "suppress" and found is not None and found.status == "active":
+                tally(found.topics, found.frequency, -1)
+    return ListPlan(+immediate, +periodic, differences)  # +: drops the groups that emptied
+
+
+def planned_subscriber(
+    ledger: Ledger, entries: Iterable[ListEntry], address: str, secret: str
+) -> Subscriber | None:
+    """``address`` as it will be once ``entries`` are merged in, if it will be active."""
+    key = email_key(address)
+    record = ledger.subscriber(key)
+    kept = without_erased(entries, ledger.erased_hashes(), secret)
+    entry = next((e for e in kept if email_key(e.subscriber.email) == key), None)
+    status = None if record is None else record.status
+    if entry is not None:
+        action = merge_action(status, entry.status)
+        if action == "add":
+            return entry.subscriber if entry.status == "active" else None
+        if action == "activate":
+            status = "active"
         elif action == "suppress":
-            active.pop(key, None)
-    return list(active.values())
+            return None
+    return _subscriber(record) if record is not None and status == "active" else None
 
 
 def listed_subscribers(

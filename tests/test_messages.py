@@ -21,13 +21,16 @@ from pathlib import Path
 
 import dkim
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from pipeline import ConfigError, load_settings, open_ledger, plan_publish
+from pipeline.delivery import wire_form
 from pipeline.digest import DigestPlan, SlotTemplate
 from pipeline.messages import MessageFactory, build_reference_message, email_settings_problems
 from pipeline.mime import AddressError, QuotedPrintableSlots, addr_spec, header_safe
 from pipeline.return_path import read_verp_token
-from pipeline.signing import DKIM_KEY_ENV, load_signer
+from pipeline.signing import DKIM_ED25519_KEY_ENV, DKIM_KEY_ENV, load_signer
 from pipeline.store import AudienceRecord, OutboxRow
 from pipeline.subscribers import verify_token
 from pipeline.tokens import subscriber_ref
@@ -373,6 +376,70 @@ def test_dkim_configuration_mistakes_are_named(
         load_signer(load_settings(project))
 
 
+def test_ed25519_co_signature_from_settings_verifies(
+    project: Path, rsa_key: tuple[bytes, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 8463: an Ed25519 key (the base64 seed dknewkey writes) signs beside RSA."""
+    seed = bytes(range(32))
+    public = (
+        Ed25519PrivateKey.from_private_bytes(seed)
+        .public_key()
+        .public_bytes(Encoding.Raw, PublicFormat.Raw)
+    )
+    monkeypatch.setenv(DKIM_KEY_ENV, rsa_key[0].decode())
+    monkeypatch.setenv(DKIM_ED25519_KEY_ENV, base64.b64encode(seed).decode())
+    config = project / "pipeline.toml"
+    config.write_text(
+        config.read_text() + '\n[dkim]\nselector = "news2026"\ned25519_selector = "ed2026"\n'
+    )
+    raw = (
+        make_factory(project, planned_digest(project))
+        .build(OutboxRow(1, 1, "*", "ana@example.org", "Ana", 0))
+        .data
+    )
+    records = {
+        b"news2026._domainkey.example.org.": rsa_key[1].encode(),
+        b"ed2026._domainkey.example.org.": b"v=DKIM1; k=ed25519; p=" + base64.b64encode(public),
+    }
+    verifier = dkim.DKIM(raw)
+    for index in (0, 1):
+        assert verifier.verify(idx=index, dnsfunc=lambda name, timeout=5: records.get(name))
+    assert raw.count(b"DKIM-Signature:") == 2 and b"a=ed25519-sha256" in raw
+
+
+def test_dkim_key_mistakes_are_named(
+    project: Path, rsa_key: tuple[bytes, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = project / "pipeline.toml"
+    base = config.read_text()
+    monkeypatch.setenv(DKIM_KEY_ENV, rsa_key[0].decode())
+    monkeypatch.delenv(DKIM_ED25519_KEY_ENV, raising=False)
+    for extra, message in (
+        (
+            'selector = "s1"\ned25519_selector = "e1"\n',
+            "ed25519_selector is set but there is no key",
+        ),
+        ('selector = "s 1"\n', "not a DNS name"),
+        ('selector = "s1"\ned25519_selector = "s1"\n', "must differ"),
+    ):
+        config.write_text(base + "\n[dkim]\n" + extra)
+        with pytest.raises(ConfigError, match=message):
+            load_signer(load_settings(project))
+    config.write_text(base + '\n[dkim]\nselector = "s1"\n')
+    monkeypatch.setenv(DKIM_ED25519_KEY_ENV, "bm90IGEgc2VlZA==")
+    with pytest.raises(ConfigError, match="ed25519_selector is empty"):
+        load_signer(load_settings(project))
+    config.write_text(base + '\n[dkim]\nselector = "s1"\ned25519_selector = "e1"\n')
+    with pytest.raises(ConfigError, match="seed is 32 bytes"):
+        load_signer(load_settings(project))
+    openssl = require_tool("openssl", why="generates a too-short DKIM key")
+    short = subprocess.run([openssl, "genrsa", "512"], check=True, capture_output=True).stdout
+    monkeypatch.setenv(DKIM_KEY_ENV, short.decode())
+    config.write_text(base + '\n[dkim]\nselector = "s1"\n')
+    with pytest.raises(ConfigError, match="too short"):
+        load_signer(load_settings(project))
+
+
 @pytest.mark.parametrize(
     "subject",
     [
@@ -401,3 +468,15 @@ def test_subjects_read_back_as_written(project: Path, subject: str) -> None:
         for line in head.split(b"\r\n")
         if b"://" not in line and b"<mailto:" not in line
     )
+
+
+def test_factory_messages_have_only_crlf_line_ends(project: Path) -> None:
+    """``crlf_only`` lets the transport skip its line-end check: it must hold for every name."""
+    factory = make_factory(project, planned_digest(project))
+    names = ["Ana", "Zoë Müller", "Evil\r\nBcc: x@example.net", "tab\there", "a\rb\nc", "日本", ""]
+    for index, name in enumerate(names):
+        message = factory.build(OutboxRow(index, 1, "*", f"r{index}@example.org", name, 0))
+        data = message.data
+        assert message.crlf_only
+        assert data.count(b"\r\n") == data.count(b"\n") == data.count(b"\r")
+        assert wire_form(data, crlf_only=True) == wire_form(data)

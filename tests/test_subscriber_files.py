@@ -7,6 +7,7 @@ Real parts: files written to disk in each encoding, the CLI through CliRunner.
 from __future__ import annotations
 
 import codecs
+import io
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,13 @@ def test_publish_without_email_only_warns_about_an_unusable_list(project: Path) 
     result = run(project, "publish", "--no-email")
     assert result.exit_code == 0
     assert "subscribers/mostly-bad.csv: 2 of its 2 rows are invalid" in result.output
+
+
+def test_rows_are_split_at_the_same_line_ends_as_a_text_file() -> None:
+    """``CsvTable.rows`` reads the text a line at a time instead of through a StringIO
+    (which holds 4 bytes a character); the lines must be the ones StringIO would give."""
+    from pipeline.spreadsheet_csv import _lines
+
+    texts = ["a\nb\n", "a\r\nb\r\n", "a\rb\r", "a\nb", "", "\n\n", "a\r\r\nb", '"x\ny",z\r\nq']
+    for text in texts:
+        assert list(_lines(text)) == list(io.StringIO(text, newline="")), repr(text)

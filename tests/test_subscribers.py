@@ -251,6 +251,47 @@ def test_each_publish_merges_the_lists_but_a_dry_run_writes_nothing(
         assert len(store.active()) == 5
 
 
+def test_the_plans_counts_match_who_the_publish_mails(
+    project: Path, smtp_server: Received, settings: Settings
+) -> None:
+    """The plan counts recipients per audience from a streamed list; the publish then reads
+    them from the ledger. Every merge rule must give the same answer on both sides."""
+    from pipeline import open_ledger, plan_publish
+
+    with open_store(settings) as store:
+        store.add("active@example.org", "Active", frozenset({"scleroderma"}), NOW)
+        store.add("gone@example.org", "Gone", frozenset(), NOW)
+        store.add("unsub@example.org", "Unsub", frozenset(), NOW)
+        store.remove("unsub@example.org", NOW)
+        store.request_signup("pending@example.org", "", frozenset({"multiple-sclerosis"}), NOW)
+    write_list(
+        project,
+        "z-more.csv",  # read after subscribers.csv
+        "email,name,topics,status\n"
+        "pending@example.org,P,,active\n"  # activates, keeping its own topics
+        "GONE@example.org,G,,unsubscribed\n"  # suppresses an active one
+        "unsub@example.org,U,,active\n"  # never brings one back
+        "Ana.Reyes@example.org,Again,multiple-sclerosis,unsubscribed\n"  # a repeat: ignored
+        "new@example.org,New,interstitial-lung-disease,active\n"
+        "new@example.org,New again,,unsubscribed\n",  # a repeat in the same file
+    )
+    with open_ledger(settings) as ledger:
+        plan = plan_publish(settings, ledger, now=FIRST_RUN)
+    assert plan.digest is not None
+    planned = dict(plan.digest.members)
+
+    publish(project)
+
+    recorded = dict(
+        ledger_rows(project, "SELECT audience_key, COUNT(*) FROM outbox GROUP BY audience_key")
+    )
+    assert recorded == planned
+    mailed = {r.lower() for r in smtp_server.recipients()}
+    assert {"pending@example.org", "new@example.org", "ana.reyes@example.org"} <= mailed
+    assert not mailed & {"gone@example.org", "unsub@example.org"}
+    assert plan.recipients == len(mailed) == sum(planned.values())
+
+
 def test_unsubscribing_stops_messages_already_queued(project: Path, settings: Settings) -> None:
     with open_store(settings) as store:
         merge_lists(store, project)

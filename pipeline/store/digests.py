@@ -5,7 +5,8 @@ either nothing or a complete list of pending messages.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 from pipeline.store.articles import insert_versions
@@ -54,12 +55,47 @@ def insert_digest(
         ],
     )
     db.announce(OUTBOX_CHANNEL)  # idle workers wake when this commits
-    db.executemany(
-        """INSERT INTO outbox (digest_id, audience_key, email, name, created_at)
-           VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
-        ((digest_id, key, email, name, stamp) for key, email, name in recipients),
-    )
+    # In chunks: the recipients may be read from this same connection (see
+    # ``active_subscribers``), never while a statement is half done.
+    rows = iter(recipients)
+    while chunk := list(itertools.islice(rows, _OUTBOX_CHUNK)):
+        db.executemany(
+            """INSERT INTO outbox (digest_id, audience_key, email, name, created_at)
+               VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
+            [(digest_id, key, email, name, stamp) for key, email, name in chunk],
+        )
     return int(digest_id)
+
+
+# Outbox rows written per statement while recording a digest.
+_OUTBOX_CHUNK = 1000
+# Addresses looked up per statement (well under every SQLite build's parameter limit).
+_KEYS_PER_QUERY = 500
+
+
+def _immediate_chunks(
+    db: Database, recipients: Iterable[tuple[str, str, str]]
+) -> Iterator[list[tuple[str, str, str]]]:
+    """``recipients`` in chunks, less the active readers on a daily, weekly or monthly
+    frequency as the ledger has them now; no chunk is empty."""
+    rows = iter(recipients)
+    while chunk := list(itertools.islice(rows, _OUTBOX_CHUNK)):
+        keys = sorted({email.lower() for _, email, _ in chunk})
+        periodic: set[str] = set()
+        for start in range(0, len(keys), _KEYS_PER_QUERY):
+            part = keys[start : start + _KEYS_PER_QUERY]
+            periodic.update(
+                key
+                for (key,) in db.execute(
+                    f"""SELECT email_key FROM subscribers
+                        WHERE status = 'active' AND frequency <> 'immediately'
+                          AND email_key IN ({", ".join("?" * len(part))})""",
+                    tuple(part),
+                )
+            )
+        kept = [r for r in chunk if r[1].lower() not in periodic]
+        if kept:
+            yield kept
 
 
 class DigestStore:
@@ -116,24 +152,21 @@ class DigestStore:
                 [(stamp, slug) for slug in record.withdrawn],
             )
             digest_id: int | None = None
-            # Frequencies as of now (insert_versions holds the lock frequency changes take).
-            periodic = {
-                key
-                for (key,) in self._db.execute(
-                    "SELECT email_key FROM subscribers "
-                    "WHERE status = 'active' AND frequency <> 'immediately'"
-                )
-            }
-            recipients = [r for r in record.recipients if r[1].lower() not in periodic]
-            if record.digest_subject is not None and record.audiences and recipients:
-                digest_id = insert_digest(
-                    self._db,
-                    stamp,
-                    record.digest_subject,
-                    record.web_html,
-                    record.audiences,
-                    recipients,
-                )
+            if record.digest_subject is not None and record.audiences:
+                # Frequencies as of now (insert_versions holds the lock frequency changes
+                # take); the recipients are streamed, so the first chunk says whether anyone
+                # is left to send to.
+                chunks = _immediate_chunks(self._db, record.recipients)
+                first = next(chunks, [])
+                if first:
+                    digest_id = insert_digest(
+                        self._db,
+                        stamp,
+                        record.digest_subject,
+                        record.web_html,
+                        record.audiences,
+                        itertools.chain(first, itertools.chain.from_iterable(chunks)),
+                    )
             self._db.execute(
                 "INSERT INTO runs (finished_at, new, updated, withdrawn, digest_id) VALUES (?, ?, ?, ?, ?)",
                 (

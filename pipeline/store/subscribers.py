@@ -9,7 +9,7 @@ subscriber's name, topics or status.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 
 from pipeline.store.database import Database
@@ -25,6 +25,9 @@ from pipeline.store.records import (
 )
 
 __all__ = ["SubscriberStore"]
+
+# Keys bound in one IN (...) list: far below SQLite's limit of 32,766 host parameters.
+_KEYS_PER_QUERY = 500
 
 # The suppressed statuses as an SQL list: "('unsubscribed', 'bounced')".
 _SUPPRESSED = "(" + ", ".join(f"'{status}'" for status in SUPPRESSED_STATUSES) + ")"
@@ -61,6 +64,49 @@ class SubscriberStore:
             f"SELECT {self._SUBSCRIBER_COLUMNS} FROM subscribers {where} ORDER BY id", wanted
         )
         return [_subscriber_record(row) for row in rows]
+
+    def subscribers_by_key(self, email_keys: Sequence[str]) -> dict[str, SubscriberRecord]:
+        """The known subscribers among ``email_keys``, by key (looked up in chunks)."""
+        found: dict[str, SubscriberRecord] = {}
+        for start in range(0, len(email_keys), _KEYS_PER_QUERY):
+            chunk = email_keys[start : start + _KEYS_PER_QUERY]
+            rows = self._db.execute(
+                f"""SELECT {self._SUBSCRIBER_COLUMNS} FROM subscribers
+                    WHERE email_key IN ({", ".join("?" * len(chunk))})""",
+                tuple(chunk),
+            )
+            for row in rows:
+                record = _subscriber_record(row)
+                found[record.email_key] = record
+        return found
+
+    def active_topic_counts(self) -> dict[tuple[frozenset[str], str], int]:
+        """How many active subscribers chose each set of topics (empty: every topic) and
+        each frequency, by ``(topics, frequency)``."""
+        rows = self._db.execute(
+            """SELECT topics, frequency, COUNT(*) FROM subscribers WHERE status = 'active'
+               GROUP BY topics, frequency"""
+        )
+        return {(_topics_set(topics), frequency): int(count) for topics, frequency, count in rows}
+
+    def active_subscribers(self, chunk: int = 1000) -> Iterator[tuple[str, str, frozenset[str]]]:
+        """``(email, name, topics)`` of every active subscriber in the order they arrived.
+
+        Read ``chunk`` rows at a time (keyset pagination), so a caller may write between
+        chunks on the same connection and never holds more than one chunk.
+        """
+        last = 0
+        while True:
+            rows = self._db.execute(
+                """SELECT id, email, name, topics FROM subscribers
+                   WHERE status = 'active' AND id > ? ORDER BY id LIMIT ?""",
+                (last, chunk),
+            ).fetchall()
+            for _, email, name, topics in rows:
+                yield email, name, _topics_set(topics)
+            if len(rows) < chunk:
+                return
+            last = rows[-1][0]
 
     def merge_subscribers(self, rows: Iterable[SubscriberRow], now: datetime) -> MergeCounts:
         """Import list rows: unknown addresses are added with the row's status; a known one
