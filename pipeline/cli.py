@@ -40,6 +40,7 @@ import click
 from pipeline import views
 from pipeline.authoring import create_article
 from pipeline.check import check_project, digest_size_line, load_checked
+from pipeline.cli_types import ADDRESS, TOPIC, NonEmpty, refuse_empty
 from pipeline.config import Settings, load_project
 from pipeline.console import Output, Verbosity
 from pipeline.delivery import DeliveryReport
@@ -117,7 +118,7 @@ Exit codes:
 )
 @click.option(
     "--root",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=NonEmpty(click.Path(file_okay=False, path_type=Path)),
     default=Path("."),
     show_default=True,
     help="Project folder holding pipeline.toml, articles/ and subscribers/.",
@@ -137,11 +138,17 @@ Handler = Callable[..., None]
 
 
 def command(
-    name: str | None = None, *, json_output: bool = False, group: click.Group | None = None
+    name: str | None = None,
+    *,
+    json_output: bool = False,
+    group: click.Group | None = None,
+    empty_ok: tuple[str, ...] = (),
 ) -> Callable[[Handler], click.Command]:
     """Register ``handler(app, **options)`` as a subcommand with the shared output options.
 
     ``group`` puts it under a command group (``pipeline subscribers add``) instead of the top.
+    Every text or path value must not be empty (usage error, exit 2) except the parameters
+    named in ``empty_ok``, whose help says what ``''`` means.
     """
 
     def decorate(handler: Handler) -> click.Command:
@@ -156,6 +163,7 @@ def command(
             handler(app, **options)
 
         registered = (group or cli).command(name)(run)
+        refuse_empty(registered.params, allowed=empty_ok)
         registered.params.extend(_shared_options(json_output))  # after the command's own
         return registered
 
@@ -272,6 +280,7 @@ def _render_check(app: App, problems: list[Problem], size: str | None = None) ->
     "topics",
     multiple=True,
     metavar="SLUG",
+    type=TOPIC,
     help="A topic from [topics] in pipeline.toml; repeat for several.",
 )
 @click.option("--slug", help="The file name to use instead of one made from the title.")
@@ -467,6 +476,7 @@ def _render_waiting(app: App, delivery: DeliveryReport) -> None:
 @click.option(
     "--subscriber",
     metavar="ADDR",
+    type=ADDRESS,
     help="Preview the copy this subscriber would get (default: every change).",
 )
 def preview(app: App, subscriber: str | None) -> None:
@@ -481,7 +491,9 @@ def preview(app: App, subscriber: str | None) -> None:
 
 
 @command("send-test")
-@click.option("--to", "to", required=True, metavar="ADDR", help="Where to send the test copy.")
+@click.option(
+    "--to", "to", required=True, metavar="ADDR", type=ADDRESS, help="Where to send the test copy."
+)
 def send_test_command(app: App, to: str) -> None:
     """Send the next digest to ADDR with "[TEST]" in the subject; record nothing.
 
@@ -503,7 +515,13 @@ def send_test_command(app: App, to: str) -> None:
 
 @command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on.",
+)
 def serve(app: App, host: str, port: int) -> None:
     """Serve the site, its feeds and the subscriber pages over HTTP until interrupted."""
     import uvicorn  # only this command needs the server

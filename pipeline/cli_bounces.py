@@ -15,7 +15,7 @@ from pipeline.addresses import email_key
 from pipeline.bounce_scores import reactivate
 from pipeline.cli import App, command
 from pipeline.cli_subscribers import subscribers
-from pipeline.errors import SubscriberError
+from pipeline.cli_types import ADDRESS, MOMENT
 from pipeline.publish import open_ledger
 from pipeline.status import read_ledger
 from pipeline.store.bounces import BounceEvent
@@ -24,7 +24,7 @@ __all__ = ["subscribers_bounces", "subscribers_reactivate"]
 
 
 @command("bounces", group=subscribers, json_output=True)
-@click.argument("address", required=False)
+@click.argument("address", required=False, type=ADDRESS)
 def subscribers_bounces(app: App, address: str | None) -> None:
     """List bounce scores and bounce suppressions; with ADDRESS, that address's bounces.
 
@@ -95,22 +95,26 @@ def _render_events(app: App, events: list[BounceEvent]) -> None:
 
 
 @command("reactivate", group=subscribers, json_output=True)
-@click.argument("addresses", nargs=-1, metavar="[ADDR]...")
+@click.argument("addresses", nargs=-1, metavar="[ADDR]...", type=ADDRESS)
 @click.option(
     "--cause", metavar="TEXT", help="Every address bounced with TEXT in its reason (any case)."
 )
 @click.option(
     "--since",
     metavar="DATE",
+    type=MOMENT,
     help="Every address suppressed by bounces on or after DATE (YYYY-MM-DD, or an ISO time).",
 )
 def subscribers_reactivate(
-    app: App, addresses: tuple[str, ...], cause: str | None, since: str | None
+    app: App, addresses: tuple[str, ...], cause: str | None, since: datetime | None
 ) -> None:
     """Bring back addresses suppressed by bounces (never unsubscribed or complained ones)."""
-    when = _moment(since) if since else None
+    if not addresses and cause is None and since is None:
+        raise click.UsageError(
+            "name the addresses to reactivate, or choose them with --cause or --since"
+        )
     with open_ledger(app.settings) as ledger:
-        result = reactivate(ledger, addresses, cause=cause, since=when, now=datetime.now(UTC))
+        result = reactivate(ledger, addresses, cause=cause, since=since, now=datetime.now(UTC))
     app.out.data({"reactivated": list(result.reactivated), "refused": dict(result.refused)})
     for email in result.reactivated:
         app.out.say(f"{email} is active again")
@@ -124,13 +128,3 @@ def subscribers_reactivate(
             else ""
         )
     )
-
-
-def _moment(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise SubscriberError(
-            f"--since {text!r} is not a date; write YYYY-MM-DD or YYYY-MM-DDTHH:MM"
-        ) from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

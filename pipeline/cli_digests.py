@@ -79,7 +79,7 @@ def digests(app: App, due: bool, as_of: str | None, no_deliver: bool) -> None:
     """
     settings = app.settings
     now = datetime.now(UTC)
-    if as_of:
+    if as_of is not None:
         moment = parse_as_of(as_of, settings)
         now = _not_future(moment, now, as_of) if due else moment
     if not due:

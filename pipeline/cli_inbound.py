@@ -13,7 +13,8 @@ import click
 from pipeline.bounce_inbox import InboxReport, process_mailbox
 from pipeline.cli import App, command
 from pipeline.config import secret_key
-from pipeline.mailboxes import MailboxError, open_mailbox
+from pipeline.errors import ConfigError
+from pipeline.mailboxes import MailboxError, NoMailboxYet, open_mailbox
 from pipeline.publish import open_ledger
 
 __all__ = ["bounces_command"]
@@ -45,8 +46,23 @@ def bounces_command(app: App, source: str | None) -> None:
     folder; mail nothing recognised stays in the mailbox, unread, for a person.
     """
     settings = app.settings
+    try:
+        mailbox = open_mailbox(settings.bounces.source if source is None else source, settings)
+    except NoMailboxYet as exc:
+        if source is not None:  # typed on the command line: a usage error
+            raise click.BadParameter(str(exc), param_hint="--from") from exc
+        # A new project: the MTA has not delivered any bounce yet (README, "Bounces").
+        app.out.data({"source": str(exc.path), "read": 0, "nothing_yet": True})
+        app.out.say(
+            f"Nothing to read yet: no bounce mail has arrived at {exc.path} "
+            "(set [bounces] source or use --from to read elsewhere)."
+        )
+        return
+    except ConfigError as exc:
+        if source is None:
+            raise
+        raise click.BadParameter(str(exc), param_hint="--from") from exc
     with open_ledger(settings) as ledger:
-        mailbox = open_mailbox(source or settings.bounces.source, settings)
         try:
             report = process_mailbox(settings, ledger, mailbox, secret_key(settings))
         except OSError as exc:

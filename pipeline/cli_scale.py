@@ -11,6 +11,7 @@ import click
 
 from pipeline import views
 from pipeline.cli import App, ExitCode, _render_delivery, cli, command, stop
+from pipeline.cli_types import LEDGER_URL
 from pipeline.config import parse_ledger_url, redact_url
 from pipeline.console import Verbosity
 from pipeline.delivery import DeliveryReport
@@ -77,6 +78,7 @@ def ledger() -> None:
     "to",
     required=True,
     metavar="URL",
+    type=LEDGER_URL,
     help="postgresql://user@host/db, or sqlite:///path/to/file.db to come back.",
 )
 @click.option("--replace", is_flag=True, help="Empty a target that already holds a ledger.")

@@ -7,14 +7,15 @@ given.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
 from pipeline.atomic import write_atomic
 from pipeline.cli import App, ExitCode, cli, command, stop
+from pipeline.cli_types import ADDRESS, TOPICS
 from pipeline.config import Settings, secret_key
 from pipeline.errors import PipelineError
 from pipeline.periodic import change_frequency
@@ -83,22 +84,51 @@ def subscribers_list(app: App, status: str | None) -> None:
 
 
 @command("show", group=subscribers, json_output=True)
-@click.argument("email")
+@click.argument("email", type=ADDRESS)
 def subscribers_show(app: App, email: str) -> None:
     """Show everything held about one address (--json: a data export for its owner)."""
     with read_ledger(app.settings) as ledger:
         data = person_data(ledger, email, _lists(app.settings))
     app.out.data(data)
-    if not app.out.as_json:
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     if data["subscriber"] is None and not data["list_rows"] and not data["messages"]:
         app.out.warn(f"nothing is held about {data['email']}")
+        return
+    for line in _person_lines(data):
+        app.out.say(line)
 
 
-@command("add", group=subscribers)
-@click.argument("email")
+def _person_lines(data: dict[str, Any]) -> list[str]:
+    """``person_data``'s document as a short report; ``--json`` gives it whole."""
+    lines = [str(data["email"])]
+    sub = data["subscriber"]
+    if sub is not None:
+        topics = ", ".join(sub["topics"]) or "every topic"
+        lines += [
+            f"  status:    {sub['status']}" + (f" ({sub['reason']})" if sub["reason"] else ""),
+            f"  name:      {sub['name'] or '-'}",
+            f"  topics:    {topics}",
+            f"  frequency: {sub['frequency']}",
+            f"  source:    {sub['source']}, since {sub['created_at']}",
+        ]
+    for row in data["list_rows"]:
+        lines.append(f"  listed in {row['source']} ({row['status']})")
+    for signup in data["signups"]:
+        confirmed = signup["confirmed_at"] or "not confirmed"
+        lines.append(f"  signed up {signup['requested_at']}, {confirmed}")
+    lines.append(f"  messages:  {len(data['messages'])}")
+    for message in data["messages"]:
+        lines.append(f"    digest {message['digest']}: {message['status']} {message['subject']!r}")
+    lines.append(f"  bounces:   {len(data['bounces'])}")
+    for bounce in data["bounces"]:
+        lines.append(f"    {bounce['at']} {bounce['kind']}: {bounce['cause']}")
+    lines.append("(`--json` exports everything held, for the person it is about)")
+    return lines
+
+
+@command("add", group=subscribers, empty_ok=("name", "topics"))
+@click.argument("email", type=ADDRESS)
 @click.option("--name", default=None, help="The name used in the greeting (default: none).")
-@click.option("--topics", default=None, help=TOPICS_HELP + " Default: every topic.")
+@click.option("--topics", type=TOPICS, default=None, help=TOPICS_HELP + " Default: every topic.")
 @click.option("--frequency", type=click.Choice(FREQUENCIES), help=FREQUENCY_HELP)
 def subscribers_add(
     app: App, email: str, name: str | None, topics: str | None, frequency: str | None
@@ -119,10 +149,10 @@ def subscribers_add(
         app.out.say(f"{record.email}: " + "; ".join(changes))
 
 
-@command("set", group=subscribers)
-@click.argument("email")
+@command("set", group=subscribers, empty_ok=("name", "topics"))
+@click.argument("email", type=ADDRESS)
 @click.option("--name", default=None, help="A new name for the greeting ('' for none).")
-@click.option("--topics", default=None, help=TOPICS_HELP)
+@click.option("--topics", type=TOPICS, default=None, help=TOPICS_HELP)
 @click.option("--frequency", type=click.Choice(FREQUENCIES), help=FREQUENCY_HELP)
 def subscribers_set(
     app: App, email: str, name: str | None, topics: str | None, frequency: str | None
@@ -149,7 +179,7 @@ def subscribers_set(
 
 
 @command("remove", group=subscribers)
-@click.argument("email")
+@click.argument("email", type=ADDRESS)
 def subscribers_remove(app: App, email: str) -> None:
     """Unsubscribe an address for good: no list import brings it back."""
     now = datetime.now(UTC)
@@ -160,7 +190,7 @@ def subscribers_remove(app: App, email: str) -> None:
 
 
 @command("forget", group=subscribers)
-@click.argument("email")
+@click.argument("email", type=ADDRESS)
 def subscribers_forget(app: App, email: str) -> None:
     """Erase an address's personal data (GDPR erasure).
 

@@ -36,6 +36,7 @@ __all__ = [
     "MailboxError",
     "MaildirMailbox",
     "MboxMailbox",
+    "NoMailboxYet",
     "open_mailbox",
 ]
 
@@ -44,6 +45,14 @@ PASSWORD_ENV = "PIPELINE_BOUNCES_PASSWORD"
 
 class MailboxError(PipelineError):
     """The bounce mailbox cannot be read: not there, unreachable, or the login is refused."""
+
+
+class NoMailboxYet(MailboxError):
+    """No file or folder at ``path`` yet: nothing has been delivered there."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class Mailbox(Protocol):
@@ -221,9 +230,10 @@ def open_mailbox(spec: str, settings: Settings) -> Mailbox:
     path = Path(spec).expanduser()
     path = path if path.is_absolute() else settings.paths.root / path
     if not path.exists():
-        raise MailboxError(
+        raise NoMailboxYet(
             f"no bounce mailbox at {path}; deliver bounces there or point [bounces] source "
-            f"in {CONFIG_FILE} (or --from) at a Maildir, an mbox file or an imaps:// URL"
+            f"in {CONFIG_FILE} (or --from) at a Maildir, an mbox file or an imaps:// URL",
+            path,
         )
     if kind == "mbox" or (not kind and path.is_file()):
         return MboxMailbox(path)

@@ -63,7 +63,7 @@ def test_bounces_lists_scores_and_reasons_and_reactivate_brings_back_an_incident
     assert "ana.reyes@example.org: unsubscribed" in err
     assert statuses(site)["ana.reyes@example.org"] == "unsubscribed"
     assert all(statuses(site)[g] == "active" for g in gone)
-    assert run(site, "subscribers", "reactivate")[0] == 1  # nothing chosen: says how
+    assert run(site, "subscribers", "reactivate")[0] == 2  # nothing chosen: usage, says how
 
 
 def test_reactivate_since_a_date_and_by_address(site: Path) -> None:
@@ -86,7 +86,7 @@ def test_reactivate_since_a_date_and_by_address(site: Path) -> None:
     code, out, _ = run(site, "subscribers", "reactivate", "--since", "2026-11-20")
     assert (code, out.splitlines()[-1].split(";")[0]) == (0, "2 address(es) reactivated")
     code, _, err = run(site, "subscribers", "reactivate", "--since", "last tuesday")
-    assert code == 1 and "YYYY-MM-DD" in err
+    assert code == 2 and "YYYY-MM-DD" in err and "'--since'" in err
     assert "Traceback" not in err
 
 

@@ -240,17 +240,19 @@ def test_a_late_dsn_counts_on_the_day_it_was_written() -> None:
 
 
 @pytest.mark.parametrize(
-    ("source", "message"),
-    [
-        ("state/nowhere", "no bounce mailbox at"),
-        ("imaps://host.example/INBOX", "imaps://user@host/INBOX"),
-        ("imaps://u:secret@host.example/INBOX", "keep the password out of the URL"),
-        ("articles", "not a Maildir"),
+    ("source", "message", "code"),
+    [  # typed wrongly: a usage error (2); a folder that is there but not a Maildir: 1
+        ("state/nowhere", "no bounce mailbox at", 2),
+        ("imaps://host.example/INBOX", "imaps://user@host/INBOX", 2),
+        ("imaps://u:secret@host.example/INBOX", "keep the password out of the URL", 2),
+        ("articles", "not a Maildir", 1),
     ],
 )
-def test_bad_sources_get_one_line_naming_the_fix(project: Path, source: str, message: str) -> None:
+def test_bad_sources_get_one_line_naming_the_fix(
+    project: Path, source: str, message: str, code: int
+) -> None:
     result = run(project, "bounces", "--from", source)
-    assert result.exit_code == 1
+    assert result.exit_code == code
     assert message in result.output and "Traceback" not in result.output
 
 

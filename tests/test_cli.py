@@ -512,8 +512,8 @@ def test_new_quiet_prints_only_the_path_and_takes_a_slug(project: Path) -> None:
 
 def test_new_rejects_an_unknown_topic(project: Path) -> None:
     result = run(project, "new", "Lupus news", "--topic", "lupus")
-    assert result.exit_code == 1
-    assert result.stderr.startswith("error: unknown topic 'lupus'; use one of ")
+    assert result.exit_code == 2  # a value typed wrongly is a usage error
+    assert "Error: Invalid value for '--topic': unknown topic 'lupus'; use one of " in result.stderr
     assert not (project / "articles" / "lupus-news.md").exists()
 
 

@@ -63,7 +63,7 @@ def test_add_with_a_different_frequency_refuses_and_names_set(project: Path) -> 
 def test_set_changes_only_what_it_is_given_and_says_so(project: Path) -> None:
     run(project, "import", str(project / "subscribers" / "subscribers.csv"))
     result = run(project, "set", ANA, "--topics", "scleroderma;lupus-nephritis")
-    assert result.exit_code == 1 and "lupus-nephritis" in result.output  # unknown topic
+    assert result.exit_code == 2 and "lupus-nephritis" in result.output  # typed wrongly
     result = run(project, "set", ANA, "--topics", "scleroderma;interstitial-lung-disease")
     assert result.exit_code == 0, result.output
     assert "topics: scleroderma -> interstitial-lung-disease;scleroderma" in result.output
