@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from pipeline.atomic import write_atomic
-from pipeline.cli import App, ExitCode, cli, command, stop
+from pipeline.cli_app import App, ExitCode, cli, command, stop
 from pipeline.config import Settings, secret_key
 from pipeline.errors import PipelineError
 from pipeline.periodic import change_frequency
