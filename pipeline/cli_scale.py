@@ -11,7 +11,7 @@ import click
 from pipeline import views
 from pipeline.cli_app import App, ExitCode, cli, command, stop
 from pipeline.cli_publish import render_delivery
-from pipeline.config import parse_ledger_url, redact_url
+from pipeline.config_urls import parse_ledger_url, redact_url
 from pipeline.console import Verbosity
 from pipeline.delivery import DeliveryReport
 from pipeline.status import destination

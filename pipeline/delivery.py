@@ -31,7 +31,9 @@ from typing import Protocol
 import aiosmtplib
 
 from pipeline.bounce_rules import Phase, Verdict, judge
-from pipeline.config import BounceSettings, SendSettings, Settings, SmtpTarget
+from pipeline.config import Settings
+from pipeline.config_sections import BounceSettings, SendSettings
+from pipeline.config_urls import SmtpTarget
 from pipeline.errors import DeliveryError
 from pipeline.messages import OutgoingMessage
 from pipeline.smtp_session import Reply, SmtpSession
