@@ -20,7 +20,8 @@ from pipeline.errors import ConfigError, PipelineError, Problem
 from pipeline.messages import email_settings_problems
 from pipeline.models import Audience, Entry
 from pipeline.store import open_ledger
-from pipeline.subscribers import SubscriberList, load_subscribers, without_erased
+from pipeline.subscriber_plans import without_erased
+from pipeline.subscribers import SubscriberList, load_subscribers
 from pipeline.template_check import check_templates
 from pipeline.tokens import key_fingerprint
 from pipeline.vetting import vet_articles

@@ -39,7 +39,8 @@ from pipeline.periodic import IMMEDIATELY, plan_windows
 from pipeline.publish import PREVIEW_DIR, plan_publish, remove_public_preview
 from pipeline.refusals import advice
 from pipeline.store import AudienceRecord, Ledger, OutboxRow
-from pipeline.subscribers import ListFiles, email_key, planned_subscriber
+from pipeline.subscriber_plans import planned_subscriber
+from pipeline.subscribers import ListFiles, email_key
 
 __all__ = [
     "PREVIEW_DIR",

@@ -31,7 +31,8 @@ from pipeline.models import Changes
 from pipeline.periodic import entry_card
 from pipeline.site import SitePlan, digest_pages, output_stamps, plan_site, remove_stale
 from pipeline.store import DigestCopy, KnownArticle, Ledger, PublishRecord, open_ledger
-from pipeline.subscribers import ListFiles, SubscriberStore, plan_lists
+from pipeline.subscriber_plans import plan_lists
+from pipeline.subscribers import ListFiles, SubscriberStore
 from pipeline.vetting import vet_articles
 from pipeline.websub import WebSubReport, changed_feed_urls, notify_hub
 from pipeline.workers import deliver_outbox
