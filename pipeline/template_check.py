@@ -29,21 +29,19 @@ import jinja2
 from jinja2 import meta, nodes
 
 from pipeline.config import CONFIG_FILE, Settings
-from pipeline.digest import (
+from pipeline.digest import EVERY_TOPIC, SLOTS
+from pipeline.digest_context import Period, digest_context
+from pipeline.digest_layout import Layout
+from pipeline.digest_templates import (
     DISCLAIMER_MISSING,
-    EVERY_TOPIC,
     HTML_TEMPLATE,
-    SLOTS,
     TEXT_TEMPLATE,
-    Period,
     TemplateRenderError,
     compile_mjml,
-    digest_context,
     missing_disclaimer,
     render_sources,
     template_environment,
 )
-from pipeline.digest_layout import Layout
 from pipeline.disclaimer import Disclaimer, load_disclaimer
 from pipeline.errors import Problem, TemplateError
 from pipeline.mjml_rules import (
