@@ -204,7 +204,7 @@ class _Drain:
             monotonic_now = time.monotonic()
             recent = [
                 monotonic_now - (now - sent).total_seconds()
-                for sent in _recent_sends(self.ledger, now)[index::of]
+                for sent in _recent_sends(self.ledger, now, options.rate_per_hour * of)[index::of]
             ]
         return RateLimiter(options.rate_per_second, options.rate_per_hour, recent=recent)
 
@@ -358,6 +358,7 @@ class _Drain:
             self.on_progress(self.report)
 
 
-def _recent_sends(ledger: Ledger, now: datetime) -> list[datetime]:
-    """Send times within the past hour, for a per-hour cap that spans runs."""
-    return ledger.sent_since(now - timedelta(seconds=HOUR))
+def _recent_sends(ledger: Ledger, now: datetime, limit: int) -> list[datetime]:
+    """The newest ``limit`` send times within the past hour, for a per-hour cap that spans
+    runs (``limit`` is every drain's share of the cap together: no more can count)."""
+    return ledger.sent_since(now - timedelta(seconds=HOUR), limit)
