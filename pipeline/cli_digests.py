@@ -16,7 +16,7 @@ from pipeline.cadence import period_label, previous_slot
 from pipeline.cli_app import App, ExitCode, command, stop
 from pipeline.cli_publish import render_delivery
 from pipeline.config import Settings
-from pipeline.delivery import DeliveryReport
+from pipeline.delivery_run import DeliveryReport
 from pipeline.errors import DeliveryError
 from pipeline.periodic import DueRun, run_due, schedule
 from pipeline.publish import open_ledger

@@ -15,7 +15,7 @@ import click
 from pipeline import views
 from pipeline.cli_app import App, ExitCode, command, stop
 from pipeline.console import Verbosity
-from pipeline.delivery import DeliveryReport
+from pipeline.delivery_run import DeliveryReport
 from pipeline.errors import DeliveryError
 from pipeline.publish import PublishPlan, PublishReport, execute, open_ledger, plan_publish
 from pipeline.status import ProjectStatus, destination, project_status, read_ledger

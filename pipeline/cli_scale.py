@@ -13,7 +13,7 @@ from pipeline.cli_app import App, ExitCode, cli, command, stop
 from pipeline.cli_publish import render_delivery
 from pipeline.config_urls import parse_ledger_url, redact_url
 from pipeline.console import Verbosity
-from pipeline.delivery import DeliveryReport
+from pipeline.delivery_run import DeliveryReport
 from pipeline.status import destination
 from pipeline.store import open_database
 from pipeline.store.copy import copy_ledger

@@ -23,13 +23,7 @@ from pathlib import Path
 
 from pipeline.atomic import write_atomic
 from pipeline.config import Settings, secret_key
-from pipeline.delivery import (
-    PermanentFailure,
-    Refused,
-    TemporaryFailure,
-    Transport,
-    transport_for,
-)
+from pipeline.delivery import PermanentFailure, Refused, TemporaryFailure, Transport, transport_for
 from pipeline.digest import EVERY_TOPIC, CompiledAudience, DigestPlan, audience_key
 from pipeline.digest_layout import Layout, describe
 from pipeline.errors import DeliveryError, PipelineError

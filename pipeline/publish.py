@@ -18,7 +18,8 @@ from pathlib import Path
 from pipeline.atomic import write_all_if_changed, write_if_changed
 from pipeline.cache import CachedLoad, load_articles_cached
 from pipeline.config import Settings, secret_key
-from pipeline.delivery import DeliveryReport, Transport
+from pipeline.delivery import Transport
+from pipeline.delivery_run import DeliveryReport
 from pipeline.digest import DigestPlan, audience_key, plan_digest
 from pipeline.disclaimer import load_disclaimer
 from pipeline.drain import Progress

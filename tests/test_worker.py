@@ -314,7 +314,7 @@ def test_each_worker_takes_its_share_of_the_rate_limits_and_all_its_connections(
     """[send] workers divides the relay's limits between deliverers; connections are per
     machine (split only between one machine's processes)."""
     from pipeline.config_sections import SendSettings
-    from pipeline.delivery import DeliveryOptions
+    from pipeline.delivery_run import DeliveryOptions
 
     send = SendSettings(connections=4, rate_per_second=10.0, rate_per_hour=1000, workers=4)
     alone = DeliveryOptions.from_settings(send)
