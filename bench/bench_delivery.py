@@ -195,7 +195,8 @@ def run_straightforward(root: Path, port: int, sample: int) -> tuple[float, int]
     import aiosmtplib
 
     from pipeline import load_settings, open_ledger, plan_publish
-    from pipeline.digest import public_slot_values, render_audience, template_environment
+    from pipeline.digest import public_slot_values, render_audience
+    from pipeline.digest_templates import template_environment
     from pipeline.disclaimer import load_disclaimer
 
     settings = load_settings(root)

@@ -30,15 +30,8 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
-from pipeline.delivery import (
-    DeliveryOptions,
-    DeliveryReport,
-    PermanentFailure,
-    Refused,
-    TemporaryFailure,
-    Transport,
-    Unreachable,
-)
+from pipeline.delivery import PermanentFailure, Refused, TemporaryFailure, Transport, Unreachable
+from pipeline.delivery_run import DeliveryOptions, DeliveryReport
 from pipeline.errors import DeliveryError
 from pipeline.messages import MessageFactory, OutgoingMessage
 from pipeline.ratelimit import HOUR, RateLimiter
