@@ -48,6 +48,9 @@ _CONNECTION = "connection: dropped or timed out"
 # Consecutive failures to reconnect after which a connection gives up for this run.
 RECONNECT_TRIES = 3
 
+# How often (seconds) a drain asks its ``stop()`` callable whether to finish.
+STOP_CHECK_EVERY = 0.05
+
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
@@ -130,6 +133,7 @@ class _Drain:
         self.clock = clock
         self.on_progress = on_progress
         self.external_stop = stop or (lambda: False)
+        self.next_stop_check = 0.0
         self.owner = lease_owner()
         self.report = DeliveryReport()
         self.stopping = False
@@ -144,8 +148,15 @@ class _Drain:
         )
 
     def should_stop(self) -> bool:
-        if not self.stopping and self.external_stop():
-            self.request_stop()
+        if not self.stopping:
+            # Asked once per message; the external check (a multiprocessing Event and the
+            # parent's pid, two system calls and a semaphore) is made at most every
+            # STOP_CHECK_EVERY seconds, which is soon enough for a person or a SIGTERM.
+            now = time.monotonic()
+            if now >= self.next_stop_check:
+                self.next_stop_check = now + STOP_CHECK_EVERY
+                if self.external_stop():
+                    self.request_stop()
         return self.stopping
 
     def request_stop(self, reason: str | None = None) -> None:
