@@ -14,16 +14,9 @@ from datetime import UTC, datetime, timedelta
 
 from bench.table import Table
 from pipeline import load_settings
-from pipeline.digest import (
-    EVERY_TOPIC,
-    SLOTS,
-    SlotTemplate,
-    compile_mjml,
-    digest_context,
-    render_audience,
-    render_sources,
-    template_environment,
-)
+from pipeline.digest import EVERY_TOPIC, SLOTS, SlotTemplate, render_audience
+from pipeline.digest_context import digest_context
+from pipeline.digest_templates import compile_mjml, render_sources, template_environment
 from pipeline.disclaimer import load_disclaimer
 from pipeline.models import Article, Audience, Entry, Therapy
 from tests.conftest import REPO

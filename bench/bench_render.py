@@ -28,15 +28,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from bench.table import Table
 from pipeline.config import load_settings
-from pipeline.digest import (
-    DigestPlan,
-    audience_key,
-    compile_mjml,
-    digest_context,
-    plan_digest,
-    render_sources,
-    template_environment,
-)
+from pipeline.digest import DigestPlan, audience_key, plan_digest
+from pipeline.digest_context import digest_context
+from pipeline.digest_templates import compile_mjml, render_sources, template_environment
 from pipeline.disclaimer import load_disclaimer
 from pipeline.dkim_sign import DkimKey, MessageSigner
 from pipeline.messages import MessageFactory, build_reference_message

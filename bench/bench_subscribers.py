@@ -19,12 +19,12 @@ from pathlib import Path
 from bench.table import Table
 from pipeline.spreadsheet_csv import read_csv
 from pipeline.store import Ledger
+from pipeline.subscriber_plans import plan_lists
 from pipeline.subscribers import (
     ListFiles,
     SubscriberList,
     SubscriberStore,
     load_subscribers,
-    plan_lists,
 )
 
 TOPICS = ("scleroderma", "interstitial-lung-disease", "multiple-sclerosis")

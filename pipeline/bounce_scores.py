@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pipeline.addresses import email_key
-from pipeline.config import BounceSettings
+from pipeline.config_sections import BounceSettings
 from pipeline.errors import SubscriberError
 from pipeline.store import Ledger
 from pipeline.store.bounces import BounceEvent, BounceScore

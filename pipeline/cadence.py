@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 
-from pipeline.config import WEEKDAYS, ScheduleSettings
+from pipeline.config_sections import WEEKDAYS, ScheduleSettings
 
 __all__ = ["latest_slot", "next_slot", "period_label", "previous_slot"]
 

@@ -13,14 +13,16 @@ from pathlib import Path
 from pipeline.articles import article_url, load_articles
 from pipeline.authoring import placeholder_problems
 from pipeline.config import CONFIG_FILE, Settings, load_settings, require_project, secret_key
-from pipeline.digest import EVERY_TOPIC, render_audience, template_environment
+from pipeline.digest import EVERY_TOPIC, render_audience
 from pipeline.digest_layout import describe
+from pipeline.digest_templates import template_environment
 from pipeline.disclaimer import load_disclaimer
 from pipeline.errors import ConfigError, PipelineError, Problem
 from pipeline.messages import email_settings_problems
 from pipeline.models import Audience, Entry
 from pipeline.store import open_ledger
-from pipeline.subscribers import SubscriberList, load_subscribers, without_erased
+from pipeline.subscriber_plans import without_erased
+from pipeline.subscribers import SubscriberList, load_subscribers
 from pipeline.template_check import check_templates
 from pipeline.tokens import key_fingerprint
 from pipeline.vetting import vet_articles

@@ -13,7 +13,7 @@ import click
 
 from pipeline.addresses import email_key
 from pipeline.bounce_scores import reactivate
-from pipeline.cli import App, command
+from pipeline.cli_app import App, command
 from pipeline.cli_subscribers import subscribers
 from pipeline.cli_types import ADDRESS, MOMENT
 from pipeline.publish import open_ledger

@@ -13,9 +13,10 @@ import click
 
 from pipeline import views
 from pipeline.cadence import period_label, previous_slot
-from pipeline.cli import App, ExitCode, _render_delivery, command, stop
+from pipeline.cli_app import App, ExitCode, command, stop
+from pipeline.cli_publish import render_delivery
 from pipeline.config import Settings
-from pipeline.delivery import DeliveryReport
+from pipeline.delivery_run import DeliveryReport
 from pipeline.errors import DeliveryError
 from pipeline.periodic import DueRun, run_due, schedule
 from pipeline.publish import open_ledger
@@ -114,7 +115,7 @@ def digests(app: App, due: bool, as_of: str | None, no_deliver: bool) -> None:
     for run in runs:
         app.out.say(_run_line(run, settings, latest.get(run.frequency)))
     if report is not None:
-        _render_delivery(app, report)
+        render_delivery(app, report)
         if not report.complete:
             stop(ExitCode.PARTIAL)
 

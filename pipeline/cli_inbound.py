@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import click
 
 from pipeline.bounce_inbox import InboxReport, process_mailbox
-from pipeline.cli import App, command
+from pipeline.cli_app import App, command
 from pipeline.config import secret_key
 from pipeline.errors import ConfigError
 from pipeline.mailboxes import MailboxError, NoMailboxYet, open_mailbox

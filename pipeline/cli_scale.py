@@ -1,8 +1,7 @@
 """The commands for running past one machine: ``pipeline worker`` and ``pipeline ledger copy``.
 
-Registered on :data:`pipeline.cli.cli` when that module is imported (it imports this one
-last); the work is done by :func:`pipeline.worker.run_worker` and
-:func:`pipeline.store.copy.copy_ledger`.
+Registered on the ``pipeline`` group when :mod:`pipeline.cli` imports this module; the work
+is done by :func:`pipeline.worker.run_worker` and :func:`pipeline.store.copy.copy_ledger`.
 """
 
 from __future__ import annotations
@@ -10,11 +9,12 @@ from __future__ import annotations
 import click
 
 from pipeline import views
-from pipeline.cli import App, ExitCode, _render_delivery, cli, command, stop
+from pipeline.cli_app import App, ExitCode, cli, command, stop
+from pipeline.cli_publish import render_delivery
 from pipeline.cli_types import LEDGER_URL
-from pipeline.config import parse_ledger_url, redact_url
+from pipeline.config_urls import parse_ledger_url, redact_url
 from pipeline.console import Verbosity
-from pipeline.delivery import DeliveryReport
+from pipeline.delivery_run import DeliveryReport
 from pipeline.status import destination
 from pipeline.store import open_database
 from pipeline.store.copy import copy_ledger
@@ -46,7 +46,7 @@ def worker(app: App, once: bool, poll: float) -> None:
 
     def drained(report: DeliveryReport) -> None:
         if not once:
-            _render_delivery(app, report)
+            render_delivery(app, report)
 
     result = run_worker(
         settings, once=once, poll=poll, on_drain=drained, on_error=lambda e: app.out.warn(e)
@@ -59,7 +59,7 @@ def worker(app: App, once: bool, poll: float) -> None:
         }
     )
     if once:
-        _render_delivery(app, result.delivery)
+        render_delivery(app, result.delivery)
         delivery = result.delivery
         if delivery.deferred or delivery.failed or delivery.stopped or delivery.interrupted:
             stop(ExitCode.PARTIAL)

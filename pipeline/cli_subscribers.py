@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from pipeline.atomic import write_atomic
-from pipeline.cli import App, ExitCode, cli, command, stop
+from pipeline.cli_app import App, ExitCode, cli, command, stop
 from pipeline.cli_types import ADDRESS, TOPICS
 from pipeline.config import Settings, secret_key
 from pipeline.errors import PipelineError
@@ -23,10 +23,10 @@ from pipeline.personal_data import forget, person_data
 from pipeline.publish import open_ledger
 from pipeline.status import read_ledger
 from pipeline.store import FREQUENCIES, SUBSCRIBER_STATUSES, SubscriberRecord
+from pipeline.subscriber_plans import listed_subscribers
 from pipeline.subscribers import (
     SubscriberList,
     export_csv,
-    listed_subscribers,
     load_subscribers,
     open_store,
     parse_topics,

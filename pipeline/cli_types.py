@@ -21,7 +21,8 @@ from typing import Any, Protocol
 import click
 
 from pipeline.addresses import normalise_email, parse_topics
-from pipeline.config import Settings, parse_ledger_url
+from pipeline.config import Settings
+from pipeline.config_urls import parse_ledger_url
 from pipeline.errors import PipelineError
 
 __all__ = ["ADDRESS", "LEDGER_URL", "MOMENT", "TOPIC", "TOPICS", "NonEmpty", "refuse_empty"]

@@ -1,9 +1,15 @@
-"""Typed settings: ``pipeline.toml`` at the project root, secrets from the environment.
+"""Typed settings: ``pipeline.toml`` at the project root read into ``Settings``, secrets
+from the environment.
 
 Secrets never live in the file: ``PIPELINE_SMTP_URL`` overrides ``[smtp] url``,
 ``PIPELINE_DATABASE_URL`` overrides ``[ledger] url``,
 ``PIPELINE_SMTP_PASSWORD`` supplies the SMTP password and ``PIPELINE_SECRET_KEY`` the key
 that signs unsubscribe links (a random key is generated once into ``state/`` otherwise).
+
+The sections' dataclasses are in :mod:`pipeline.config_sections`, the URLs' parsing in
+:mod:`pipeline.config_urls`, the rules each value must satisfy in
+:mod:`pipeline.config_checks`; this module reads the file, checks each value's TOML type and
+builds the whole.
 """
 
 from __future__ import annotations
@@ -16,207 +22,34 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pipeline import config_checks as checks
 from pipeline.atomic import write_atomic
+from pipeline.config_sections import (
+    CONFIG_FILE,
+    BounceSettings,
+    DigestSettings,
+    DkimSettings,
+    FeedSettings,
+    LedgerSettings,
+    Paths,
+    ScheduleSettings,
+    SenderSettings,
+    SendSettings,
+    SiteSettings,
+    SmtpSettings,
+)
+from pipeline.config_urls import SmtpTarget, parse_ledger_url, parse_smtp_url
 from pipeline.errors import ConfigError
-from pipeline.text_rules import title_problems, unsafe_characters, valid_url
 
 __all__ = [
     "CONFIG_FILE",
-    "BounceSettings",
-    "DigestSettings",
-    "DkimSettings",
-    "FeedSettings",
-    "LedgerSettings",
-    "Paths",
-    "ScheduleSettings",
-    "SendSettings",
-    "SenderSettings",
     "Settings",
-    "SiteSettings",
-    "SmtpSettings",
-    "SmtpTarget",
     "load_project",
     "load_settings",
-    "parse_ledger_url",
-    "parse_smtp_url",
-    "redact_url",
     "require_project",
-    "schedule_problems",
     "secret_key",
 ]
-
-CONFIG_FILE = "pipeline.toml"
-
-
-@dataclass(frozen=True, slots=True)
-class SiteSettings:
-    title: str = "Therapy News"
-    base_url: str = "http://localhost:8000/"
-    description: str = "News about therapies and their clinical trials."
-    language: str = "en"
-    author: str = "The editors"
-
-
-@dataclass(frozen=True, slots=True)
-class SenderSettings:
-    name: str = "Therapy News"
-    address: str = "newsletter@example.org"
-    postal_address: str = "1 Example Street, Springfield, USA"
-    reply_to: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class SmtpSettings:
-    url: str = ""
-    timeout: float = 30.0  # seconds to wait for each reply
-    local_hostname: str = ""
-    connect_timeout: float = 10.0  # seconds to open a connection (TLS and login included)
-
-
-@dataclass(frozen=True, slots=True)
-class SendSettings:
-    connections: int = 4
-    rate_per_second: float = 0.0
-    max_attempts: int = 5
-    confirm_above: int = 100  # on a terminal, publish asks before emailing more people
-    rate_per_hour: int = 0  # 0: no hourly cap
-    retry_after: float = 60.0  # seconds before the first retry; doubles with each attempt
-    processes: int = 0  # sending processes; 0: one, or one per core for large lists
-    deliver: str = "publish"  # "publish": publish sends; "workers": `pipeline worker` does
-    workers: int = 1  # `pipeline worker`s sharing the rate limits; each takes 1/workers
-    lease: float = 120.0  # seconds a claim holds rows; a dead worker's rows return after it
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerSettings:
-    """Where the ledger lives: empty means the SQLite file ``state/pipeline.db``."""
-
-    url: str = ""  # postgresql://user@host/db or sqlite:///path; the environment's wins
-
-
-@dataclass(frozen=True, slots=True)
-class FeedSettings:
-    max_entries: int = 50
-    websub_hub: str = ""  # a WebSub hub's URL: advertised in every feed and pinged on change
-
-
-@dataclass(frozen=True, slots=True)
-class DigestSettings:
-    subject: str = "{site}: {first}{more}"
-    # The daily, weekly and monthly digests: {site}, {frequency}, {period}, {count}
-    periodic_subject: str = "Your {frequency} digest, {period}"
-
-
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleSettings:
-    """When the periodic digests go out, in ``timezone`` (an IANA name): daily at ``hour``,
-    weekly on ``weekday`` at ``hour``, monthly on ``day_of_month`` at ``hour``."""
-
-    hour: int = 8
-    weekday: str = "monday"
-    day_of_month: int = 1
-    timezone: str = "UTC"
-
-    @property
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
-
-
-@dataclass(frozen=True, slots=True)
-class DkimSettings:
-    """DKIM signing: on when ``selector`` is set; the key from PIPELINE_DKIM_KEY or key_file."""
-
-    selector: str = ""
-    domain: str = ""  # empty: the sender's domain
-    key_file: str = ""  # path to the PEM key, relative to the root; the env var wins
-    # Ed25519 co-signing (RFC 8463): on when ed25519_selector is set; the key from
-    # PIPELINE_DKIM_ED25519_KEY or ed25519_key_file.
-    ed25519_selector: str = ""
-    ed25519_key_file: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class BounceSettings:
-    """``[bounces]``: bounce scores (Mailman 3 style) and the in-run circuit breaker; where
-    late bounces arrive (``source``) and the VERP return path.
-
-    A hard bounce (the address does not exist) adds ``hard_score``, a soft one (mailbox
-    full, message too large, any 4xx about the mailbox) ``soft_score``; each UTC day counts
-    once, by its worst bounce. A score with no bounce for ``stale_after_days`` starts again
-    from zero, a delivered message clears it, and reaching ``threshold`` suppresses the
-    address. ``soft_score`` must stay below ``threshold``: a soft bounce alone never
-    suppresses. The breaker stops a run when ``breaker_recipients`` different recipients in
-    a row, in at least ``breaker_domains`` domains, got the same refusal.
-    """
-
-    hard_score: float = 5.0
-    soft_score: float = 1.0
-    threshold: float = 5.0
-    stale_after_days: int = 7
-    breaker_recipients: int = 10
-    breaker_domains: int = 3
-
-    # VERP: the envelope sender becomes local+<token>@domain; empty: the From address.
-    return_path: str = ""
-    # What `pipeline bounces` reads: a Maildir or mbox path (relative to the root) or an
-    # imap:// / imaps:// URL; the password comes from PIPELINE_BOUNCES_PASSWORD.
-    source: str = "state/bounces"
-    processed_folder: str = "Processed"  # where handled mail is moved (Maildir, IMAP)
-    webhook_max_age: float = 300.0  # seconds a signed webhook request stays acceptable
-
-
-@dataclass(frozen=True, slots=True)
-class SmtpTarget:
-    """Where and how to connect, parsed from an ``smtp://`` or ``smtps://`` URL."""
-
-    host: str
-    port: int
-    use_tls: bool
-    start_tls: bool
-    username: str | None
-    password: str | None
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class Paths:
-    root: Path
-
-    @property
-    def articles(self) -> Path:
-        return self.root / "articles"
-
-    @property
-    def templates(self) -> Path:
-        return self.root / "templates"
-
-    @property
-    def subscribers(self) -> Path:
-        return self.root / "subscribers"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state"
-
-    @property
-    def public(self) -> Path:
-        return self.root / "public"
-
-    @property
-    def ledger(self) -> Path:
-        return self.state / "pipeline.db"
-
-    @property
-    def maildir(self) -> Path:
-        return self.state / "maildir"
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,203 +209,16 @@ def _toml_value(value: object) -> str:
 
 
 def _validate(settings: Settings) -> None:
-    _validate_http_url("[site] base_url", settings.site.base_url, "https://news.example.org/")
-    _check_text(settings)
-    if "@" not in settings.sender.address:
-        raise ConfigError(f"{CONFIG_FILE}: [sender] address must be an email address")
-    if settings.send.connections < 1:
-        raise ConfigError(f"{CONFIG_FILE}: [send] connections must be at least 1")
-    if settings.send.confirm_above < 0:
-        raise ConfigError(f"{CONFIG_FILE}: [send] confirm_above must be 0 or more")
-    send = settings.send
-    if send.rate_per_second < 0 or send.rate_per_hour < 0 or send.retry_after < 0:
-        raise ConfigError(
-            f"{CONFIG_FILE}: [send] rate_per_second, rate_per_hour and retry_after "
-            "must be 0 or more"
-        )
-    if send.max_attempts < 1 or send.processes < 0:
-        raise ConfigError(
-            f"{CONFIG_FILE}: [send] max_attempts must be at least 1, processes 0 or more"
-        )
-    if send.deliver not in ("publish", "workers"):
-        raise ConfigError(
-            f'{CONFIG_FILE}: [send] deliver must be "publish" (publish sends the digest) or '
-            f'"workers" (`pipeline worker` sends it), not {send.deliver!r}'
-        )
-    if send.workers < 1:
-        raise ConfigError(f"{CONFIG_FILE}: [send] workers must be at least 1")
-    if send.lease < 5:
-        raise ConfigError(
-            f"{CONFIG_FILE}: [send] lease must be at least 5 seconds (it is renewed every "
-            "third of it while a worker runs)"
-        )
-    if settings.feeds.max_entries < 1:
-        raise ConfigError(f"{CONFIG_FILE}: [feeds] max_entries must be at least 1")
-    if settings.feeds.websub_hub:
-        _validate_http_url(
-            "[feeds] websub_hub", settings.feeds.websub_hub, "https://pubsubhubbub.appspot.com/"
-        )
-    if settings.smtp.url:
-        parse_smtp_url(settings.smtp.url, None)
-    parse_ledger_url(settings.ledger.url, settings.paths)
-    if urlsplit(settings.ledger.url).password is not None:
-        # pipeline.toml is committed with the project; as for [bounces] source, a secret in it
-        # would travel with every copy of the repository.
-        raise ConfigError(
-            f"{CONFIG_FILE}: [ledger] url: keep the password out of the file; remove it from "
-            "the URL and set PIPELINE_DATABASE_URL (or PGPASSWORD, or ~/.pgpass)"
-        )
-    _validate_bounces(settings.bounces)
-    _validate_return_path(settings.bounces)
-    schedule = schedule_problems(settings.schedule)
-    if schedule:
-        raise ConfigError(f"{CONFIG_FILE}: [schedule] " + "; ".join(schedule))
-
-
-def _validate_http_url(setting: str, url: str, example: str) -> None:
-    # Feeds and pages carry these URLs in hrefs, so each must be one a feed may carry
-    # (RFC 3986) and one urllib can parse: a bad bracket or port is refused here, not
-    # found as a traceback later.
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a port out of range
-    except ValueError:
-        parts = urlsplit("")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"{CONFIG_FILE}: {setting} {url!r} is not an absolute http(s) URL; "
-            f"write one such as {example}"
-        )
-    if url != valid_url(url):
-        raise ConfigError(
-            f"{CONFIG_FILE}: {setting} {url!r} holds characters a URL may not; "
-            f"write it percent-encoded: {valid_url(url)}"
-        )
-
-
-def _validate_bounces(bounces: BounceSettings) -> None:
-    if not 0 < bounces.soft_score < bounces.threshold or bounces.hard_score <= 0:
-        raise ConfigError(
-            f"{CONFIG_FILE}: [bounces] needs 0 < soft_score < threshold and hard_score > 0 "
-            f"(a soft bounce alone must never suppress); found soft_score = "
-            f"{bounces.soft_score}, hard_score = {bounces.hard_score}, "
-            f"threshold = {bounces.threshold}"
-        )
-    if bounces.stale_after_days < 1:
-        raise ConfigError(f"{CONFIG_FILE}: [bounces] stale_after_days must be at least 1")
-    if bounces.breaker_recipients < 2 or bounces.breaker_domains < 1:
-        raise ConfigError(
-            f"{CONFIG_FILE}: [bounces] breaker_recipients must be at least 2 and "
-            "breaker_domains at least 1"
-        )
-
-
-def parse_ledger_url(url: str, paths: Paths) -> Path | str:
-    """``""`` (``state/pipeline.db``), ``sqlite:///abs.db`` or ``sqlite:rel.db`` (a path,
-    relative to the project), or ``postgresql://user[:pass]@host[:port]/db`` (kept as is)."""
-    if not url:
-        return paths.ledger
-    parts = urlsplit(url)
-    if parts.scheme in ("postgresql", "postgres"):
-        if not parts.hostname and "host=" not in parts.query:
-            raise ConfigError(
-                f"ledger URL {redact_url(url)!r} names no server; write postgresql://user@host/db"
-            )
-        return url
-    if parts.scheme == "sqlite" and parts.path:
-        path = Path(unquote(parts.path))
-        return path if path.is_absolute() else paths.root / path
-    raise ConfigError(
-        f"ledger URL {redact_url(url)!r} is not valid; write postgresql://user@host/db "
-        "(PIPELINE_DATABASE_URL or [ledger] url), sqlite:///path/to/file.db, or nothing "
-        "for state/pipeline.db"
-    )
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password, if any, shown as ``***`` (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
-
-
-def schedule_problems(schedule: ScheduleSettings) -> list[str]:
-    """What is wrong with ``[schedule]``, one phrase per key, each saying the fix."""
-    problems = []
-    if not 0 <= schedule.hour <= 23:
-        problems.append(f"hour {schedule.hour} is not an hour of the day; use 0 to 23")
-    if schedule.weekday.lower() not in WEEKDAYS:
-        problems.append(
-            f"weekday {schedule.weekday!r} is not a day of the week; use one of "
-            + ", ".join(WEEKDAYS)
-        )
-    if not 1 <= schedule.day_of_month <= 28:
-        problems.append(
-            f"day_of_month {schedule.day_of_month} is not 1 to 28 (every month has those days)"
-        )
-    try:
-        ZoneInfo(schedule.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        problems.append(
-            f"timezone {schedule.timezone!r} is not a known IANA time zone; "
-            'write one such as "Europe/Paris" or "America/Chicago"'
-        )
-    return problems
-
-
-def _validate_return_path(bounces: BounceSettings) -> None:
-    # The token takes 1 + 48 characters of the 64 a local part may have (RFC 5321).
-    local, at, domain = bounces.return_path.rpartition("@")
-    if bounces.return_path and (not at or not local or "." not in domain or "+" in local):
-        raise ConfigError(
-            f"{CONFIG_FILE}: [bounces] return_path {bounces.return_path!r} must be a plain "
-            "address such as bounces@news.example.org (no '+': the token goes there)"
-        )
-    if len(local) > 15:
-        raise ConfigError(
-            f"{CONFIG_FILE}: [bounces] return_path: the part before '@' may have at most 15 "
-            "characters, since the token added to it must fit the 64 a mailbox name may have; "
-            "use a shorter one such as bounces@"
-        )
-    source = urlsplit(bounces.source)
-    if source.scheme in ("imap", "imaps") and source.password is not None:
-        raise ConfigError(
-            f"{CONFIG_FILE}: [bounces] source: keep the password out of the file; remove it "
-            "from the URL and set PIPELINE_BOUNCES_PASSWORD"
-        )
-    if bounces.webhook_max_age <= 0 or not bounces.processed_folder.strip():
-        raise ConfigError(
-            f"{CONFIG_FILE}: [bounces] webhook_max_age must be more than 0 and "
-            "processed_folder not empty"
-        )
-
-
-def parse_smtp_url(url: str, password: str | None) -> SmtpTarget:
-    """``smtp://[user[:pass]@]host[:port][?starttls=true]`` or ``smtps://…`` (implicit TLS)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-        raise ConfigError(
-            f"SMTP URL {url!r} is not valid; write smtp://host:port, "
-            "smtp://host:port?starttls=true or smtps://host:port"
-        )
-    use_tls = parts.scheme == "smtps"
-    query = parse_qs(parts.query)
-    start_tls = query.get("starttls", ["false"])[0].lower() in ("1", "true", "yes")
-    try:
-        port = parts.port or (465 if use_tls else 25)
-    except ValueError as exc:
-        raise ConfigError(f"SMTP URL {url!r} has an invalid port") from exc
-    return SmtpTarget(
-        host=parts.hostname,
-        port=port,
-        use_tls=use_tls,
-        start_tls=start_tls and not use_tls,
-        username=unquote(parts.username) if parts.username else None,
-        password=password
-        if password is not None
-        else (unquote(parts.password) if parts.password else None),
-    )
+    checks.check_site(settings.site)
+    sections = {name: getattr(settings, name) for name in _SECTIONS}
+    checks.check_text(sections, settings.topics, settings.site)
+    checks.check_sender(settings.sender)
+    checks.check_send(settings.send)
+    checks.check_feeds(settings.feeds)
+    checks.check_smtp(settings.smtp)
+    checks.check_ledger(settings.ledger, settings.paths)
+    checks.check_bounces(settings.bounces)
+    checks.check_schedule(settings.schedule)
 
 
 def secret_key(where: Settings | Paths) -> str:
@@ -607,35 +253,3 @@ def secret_key(where: Settings | Paths) -> str:
     key = secrets.token_urlsafe(32)
     write_atomic(key_file, key.encode("ascii"), mode=0o600)
     return key
-
-
-def _check_text(settings: Settings) -> None:
-    """Text settings that reach feeds: no character XML cannot carry; names are plain text."""
-    texts = [
-        (f"[{section}] {f.name}", getattr(getattr(settings, section), f.name))
-        for section, cls in _SECTIONS.items()
-        for f in fields(cls)
-    ]
-    labels = [(f"[topics] {slug}", label) for slug, label in settings.topics.items()]
-    for slug in settings.topics:
-        if not re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)*", slug):
-            # It becomes a URL path (topics/<slug>/) and the value articles list.
-            raise ConfigError(
-                f"{CONFIG_FILE}: [topics] {slug!r} is not a slug; use lower-case letters, "
-                'digits and hyphens, e.g. lung-disease = "Lung disease"'
-            )
-    for where, value in [*texts, *labels]:
-        if isinstance(value, str) and unsafe_characters(value):
-            raise ConfigError(
-                f"{CONFIG_FILE}: {where} contains {', '.join(unsafe_characters(value))}, "
-                "which feeds cannot carry; delete it"
-            )
-    site = settings.site
-    names = [
-        ("[site] title", site.title),
-        ("[site] author", site.author),
-        ("[site] description", site.description),  # Atom subtitle: text, so the same rule
-    ]
-    for where, value in [*names, *labels]:
-        for problem in title_problems(value):
-            raise ConfigError(f"{CONFIG_FILE}: {where} {problem}")

@@ -16,7 +16,8 @@ from markupsafe import Markup
 from pipeline.bounce_scores import BouncePolicy
 from pipeline.config import Settings
 from pipeline.delivery import PermanentFailure, Refused, TemporaryFailure, Transport
-from pipeline.digest import compile_mjml, template_environment, topics_phrase
+from pipeline.digest import topics_phrase
+from pipeline.digest_templates import compile_mjml, template_environment
 from pipeline.disclaimer import Disclaimer
 from pipeline.drain import backoff, lease_owner
 from pipeline.errors import DeliveryError, TemplateError

@@ -22,10 +22,10 @@ from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-from pipeline.delivery import DeliveryReport
+from pipeline.delivery_run import DeliveryReport
 
 if TYPE_CHECKING:
-    from pipeline.delivery import DeliveryReport
+    from pipeline.delivery_run import DeliveryReport
 
 __all__ = ["Output", "Verbosity"]
 

@@ -6,25 +6,36 @@ rendered and its MJML compiled to HTML, with *slots* where per-subscriber values
 digest. At send time each message only fills the slots, escaping the values: no template
 engine runs per subscriber, and article text can never be mistaken for a placeholder
 because slot markers carry a random nonce chosen per digest.
+
+This module groups readers into audiences and compiles each; what the templates see is in
+:mod:`pipeline.digest_context`, the Jinja2 and MJML machinery in
+:mod:`pipeline.digest_templates`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-import textwrap
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import urljoin
 
 import jinja2
-from markupsafe import Markup
-from mjml import mjml2html
 
 from pipeline.config import Settings
+from pipeline.digest_context import Period, digest_context
 from pipeline.digest_layout import HTML_BUDGET, Layout, fit_layout, html_size
+from pipeline.digest_templates import (
+    DISCLAIMER_MISSING,
+    HTML_TEMPLATE,
+    TEXT_TEMPLATE,
+    compile_mjml,
+    missing_disclaimer,
+    render_template,
+    template_environment,
+)
 from pipeline.disclaimer import Disclaimer
 from pipeline.errors import TemplateError
 from pipeline.models import Audience, Changes, Entry, Subscriber
@@ -33,43 +44,22 @@ from pipeline.store import AudienceRecord
 
 __all__ = [
     "EVERY_TOPIC",
-    "HTML_TEMPLATE",
     "SLOTS",
-    "TEXT_TEMPLATE",
     "CompiledAudience",
     "DigestPlan",
-    "Period",
     "SlotTemplate",
-    "TemplateRenderError",
     "build_audiences",
-    "compile_mjml",
-    "digest_context",
-    "digest_subject",
     "edition_name",
     "group_by_topics",
     "plan_digest",
     "public_slot_values",
     "render_audience",
-    "render_sources",
-    "template_environment",
-    "template_line",
     "topics_phrase",
-    "wrap_text",
 ]
 
-HTML_TEMPLATE = "digest.mjml.j2"
-TEXT_TEMPLATE = "digest.txt.j2"
 # The per-subscriber values; each is a slot in the compiled templates.
 SLOTS = ("greeting", "email", "unsubscribe_url", "preferences_url", "view_url", "topics")
 EVERY_TOPIC = "*"
-
-
-@dataclass(frozen=True, slots=True)
-class Period:
-    """What a periodic digest covers, for its subject and intro: ("weekly", "23-29 November")."""
-
-    frequency: str
-    label: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,20 +93,6 @@ def edition_name(audience_key: str) -> str:
     return hashlib.sha256(audience_key.encode("utf-8")).hexdigest()[:12]
 
 
-def wrap_text(text: str, width: int = 72, indent: str = "") -> str:
-    """Wrap at spaces only: a long URL or word stays whole on a line of its own (a URL
-    split across lines no longer works when clicked). Lines after the first get ``indent``."""
-    return "\n".join(
-        textwrap.wrap(
-            " ".join(str(text).split()),
-            width=width,
-            subsequent_indent=indent,
-            break_long_words=False,
-            break_on_hyphens=False,
-        )
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class DigestPlan:
     """The digest of one publish: compiled audiences and who gets which."""
@@ -136,19 +112,6 @@ class DigestPlan:
     def recipients(self) -> int:
         """How many messages the digest sends."""
         return sum(self.members.values())
-
-
-def template_environment(templates_dir: str) -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("mjml.j2", "html.j2")),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters["wrap"] = wrap_text
-    return env
 
 
 def topics_phrase(settings: Settings, topics: frozenset[str]) -> str:
@@ -197,114 +160,6 @@ def _chosen(topics: frozenset[str], entry: Entry) -> bool:
     return not topics or bool(topics.intersection(entry.article.topics))
 
 
-def digest_subject(settings: Settings, entries: Sequence[Entry]) -> str:
-    """The subject from ``[digest] subject``, e.g. "Therapy news: Alemtuzumab and 2 more"."""
-    first = entries[0].article
-    others = len(entries) - 1
-    try:
-        subject = settings.digest.subject.format(
-            site=settings.site.title,
-            first=first.therapy.name if first.therapy else first.title,
-            more=f" and {others} more" if others else "",
-            count=len(entries),
-        )
-    except (KeyError, IndexError, ValueError) as exc:
-        raise TemplateError(
-            f"pipeline.toml: [digest] subject: {exc!s} is not a known field; "
-            "use {site}, {first}, {more} and {count}"
-        ) from exc
-    return " ".join(subject.split())  # a newline in a title must never reach a header
-
-
-def periodic_subject(settings: Settings, period: Period, count: int) -> str:
-    """The subject from ``[digest] periodic_subject``, e.g. "Your weekly digest, 23-29 November"."""
-    try:
-        subject = settings.digest.periodic_subject.format(
-            site=settings.site.title, frequency=period.frequency, period=period.label, count=count
-        )
-    except (KeyError, IndexError, ValueError) as exc:
-        raise TemplateError(
-            f"pipeline.toml: [digest] periodic_subject: {exc!s} is not a known field; "
-            "use {site}, {frequency}, {period} and {count}"
-        ) from exc
-    return " ".join(subject.split())
-
-
-def _card(entry: Entry, settings: Settings) -> dict[str, object]:
-    article = entry.article
-    therapy = article.therapy
-    return {
-        "title": article.title,
-        "url": entry.url,
-        "summary": article.summary,
-        "therapy": therapy.name if therapy else "",
-        "maker": therapy.maker if therapy else "",
-        "brands": list(therapy.brands) if therapy else [],
-        "topics": [settings.topic_label(t) for t in article.topics],
-        "published": entry.published,
-        "updated": entry.updated,
-    }
-
-
-def _preheader(entries: Sequence[Entry], limit: int = 140) -> str:
-    """The inbox preview line: the titles, cut at a word, never mid-word."""
-    text = "; ".join(e.article.title for e in entries)
-    if len(text) <= limit:
-        return text
-    return text[: limit - 1].rsplit(" ", 1)[0].rstrip(";,:") + "…"
-
-
-def digest_context(
-    audience: Audience,
-    settings: Settings,
-    disclaimer: Disclaimer,
-    slot: Mapping[str, str],
-    period: Period | None = None,
-    layout: Layout | None = None,
-    *,
-    personal: bool = True,
-) -> dict[str, object]:
-    """What both templates see; ``slot`` holds slot markers, or real values when rendering
-    a single copy directly (the benchmark's straightforward way). ``period`` is set for a
-    daily, weekly or monthly digest and None for the one sent at a publish. ``layout``
-    says how many articles get full cards (default: all); ``personal`` False renders the
-    web edition, whose footer has no personal value or link."""
-    entries = [*audience.new, *audience.updated]
-    if period is None:
-        subject = digest_subject(settings, entries)
-    else:
-        subject = periodic_subject(settings, period, len(entries))
-    layout = layout or Layout(len(entries), len(entries))
-    fresh = len(audience.new)
-    linked = range(layout.full, layout.full + layout.links)
-    return {
-        "personal": personal,
-        "collapsed": [
-            {"title": entries[i].article.title, "url": entries[i].url, "updated": i >= fresh}
-            for i in linked
-        ],
-        "more_count": layout.more,
-        "more_url": settings.base_url,
-        "subscribe_url": urljoin(settings.base_url, "subscribe/"),
-        "site": settings.site,
-        "base_url": settings.base_url,
-        "sender": settings.sender,
-        "subject": subject,
-        "preheader": _preheader(entries),
-        "new": [_card(e, settings) for e in audience.new[: layout.full]],
-        "updated": [_card(e, settings) for e in audience.updated[: max(0, layout.full - fresh)]],
-        "disclaimer_html": Markup(disclaimer.html),
-        "disclaimer_text": disclaimer.text,
-        "slot": slot,
-        "period": period,
-    }
-
-
-def render_sources(env: jinja2.Environment, context: dict[str, object]) -> tuple[str, str]:
-    """Both templates rendered: the MJML source (not yet compiled) and the text part."""
-    return _render(env, HTML_TEMPLATE, context), _render(env, TEXT_TEMPLATE, context)
-
-
 def render_audience(
     audience: Audience,
     settings: Settings,
@@ -322,15 +177,15 @@ def render_audience(
 
     def compiled(layout: Layout) -> str:
         context = digest_context(audience, settings, disclaimer, slot, period, layout)
-        return compile_mjml(_render(env, HTML_TEMPLATE, context))
+        return compile_mjml(render_template(env, HTML_TEMPLATE, context))
 
     layout, html = fit_layout(total, compiled, budget)
     context = digest_context(audience, settings, disclaimer, slot, period, layout)
-    text = _render(env, TEXT_TEMPLATE, context)
+    text = render_template(env, TEXT_TEMPLATE, context)
     for file in missing_disclaimer(html, text, disclaimer):
         raise TemplateError(f"{file}: {DISCLAIMER_MISSING}")
     public = digest_context(audience, settings, disclaimer, slot, period, layout, personal=False)
-    web_html = compile_mjml(_render(env, HTML_TEMPLATE, public))
+    web_html = compile_mjml(render_template(env, HTML_TEMPLATE, public))
     if nonce in web_html:
         raise TemplateError(
             f"templates/{HTML_TEMPLATE}: the web copy (personal false) still uses a slot; "
@@ -344,68 +199,6 @@ def render_audience(
         layout,
         web_html,
     )
-
-
-DISCLAIMER_MISSING = (
-    "the medical disclaimer is missing from the output; every email part must carry it: "
-    "keep {{ disclaimer_html }} in the MJML and {{ disclaimer_text }} in the text template"
-)
-
-
-def missing_disclaimer(html: str, text: str, disclaimer: Disclaimer) -> list[str]:
-    """The digest templates whose rendered output lacks the disclaimer (white space aside)."""
-
-    def has(output: str, part: str) -> bool:
-        return " ".join(part.split()) in " ".join(output.split())
-
-    return [
-        f"templates/{name}"
-        for name, output, part in (
-            (HTML_TEMPLATE, html, disclaimer.html),
-            (TEXT_TEMPLATE, text, disclaimer.text),
-        )
-        if not has(output, part)
-    ]
-
-
-def compile_mjml(source: str, template: str = HTML_TEMPLATE) -> str:
-    """MJML to HTML: no comments, and no web-font imports (a font request is a tracker)."""
-    try:
-        return mjml2html(source, disable_comments=True, fonts={})
-    except Exception as exc:  # mrml raises a bare error type; name the file
-        raise TemplateError(f"templates/{template}: MJML does not compile: {exc}") from exc
-
-
-def template_line(exc: BaseException, name: str) -> int | None:
-    """The line of template ``name`` where ``exc`` was raised, from Jinja's rewritten traceback."""
-    line = None
-    trace = exc.__traceback__
-    while trace is not None:
-        if trace.tb_frame.f_code.co_filename.endswith(name):
-            line = trace.tb_lineno
-        trace = trace.tb_next
-    return line
-
-
-class TemplateRenderError(TemplateError):
-    """A template failed to render; carries the file, line and what went wrong."""
-
-    def __init__(self, file: str, line: int | None, detail: str) -> None:
-        self.file, self.line, self.detail = file, line, detail
-        super().__init__(f"{file}:{line}: {detail}" if line else f"{file}: {detail}")
-
-
-def _render(env: jinja2.Environment, name: str, context: dict[str, object]) -> str:
-    file = f"templates/{name}"
-    try:
-        return env.get_template(name).render(context)
-    except jinja2.TemplateSyntaxError as exc:
-        raise TemplateRenderError(file, exc.lineno, exc.message or "syntax error") from exc
-    except jinja2.TemplateNotFound as exc:
-        raise TemplateRenderError(file, None, "missing") from exc
-    except jinja2.UndefinedError as exc:
-        detail = exc.message or "undefined value"
-        raise TemplateRenderError(file, template_line(exc, name), detail) from exc
 
 
 def plan_digest(

@@ -5,11 +5,19 @@ private-key operation runs in ``cryptography`` (OpenSSL, about 0.25 ms for RSA-2
 everything that does not change between messages is prepared once per signer: the key
 object, the list of signed headers and the folded start of the ``DKIM-Signature`` field.
 
-Canonicalisation stays dkimpy's (relaxed/relaxed, ``dkim.canonicalization.Relaxed``), with
-one shortcut: a body without tabs (every digest: quoted-printable output of MJML) is
-canonicalised by equivalent steps that touch only runs of spaces, about 25 times faster
-than dkimpy's patterns, which match every single space. Tests check the result against
-dkimpy's own on many messages, and every signature verifies with ``dkim.verify``.
+Canonicalisation is dkimpy's (relaxed/relaxed, ``dkim.canonicalization.Relaxed``), with
+shortcuts where its regular expressions do work a message from here never needs, each
+hand-written for speed and tested against dkimpy's output on many messages:
+
+- a body without tabs (every digest: quoted-printable output of MJML) is canonicalised by
+  equivalent steps that touch only runs of spaces, about 25 times faster than dkimpy's
+  patterns, which match every single space;
+- a header field on one line with single spaces (most of them) only needs its edges
+  stripped; folded fields and fields with tabs or runs of spaces take dkimpy's steps;
+- the ``DKIM-Signature`` field itself is built here from single-spaced tags, so its
+  relaxed form is known without canonicalising it (about 40 µs a message saved).
+
+Every signature verifies with ``dkim.verify`` in the tests.
 
 ``Ed25519`` co-signing (RFC 8463) adds a second signature with an ``ed25519-sha256`` key
 over the same canonical headers, for receivers that prefer it; RSA stays for the rest.
@@ -31,10 +39,11 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from dkim import select_headers
 from dkim.canonicalization import Relaxed, strip_trailing_lines
 
-__all__ = ["DkimKey", "MessageSigner", "canonical_body", "split_message"]
+__all__ = ["DkimKey", "MessageSigner", "canonical_body", "canonical_headers", "split_message"]
 
 _FOLD_AT = 72  # dkimpy folds its signatures there too; far below the 998-octet limit
 _SPACE_RUN = re.compile(rb"  +")
+_DNS_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +101,23 @@ def canonical_body(body: bytes) -> bytes:
     return b"" if canonical == b"\r\n" else canonical
 
 
+def canonical_headers(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``headers`` (``(name, value)``, value ending CRLF) in relaxed canonical form (RFC 6376
+    section 3.4.2), as ``Relaxed.canonicalize_headers`` makes them."""
+    canonical: list[tuple[bytes, bytes]] = []
+    for name, value in headers:
+        if (
+            value.endswith(b"\r\n")
+            and value.find(b"\n") == len(value) - 1
+            and not (b"\t" in value or b"  " in value)
+        ):
+            # One line with single spaces: unfolding and compressing change nothing.
+            canonical.append((name.lower().rstrip(), value[:-2].strip() + b"\r\n"))
+        else:
+            canonical.extend(Relaxed.canonicalize_headers([(name, value)]))
+    return canonical
+
+
 def _fold(tags: bytes, indent: bytes = b" ") -> bytes:
     """``tags`` ("k=v; k=v") folded at spaces so lines stay within ``_FOLD_AT`` octets."""
     lines: list[bytes] = []
@@ -132,6 +158,10 @@ class MessageSigner:
             raise ValueError("at least one DKIM key is needed")
         if b"from" not in signed_headers:
             raise ValueError("RFC 6376 requires the From field to be signed")
+        for name in (domain, *(key.selector for key in keys)):
+            # The tags are single-spaced by construction only if these are DNS labels.
+            if not _DNS_NAME.fullmatch(name):
+                raise ValueError(f"a DKIM domain or selector is not a DNS name: {name!r}")
         self.domain = domain
         self.keys = tuple(keys)
         self.signed_headers = tuple(h.lower() for h in signed_headers)
@@ -160,7 +190,7 @@ class MessageSigner:
         """
         headers, body = split_message(message)
         body_hash = base64.b64encode(hashlib.sha256(canonical_body(body)).digest())
-        chosen = Relaxed.canonicalize_headers(select_headers(headers, self.signed_headers))
+        chosen = canonical_headers(select_headers(headers, self.signed_headers))
         signed_part = b"".join(name + b":" + value for name, value in chosen)
         stamp = str(int(self._clock())).encode("ascii")
         fields = [self._signature(key, signed_part, body_hash, stamp) for key in self.keys]
@@ -170,10 +200,10 @@ class MessageSigner:
         tags = self._fixed[key.selector] + b" t=" + stamp + b"; bh=" + body_hash + b";"
         folded = _fold(tags)
         last_line = len(folded) - folded.rfind(b"\r\n") - 2 if b"\r\n" in folded else len(folded)
-        # The field as hashed: b= empty, relaxed form, no final CRLF (RFC 6376 section 3.7).
-        unsigned = b"DKIM-Signature:" + folded + b" b="
-        canonical = Relaxed.canonicalize_headers([(b"DKIM-Signature", unsigned[15:])])[0]
-        data = signed_part + canonical[0] + b":" + canonical[1].rstrip(b"\r\n")
+        # The field as hashed: b= empty, relaxed form, no final CRLF (RFC 6376 section
+        # 3.7). ``tags`` has single spaces and _fold only adds CRLF before them, so
+        # unfolding gives ``tags`` back and relaxed canonicalisation leaves it as it is.
+        data = signed_part + b"dkim-signature:" + tags + b" b="
         if isinstance(key.key, Ed25519PrivateKey):
             signature = key.key.sign(hashlib.sha256(data).digest())
         else:

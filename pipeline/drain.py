@@ -30,15 +30,8 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
-from pipeline.delivery import (
-    DeliveryOptions,
-    DeliveryReport,
-    PermanentFailure,
-    Refused,
-    TemporaryFailure,
-    Transport,
-    Unreachable,
-)
+from pipeline.delivery import PermanentFailure, Refused, TemporaryFailure, Transport, Unreachable
+from pipeline.delivery_run import DeliveryOptions, DeliveryReport
 from pipeline.errors import DeliveryError
 from pipeline.messages import MessageFactory, OutgoingMessage
 from pipeline.ratelimit import HOUR, RateLimiter
@@ -54,6 +47,9 @@ _CONNECTION = "connection: dropped or timed out"
 
 # Consecutive failures to reconnect after which a connection gives up for this run.
 RECONNECT_TRIES = 3
+
+# How often (seconds) a drain asks its ``stop()`` callable whether to finish.
+STOP_CHECK_EVERY = 0.05
 
 
 def _utc_now() -> datetime:
@@ -137,6 +133,7 @@ class _Drain:
         self.clock = clock
         self.on_progress = on_progress
         self.external_stop = stop or (lambda: False)
+        self.next_stop_check = 0.0
         self.owner = lease_owner()
         self.report = DeliveryReport()
         self.stopping = False
@@ -151,8 +148,15 @@ class _Drain:
         )
 
     def should_stop(self) -> bool:
-        if not self.stopping and self.external_stop():
-            self.request_stop()
+        if not self.stopping:
+            # Asked once per message; the external check (a multiprocessing Event and the
+            # parent's pid, two system calls and a semaphore) is made at most every
+            # STOP_CHECK_EVERY seconds, which is soon enough for a person or a SIGTERM.
+            now = time.monotonic()
+            if now >= self.next_stop_check:
+                self.next_stop_check = now + STOP_CHECK_EVERY
+                if self.external_stop():
+                    self.request_stop()
         return self.stopping
 
     def request_stop(self, reason: str | None = None) -> None:
@@ -204,7 +208,7 @@ class _Drain:
             monotonic_now = time.monotonic()
             recent = [
                 monotonic_now - (now - sent).total_seconds()
-                for sent in _recent_sends(self.ledger, now)[index::of]
+                for sent in _recent_sends(self.ledger, now, options.rate_per_hour * of)[index::of]
             ]
         return RateLimiter(options.rate_per_second, options.rate_per_hour, recent=recent)
 
@@ -358,6 +362,7 @@ class _Drain:
             self.on_progress(self.report)
 
 
-def _recent_sends(ledger: Ledger, now: datetime) -> list[datetime]:
-    """Send times within the past hour, for a per-hour cap that spans runs."""
-    return ledger.sent_since(now - timedelta(seconds=HOUR))
+def _recent_sends(ledger: Ledger, now: datetime, limit: int) -> list[datetime]:
+    """The newest ``limit`` send times within the past hour, for a per-hour cap that spans
+    runs (``limit`` is every drain's share of the cap together: no more can count)."""
+    return ledger.sent_since(now - timedelta(seconds=HOUR), limit)

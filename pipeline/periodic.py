@@ -25,14 +25,9 @@ from datetime import UTC, datetime
 from pipeline.atomic import write_if_changed
 from pipeline.cadence import latest_slot, next_slot, period_label
 from pipeline.config import Settings
-from pipeline.digest import (
-    EVERY_TOPIC,
-    Period,
-    build_audiences,
-    group_by_topics,
-    render_audience,
-    template_environment,
-)
+from pipeline.digest import EVERY_TOPIC, build_audiences, group_by_topics, render_audience
+from pipeline.digest_context import Period
+from pipeline.digest_templates import template_environment
 from pipeline.disclaimer import load_disclaimer
 from pipeline.errors import SubscriberError
 from pipeline.models import Article, Audience, Changes, Entry, Subscriber, Therapy

@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.store import Ledger
+from pipeline.subscriber_plans import erased_hash
 from pipeline.subscribers import (
     SubscriberList,
     email_key,
-    erased_hash,
     normalise_email,
 )
 from pipeline.tokens import key_fingerprint

@@ -23,13 +23,7 @@ from pathlib import Path
 
 from pipeline.atomic import write_atomic
 from pipeline.config import Settings, secret_key
-from pipeline.delivery import (
-    PermanentFailure,
-    Refused,
-    TemporaryFailure,
-    Transport,
-    transport_for,
-)
+from pipeline.delivery import PermanentFailure, Refused, TemporaryFailure, Transport, transport_for
 from pipeline.digest import EVERY_TOPIC, CompiledAudience, DigestPlan, audience_key
 from pipeline.digest_layout import Layout, describe
 from pipeline.errors import DeliveryError, PipelineError
@@ -39,7 +33,8 @@ from pipeline.periodic import IMMEDIATELY, plan_windows
 from pipeline.publish import PREVIEW_DIR, plan_publish, remove_public_preview
 from pipeline.refusals import advice
 from pipeline.store import AudienceRecord, Ledger, OutboxRow
-from pipeline.subscribers import ListFiles, email_key, planned_subscriber
+from pipeline.subscriber_plans import planned_subscriber
+from pipeline.subscribers import ListFiles, email_key
 
 __all__ = [
     "PREVIEW_DIR",

@@ -18,7 +18,8 @@ from pathlib import Path
 from pipeline.atomic import write_all_if_changed, write_if_changed
 from pipeline.cache import CachedLoad, load_articles_cached
 from pipeline.config import Settings, secret_key
-from pipeline.delivery import DeliveryReport, Transport
+from pipeline.delivery import Transport
+from pipeline.delivery_run import DeliveryReport
 from pipeline.digest import DigestPlan, audience_key, plan_digest
 from pipeline.disclaimer import load_disclaimer
 from pipeline.drain import Progress
@@ -31,7 +32,8 @@ from pipeline.models import Changes
 from pipeline.periodic import entry_card
 from pipeline.site import SitePlan, digest_pages, output_stamps, plan_site, remove_stale
 from pipeline.store import DigestCopy, KnownArticle, Ledger, PublishRecord, open_ledger
-from pipeline.subscribers import ListFiles, SubscriberStore, plan_lists
+from pipeline.subscriber_plans import plan_lists
+from pipeline.subscribers import ListFiles, SubscriberStore
 from pipeline.vetting import vet_articles
 from pipeline.websub import WebSubReport, changed_feed_urls, notify_hub
 from pipeline.workers import deliver_outbox

@@ -28,7 +28,7 @@ from pipeline.addresses import email_key
 from pipeline.bounce_rules import Phase, Scope, Verdict, judge
 from pipeline.bounce_scores import BouncePolicy, clear_on_delivery, record_bounce
 from pipeline.breaker import Breaker
-from pipeline.delivery import DeliveryOptions, DeliveryReport
+from pipeline.delivery_run import DeliveryOptions, DeliveryReport
 from pipeline.store import Ledger, OutboxRow
 
 __all__ = [

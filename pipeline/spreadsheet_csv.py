@@ -15,14 +15,21 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 __all__ = ["SEPARATORS", "CsvTable", "UnreadableCsv", "read_csv"]
 
 SEPARATORS = ",;\t|"
 _SAMPLE = 64 * 1024  # enough lines for the sniffer; a list can be far longer
+_NOT_UTF8 = (
+    "line {line} is not UTF-8 text; save the file as 'CSV UTF-8' (Excel) or "
+    "choose the UTF-8 character set (LibreOffice)"
+)
+_NOT_UTF16 = "line {line} is not UTF-16 text; save the file again as 'CSV UTF-8'"
 
 
 class UnreadableCsv(ValueError):
@@ -36,23 +43,45 @@ class UnreadableCsv(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class CsvTable:
-    """The header (stripped, lower-cased), the rows with their line numbers, and how the
-    file was written ("UTF-8, ';'-separated"), for messages."""
+    """The header (stripped, lower-cased), how the file was written ("UTF-8,
+    ';'-separated", for messages), and the open file its rows are read from.
+
+    The rows are decoded as they are read, a line at a time: the file is never held
+    whole, in bytes or in text, so reading a list costs the same memory at any length.
+    """
 
     header: list[str]
-    text: str
+    stream: BinaryIO
+    encoding: str  # a Python codec name: "utf-8", "utf-16-le" or "utf-16-be"
+    start: int  # byte offset of the header line (after a byte-order mark and "sep=")
     dialect: type[csv.Dialect] | csv.Dialect
     described: str
     skipped_lines: int = 0  # a "sep=;" line before the header
 
     def rows(self) -> Iterator[tuple[int, list[str]]]:
-        """Each row after the header with the line it starts on in the file."""
-        reader = csv.reader(_lines(self.text), self.dialect)
-        next(reader, None)
-        line = reader.line_num + 1 + self.skipped_lines
-        for row in reader:
-            yield line, row
+        """Each row after the header with the line it starts on in the file.
+
+        Raises ``UnreadableCsv`` (with the line) on the first byte that is not text in the
+        file's encoding; the rows before it have been yielded by then.
+        """
+        self.stream.seek(self.start)
+        if self.encoding == "utf-8":
+            lines = _utf8_lines(self.stream, self.skipped_lines)
+        else:
+            lines = io.TextIOWrapper(self.stream, self.encoding, newline="")
+        reader = csv.reader(lines, self.dialect)
+        try:
+            next(reader, None)
             line = reader.line_num + 1 + self.skipped_lines
+            for row in reader:
+                yield line, row
+                line = reader.line_num + 1 + self.skipped_lines
+        except UnicodeDecodeError as exc:  # UTF-16 only: UTF-8 lines raise UnreadableCsv
+            line = reader.line_num + 1 + self.skipped_lines
+            raise UnreadableCsv(_NOT_UTF16.format(line=line), line) from exc
+        finally:
+            if isinstance(lines, io.TextIOWrapper):
+                lines.detach()  # the caller owns the file and closes it
 
 
 # One line and its end (CRLF, CR or LF, kept), or a last line without one.
@@ -60,58 +89,95 @@ _LINE = re.compile(r"[^\r\n]*(?:\r\n?|\n)|[^\r\n]+\Z")
 
 
 def _lines(text: str) -> Iterator[str]:
-    """``text``'s lines as ``io.StringIO(text, newline="")`` gives them, one at a time.
-
-    A StringIO copies the text into a buffer of 4-byte characters (18 MB for a list of
-    100,000 addresses); this keeps only the line being read.
-    """
+    """``text``'s lines as ``io.StringIO(text, newline="")`` gives them, one at a time."""
     for match in _LINE.finditer(text):
         yield match.group()
 
 
-def _decode(raw: bytes) -> tuple[str, str]:
-    """The text and the name of its encoding: a byte-order mark decides; without one,
-    UTF-16 is recognised by its zero bytes, and otherwise the text must be UTF-8."""
-    for bom, name in (
-        (codecs.BOM_UTF8, "utf-8-sig"),
-        (codecs.BOM_UTF16_LE, "utf-16"),
-        (codecs.BOM_UTF16_BE, "utf-16"),
-    ):
-        if raw.startswith(bom):
-            return raw.decode(name), "UTF-16" if name == "utf-16" else "UTF-8"
-    head = raw[:200]
-    if len(head) >= 4 and head[1::2].count(0) > len(head) // 4:
-        return raw.decode("utf-16-le"), "UTF-16"
-    if len(head) >= 4 and head[0::2].count(0) > len(head) // 4:
-        return raw.decode("utf-16-be"), "UTF-16"
-    return raw.decode("utf-8"), "UTF-8"
+def _utf8_lines(stream: BinaryIO, skipped: int) -> Iterator[str]:
+    """The file's lines from where ``stream`` stands, decoded one at a time, split as
+    ``io.StringIO(text, newline="")`` would split the whole text.
 
-
-def read_csv(raw: bytes, required: str) -> CsvTable:
-    """Decode ``raw`` and find its separator; the header must name the column ``required``.
-
-    Raises ``UnreadableCsv`` when the text is not UTF-8 or UTF-16, or no separator gives
-    a header with ``required`` in it.
+    The bytes are split at LF first (a LF byte is never part of a longer UTF-8 sequence),
+    so a bad byte is reported with its own line; a lone CR (old Mac files) splits further.
     """
+    number = 1 + skipped
+    for raw in stream:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = number + raw[: exc.start].count(b"\r")
+            raise UnreadableCsv(_NOT_UTF8.format(line=line), line) from exc
+        cr = text.find("\r")
+        if cr < 0 or (cr == len(text) - 2 and text[-1] == "\n"):  # one line, LF or CRLF
+            yield text
+        else:
+            yield from _lines(text)
+        number += 1
+
+
+def _encoding(head: bytes) -> tuple[str, int, str]:
+    """(codec, length of the byte-order mark, name for messages) of a file starting with
+    ``head``: a byte-order mark decides; without one, UTF-16 is recognised by its zero
+    bytes, and otherwise the text must be UTF-8."""
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8", len(codecs.BOM_UTF8), "UTF-8"
+    if head.startswith(codecs.BOM_UTF16_LE):
+        return "utf-16-le", 2, "UTF-16"
+    if head.startswith(codecs.BOM_UTF16_BE):
+        return "utf-16-be", 2, "UTF-16"
+    sample = head[:200]
+    if len(sample) >= 4 and sample[1::2].count(0) > len(sample) // 4:
+        return "utf-16-le", 0, "UTF-16"
+    if len(sample) >= 4 and sample[0::2].count(0) > len(sample) // 4:
+        return "utf-16-be", 0, "UTF-16"
+    return "utf-8", 0, "UTF-8"
+
+
+def _first_line(sample: str) -> str:
+    end = sample.find("\n")
+    return (sample if end < 0 else sample[:end]).strip("\r")
+
+
+def read_csv(source: BinaryIO | bytes, required: str) -> CsvTable:
+    """Find the encoding and separator of a list; the header must name column ``required``.
+
+    ``source`` is a seekable binary file (read from its start; left open for ``rows()``)
+    or the file's bytes. Only the first 64 KB are read here.
+
+    Raises ``UnreadableCsv`` when the header is not UTF-8 or UTF-16 text, or no separator
+    gives a header with ``required`` in it. A bad byte further down is raised by ``rows()``.
+    """
+    stream: BinaryIO = io.BytesIO(source) if isinstance(source, bytes) else source
+    stream.seek(0)
+    head = stream.read(_SAMPLE)
+    codec, start, encoding = _encoding(head)
+    unit = 2 if codec != "utf-8" else 1
+    body = head[start:]
+    if len(head) == _SAMPLE:  # cut at the last whole line: no character split in two
+        cut = body.rfind(b"\n\x00" if codec == "utf-16-le" else b"\n")
+        body = body[: cut + unit] if cut > 0 else body
     try:
-        text, encoding = _decode(raw)
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise UnreadableCsv(
-            f"line {line} is not UTF-8 text; save the file as 'CSV UTF-8' (Excel) or "
-            "choose the UTF-8 character set (LibreOffice)",
-            line,
-        ) from exc
+        sample, bad_line = body.decode(codec), 0
+    except UnicodeDecodeError as exc:  # raised here if in the header, else by rows()
+        sample = body.decode(codec, errors="replace")
+        if codec == "utf-8":
+            bad_line = body[: exc.start].count(b"\n") + 1
+        else:
+            bad_line = sample[: sample.find("\ufffd")].count("\n") + 1
     candidates: list[type[csv.Dialect] | csv.Dialect] = []
     skipped = 0
-    end = text.find("\n")
-    first_line = (text if end < 0 else text[:end]).strip("\r")  # no copy of the rest
+    first_line = _first_line(sample)
     if len(first_line) == 5 and first_line.lower().startswith("sep="):
         # Excel's own directive naming the separator: it wins, and is not the header.
         candidates.append(_plain(first_line[4]))
-        text, skipped = text.split("\n", 1)[1] if "\n" in text else "", 1
-    sample = text[:_SAMPLE]
-    first_line = sample.splitlines()[0] if sample.strip() else ""
+        skip = sample.find("\n") + 1
+        start += len(sample[:skip].encode(codec))
+        sample, skipped = sample[skip:], 1
+        first_line = _first_line(sample)
+    if bad_line and bad_line <= 1 + skipped:
+        message = _NOT_UTF8 if codec == "utf-8" else _NOT_UTF16
+        raise UnreadableCsv(message.format(line=bad_line), bad_line)
     # csv.Error: too little text or no consistent separator; the header then decides alone.
     with contextlib.suppress(csv.Error):
         candidates.append(csv.Sniffer().sniff(sample, delimiters=SEPARATORS))
@@ -121,7 +187,8 @@ def read_csv(raw: bytes, required: str) -> CsvTable:
         header = [h.strip().lower() for h in next(csv.reader([first_line], dialect), [])]
         if required in header:
             shown = {"\t": "tab"}.get(dialect.delimiter, repr(dialect.delimiter))
-            return CsvTable(header, text, dialect, f"{encoding}, {shown}-separated", skipped)
+            described = f"{encoding}, {shown}-separated"
+            return CsvTable(header, stream, codec, start, dialect, described, skipped)
     raise UnreadableCsv(
         f"the first line names no {required!r} column with any of the separators , ; tab |; "
         f"the first line must be a header such as {required},name,topics"

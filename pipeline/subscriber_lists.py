@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from pipeline.addresses import clean_name, email_key, normalise_email, parse_topics
 from pipeline.errors import Problem, SubscriberError
@@ -49,6 +50,7 @@ EXPORT_COLUMNS = (
 )
 _FREQUENCIES = ("immediately", "daily", "weekly", "monthly")
 _IMPORT_STATUSES = ("active", "pending", "unsubscribed", "bounced")
+_BLANK_HEAD = 4096  # a file whose first 4 KB are blank and which ends there is empty
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +82,8 @@ class ListFiles:
     """The editors' lists: every ``*.csv`` in ``directory``, read as a stream on each use.
 
     A publish reads them to check, to plan and to merge rather than holding every row:
-    memory stays flat however long the lists are (one file's text is held while it is
-    read).
+    memory stays flat however long the lists are: a file is decoded a line at a time, and
+    only 8 bytes per address are kept to merge repeated addresses.
     """
 
     directory: Path
@@ -185,18 +187,31 @@ def _read_rows(
     source = str(path.relative_to(files.root)) if path.is_relative_to(files.root) else str(path)
     known = files.known_topics
     try:
-        raw = path.read_bytes()
+        stream = path.open("rb")
     except OSError as exc:
         _add_unusable(problems, unusable, source, None, f"cannot read it: {exc.strerror or exc}")
         return
-    if not raw.strip(b"\xef\xbb\xbf\xff\xfe\x00 \t\r\n"):
-        return
+    with stream:
+        yield from _read_table(stream, source, known, problems, unusable, seen)
+
+
+def _read_table(
+    stream: BinaryIO,
+    source: str,
+    known: tuple[str, ...],
+    problems: list[Problem],
+    unusable: list[Problem],
+    seen: _SeenAddresses | None,
+) -> Iterator[ListEntry]:
+    """The rows of one open list file, read a line at a time; see ``_read_rows``."""
+    head = stream.read(_BLANK_HEAD)
+    if len(head) < _BLANK_HEAD and not head.strip(b"\xef\xbb\xbf\xff\xfe\x00 \t\r\n"):
+        return  # an empty file (perhaps a byte-order mark alone) is an empty list
     try:
-        table = read_csv(raw, "email")
+        table = read_csv(stream, "email")
     except UnreadableCsv as exc:
         _add_unusable(problems, unusable, source, exc.line, str(exc))
         return
-    del raw  # the decoded text is all the rows need
     header = table.header
     unknown = [h for h in header if h not in EXPORT_COLUMNS]
     if unknown or len(set(header)) != len(header):
@@ -212,58 +227,30 @@ def _read_rows(
         return
     first_problem = len(problems)
     rows = 0
-    for line, row in table.rows():
-        if not any(cell.strip() for cell in row):
-            continue
-        rows += 1
-        if len(row) != len(header):
-            problems.append(
-                Problem(
-                    source,
-                    line,
-                    None,
-                    f"expected {len(header)} columns, found {len(row)} "
-                    f"(the file reads as {table.described})",
+    try:
+        for line, row in table.rows():
+            if not any(cell.strip() for cell in row):
+                continue
+            rows += 1
+            if len(row) != len(header):
+                problems.append(
+                    Problem(
+                        source,
+                        line,
+                        None,
+                        f"expected {len(header)} columns, found {len(row)} "
+                        f"(the file reads as {table.described})",
+                    )
                 )
-            )
-            continue
-        cells = dict(zip(header, (cell.strip() for cell in row), strict=True))
-        try:
-            address = normalise_email(cells["email"])
-        except SubscriberError as exc:
-            problems.append(Problem(source, line, "email", str(exc)))
-            continue
-        try:
-            topics = parse_topics(cells.get("topics", ""), known)
-        except SubscriberError as exc:
-            problems.append(Problem(source, line, "topics", str(exc)))
-            continue
-        status = cells.get("status", "").lower() or "active"
-        if status not in _IMPORT_STATUSES:
-            problems.append(
-                Problem(
-                    source,
-                    line,
-                    "status",
-                    f"{status!r} is not a status; use one of {', '.join(_IMPORT_STATUSES)}",
-                )
-            )
-            continue
-        frequency = cells.get("frequency", "").lower() or "immediately"
-        if frequency not in _FREQUENCIES:
-            problems.append(
-                Problem(
-                    source,
-                    line,
-                    "frequency",
-                    f"{frequency!r} is not a frequency; use one of {', '.join(_FREQUENCIES)}",
-                )
-            )
-            continue
-        if seen is None or not seen.add(address):
-            continue
-        subscriber = Subscriber(address, clean_name(cells.get("name", "")), topics, frequency)
-        yield ListEntry(subscriber, status, f"{source}:{line}")
+                continue
+            entry = _entry(dict(zip(header, (c.strip() for c in row), strict=True)), known)
+            if isinstance(entry, Problem):
+                problems.append(Problem(source, line, entry.field, entry.message))
+            elif seen is not None and seen.add(entry[0].email):
+                yield ListEntry(entry[0], entry[1], f"{source}:{line}")
+    except UnreadableCsv as exc:  # a bad byte further down: the whole file is unusable
+        _add_unusable(problems, unusable, source, exc.line, str(exc))
+        return
     invalid = len(problems) - first_problem
     if rows and invalid * 2 > rows:
         unusable.append(
@@ -275,6 +262,29 @@ def _read_rows(
                 "nobody on this list is mailed until it is fixed",
             )
         )
+
+
+def _entry(cells: dict[str, str], known: tuple[str, ...]) -> tuple[Subscriber, str] | Problem:
+    """One row's subscriber and status, or the problem with it (file and line left empty)."""
+    try:
+        address = normalise_email(cells["email"])
+    except SubscriberError as exc:
+        return Problem("", None, "email", str(exc))
+    try:
+        topics = parse_topics(cells.get("topics", ""), known)
+    except SubscriberError as exc:
+        return Problem("", None, "topics", str(exc))
+    status = cells.get("status", "").lower() or "active"
+    if status not in _IMPORT_STATUSES:
+        allowed = ", ".join(_IMPORT_STATUSES)
+        return Problem("", None, "status", f"{status!r} is not a status; use one of {allowed}")
+    frequency = cells.get("frequency", "").lower() or "immediately"
+    if frequency not in _FREQUENCIES:
+        allowed = ", ".join(_FREQUENCIES)
+        return Problem(
+            "", None, "frequency", f"{frequency!r} is not a frequency; use one of {allowed}"
+        )
+    return Subscriber(address, clean_name(cells.get("name", "")), topics, frequency), status
 
 
 def _add_unusable(

@@ -12,8 +12,9 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from pipeline.config import ScheduleSettings, Settings
-from pipeline.delivery import DeliveryReport
+from pipeline.config import Settings
+from pipeline.config_sections import ScheduleSettings
+from pipeline.delivery_run import DeliveryReport
 from pipeline.errors import Problem
 from pipeline.models import Entry
 from pipeline.periodic import ScheduledRun

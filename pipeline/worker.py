@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pipeline.config import Settings
-from pipeline.delivery import DeliveryReport
+from pipeline.delivery_run import DeliveryReport
 from pipeline.errors import DeliveryError, LedgerError, PipelineError
 from pipeline.store import Ledger, open_ledger
 from pipeline.workers import deliver_outbox

@@ -25,7 +25,8 @@ from datetime import UTC, datetime
 from multiprocessing.synchronize import Event
 
 from pipeline.config import Settings, secret_key
-from pipeline.delivery import DeliveryOptions, DeliveryReport, Transport, transport_for
+from pipeline.delivery import Transport, transport_for
+from pipeline.delivery_run import DeliveryOptions, DeliveryReport
 from pipeline.drain import Progress, deliver
 from pipeline.errors import DeliveryError
 from pipeline.messages import MessageFactory

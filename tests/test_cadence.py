@@ -16,7 +16,8 @@ from starlette.testclient import TestClient
 from pipeline import execute, load_settings, plan_publish
 from pipeline.cadence import latest_slot, next_slot, period_label
 from pipeline.cli import cli
-from pipeline.config import ScheduleSettings, Settings
+from pipeline.config import Settings
+from pipeline.config_sections import ScheduleSettings
 from pipeline.periodic import change_frequency, run_due, schedule, window_entries
 from pipeline.preview import NothingToSend, build_preview
 from pipeline.publish import open_ledger

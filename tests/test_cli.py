@@ -407,7 +407,8 @@ def test_an_unexpected_bug_keeps_its_traceback(project: Path) -> None:
         "    raise RuntimeError('a bug, not an input problem')\n"
         "pipeline.status.project_status = broken\n"
         "import pipeline.cli\n"
-        "pipeline.cli.project_status = broken\n"
+        "import pipeline.cli_publish\n"
+        "pipeline.cli_publish.project_status = broken\n"
         "pipeline.cli.main()\n"
     )
     result = subprocess.run(

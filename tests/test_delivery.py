@@ -29,8 +29,9 @@ from click.testing import CliRunner
 
 from pipeline import DeliveryError, execute, load_settings, open_ledger, plan_publish
 from pipeline.cli import cli
-from pipeline.config import parse_smtp_url
-from pipeline.delivery import DeliveryReport, SmtpTransport, wire_form
+from pipeline.config_urls import parse_smtp_url
+from pipeline.delivery import SmtpTransport, wire_form
+from pipeline.delivery_run import DeliveryReport
 from pipeline.drain import event_loop_factory, release_abandoned_leases
 from pipeline.messages import OutgoingMessage
 from pipeline.subscribers import open_store

@@ -14,8 +14,8 @@ from pathlib import Path
 from lxml import html as lxml_html
 
 from pipeline import load_settings, open_ledger
-from pipeline.digest import wrap_text
 from pipeline.digest_layout import HTML_BUDGET
+from pipeline.digest_templates import wrap_text
 from pipeline.preview import build_preview
 from tests.conftest import Received
 from tests.helpers import FIRST_RUN, publish

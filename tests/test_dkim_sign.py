@@ -25,7 +25,13 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from dkim.canonicalization import Relaxed
 
-from pipeline.dkim_sign import DkimKey, MessageSigner, canonical_body, split_message
+from pipeline.dkim_sign import (
+    DkimKey,
+    MessageSigner,
+    canonical_body,
+    canonical_headers,
+    split_message,
+)
 from pipeline.signing import SIGNED_HEADERS
 
 WORDS = [
@@ -115,6 +121,14 @@ def test_canonical_body_matches_dkimpy() -> None:
         assert canonical_body(body) == Relaxed.canonicalize_body(body), body
 
 
+def test_canonical_headers_match_dkimpy() -> None:
+    every = [h for m in MESSAGES for h in split_message(m)[0]]
+    every += [(b"Subject ", b" a\r\n"), (b"X", b"\r\n"), (b"X", b" \ra b \r\n"), (b"X", b"a")]
+    assert sum(b"\r\n " in v or b"\r\n\t" in v for _, v in every) > 50  # folded ones
+    assert sum(v.count(b"\n") == 1 and b"  " not in v and b"\t" not in v for _, v in every) > 50
+    assert canonical_headers(every) == Relaxed.canonicalize_headers(every)
+
+
 def test_every_signature_verifies_with_dkimpy_and_body_hash_matches(
     rsa_key: rsa.RSAPrivateKey, ed_key: Ed25519PrivateKey
 ) -> None:
@@ -167,5 +181,8 @@ def test_a_changed_signed_header_or_body_fails_verification(rsa_key: rsa.RSAPriv
 def test_signer_refuses_nonsense() -> None:
     with pytest.raises(ValueError, match="From"):
         MessageSigner("example.org", [DkimKey("s", Ed25519PrivateKey.generate())], [b"to"])
+    for domain, selector in (("example.org ", "s"), ("example.org", "s 1"), ("", "s")):
+        with pytest.raises(ValueError, match="not a DNS name"):
+            MessageSigner(domain, [DkimKey(selector, Ed25519PrivateKey.generate())], [b"from"])
     with pytest.raises(ValueError, match="not a header field"):
         split_message(b"no colon here\r\n\r\nbody")

@@ -118,6 +118,26 @@ def test_an_address_suppressed_in_another_case_cancels_its_queued_message(
         assert [r.email for r in rows] == ["cy@example.org"]
 
 
+def test_the_hourly_cap_history_is_the_newest_sends_however_many_there_were(
+    ledger: Ledger,
+) -> None:
+    """A drain seeds its per-hour cap with past sends: only the newest ``limit`` of the
+    past hour, oldest first, so the history a drain holds is bounded by the cap."""
+    with ledger:
+        ledger.record_publish(
+            _record([("all", f"r{i}@example.net", "R") for i in range(30)]), FIRST_RUN
+        )
+        rows = ledger.claim("h:1:x", NOW, NOW + timedelta(minutes=5), 30)
+        for minute, row in enumerate(rows):  # one send a minute, the first 29 minutes ago
+            ledger.mark_sent(
+                row.id, f"<{row.id}@x>", "250 ok", NOW + timedelta(minutes=minute - 29)
+            )
+        since = NOW - timedelta(minutes=20)
+        newest = ledger.sent_since(since, 5)
+        assert newest == [NOW - timedelta(minutes=m) for m in (4, 3, 2, 1, 0)]
+        assert len(ledger.sent_since(since, 1000)) == 21  # 20 minutes ago up to now
+
+
 def test_concurrent_claimers_never_get_the_same_row(ledger: Ledger, tmp_path: Path) -> None:
     """Four connections claiming at once (SKIP LOCKED on PostgreSQL, the write lock on
     SQLite) share 200 rows without overlap."""

@@ -133,10 +133,71 @@ def test_publish_without_email_only_warns_about_an_unusable_list(project: Path) 
 
 
 def test_rows_are_split_at_the_same_line_ends_as_a_text_file() -> None:
-    """``CsvTable.rows`` reads the text a line at a time instead of through a StringIO
-    (which holds 4 bytes a character); the lines must be the ones StringIO would give."""
-    from pipeline.spreadsheet_csv import _lines
+    """The reader decodes a line at a time instead of the whole file; the lines must be
+    the ones ``io.StringIO(text, newline="")`` gives for the whole text."""
+    from pipeline.spreadsheet_csv import _utf8_lines
 
     texts = ["a\nb\n", "a\r\nb\r\n", "a\rb\r", "a\nb", "", "\n\n", "a\r\r\nb", '"x\ny",z\r\nq']
+    texts += ["a\r", "\r", "é\rü\r\n", "a\r\n\r\n\rb"]
     for text in texts:
-        assert list(_lines(text)) == list(io.StringIO(text, newline="")), repr(text)
+        stream = io.BytesIO(text.encode("utf-8"))
+        assert list(_utf8_lines(stream, 0)) == list(io.StringIO(text, newline="")), repr(text)
+
+
+def _long_list(rows: int) -> str:
+    return "email,name,topics\n" + "".join(
+        f"reader{i:06d}@example.net,Réader {i},scleroderma\n" for i in range(rows)
+    )
+
+
+def test_a_bad_byte_far_down_a_long_list_names_its_line_and_stops_the_file(
+    tmp_path: Path,
+) -> None:
+    """The text is decoded as it is read, so a bad byte beyond the first chunk is found
+    while reading rows: the file must still be unusable as a whole, with the exact line."""
+    text = _long_list(5000)
+    lines = text.splitlines(keepends=True)
+    lines[4000] = lines[4000].replace("Réader", "R\xe9ader")
+    path = tmp_path / "long.csv"
+    path.write_bytes(
+        b"".join(line.encode("latin-1" if i == 4000 else "utf-8") for i, line in enumerate(lines))
+    )
+    assert path.stat().st_size > 200_000
+    found = read_list(path, tmp_path, known_topics=("scleroderma",))
+    (problem,) = found.unusable
+    assert str(problem).startswith("long.csv:4001: line 4001 is not UTF-8"), problem
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_a_long_utf16_list_reads_across_chunk_boundaries(tmp_path: Path, encoding: str) -> None:
+    bom = codecs.BOM_UTF16_LE if encoding == "utf-16-le" else codecs.BOM_UTF16_BE
+    path = tmp_path / "unicode.csv"
+    path.write_bytes(bom + ("sep=,\r\n" + _long_list(3000).replace("\n", "\r\n")).encode(encoding))
+    assert path.stat().st_size > 3 * 64 * 1024
+    found = read_list(path, tmp_path, known_topics=("scleroderma",))
+    assert found.problems == ()
+    assert len(found.entries) == 3000
+    assert found.entries[-1].subscriber.name == "Réader 2999"
+    assert found.entries[-1].source == "unicode.csv:3002"
+
+
+def test_reading_a_list_never_holds_the_whole_file(tmp_path: Path) -> None:
+    """Memory stays flat with the list's length: reading a list must allocate far
+    less than the file at any moment (the rows are decoded as they are read; what
+    stays is the 64 KB sample the separator is sniffed from)."""
+    import tracemalloc
+
+    path = tmp_path / "big.csv"
+    path.write_text(_long_list(20_000), encoding="utf-8")
+    size = path.stat().st_size
+    from pipeline.subscriber_lists import ListFiles
+
+    files = ListFiles(tmp_path, tmp_path, ("scleroderma",))
+    tracemalloc.start()
+    try:
+        checked = files.check()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert checked.problems == () and size > 1_000_000
+    assert peak < size / 2, f"peak {peak:,} bytes reading a {size:,}-byte list"

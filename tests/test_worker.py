@@ -298,7 +298,8 @@ def test_a_site_moving_to_postgresql_is_told_to_keep_the_key_it_signed_with(
 ) -> None:
     """Links already sent (unsubscribe, preferences) and the hashes of forgotten addresses
     were made with state/secret_key: the error must name that key, not suggest a new one."""
-    from pipeline.config import ConfigError, load_settings, secret_key
+    from pipeline.config import load_settings, secret_key
+    from pipeline.errors import ConfigError
 
     monkeypatch.delenv("PIPELINE_SECRET_KEY")
     first = secret_key(load_settings(project))  # the SQLite years: generated into state/
@@ -312,8 +313,8 @@ def test_a_site_moving_to_postgresql_is_told_to_keep_the_key_it_signed_with(
 def test_each_worker_takes_its_share_of_the_rate_limits_and_all_its_connections() -> None:
     """[send] workers divides the relay's limits between deliverers; connections are per
     machine (split only between one machine's processes)."""
-    from pipeline.config import SendSettings
-    from pipeline.delivery import DeliveryOptions
+    from pipeline.config_sections import SendSettings
+    from pipeline.delivery_run import DeliveryOptions
 
     send = SendSettings(connections=4, rate_per_second=10.0, rate_per_hour=1000, workers=4)
     alone = DeliveryOptions.from_settings(send)

@@ -173,13 +173,16 @@ class OutboxStore:
         ).fetchone()
         return int(count)
 
-    def sent_since(self, since: datetime) -> list[datetime]:
-        """When each message accepted at or after ``since`` went out (for hourly caps)."""
+    def sent_since(self, since: datetime, limit: int) -> list[datetime]:
+        """When each message accepted at or after ``since`` went out (for hourly caps),
+        oldest first: at most the newest ``limit``, as a cap of ``limit`` an hour needs no
+        more, whatever the history holds."""
         rows = self._db.execute(
-            "SELECT sent_at FROM outbox WHERE status = 'sent' AND sent_at >= ? ORDER BY sent_at",
-            (iso(since),),
+            "SELECT sent_at FROM outbox WHERE status = 'sent' AND sent_at >= ? "
+            "ORDER BY sent_at DESC LIMIT ?",
+            (iso(since), limit),
         )
-        return [parse_instant(stamp) for (stamp,) in rows]
+        return [parse_instant(stamp) for (stamp,) in rows][::-1]
 
     def delivery_counts(self, digest_id: int | None = None) -> DeliveryCounts:
         where, args = ("WHERE digest_id = ?", (digest_id,)) if digest_id is not None else ("", ())

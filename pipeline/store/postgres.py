@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from pipeline.config import redact_url as redact
+from pipeline.config_urls import redact_url as redact
 from pipeline.errors import LedgerError
 from pipeline.store.database import Cursor, Params
 from pipeline.store.postgres_migrations import POSTGRES_MIGRATIONS
