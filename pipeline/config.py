@@ -209,8 +209,9 @@ def _toml_value(value: object) -> str:
 
 
 def _validate(settings: Settings) -> None:
-    checks.check_site(settings.site)
     sections = {name: getattr(settings, name) for name in _SECTIONS}
+    checks.check_required(sections, settings.topics)
+    checks.check_site(settings.site)
     checks.check_text(sections, settings.topics, settings.site)
     checks.check_sender(settings.sender)
     checks.check_send(settings.send)

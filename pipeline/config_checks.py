@@ -35,6 +35,7 @@ __all__ = [
     "check_bounces",
     "check_feeds",
     "check_ledger",
+    "check_required",
     "check_schedule",
     "check_send",
     "check_sender",
@@ -43,6 +44,48 @@ __all__ = [
     "check_text",
     "schedule_problems",
 ]
+
+
+# Settings that must hold text (an empty one would print an empty site name, From name,
+# postal address or subject): (section, key) -> an example of a value to write.
+REQUIRED = {
+    ("site", "title"): 'title = "Therapy News"',
+    ("site", "base_url"): 'base_url = "https://news.example.org/"',
+    ("site", "description"): 'description = "Plain-language news about therapies."',
+    ("site", "language"): 'language = "en"',
+    ("site", "author"): 'author = "The editors"',
+    ("sender", "name"): 'name = "Therapy News"',
+    ("sender", "address"): 'address = "newsletter@example.org"',
+    # The law (CAN-SPAM, and most others) wants a postal address in every newsletter.
+    ("sender", "postal_address"): 'postal_address = "1 Example Street, Springfield, USA"',
+    ("digest", "subject"): 'subject = "{site}: {first}{more}"',
+    ("digest", "periodic_subject"): 'periodic_subject = "Your {frequency} digest, {period}"',
+    ("schedule", "weekday"): 'weekday = "monday"',
+    ("schedule", "timezone"): 'timezone = "UTC"',
+    ("bounces", "source"): 'source = "state/bounces"',
+    ("bounces", "processed_folder"): 'processed_folder = "Processed"',
+}
+
+
+def check_required(sections: Mapping[str, Any], topics: Mapping[str, str]) -> None:
+    """Every ``REQUIRED`` setting and every ``[topics]`` label holds more than blanks.
+
+    Raises ``ConfigError`` naming the first empty one, its section and key, and an example;
+    a key left out takes its default, so only a value written empty is refused.
+    """
+    for (name, key), example in REQUIRED.items():
+        value = getattr(sections[name], key)
+        if isinstance(value, str) and not value.strip():
+            raise ConfigError(
+                f"{CONFIG_FILE}: [{name}] {key} is empty; write a value, e.g. {example}, "
+                "or delete the line for the default"
+            )
+    for slug, label in topics.items():
+        if not label.strip():
+            raise ConfigError(
+                f"{CONFIG_FILE}: [topics] {slug} has an empty label; name it, e.g. "
+                f'{slug} = "{slug.replace("-", " ").capitalize()}"'
+            )
 
 
 def check_site(site: SiteSettings) -> None:
