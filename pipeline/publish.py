@@ -35,7 +35,7 @@ from pipeline.store import DigestCopy, KnownArticle, Ledger, PublishRecord, open
 from pipeline.subscriber_plans import plan_lists
 from pipeline.subscribers import ListFiles, SubscriberStore
 from pipeline.vetting import vet_articles
-from pipeline.websub import WebSubReport, changed_feed_urls, notify_hub
+from pipeline.websub import WebSubReport, changed_feed_urls, notify_hub, owed_pings
 from pipeline.workers import deliver_outbox
 
 __all__ = [
@@ -279,10 +279,13 @@ def execute(
                     report.written.append(relative)
 
     hub = settings.feeds.websub_hub
+    owed, dropped = owed_pings(ledger.websub_pending(), hub, settings.base_url)
+    if dropped:  # the hub or base_url was changed: these are owed to nobody now
+        ledger.record_websub(dropped, {}, plan.now)
     if hub:
         # After the files and the record, before the (possibly long) delivery.
         changed = changed_feed_urls(report.written, settings.base_url)
-        topics = sorted({*ledger.websub_pending(), *changed})
+        topics = sorted({*owed, *changed})
         if topics:
             report.websub = notify_hub(hub, topics)
             ledger.record_websub(report.websub.notified, report.websub.pending, plan.now)

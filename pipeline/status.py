@@ -13,6 +13,7 @@ from pipeline.config import Settings
 from pipeline.periodic import ScheduledRun, schedule
 from pipeline.publish import PublishPlan, plan_publish
 from pipeline.store import DeliveryCounts, DigestDelivery, Ledger, open_ledger
+from pipeline.websub import owed_pings
 
 __all__ = ["AudienceCount", "ProjectStatus", "audience_counts", "project_status", "read_ledger"]
 
@@ -86,7 +87,9 @@ def project_status(settings: Settings, *, now: datetime | None = None) -> Projec
         digests = tuple(ledger.digest_deliveries())
         causes = ledger.cause_counts()
         last = ledger.last_run()
-        websub_pending = tuple(ledger.websub_pending())
+        websub_pending = tuple(
+            owed_pings(ledger.websub_pending(), settings.feeds.websub_hub, settings.base_url)[0]
+        )
     return ProjectStatus(
         plan=plan,
         deliveries=deliveries,

@@ -12,6 +12,11 @@ Delivery: each ping is tried up to ``attempts`` times (0.5 s, then 1 s apart) wi
 does; once one ping has failed every try, the rest are not tried. A ping that failed is recorded in the ledger and sent again, with that run's
 own, at the next publish (``websub_pending``): a hub that is down delays the ping, never
 the publish, and never loses it.
+
+Owed pings are owed to the hub now configured, for the feeds the site now has
+(``owed_pings``): with no ``[feeds] websub_hub`` none is owed (the next publish drops them; a
+hub added later fetches each feed when a reader subscribes), and a ping for a feed URL that is
+no longer under ``[site] base_url`` is dropped too.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from urllib.parse import urlencode, urljoin
 
 from pipeline.feeds import FEED_FORMATS
 
-__all__ = ["WebSubReport", "changed_feed_urls", "notify_hub"]
+__all__ = ["WebSubReport", "changed_feed_urls", "notify_hub", "owed_pings"]
 
 _USER_AGENT = "therapy-news-pipeline (WebSub publisher)"
 
@@ -47,6 +52,16 @@ def changed_feed_urls(written: Iterable[str], base_url: str) -> list[str]:
         for path in written
         if path.rsplit("/", 1)[-1] in names and "archive/" not in path
     )
+
+
+def owed_pings(recorded: Iterable[str], hub: str, base_url: str) -> tuple[list[str], list[str]]:
+    """``(owed, dropped)``: the recorded feed URLs still owed a ping to ``hub`` (none without
+    a hub, none outside ``base_url``), and the rest, no longer owed to anyone."""
+    owed: list[str] = []
+    dropped: list[str] = []
+    for url in recorded:
+        (owed if hub and url.startswith(base_url) else dropped).append(url)
+    return owed, dropped
 
 
 def notify_hub(

@@ -23,7 +23,7 @@ from lxml import etree
 
 from pipeline.cli import cli
 from tests.conftest import free_port
-from tests.helpers import FIRST_RUN, edit_article, publish
+from tests.helpers import FIRST_RUN, edit_article, ledger_rows, publish
 
 A = "{http://www.w3.org/2005/Atom}"
 
@@ -220,3 +220,31 @@ def test_a_hub_url_a_feed_cannot_carry_is_refused_by_check_and_publish(
         assert result.exception is None or isinstance(result.exception, SystemExit)
         assert "websub_hub" in result.output
     assert not (project / "public" / "atom.xml").exists()
+
+
+def test_owed_pings_are_dropped_once_the_hub_is_removed(project: Path, hub: HubDouble) -> None:
+    hub.failures = 1000
+    assert len(publish(project, send_email=False).websub.pending) == 12  # type: ignore[union-attr]
+    config = project / "pipeline.toml"
+    config.write_text(config.read_text("utf-8").replace(f'websub_hub = "{hub.url}"\n', ""))
+    status = CliRunner().invoke(cli, ["--root", str(project), "status", "--json"])
+    assert json.loads(status.output)["websub_pending"] == []  # owed to no hub
+    table = CliRunner().invoke(cli, ["--root", str(project), "status"])
+    assert "WebSub" not in table.output
+    assert publish(project, send_email=False, now=FIRST_RUN + timedelta(days=1)).websub is None
+    assert ledger_rows(project, "SELECT topic_url FROM websub_pending") == []  # dropped
+
+
+def test_owed_pings_for_feeds_outside_a_new_base_url_are_dropped(
+    project: Path, hub: HubDouble
+) -> None:
+    hub.failures = 1000
+    publish(project, send_email=False)
+    config = project / "pipeline.toml"
+    text = config.read_text("utf-8").replace("http://localhost:8000/", "https://news.example.org/")
+    config.write_text(text, "utf-8")
+    hub.failures, hub.pings = 0, []
+    report = publish(project, send_email=False, now=FIRST_RUN + timedelta(days=1))
+    assert report.websub is not None
+    assert all(url.startswith("https://news.example.org/") for url in hub.topics())
+    assert ledger_rows(project, "SELECT topic_url FROM websub_pending") == []
