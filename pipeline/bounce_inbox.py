@@ -16,6 +16,10 @@ Who an event is about:
 - an unsubscribe request acts on its token only, never on its From;
 - a token that is present but forged or signed with another key: nothing is done.
 
+A bounce that refers to no message we sent to the address (none at all, none of the
+digest its token names, or the report is dated before the first) is ignored and reported
+as such: it cannot be about our mail, and a forged or misrouted one must not suppress.
+
 Bounces go to ``bounce_scores.record_bounce``; a complaint unsubscribes at once and for good
 (``Ledger.complain``); an unsubscribe request unsubscribes at once. Delayed-delivery
 warnings, auto-replies and refusals about the sender (policy, blocklists) touch nobody.
@@ -136,6 +140,10 @@ class InboundActions:
         if event.kind is InboundKind.UNSUBSCRIBE:
             done = self.ledger.unsubscribe(subscriber.email_key, event.reason, now)
             return Outcome(event.kind, address, "unsubscribed" if done else "already suppressed")
+        digest = token_digest if token_digest is not None else digest_id
+        unrelated = self._unrelated(subscriber.email_key, digest, now)
+        if unrelated:
+            return Outcome(event.kind, address, f"ignored: {unrelated}")
         suppressed = record_bounce(
             self.ledger,
             address,
@@ -143,11 +151,25 @@ class InboundActions:
             event.reason,
             now=now,
             policy=self.policy,
-            digest_id=token_digest if token_digest is not None else digest_id,
+            digest_id=digest,
             source=source,
             cause=event.cause,
         )
         return Outcome(event.kind, address, "suppressed" if suppressed else "scored")
+
+
+    def _unrelated(self, key: str, digest_id: int | None, at: datetime) -> str:
+        """Why a bounce dated ``at`` cannot be about mail we sent to ``key``; "" if it can."""
+        first = self.ledger.first_sent_at(key, digest_id)
+        if first is None:
+            of = f" of digest {digest_id}" if digest_id is not None else ""
+            return f"no message{of} was sent to this address"
+        if at < first:
+            return (
+                f"dated {at:%Y-%m-%d %H:%M} UTC, before the first message to this address "
+                f"({first:%Y-%m-%d %H:%M} UTC)"
+            )
+        return ""
 
 
 def _received_at(raw_date: str, now: datetime, oldest: timedelta) -> datetime:

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import mailbox
 from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
+from pipeline.bounce_inbox import process_mailbox
 from pipeline.cli import cli
+from pipeline.config import load_settings, secret_key
+from pipeline.mailboxes import open_mailbox
 from pipeline.return_path import read_verp_token
 from pipeline.store import Ledger
 from pipeline.tokens import subscriber_ref
@@ -185,7 +190,7 @@ def test_soft_bounces_auto_replies_and_sender_refusals_suppress_nobody(project: 
 
 
 def test_non_standard_bounces_without_verp_match_by_address(project: Path) -> None:
-    publish(project, send_email=False)
+    publish(project)  # a bounce needs mail it is about
     mbox_path = project / "bounces.mbox"
     box = mailbox.mbox(mbox_path)
     box.add(sample("qmail-bounce.eml", ANA, return_path=""))
@@ -206,7 +211,7 @@ def test_non_standard_bounces_without_verp_match_by_address(project: Path) -> No
 def test_without_verp_the_returned_headers_token_finds_a_forwarding_subscriber(
     project: Path,
 ) -> None:
-    publish(project, send_email=False)
+    publish(project)  # a bounce needs mail it is about
     # Ana forwards her mail; the forwarding target is gone. The DSN names only that address,
     # but the returned headers carry Ana's unsubscribe token.
     dsn = sample("postfix-user-unknown.eml", ANA, return_path="").decode()
@@ -271,3 +276,49 @@ def test_bounce_settings_are_checked(project: Path, setting: str, message: str) 
     result = run(project, "check")
     assert result.exit_code == 1
     assert message in result.output and "hunter2" not in result.output
+
+
+def dated(raw: bytes, when: datetime) -> bytes:
+    """``raw`` with its Date header set to ``when`` (as a late or early DSN would carry)."""
+    message = message_from_bytes(raw)
+    message.replace_header("Date", format_datetime(when))
+    return message.as_bytes()
+
+
+def bounce_rows(root: Path, address: str) -> list[tuple[str, ...]]:
+    with Ledger(root / "state" / "pipeline.db") as ledger:
+        return [(e.kind, e.source) for e in ledger.bounce_events(address)]
+
+
+def test_a_bounce_about_an_address_never_mailed_is_ignored_and_said(project: Path) -> None:
+    publish(project, send_email=False)  # Ana is a subscriber, but nothing was sent to her
+    deliver(project, sample("postfix-user-unknown.eml", ANA, return_path=""))
+    result = run(project, "bounces")
+    assert result.exit_code == 0, result.output
+    assert f"hard: {ANA}: ignored: no message was sent to this address" in result.output
+    assert status(project, ANA)[0] == "active" and bounce_rows(project, ANA) == []
+
+
+def test_a_late_dsn_dated_before_the_first_send_does_not_count(project: Path) -> None:
+    publish(project)  # at FIRST_RUN, through the local Maildir
+    with Ledger(project / "state" / "pipeline.db") as ledger:
+        first = ledger.first_sent_at(ANA.lower())
+    assert first is not None
+    deliver(
+        project,
+        dated(sample("postfix-user-unknown.eml", ANA, return_path=""), first - timedelta(hours=5)),
+        dated(sample("qmail-bounce.eml", BEN, return_path=""), first + timedelta(hours=1)),
+    )
+    settings = load_settings(project)
+    with Ledger(project / "state" / "pipeline.db") as ledger:
+        report = process_mailbox(
+            settings,
+            ledger,
+            open_mailbox("state/bounces", settings),
+            secret_key(settings),
+            now=first + timedelta(days=1),
+        )
+    actions = {o.address: o.action for o in report.outcomes}
+    assert actions[ANA].startswith("ignored: dated ") and "before the first message" in actions[ANA]
+    assert actions[BEN] in ("scored", "suppressed")  # after the send: it counts
+    assert bounce_rows(project, ANA) == [] and len(bounce_rows(project, BEN)) == 1

@@ -152,6 +152,17 @@ class BounceStore:
             for email, status, score, last, reason, events in rows
         ]
 
+    def first_sent_at(self, email_key: str, digest_id: int | None = None) -> datetime | None:
+        """When the first message to the address (of ``digest_id``, if given) was handed to
+        the mail server; None when none was. A bounce needs a message to refer to."""
+        sql = "SELECT MIN(sent_at) FROM outbox WHERE lower(email) = ? AND sent_at IS NOT NULL"
+        params: tuple[object, ...] = (email_key,)
+        if digest_id is not None:
+            sql += " AND digest_id = ?"
+            params = (email_key, digest_id)
+        row = self._db.execute(sql, params).fetchone()
+        return None if row is None or row[0] is None else parse_instant(row[0])
+
     def bounce_events(self, email_key: str) -> list[BounceEvent]:
         """One address's bounce events, oldest first."""
         rows = self._db.execute(

@@ -240,4 +240,8 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE digest_audiences ADD COLUMN web_html TEXT NOT NULL DEFAULT ''
     """,
+    # 12: a bounce is checked against the first message sent to its address
+    """
+    CREATE INDEX outbox_by_address ON outbox (lower(email), sent_at)
+    """,
 )

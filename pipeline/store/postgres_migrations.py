@@ -229,4 +229,8 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE digest_audiences ADD COLUMN web_html TEXT COLLATE "C" NOT NULL DEFAULT ''
     """,
+    # 8: SQLite 12: a bounce is checked against the first message sent to its address
+    """
+    CREATE INDEX outbox_by_address ON outbox (lower(email), sent_at)
+    """,
 )
