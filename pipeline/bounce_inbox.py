@@ -157,7 +157,6 @@ class InboundActions:
         )
         return Outcome(event.kind, address, "suppressed" if suppressed else "scored")
 
-
     def _unrelated(self, key: str, digest_id: int | None, at: datetime) -> str:
         """Why a bounce dated ``at`` cannot be about mail we sent to ``key``; "" if it can."""
         first = self.ledger.first_sent_at(key, digest_id)

@@ -25,7 +25,7 @@ from pipeline.subscriber_plans import without_erased
 from pipeline.subscribers import SubscriberList, load_subscribers
 from pipeline.template_check import check_templates
 from pipeline.tokens import key_fingerprint
-from pipeline.vetting import vet_articles
+from pipeline.vetting import locate, vet_articles
 from pipeline.webhooks import webhook_problems
 
 __all__ = ["check_project", "digest_size_line", "load_checked", "problem_from_error"]
@@ -80,7 +80,12 @@ def check_project(settings: Settings, *, now: datetime | None = None) -> list[Pr
         *check_templates(settings),
         *email_settings_problems(settings),
         *webhook_problems(),
-        *_in_file_order([*articles.problems, *vetted, *placeholder_problems(articles.articles)]),
+        *_in_file_order(
+            locate(
+                [*articles.problems, *vetted, *placeholder_problems(articles.articles)],
+                paths.root,
+            )
+        ),
         *lists.problems,
         *(p for p in lists.unusable if p not in lists.problems),  # what stops a publish
         *_check_erasures(settings, lists),

@@ -34,7 +34,7 @@ from pipeline.site import SitePlan, digest_pages, output_stamps, plan_site, remo
 from pipeline.store import DigestCopy, KnownArticle, Ledger, PublishRecord, open_ledger
 from pipeline.subscriber_plans import plan_lists
 from pipeline.subscribers import ListFiles, SubscriberStore
-from pipeline.vetting import vet_articles
+from pipeline.vetting import locate, vet_articles
 from pipeline.websub import WebSubReport, changed_feed_urls, notify_hub, owed_pings
 from pipeline.workers import deliver_outbox
 
@@ -133,7 +133,10 @@ def plan_publish(
     if changes is None or loaded.problems:
         # All or nothing: a half publish would withdraw the broken article from every feed.
         raise ContentError(
-            sorted([*loaded.problems, *problems], key=lambda p: (p.file, p.line or 0))
+            sorted(
+                locate([*loaded.problems, *problems], paths.root),
+                key=lambda p: (p.file, p.line or 0),
+            )
         )
     feeds = render_feeds(
         changes.live,

@@ -23,7 +23,7 @@ from pipeline.errors import ContentError, Problem
 from pipeline.models import Article, Changes
 from pipeline.store import KnownArticle
 
-__all__ = ["vet_articles"]
+__all__ = ["locate", "vet_articles"]
 
 
 def vet_articles(
@@ -53,8 +53,29 @@ def vet_articles(
     try:
         changes = detect_changes(articles, known, now=now, base_url=base_url, retired=retired)
     except ContentError as exc:
-        return None, [*problems, *exc.problems]
+        return None, [*problems, *locate(exc.problems, root)]
     return (None if problems else changes), problems
+
+
+# A field whose value another is made from: a minted entry id comes from ``published``.
+_MADE_FROM = {"id": "published"}
+
+
+def locate(problems: Sequence[Problem], root: Path) -> list[Problem]:
+    """``problems`` with each article problem that has no line given one: the front-matter
+    line of its field (of ``published`` for a minted id), else line 1, where the front
+    matter opens and a missing field goes."""
+    located = []
+    for problem in problems:
+        if problem.line is None and problem.file.endswith(".md"):
+            path = root / problem.file
+            field = problem.field or ""
+            line = _line_of(path, field) if field else None
+            if line is None and field in _MADE_FROM:
+                line = _line_of(path, _MADE_FROM[field])
+            problem = Problem(problem.file, line or 1, problem.field, problem.message)
+        located.append(problem)
+    return located
 
 
 def _line_of(path: Path, name: str) -> int | None:
