@@ -17,7 +17,7 @@ from pipeline.console import Verbosity
 from pipeline.delivery_run import DeliveryReport
 from pipeline.status import destination
 from pipeline.store import open_database
-from pipeline.store.copy import copy_ledger
+from pipeline.store.copy import copy_ledger, database_identity
 from pipeline.worker import POLL, run_worker
 
 __all__ = ["ledger", "worker"]
@@ -67,6 +67,13 @@ def worker(app: App, once: bool, poll: float) -> None:
         app.out.say(f"Worker stopped: {result.delivery.sent} message(s) sent in all.")
 
 
+_SAME_LEDGER = (
+    "--to names the ledger being copied (PIPELINE_DATABASE_URL or [ledger] url chooses the "
+    "source); to move the SQLite ledger, run the copy with PIPELINE_DATABASE_URL unset, then "
+    "set it"
+)
+
+
 @cli.group()
 def ledger() -> None:
     """Move the ledger between databases (SQLite file, PostgreSQL)."""
@@ -93,15 +100,15 @@ def copy_command(app: App, to: str, replace: bool) -> None:
     source_location = settings.ledger_location()
     if str(target_location) == str(source_location):
         # Most often PIPELINE_DATABASE_URL was exported before the move: it chooses the source.
-        raise click.UsageError(
-            "--to names the ledger being copied (PIPELINE_DATABASE_URL or [ledger] url chooses "
-            "the source); to move the SQLite ledger, run the copy with PIPELINE_DATABASE_URL "
-            "unset, then set it"
-        )
+        raise click.UsageError(_SAME_LEDGER)
     source = open_database(source_location, read_only=True)
     try:
         target = open_database(target_location)
         try:
+            if database_identity(source) == database_identity(target):
+                # The same ledger spelled another way (a relative path, a symlink, another
+                # host name or parameters for one PostgreSQL database): copying would empty it.
+                raise click.UsageError(_SAME_LEDGER)
             counts = copy_ledger(
                 source,
                 target,

@@ -325,3 +325,45 @@ def test_a_sqlite_target_that_cannot_be_made_is_one_line(
     assert "cannot open the ledger database" in result.output
     assert f"{blocker}: File exists" in result.output.replace("\n", "")
     assert "Traceback" not in result.output
+
+
+def test_ledger_copy_onto_the_same_sqlite_file_spelled_another_way_is_refused(
+    project: Path,
+) -> None:
+    publish(project)
+    ledger_file = project / "state" / "pipeline.db"
+    before = table_counts(SqliteDatabase.open(ledger_file))
+    (project / "alias.db").symlink_to(ledger_file)
+    for spelling in (
+        f"sqlite:///{project / 'alias.db'}",  # a symlink
+        f"sqlite:///{project / 'state' / '..' / 'state' / 'pipeline.db'}",  # another path
+        "sqlite:alias.db",  # relative to the project
+    ):
+        refused = CliRunner().invoke(
+            cli, ["--root", str(project), "ledger", "copy", "--to", spelling]
+        )
+        assert refused.exit_code == 2, (spelling, refused.output)
+        assert "names the ledger being copied" in refused.output
+    assert table_counts(SqliteDatabase.open(ledger_file)) == before
+
+
+def test_ledger_copy_onto_the_same_postgresql_database_spelled_another_way_is_refused(
+    project: Path, fresh_postgres: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from urllib.parse import urlsplit
+
+    monkeypatch.setenv("PIPELINE_DATABASE_URL", fresh_postgres)
+    publish(project)
+    before = table_counts(open_database(fresh_postgres))
+    parts = urlsplit(fresh_postgres)
+    other_host = "localhost" if parts.hostname == "127.0.0.1" else "127.0.0.1"
+    for spelling in (
+        fresh_postgres.replace(f"@{parts.hostname}", f"@{other_host}", 1),
+        fresh_postgres + ("&" if parts.query else "?") + "application_name=copy",
+    ):
+        refused = CliRunner().invoke(
+            cli, ["--root", str(project), "ledger", "copy", "--to", spelling]
+        )
+        assert refused.exit_code == 2, (spelling, refused.output)
+        assert "names the ledger being copied" in refused.output
+    assert table_counts(open_database(fresh_postgres)) == before

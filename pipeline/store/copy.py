@@ -10,12 +10,13 @@ counts differ: stop publishing and the workers first (the copy says so if they d
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from pipeline.errors import LedgerError
 from pipeline.store.database import Database
 
-__all__ = ["copy_ledger", "table_counts"]
+__all__ = ["copy_ledger", "database_identity", "table_counts"]
 
 BATCH = 5000  # rows read and written at a time
 _BOOKKEEPING = {"schema_version"}
@@ -67,6 +68,33 @@ def copy_ledger(
             + "; stop publishing and the workers, then copy again with --replace"
         )
     return copied
+
+
+def database_identity(database: Database) -> tuple[str, ...]:
+    """What makes two connections the same ledger, however their URLs are spelled.
+
+    SQLite: the main file's device and inode (a relative or absolute path, a symlink or a
+    hard link all lead to one). PostgreSQL: the cluster's system identifier (from
+    ``pg_control_system()``; for a role not allowed to call it, the server's start time and
+    port, as unique in practice) and the database's name.
+    """
+    if database.dialect == "postgresql":
+        (allowed,) = database.execute(
+            "SELECT has_function_privilege('pg_control_system()', 'EXECUTE')"
+        ).fetchone()
+        cluster_sql = (
+            "SELECT system_identifier::text FROM pg_control_system()"
+            if allowed
+            else "SELECT pg_postmaster_start_time()::text || ' ' || current_setting('port')"
+        )
+        (cluster,) = database.execute(cluster_sql).fetchone()
+        (name,) = database.execute("SELECT current_database()").fetchone()
+        return ("postgresql", str(cluster), str(name))
+    files = [row[2] for row in database.execute("PRAGMA database_list").fetchall()]
+    if not files or not files[0]:  # an in-memory database is only ever itself
+        return ("sqlite", f"memory:{id(database)}")
+    stat = os.stat(files[0])
+    return ("sqlite", str(stat.st_dev), str(stat.st_ino))
 
 
 def table_counts(database: Database, tables: list[str] | None = None) -> dict[str, int]:
