@@ -214,8 +214,12 @@ def render_delivery(app: App, delivery: DeliveryReport) -> None:
     if delivery.skipped:
         out.say(f"{delivery.skipped} not sent: the address was suppressed after the digest.")
     if delivery.interrupted:
+        # Only the rows this run had claimed: others' claims are theirs to report.
+        others = delivery.pending - delivery.released
         out.warn(
-            f"interrupted: {delivery.pending} message(s) left pending; `pipeline deliver` sends them"
+            f"interrupted: {delivery.released} message(s) it had claimed left pending; "
+            "`pipeline deliver` sends them"
+            + (f" ({others} more in the outbox were not its own)" if others > 0 else "")
         )
     elif delivery.stopped:
         out.warn(f"stopped early: {delivery.stopped}")

@@ -73,6 +73,7 @@ class DeliveryReport:
     retried: int = 0  # failed rows made pending again on request
     reactivated: int = 0  # addresses an older pipeline suppressed wrongly, brought back
     pending: int = 0  # rows still pending at the end (interrupted, or held by another run)
+    released: int = 0  # rows this run claimed and handed back unsent (stopped or interrupted)
     seconds: float = 0.0
     interrupted: bool = False
     stopped: str | None = None  # why the run stopped early, if the server went away
@@ -96,7 +97,7 @@ class DeliveryReport:
 
     def add(self, other: DeliveryReport) -> None:
         """Fold in the report of a parallel run over the same outbox."""
-        for name in ("sent", "deferred", "failed", "suppressed", "skipped", "held"):
+        for name in ("sent", "deferred", "failed", "suppressed", "skipped", "held", "released"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.interrupted = self.interrupted or other.interrupted
         self.stopped = self.stopped or other.stopped

@@ -188,7 +188,7 @@ class _Drain:
                 for transport in transports:
                     with contextlib.suppress(Exception):
                         await transport.close()
-                ledger.release_leases(self.owner)
+                report.released = ledger.release_leases(self.owner)
         report.pending = ledger.delivery_counts().pending
         report.seconds = time.perf_counter() - started
         if report.held:

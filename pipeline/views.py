@@ -285,6 +285,7 @@ def delivery_dict(delivery: DeliveryReport | None) -> dict[str, Any] | None:
         "held": delivery.held,
         "skipped": delivery.skipped,
         "pending": delivery.pending,
+        "released": delivery.released,
         "waiting": delivery.waiting,  # deferred, their next try not come yet
         "next_try": _iso(delivery.next_try.astimezone(UTC) if delivery.next_try else None),
         "interrupted": delivery.interrupted,

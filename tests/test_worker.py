@@ -322,3 +322,40 @@ def test_each_worker_takes_its_share_of_the_rate_limits_and_all_its_connections(
     half = DeliveryOptions.from_settings(send, share=1, shares=2)
     assert (half.connections, half.rate_per_second, half.rate_per_hour) == (2, 1.25, 125)
     assert half.history_share == (1, 8)
+
+
+def test_an_interrupted_worker_counts_only_the_rows_it_had_claimed(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+    import sqlite3
+
+    add_readers(project, 300)
+    configure(project, send={"processes": 1})
+    published = CliRunner().invoke(cli, ["--root", str(project), "publish", "--no-deliver"])
+    assert published.exit_code == 0, published.output
+    # A stand-in for a worker on another machine: it holds 100 rows under a live lease.
+    with sqlite3.connect(project / "state" / "pipeline.db") as db:
+        db.execute(
+            "UPDATE outbox SET lease_owner = 'elsewhere.example:1:feed', "
+            "lease_until = '9999-01-01T00:00:00+00:00' "
+            "WHERE id IN (SELECT id FROM outbox ORDER BY id DESC LIMIT 100)"
+        )
+    with faulty_server(Faults(delay_per_message=0.004)) as server:
+        monkeypatch.setenv("PIPELINE_SMTP_URL", server.url)
+        worker = _worker(project, "--poll", "0.2")
+        try:
+            _wait(lambda: len(server.received.messages) >= 40, 60, "the worker to start sending")
+            worker.send_signal(signal.SIGTERM)
+            out, err = worker.communicate(timeout=60)
+        finally:
+            worker.kill()
+    assert worker.returncode == 0, out + err
+    found = re.search(r"interrupted: (\d+) message\(s\) it had claimed left pending", err)
+    assert found, out + err
+    (pending,) = ledger_rows(project, "SELECT COUNT(*) FROM outbox WHERE status = 'pending'")[0]
+    (others,) = ledger_rows(
+        project, "SELECT COUNT(*) FROM outbox WHERE lease_owner = 'elsewhere.example:1:feed'"
+    )[0]
+    assert others == 100  # still theirs
+    assert 0 < int(found[1]) <= pending - others  # its own, never the other worker's
