@@ -6,18 +6,44 @@ The library API, for scripts and tests (the ``pipeline`` command is a thin layer
     with open_ledger(settings) as ledger:
         plan = plan_publish(settings, ledger)
         report = execute(plan, settings, ledger)
+
+The names below are imported on first use (PEP 562), so that importing a light module of
+the package (``pipeline.entry``, which must install a worker's signal handlers before any
+slow import) does not load the whole library first.
 """
 
-from pipeline.config import Settings, load_settings
-from pipeline.errors import (
-    ConfigError,
-    ContentError,
-    DeliveryError,
-    PipelineError,
-    Problem,
-    TemplateError,
-)
-from pipeline.publish import PublishPlan, PublishReport, execute, open_ledger, plan_publish
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.config import Settings, load_settings
+    from pipeline.errors import (
+        ConfigError,
+        ContentError,
+        DeliveryError,
+        PipelineError,
+        Problem,
+        TemplateError,
+    )
+    from pipeline.publish import PublishPlan, PublishReport, execute, open_ledger, plan_publish
+
+_HOME = {
+    "Settings": "pipeline.config",
+    "load_settings": "pipeline.config",
+    "ConfigError": "pipeline.errors",
+    "ContentError": "pipeline.errors",
+    "DeliveryError": "pipeline.errors",
+    "PipelineError": "pipeline.errors",
+    "Problem": "pipeline.errors",
+    "TemplateError": "pipeline.errors",
+    "PublishPlan": "pipeline.publish",
+    "PublishReport": "pipeline.publish",
+    "execute": "pipeline.publish",
+    "open_ledger": "pipeline.publish",
+    "plan_publish": "pipeline.publish",
+}
 
 __all__ = [
     "ConfigError",
@@ -34,3 +60,12 @@ __all__ = [
     "open_ledger",
     "plan_publish",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # once found, an ordinary attribute
+    return value

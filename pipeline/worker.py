@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 
 from pipeline.config import Settings
 from pipeline.delivery_run import DeliveryReport
+from pipeline.entry import EARLY_STOP
 from pipeline.errors import DeliveryError, LedgerError, PipelineError
 from pipeline.store import Ledger, open_ledger
 from pipeline.workers import deliver_outbox
@@ -76,6 +77,8 @@ def run_worker(
         stop.wait(retry)
 
     with _stop_on_signals(stop):
+        if EARLY_STOP.is_set():  # a stop signal came while the command was starting
+            stop.set()
         try:
             while not stop.is_set():
                 _listen(stop)  # again each time: a drain hands SIGINT back to Python's default

@@ -359,3 +359,57 @@ def test_an_interrupted_worker_counts_only_the_rows_it_had_claimed(
     )[0]
     assert others == 100  # still theirs
     assert 0 < int(found[1]) <= pending - others  # its own, never the other worker's
+
+
+def test_the_worker_catches_stop_signals_before_importing_the_library() -> None:
+    """The entry point installs the handlers first: a SIGTERM while the library is still
+    being imported (about half a second) is kept for the worker, not the default death."""
+    code = (
+        "import os, signal, sys\n"
+        "import pipeline.entry as entry\n"
+        "assert entry.wants_worker(['--root', 'worker', 'worker', '--once'])\n"
+        "assert not entry.wants_worker(['--root', 'worker', 'status'])\n"
+        "entry.hold_stop_signals()\n"
+        "slow = [m for m in ('click', 'pipeline.cli', 'pipeline.config') if m in sys.modules]\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "print(slow, entry.EARLY_STOP.is_set())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[] True"
+
+
+def _catches(pid: int, sig: signal.Signals) -> bool:
+    """Whether process ``pid`` has a handler for ``sig`` (Linux: SigCgt in /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = int(
+        next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt")), 16
+    )
+    return bool(mask >> (sig - 1) & 1)
+
+
+def test_a_sigterm_as_the_worker_starts_stops_it_cleanly_with_nothing_lost(
+    project: Path, smtp_server: Received
+) -> None:
+    add_readers(project, 20)
+    published = CliRunner().invoke(cli, ["--root", str(project), "publish", "--no-deliver"])
+    assert published.exit_code == 0, published.output
+    script = Path(sys.executable).parent / "pipeline"  # the console script, as installed
+    worker = subprocess.Popen(
+        [str(script), "--root", str(project), "worker"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait(lambda: _catches(worker.pid, signal.SIGTERM), 30, "the handler")
+        worker.send_signal(signal.SIGTERM)  # at once: the library may still be loading
+        out, err = worker.communicate(timeout=60)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, out + err
+    assert "Worker stopped" in out and "Traceback" not in err
+    rows = outbox(project)
+    assert all(r.lease_owner is None for r in rows.values())
+    sent = {e for e, r in rows.items() if r.status == "sent"}
+    assert {r.lower() for r in smtp_server.recipients()} == sent  # recorded what it sent
