@@ -64,10 +64,13 @@ def _start_sink(port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError(f"smtp-sink did not start on port {port}")
 
 
-def make_project(root: Path, subscribers: int, *, dkim_key: bytes | None = None) -> int:
+def make_project(
+    root: Path, subscribers: int, *, dkim_key: bytes | None = None, ed25519: bool = False
+) -> int:
     """The sample project with one recorded digest for ``subscribers`` generated addresses.
 
-    ``dkim_key`` (PEM) turns DKIM signing on, the key in ``dkim.pem`` beside the settings.
+    ``dkim_key`` (PEM) turns DKIM signing on, the key in ``dkim.pem`` beside the settings;
+    ``ed25519`` adds an Ed25519 co-signature (RFC 8463) with a fresh key.
 
     The outbox is written straight through ``Ledger.record_publish`` from a generator, so
     preparing a big list costs no memory either. Returns the digest id.
@@ -82,6 +85,9 @@ def make_project(root: Path, subscribers: int, *, dkim_key: bytes | None = None)
         (root / "dkim.pem").write_bytes(dkim_key)
         with (root / "pipeline.toml").open("a", encoding="utf-8") as config:
             config.write('\n[dkim]\nselector = "bench"\nkey_file = "dkim.pem"\n')
+            if ed25519:
+                (root / "ed25519.pem").write_bytes(_ed25519_key())
+                config.write('ed25519_selector = "bench-ed"\ned25519_key_file = "ed25519.pem"\n')
     settings = load_settings(root)
     with open_ledger(settings) as ledger:
         plan = plan_publish(settings, ledger, now=NOW)
@@ -153,6 +159,18 @@ def dkim_key() -> bytes:
     )
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+
+
+def _ed25519_key() -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+
+    key = Ed25519PrivateKey.generate()
     return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
 
 
@@ -270,11 +288,16 @@ def run(scale: float) -> Table:
             source_rates = [run_smtp_source(port, full, size)]
 
             def deliver(
-                label: str, count: int, *, reuse: bool = False, key: bytes | None = None
+                label: str,
+                count: int,
+                *,
+                reuse: bool = False,
+                key: bytes | None = None,
+                ed25519: bool = False,
             ) -> None:
                 root = Path(tmp) / f"site-{len(results)}"
                 root.mkdir()
-                make_project(root, count, dkim_key=key)
+                make_project(root, count, dkim_key=key, ed25519=ed25519)
                 report, seconds, peaks = run_pipeline(root, port, reuse_message=reuse)
                 assert report["sent"] == count, report
                 results.append((label, count, seconds, peaks))
@@ -285,6 +308,12 @@ def run(scale: float) -> Table:
                 "pipeline, DKIM-signed (rsa-sha256 2048, relaxed)",
                 full,
                 key=dkim_key(),
+            )
+            deliver(
+                "pipeline, DKIM RSA + Ed25519 co-signature (RFC 8463)",
+                full,
+                key=dkim_key(),
+                ed25519=True,
             )
             deliver("pipeline, one message reused (fake factory)", full, reuse=True)
             for count in sizes:

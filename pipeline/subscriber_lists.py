@@ -82,8 +82,8 @@ class ListFiles:
     """The editors' lists: every ``*.csv`` in ``directory``, read as a stream on each use.
 
     A publish reads them to check, to plan and to merge rather than holding every row:
-    memory stays flat however long the lists are (one file's text is held while it is
-    read).
+    memory stays flat however long the lists are: a file is decoded a line at a time, and
+    only 8 bytes per address are kept to merge repeated addresses.
     """
 
     directory: Path
