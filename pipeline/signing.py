@@ -10,7 +10,11 @@ sender's domain; the RSA private key (PEM) comes from the environment variable
 ``PIPELINE_DKIM_KEY`` or, failing that, the file named by ``[dkim] key_file``. An Ed25519
 co-signature (RFC 8463) is added when ``[dkim] ed25519_selector`` is set, with its key
 from ``PIPELINE_DKIM_ED25519_KEY`` or ``[dkim] ed25519_key_file`` (PEM, or the base64
-32-byte seed that dkimpy's ``dknewkey`` writes).
+32-byte seed that dkimpy's ``dknewkey`` writes). RSA keys are unencrypted PEM of at least
+2048 bits (RFC 8301); a key file is read only up to ``MAX_KEY_BYTES``.
+
+Every mistake is a ``ConfigError`` line that starts with where to look (``pipeline.toml:
+[dkim] <setting>`` or the environment variable) and ends with the fix.
 """
 
 from __future__ import annotations
