@@ -36,7 +36,7 @@ from pipeline.mime import (
     multipart_alternative,
 )
 from pipeline.return_path import ReturnPaths
-from pipeline.signing import DkimSigner, load_signer
+from pipeline.signing import DkimSigner, dkim_problems, load_signer
 from pipeline.store import TRANSACTIONAL_DIGEST, AudienceRecord, OutboxRow
 from pipeline.subscribers import make_token, subscriber_ref
 
@@ -76,12 +76,8 @@ class _Audience:
     text: QuotedPrintableSlots
 
 
-def check_email_settings(settings: Settings) -> DkimSigner | None:
-    """Raise ``ConfigError`` if messages cannot be built with these settings; the signer.
-
-    Publishing calls it before recording anything, so a mistake here never leaves a
-    recorded digest that cannot be sent.
-    """
+def _check_sender(settings: Settings) -> None:
+    """Raise ``ConfigError`` if the List-Unsubscribe URL or a sender address cannot be a header."""
     if not _HEADER_URL.fullmatch(settings.base_url):
         raise ConfigError(
             f"{CONFIG_FILE}: [site] base_url must be plain ASCII for the List-Unsubscribe "
@@ -96,16 +92,32 @@ def check_email_settings(settings: Settings) -> DkimSigner | None:
                 addr_spec(address)
         except AddressError as exc:
             raise ConfigError(f"{CONFIG_FILE}: [sender] {key}: {exc}") from exc
+
+
+def check_email_settings(settings: Settings) -> DkimSigner | None:
+    """Raise ``ConfigError`` if messages cannot be built with these settings; the signer.
+
+    Publishing calls it before recording anything, so a mistake here never leaves a
+    recorded digest that cannot be sent.
+    """
+    _check_sender(settings)
     return load_signer(settings)
 
 
 def email_settings_problems(settings: Settings) -> list[Problem]:
-    """``check_email_settings`` as a list of problems, for ``pipeline check``."""
+    """Everything ``check_email_settings`` would refuse, for ``pipeline check``: the first
+    sender mistake and every ``[dkim]`` one."""
+    messages: list[str] = []
     try:
-        check_email_settings(settings)
+        _check_sender(settings)
     except ConfigError as exc:
-        return [Problem(CONFIG_FILE, None, None, str(exc).removeprefix(f"{CONFIG_FILE}: "))]
-    return []
+        messages.append(str(exc))
+    problems = []
+    for message in [*messages, *dkim_problems(settings)]:
+        # Each message starts with where to look: the config file or an environment variable.
+        where, _, what = message.partition(": ")
+        problems.append(Problem(where, None, None, what))
+    return problems
 
 
 def _list_name(title: str) -> str:

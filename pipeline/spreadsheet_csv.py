@@ -152,11 +152,11 @@ def read_csv(source: BinaryIO | bytes, required: str) -> CsvTable:
     stream.seek(0)
     head = stream.read(_SAMPLE)
     codec, start, encoding = _encoding(head)
-    unit = 2 if codec != "utf-8" else 1
     body = head[start:]
     if len(head) == _SAMPLE:  # cut at the last whole line: no character split in two
-        cut = body.rfind(b"\n\x00" if codec == "utf-16-le" else b"\n")
-        body = body[: cut + unit] if cut > 0 else body
+        newline = "\n".encode(codec)  # b"\n", or two bytes in UTF-16 (in the codec's order)
+        cut = body.rfind(newline)
+        body = body[: cut + len(newline)] if cut > 0 else body
     try:
         sample, bad_line = body.decode(codec), 0
     except UnicodeDecodeError as exc:  # raised here if in the header, else by rows()
