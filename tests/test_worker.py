@@ -45,6 +45,18 @@ def _wait(condition: Any, seconds: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def _stop_when(
+    worker: subprocess.Popen[str], condition: Any, seconds: float, what: str
+) -> tuple[str, str]:
+    """Once ``condition()`` holds, SIGTERM ``worker``; its output (killed if it hangs)."""
+    try:
+        _wait(condition, seconds, what)
+        worker.send_signal(signal.SIGTERM)
+        return worker.communicate(timeout=60)
+    finally:
+        worker.kill()
+
+
 def test_publish_no_deliver_records_the_digest_and_a_worker_sends_it(
     project: Path, ledger_backend: str, smtp_server: Received
 ) -> None:
@@ -344,12 +356,8 @@ def test_an_interrupted_worker_counts_only_the_rows_it_had_claimed(
     with faulty_server(Faults(delay_per_message=0.004)) as server:
         monkeypatch.setenv("PIPELINE_SMTP_URL", server.url)
         worker = _worker(project, "--poll", "0.2")
-        try:
-            _wait(lambda: len(server.received.messages) >= 40, 60, "the worker to start sending")
-            worker.send_signal(signal.SIGTERM)
-            out, err = worker.communicate(timeout=60)
-        finally:
-            worker.kill()
+        sending = lambda: len(server.received.messages) >= 40  # noqa: E731
+        out, err = _stop_when(worker, sending, 60, "the worker to start sending")
     assert worker.returncode == 0, out + err
     found = re.search(r"interrupted: (\d+) message\(s\) it had claimed left pending", err)
     assert found, out + err
@@ -401,12 +409,8 @@ def test_a_sigterm_as_the_worker_starts_stops_it_cleanly_with_nothing_lost(
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        _wait(lambda: _catches(worker.pid, signal.SIGTERM), 30, "the handler")
-        worker.send_signal(signal.SIGTERM)  # at once: the library may still be loading
-        out, err = worker.communicate(timeout=60)
-    finally:
-        worker.kill()
+    # At once: the library may still be loading.
+    out, err = _stop_when(worker, lambda: _catches(worker.pid, signal.SIGTERM), 30, "the handler")
     assert worker.returncode == 0, out + err
     assert "Worker stopped" in out and "Traceback" not in err
     rows = outbox(project)
