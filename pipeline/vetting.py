@@ -63,19 +63,31 @@ _MADE_FROM = {"id": "published"}
 
 def locate(problems: Sequence[Problem], root: Path) -> list[Problem]:
     """``problems`` with each article problem that has no line given one: the front-matter
-    line of its field (of ``published`` for a minted id), else line 1, where the front
-    matter opens and a missing field goes."""
+    line of its field (of ``published`` for a minted id; the body's first line for the
+    body), else line 1, where the front matter opens and a missing field goes."""
     located = []
     for problem in problems:
         if problem.line is None and problem.file.endswith(".md"):
             path = root / problem.file
             field = problem.field or ""
-            line = _line_of(path, field) if field else None
+            line = _body_line(path) if field == "body" else _line_of(path, field) if field else None
             if line is None and field in _MADE_FROM:
                 line = _line_of(path, _MADE_FROM[field])
             problem = Problem(problem.file, line or 1, problem.field, problem.message)
         located.append(problem)
     return located
+
+
+def _body_line(path: Path) -> int | None:
+    """The body's first line that is not blank (after the front matter), or None."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    closing = next((n for n in range(1, len(lines)) if lines[n].rstrip() in ("---", "...")), None)
+    if closing is None:
+        return None
+    return next((n + 1 for n in range(closing + 1, len(lines)) if lines[n].strip()), None)
 
 
 def _line_of(path: Path, name: str) -> int | None:

@@ -139,7 +139,7 @@ def test_check_lists_every_problem_as_file_line_field(project: Path) -> None:
 
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
-        "articles/broken.md: summary: is required; add a line 'summary: …' to the front matter",
+        "articles/broken.md:1: summary: is required; add a line 'summary: …' to the front matter",
         "articles/broken.md:3: published: 'someday' is not a date; "
         "write YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ",
         "articles/broken.md:4: topics: 'lupus' is not a known topic; use one of "
@@ -226,9 +226,9 @@ def test_check_flags_a_published_article_still_holding_the_placeholders(project:
     result = run(project, "check")
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
-        "articles/rituximab-in-scleroderma.md: summary: still the placeholder; "
+        "articles/rituximab-in-scleroderma.md:3: summary: still the placeholder; "
         "summarise the article",
-        "articles/rituximab-in-scleroderma.md: body: still says 'Write the article here, "
+        "articles/rituximab-in-scleroderma.md:11: body: still says 'Write the article here, "
         "in Markdown.'; write the article",
     ]
 
