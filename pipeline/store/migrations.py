@@ -240,8 +240,9 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE digest_audiences ADD COLUMN web_html TEXT NOT NULL DEFAULT ''
     """,
-    # 12: a bounce is checked against the first message sent to its address
+    # 12: a bounce is checked against the first message sent to its address. The index
+    # leaves sent_at out: marking a message sent must not move an index entry.
     """
-    CREATE INDEX outbox_by_address ON outbox (lower(email), sent_at)
+    CREATE INDEX outbox_by_address ON outbox (lower(email))
     """,
 )

@@ -231,6 +231,6 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     """,
     # 8: SQLite 12: a bounce is checked against the first message sent to its address
     """
-    CREATE INDEX outbox_by_address ON outbox (lower(email), sent_at)
+    CREATE INDEX outbox_by_address ON outbox (lower(email))
     """,
 )
