@@ -324,7 +324,7 @@ def run(scale: float) -> Table:
                 results.append(
                     (f"whole `pipeline publish`, {count:,} in a list", count, seconds, peaks)
                 )
-            naive_rate, size = run_straightforward(Path(tmp) / "site-0", port, sample)
+            naive_rate, _ = run_straightforward(Path(tmp) / "site-0", port, sample)
             source_rates.append(run_smtp_source(port, full, size))
     finally:
         sink.kill()
@@ -385,17 +385,22 @@ def run(scale: float) -> Table:
 
 
 def _message_size(folder: Path, port: int) -> int:
-    """The size of one digest as the pipeline sends it (for smtp-source's -l)."""
-    root = folder / "size"
-    root.mkdir()
-    make_project(root, 1)
+    """The mean size of a digest as the pipeline sends it (for smtp-source's -l).
+
+    Each audience (topic set) gets its own edition and the generated subscribers cycle
+    through them, so the mean is over 60 rows: whole cycles for up to six audiences.
+    """
     from pipeline import load_settings, open_ledger
     from pipeline.messages import MessageFactory
 
+    root = folder / "size"
+    root.mkdir()
+    make_project(root, 60)
     settings = load_settings(root)
     with open_ledger(settings) as ledger:
-        (row,) = ledger.claim("bench", NOW, NOW, 1)
-        return len(MessageFactory(settings, "bench-secret", ledger.audience).build(row).data)
+        rows = ledger.claim("bench", NOW, NOW, 60)
+        factory = MessageFactory(settings, "bench-secret", ledger.audience)
+        return sum(len(factory.build(row).data) for row in rows) // len(rows)
 
 
 if __name__ == "__main__":
