@@ -17,7 +17,7 @@ from pipeline import views
 from pipeline.authoring import create_article
 from pipeline.check import check_project, digest_size_line, load_checked
 from pipeline.cli_app import App, ExitCode, command, stop
-from pipeline.cli_types import ADDRESS, TOPIC
+from pipeline.cli_types import ADDRESS, SLUG, TOPIC
 from pipeline.console import Verbosity
 from pipeline.errors import PipelineError, Problem
 from pipeline.preview import send_test, write_preview
@@ -79,7 +79,12 @@ def _render_check(app: App, problems: list[Problem], size: str | None = None) ->
     type=TOPIC,
     help="A topic from [topics] in pipeline.toml; repeat for several.",
 )
-@click.option("--slug", help="The file name to use instead of one made from the title.")
+@click.option(
+    "--slug",
+    type=SLUG,
+    help="The file name to use instead of one made from the title: lower-case letters, "
+    "digits and hyphens.",
+)
 def new(app: App, title: str, topics: tuple[str, ...], slug: str | None) -> None:
     """Start an article: a draft articles/<slug>.md dated today.
 

@@ -10,7 +10,8 @@ A value typed wrongly is a usage error: click prints ``Error: Invalid value for 
 - :data:`MOMENT` an ISO 8601 date or date-time (naive means UTC);
 - :data:`ADDRESS` an email address (RFC 5322 addr-spec, checked with email-validator);
 - :data:`TOPICS` / :data:`TOPIC` topic slugs from ``[topics]`` in pipeline.toml;
-- :data:`LEDGER_URL` a ledger URL as ``[ledger] url`` takes it.
+- :data:`LEDGER_URL` a ledger URL as ``[ledger] url`` takes it;
+- :data:`SLUG` an article's file name as ``pipeline new`` makes it (``tocilizumab-ssc-ild``).
 """
 
 from __future__ import annotations
@@ -21,11 +22,21 @@ from typing import Any, Protocol
 import click
 
 from pipeline.addresses import normalise_email, parse_topics
+from pipeline.authoring import slugify
 from pipeline.config import Settings
 from pipeline.config_urls import parse_ledger_url
 from pipeline.errors import PipelineError
 
-__all__ = ["ADDRESS", "LEDGER_URL", "MOMENT", "TOPIC", "TOPICS", "NonEmpty", "refuse_empty"]
+__all__ = [
+    "ADDRESS",
+    "LEDGER_URL",
+    "MOMENT",
+    "SLUG",
+    "TOPIC",
+    "TOPICS",
+    "NonEmpty",
+    "refuse_empty",
+]
 
 
 class _HasSettings(Protocol):
@@ -133,14 +144,40 @@ class _LedgerUrl(click.ParamType[str, Any]):
         return text
 
 
+class _Slug(click.ParamType[str, Any]):
+    """Taken only as ``slugify`` would write it, so the file is named exactly as typed."""
+
+    name = "slug"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value).strip()
+        if slugify(text) != text:
+            self.fail(
+                f"{text!r} is not a file name for an article; use lower-case letters, digits "
+                f"and hyphens, such as {slugify(text) or 'tocilizumab-ssc-ild'!r}",
+                param,
+                ctx,
+            )
+        return text
+
+
 MOMENT = _Moment()
 ADDRESS = _Address()
 TOPICS = _Topics(single=False)
 TOPIC = _Topics(single=True)
 LEDGER_URL = _LedgerUrl()
+SLUG = _Slug()
 
 
-_TEXT_TYPES = (click.types.StringParamType, click.Path, _Moment, _Address, _Topics, _LedgerUrl)
+_TEXT_TYPES = (
+    click.types.StringParamType,
+    click.Path,
+    _Moment,
+    _Address,
+    _Topics,
+    _LedgerUrl,
+    _Slug,
+)
 
 
 def refuse_empty(params: list[click.Parameter], *, allowed: tuple[str, ...] = ()) -> None:
