@@ -7,6 +7,7 @@ rule a ``ConfigError`` naming ``pipeline.toml``, the section and key, and the fi
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import fields
@@ -27,7 +28,7 @@ from pipeline.config_sections import (
     SiteSettings,
     SmtpSettings,
 )
-from pipeline.config_urls import parse_ledger_url, parse_smtp_url
+from pipeline.config_urls import check_mailbox_url, parse_ledger_url, parse_smtp_url
 from pipeline.errors import ConfigError
 from pipeline.text_rules import title_problems, unsafe_characters, valid_url
 
@@ -139,9 +140,34 @@ def check_feeds(feeds: FeedSettings) -> None:
 
 
 def check_smtp(smtp: SmtpSettings) -> None:
-    """``[smtp] url``, if set, parses as an SMTP URL."""
+    """``[smtp] url``, if set, parses as an SMTP URL; ``local_hostname``, if set, is what
+    EHLO may carry (RFC 5321, 4.1.1.1): a domain name or an address literal ``[192.0.2.1]``."""
     if smtp.url:
         parse_smtp_url(smtp.url, None)
+    name = smtp.local_hostname
+    if name and not (_HOST_NAME.fullmatch(name) or _address_literal(name)):
+        raise ConfigError(
+            f"{CONFIG_FILE}: [smtp] local_hostname {name!r} is not a host name; write one "
+            'such as local_hostname = "mail.example.org", or delete the line to use this '
+            "machine's name"
+        )
+
+
+# RFC 1123 labels of letters, digits and inner hyphens, joined by dots.
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*")
+
+
+def _address_literal(name: str) -> bool:
+    if not (name.startswith("[") and name.endswith("]")):
+        return False
+    inner = name[1:-1]
+    inner = inner[5:] if inner.lower().startswith("ipv6:") else inner
+    try:
+        ipaddress.ip_address(inner)
+    except ValueError:
+        return False
+    return True
 
 
 def check_ledger(ledger: LedgerSettings, paths: Paths) -> None:
@@ -251,6 +277,10 @@ def _validate_return_path(bounces: BounceSettings) -> None:
             f"{CONFIG_FILE}: [bounces] source: keep the password out of the file; remove it "
             "from the URL and set PIPELINE_BOUNCES_PASSWORD"
         )
+    try:
+        check_mailbox_url(bounces.source)
+    except ConfigError as exc:
+        raise ConfigError(f"{CONFIG_FILE}: [bounces] source: {exc}") from exc
     if bounces.webhook_max_age <= 0 or not bounces.processed_folder.strip():
         raise ConfigError(
             f"{CONFIG_FILE}: [bounces] webhook_max_age must be more than 0 and "

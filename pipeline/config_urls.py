@@ -1,6 +1,7 @@
 """The URLs in the settings: the SMTP server's (``smtp://``, ``smtps://``) parsed into an
-``SmtpTarget``, the ledger's (``postgresql://``, ``sqlite:``) into a file or a server, and
-any of them with its password hidden for messages and logs.
+``SmtpTarget``, the ledger's (``postgresql://``, ``sqlite:``) into a file or a server, the
+bounce mailbox's (``imaps://``) checked, and any of them with its password hidden for
+messages and logs.
 
 Raises ``ConfigError`` naming the URL (its password redacted) and the form to write.
 """
@@ -14,7 +15,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pipeline.config_sections import Paths
 from pipeline.errors import ConfigError
 
-__all__ = ["SmtpTarget", "parse_ledger_url", "parse_smtp_url", "redact_url"]
+__all__ = [
+    "SmtpTarget",
+    "check_mailbox_url",
+    "parse_ledger_url",
+    "parse_smtp_url",
+    "redact_url",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +44,7 @@ def parse_smtp_url(url: str, password: str | None) -> SmtpTarget:
     parts = urlsplit(url)
     if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
         raise ConfigError(
-            f"SMTP URL {url!r} is not valid; write smtp://host:port, "
+            f"SMTP URL {redact_url(url)!r} is not valid; write smtp://host:port, "
             "smtp://host:port?starttls=true or smtps://host:port"
         )
     use_tls = parts.scheme == "smtps"
@@ -46,7 +53,10 @@ def parse_smtp_url(url: str, password: str | None) -> SmtpTarget:
     try:
         port = parts.port or (465 if use_tls else 25)
     except ValueError as exc:
-        raise ConfigError(f"SMTP URL {url!r} has an invalid port") from exc
+        raise ConfigError(
+            f"SMTP URL {redact_url(url)!r} has an invalid port; {_PORT}, such as "
+            "smtp://relay.example.org:587"
+        ) from exc
     return SmtpTarget(
         host=parts.hostname,
         port=port,
@@ -70,6 +80,11 @@ def parse_ledger_url(url: str, paths: Paths) -> Path | str:
             raise ConfigError(
                 f"ledger URL {redact_url(url)!r} names no server; write postgresql://user@host/db"
             )
+        if "," not in parts.netloc and not _port_ok(url):  # libpq's host1,host2 lists aside
+            raise ConfigError(
+                f"ledger URL {redact_url(url)!r} has an invalid port; {_PORT}, such as "
+                "postgresql://user@host:5432/db"
+            )
         return url
     if parts.scheme == "sqlite" and parts.path:
         path = Path(unquote(parts.path))
@@ -79,6 +94,39 @@ def parse_ledger_url(url: str, paths: Paths) -> Path | str:
         "(PIPELINE_DATABASE_URL or [ledger] url), sqlite:///path/to/file.db, or nothing "
         "for state/pipeline.db"
     )
+
+
+_PORT = "a port is a number from 1 to 65535"
+
+
+def _port_ok(url: str) -> bool:
+    try:
+        port = urlsplit(url).port  # raises on a port that is not a number or out of range
+    except ValueError:
+        return False
+    return port is None or port > 0
+
+
+def check_mailbox_url(spec: str) -> None:
+    """A bounce source written as a URL (``scheme://``) is ``imap://`` or ``imaps://`` with a
+    valid port; a path (or ``maildir:``/``mbox:`` and a path) is left to the mailbox reader.
+
+    Raises ``ConfigError`` naming the source (its password redacted) and the forms to write.
+    """
+    spec = spec.strip()
+    scheme = urlsplit(spec).scheme.lower()
+    if "://" not in spec or scheme in ("maildir", "mbox"):
+        return
+    if scheme not in ("imap", "imaps"):
+        raise ConfigError(
+            f"bounce source {redact_url(spec)!r} is not a mailbox this reads; give a Maildir "
+            "or mbox path, or imaps://user@host/INBOX"
+        )
+    if not _port_ok(spec):
+        raise ConfigError(
+            f"bounce source {redact_url(spec)!r} has an invalid port; {_PORT}, such as "
+            "imaps://user@host:993/INBOX"
+        )
 
 
 def redact_url(url: str) -> str:

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from pipeline.config import CONFIG_FILE, Settings
+from pipeline.config_urls import check_mailbox_url
 from pipeline.errors import ConfigError, PipelineError
 
 __all__ = [
@@ -209,6 +210,7 @@ class ImapMailbox:
 def open_mailbox(spec: str, settings: Settings) -> Mailbox:
     """The mailbox ``spec`` names; ``ConfigError`` or ``MailboxError`` with the fix."""
     spec = spec.strip()
+    check_mailbox_url(spec)
     processed = settings.bounces.processed_folder
     scheme = urlsplit(spec).scheme.lower()
     if scheme in ("imap", "imaps"):

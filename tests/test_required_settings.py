@@ -42,3 +42,47 @@ def test_an_empty_topic_label_is_refused(project: Path) -> None:
     result = CliRunner().invoke(cli, ["--root", str(project), "check"])
     assert result.exit_code == 1
     assert "[topics] scleroderma has an empty label; name it, e.g. scleroderma = " in result.output
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "words"),
+    [
+        # EHLO carries it (RFC 5321): blank or not a host name, the relay refuses every send.
+        ("smtp", "local_hostname", '" "', "[smtp] local_hostname ' ' is not a host name"),
+        ("smtp", "local_hostname", '"my laptop"', "is not a host name"),
+        # A port that is not one made `pipeline bounces` end in a traceback.
+        ("bounces", "source", '"imaps://u@mail.example.org:99999/INBOX"', "invalid port"),
+        ("bounces", "source", '"ftp://mail.example.org/bounces"', "imaps://user@host/INBOX"),
+    ],
+)
+def test_a_setting_written_wrongly_is_refused_by_check_and_publish(
+    project: Path, section: str, key: str, value: str, words: str
+) -> None:
+    write_setting(project, section, key, value)
+    for command in ("check", "publish", "bounces"):
+        result = CliRunner().invoke(cli, ["--root", str(project), command])
+        assert result.exit_code == 1, (command, result.output)
+        assert f"pipeline.toml: [{section}] " in result.output and words in result.output
+        assert "Traceback" not in result.output
+    assert not (project / "public").exists()
+
+
+@pytest.mark.parametrize(
+    "local_hostname", ["mail.example.org", "[192.0.2.1]", "[IPv6:2001:db8::1]"]
+)
+def test_a_host_name_or_address_literal_is_a_local_hostname(
+    project: Path, local_hostname: str
+) -> None:
+    write_setting(project, "smtp", "local_hostname", f'"{local_hostname}"')
+    result = CliRunner().invoke(cli, ["--root", str(project), "check"])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_password_in_a_wrong_smtp_url_is_not_printed(project: Path) -> None:
+    for url in ("smtp://editor:s3cret@relay.example.org:smtp", "ftp://editor:s3cret@relay"):
+        result = CliRunner().invoke(
+            cli, ["--root", str(project), "check"], env={"PIPELINE_SMTP_URL": url}
+        )
+        assert result.exit_code == 1, result.output
+        assert "SMTP URL" in result.output and "editor:***@relay" in result.output
+        assert "s3cret" not in result.output
