@@ -6,6 +6,8 @@ is done by :func:`pipeline.worker.run_worker` and :func:`pipeline.store.copy.cop
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from pipeline import views
@@ -67,11 +69,12 @@ def worker(app: App, once: bool, poll: float) -> None:
         app.out.say(f"Worker stopped: {result.delivery.sent} message(s) sent in all.")
 
 
-_SAME_LEDGER = (
-    "--to names the ledger being copied (PIPELINE_DATABASE_URL or [ledger] url chooses the "
-    "source); to move the SQLite ledger, run the copy with PIPELINE_DATABASE_URL unset, then "
-    "set it"
-)
+def _same_ledger(source: Path | str) -> str:
+    return (
+        f"--to names the ledger being copied ({redact_url(str(source))}); give another database "
+        "(PIPELINE_DATABASE_URL or [ledger] url chooses the source: to move the SQLite ledger, "
+        "run the copy with PIPELINE_DATABASE_URL unset, then set it)"
+    )
 
 
 @cli.group()
@@ -100,7 +103,7 @@ def copy_command(app: App, to: str, replace: bool) -> None:
     source_location = settings.ledger_location()
     if str(target_location) == str(source_location):
         # Most often PIPELINE_DATABASE_URL was exported before the move: it chooses the source.
-        raise click.UsageError(_SAME_LEDGER)
+        raise click.UsageError(_same_ledger(source_location))
     source = open_database(source_location, read_only=True)
     try:
         target = open_database(target_location)
@@ -108,7 +111,7 @@ def copy_command(app: App, to: str, replace: bool) -> None:
             if database_identity(source) == database_identity(target):
                 # The same ledger spelled another way (a relative path, a symlink, another
                 # host name or parameters for one PostgreSQL database): copying would empty it.
-                raise click.UsageError(_SAME_LEDGER)
+                raise click.UsageError(_same_ledger(source_location))
             counts = copy_ledger(
                 source,
                 target,

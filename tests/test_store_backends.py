@@ -343,8 +343,19 @@ def test_ledger_copy_onto_the_same_sqlite_file_spelled_another_way_is_refused(
             cli, ["--root", str(project), "ledger", "copy", "--to", spelling]
         )
         assert refused.exit_code == 2, (spelling, refused.output)
-        assert "names the ledger being copied" in refused.output
+        assert f"names the ledger being copied ({ledger_file})" in refused.output
     assert table_counts(SqliteDatabase.open(ledger_file)) == before
+
+
+def test_ledger_copy_to_a_file_that_is_no_database_names_to(project: Path) -> None:
+    publish(project)
+    refused = CliRunner().invoke(
+        cli, ["--root", str(project), "ledger", "copy", "--to", "sqlite:pipeline.toml"]
+    )
+    assert refused.exit_code == 1, refused.output
+    line = " ".join(refused.output.split())
+    assert f"cannot open the ledger database {project / 'pipeline.toml'}" in line
+    assert "`ledger copy --to`" in line and "Traceback" not in line
 
 
 def test_ledger_copy_onto_the_same_postgresql_database_spelled_another_way_is_refused(

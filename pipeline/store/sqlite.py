@@ -22,14 +22,15 @@ __all__ = ["SqliteDatabase"]
 
 
 def _cannot_open(path: Path, exc: Exception) -> LedgerError:
-    # A path typed in PIPELINE_DATABASE_URL, a folder that cannot be made or a file that is
+    # A path typed in PIPELINE_DATABASE_URL or `ledger copy --to`, a folder that cannot be made or a file that is
     # not SQLite is the user's to fix: one line naming the file, as for PostgreSQL.
     reason = str(exc)
     if isinstance(exc, OSError) and exc.strerror:
         reason = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     return LedgerError(
-        f"cannot open the ledger database {path}: {reason}; point PIPELINE_DATABASE_URL or "
-        "[ledger] url at an SQLite ledger file or a folder that can hold one"
+        f"cannot open the ledger database {path}: {reason}; point PIPELINE_DATABASE_URL, "
+        "[ledger] url (or `ledger copy --to`) at an SQLite ledger file or a folder that can "
+        "hold one"
     )
 
 
