@@ -69,3 +69,8 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(home), name)
     globals()[name] = value  # once found, an ordinary attribute
     return value
+
+
+def __dir__() -> list[str]:
+    # The lazy names too, so dir() and completion in a REPL show the whole API.
+    return sorted({*globals(), *__all__})
