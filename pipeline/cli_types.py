@@ -88,7 +88,18 @@ class _Moment(click.ParamType[datetime, Any]):
                 param,
                 ctx,
             )
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        if not moment.tzinfo:
+            return moment.replace(tzinfo=UTC)
+        try:
+            moment.astimezone(UTC)  # the ledger compares instants in UTC
+        except OverflowError:
+            self.fail(
+                f"{value!r} is out of range once read in UTC; give a date between "
+                "0001-01-02 and 9999-12-30",
+                param,
+                ctx,
+            )
+        return moment
 
 
 class _Address(click.ParamType[str, Any]):

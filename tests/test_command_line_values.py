@@ -42,6 +42,9 @@ def usage_line(result: Result) -> str:
     [
         (["subscribers", "reactivate", "--since", "yesterday"], "'--since'", "YYYY-MM-DD"),
         (["subscribers", "reactivate", "--since", "2026-13-01"], "'--since'", "YYYY-MM-DD"),
+        # Past year 9999 once in UTC: was an OverflowError traceback.
+        (["subscribers", "reactivate", "--since", "9999-12-31T23:00-05:00"], "'--since'", "9999"),
+        (["subscribers", "reactivate", "--since", "0001-01-01T00:00+05:00"], "'--since'", "0001"),
         (["subscribers", "add", "not-an-address"], "'EMAIL'", "name@example.org"),
         (["subscribers", "set", "a@", "--name", "A"], "'EMAIL'", "name@example.org"),
         (["subscribers", "show", "nobody"], "'EMAIL'", "name@example.org"),
