@@ -22,7 +22,6 @@ secret key, cut to 64 bits, over the purpose, the digest and the reference.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 from dataclasses import dataclass
@@ -67,7 +66,7 @@ def _unb32(text: str) -> bytes:
 
 def _mac(key: str, purpose: str, digest: str, ref32: str) -> str:
     message = f"pipeline.verp\0{purpose}\0{digest}\0{ref32}".encode()
-    return _b32(hmac.new(key.encode(), message, hashlib.sha256).digest()[:_MAC_BYTES])
+    return _b32(hmac.digest(key.encode(), message, "sha256")[:_MAC_BYTES])
 
 
 def _ref32(email: str, key: str) -> str:

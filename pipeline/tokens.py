@@ -16,7 +16,8 @@ import hashlib
 import hmac
 from datetime import UTC, datetime, timedelta
 
-from itsdangerous import BadData, URLSafeSerializer, URLSafeTimedSerializer
+from itsdangerous import BadData, Signer, URLSafeSerializer, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_encode, want_bytes
 
 from pipeline.addresses import email_key
 from pipeline.errors import SubscriberError
@@ -56,9 +57,31 @@ def _serializer(key: str, purpose: str) -> URLSafeSerializer | URLSafeTimedSeria
     return kind(key, salt=f"pipeline.{purpose}")
 
 
+@functools.lru_cache(maxsize=32)
+def _link_signer(
+    key: str, purpose: str
+) -> tuple[URLSafeSerializer | URLSafeTimedSerializer, Signer, bytes]:
+    """The serializer, its signer and the signer's derived key, made once per key and
+    purpose: ``Serializer.dumps`` makes a new signer and derives its key on every call,
+    which was a tenth of a drain's time (two links in every message)."""
+    serializer = _serializer(key, purpose)
+    signer = serializer.make_signer()
+    return serializer, signer, signer.derive_key()
+
+
 def make_token(value: str, key: str, purpose: str) -> str:
-    """Sign ``value`` (an opaque id, never an address) for one purpose."""
-    return str(_serializer(key, purpose).dumps(value))
+    """Sign ``value`` (an opaque id, never an address) for one purpose.
+
+    The same string as itsdangerous's ``dumps`` (payload, ``.``, HMAC of the payload with
+    the derived key), built from its own parts with the signer made once; tests compare
+    the two and read every token back with ``loads``.
+    """
+    if purpose in _TIMED:
+        return str(_serializer(key, purpose).dumps(value))
+    serializer, signer, derived = _link_signer(key, purpose)
+    payload = want_bytes(serializer.dump_payload(value))
+    signature = base64_encode(signer.algorithm.get_signature(derived, payload))
+    return (payload + signer.sep + signature).decode("utf-8")
 
 
 def read_token(
@@ -89,10 +112,11 @@ def read_token(
     return value
 
 
+@functools.lru_cache(maxsize=64)  # a message asks for it up to three times (links, VERP)
 def subscriber_ref(email: str, key: str) -> str:
     """The opaque reference to a subscriber in links: a keyed hash of the address."""
-    mac = hmac.new(key.encode(), b"subscriber-ref\0" + email_key(email).encode(), hashlib.sha256)
-    return base64.urlsafe_b64encode(mac.digest()[:16]).decode("ascii").rstrip("=")
+    mac = hmac.digest(key.encode(), b"subscriber-ref\0" + email_key(email).encode(), "sha256")
+    return base64.urlsafe_b64encode(mac[:16]).decode("ascii").rstrip("=")
 
 
 def sign_token(email: str, key: str, purpose: str = "unsubscribe") -> str:
