@@ -16,8 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, cast
 
 __all__ = ["Reply", "SessionLost", "SmtpSession"]
 
@@ -30,9 +29,12 @@ class SessionLost(ConnectionError):
     """The connection closed, or sent something that is not an SMTP reply."""
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """One SMTP reply; the lines of a multi-line reply are joined with newlines."""
+class Reply(NamedTuple):
+    """One SMTP reply; the lines of a multi-line reply are joined with newlines.
+
+    A named tuple rather than a frozen dataclass: four are made for every message, and a
+    tuple is made in C.
+    """
 
     code: int
     text: str
