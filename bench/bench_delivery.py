@@ -86,7 +86,7 @@ def make_project(
         with (root / "pipeline.toml").open("a", encoding="utf-8") as config:
             config.write('\n[dkim]\nselector = "bench"\nkey_file = "dkim.pem"\n')
             if ed25519:
-                (root / "ed25519.pem").write_bytes(dkim_key("ed25519"))
+                (root / "ed25519.pem").write_bytes(private_key_pem("ed25519"))
                 config.write('ed25519_selector = "bench-ed"\ned25519_key_file = "ed25519.pem"\n')
     settings = load_settings(root)
     with open_ledger(settings) as ledger:
@@ -149,7 +149,7 @@ def run_publish(root: Path, port: int) -> tuple[float, MemoryPeaks]:
     return seconds, peaks
 
 
-def dkim_key(kind: str = "rsa") -> bytes:
+def private_key_pem(kind: str = "rsa") -> bytes:
     """A fresh private key (PEM, PKCS#8): RSA-2048 for ``[dkim]``, or ``"ed25519"``."""
     from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
     from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption
@@ -302,12 +302,12 @@ def run(scale: float) -> Table:
             deliver(
                 "pipeline, DKIM-signed (rsa-sha256 2048, relaxed)",
                 full,
-                key=dkim_key(),
+                key=private_key_pem(),
             )
             deliver(
                 "pipeline, DKIM RSA + Ed25519 co-signature (RFC 8463)",
                 full,
-                key=dkim_key(),
+                key=private_key_pem(),
                 ed25519=True,
             )
             deliver("pipeline, one message reused (fake factory)", full, reuse=True)
