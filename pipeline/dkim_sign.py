@@ -39,11 +39,21 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from dkim import select_headers
 from dkim.canonicalization import Relaxed, strip_trailing_lines
 
-__all__ = ["DkimKey", "MessageSigner", "canonical_body", "canonical_headers", "split_message"]
+__all__ = [
+    "DNS_NAME",
+    "DkimKey",
+    "MessageSigner",
+    "canonical_body",
+    "canonical_headers",
+    "split_message",
+]
 
 _FOLD_AT = 72  # dkimpy folds its signatures there too; far below the 998-octet limit
 _SPACE_RUN = re.compile(rb"  +")
-_DNS_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?")
+# One or more DNS labels (RFC 6376 section 3.1: selectors; domains here are ASCII too).
+DNS_NAME = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +176,7 @@ class MessageSigner:
             raise ValueError("RFC 6376 requires the From field to be signed")
         for name in (domain, *(key.selector for key in keys)):
             # The tags are single-spaced by construction only if these are DNS labels.
-            if not _DNS_NAME.fullmatch(name):
+            if not DNS_NAME.fullmatch(name):
                 raise ValueError(f"a DKIM domain or selector is not a DNS name: {name!r}")
         self.domain = domain
         self.keys = tuple(keys)

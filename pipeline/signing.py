@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import re
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -32,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from pipeline.config import CONFIG_FILE, Settings
-from pipeline.dkim_sign import DkimKey, MessageSigner
+from pipeline.dkim_sign import DNS_NAME, DkimKey, MessageSigner
 from pipeline.errors import ConfigError
 
 __all__ = [
@@ -71,10 +70,6 @@ SIGNED_HEADERS: tuple[bytes, ...] = (
 # senders for 2048, and a new key costs nothing, so shorter keys are refused.
 MIN_RSA_BITS = 2048
 
-# A selector is one or more DNS labels (RFC 6376 section 3.1); a domain is ASCII too.
-_DNS_NAME = re.compile(
-    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-)
 
 DkimSigner = MessageSigner
 
@@ -237,7 +232,7 @@ def _configure(settings: Settings) -> tuple[DkimSigner | None, list[str]]:
         ("ed25519_selector", config.ed25519_selector),
         ("domain", domain),
     ):
-        if value and not _DNS_NAME.fullmatch(value):
+        if value and not DNS_NAME.fullmatch(value):
             problems.append(
                 f"{CONFIG_FILE}: [dkim] {setting} {value!r} is not a DNS name; use ASCII "
                 "letters, digits, hyphens and dots (punycode for an internationalised domain)"
