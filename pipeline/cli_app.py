@@ -99,7 +99,7 @@ Exit codes:
 )
 @click.option(
     "--root",
-    type=NonEmpty(click.Path(file_okay=False, path_type=Path)),
+    type=NonEmpty(click.Path(exists=True, file_okay=False, path_type=Path)),
     default=Path("."),
     show_default=True,
     help="Project folder holding pipeline.toml, articles/ and subscribers/.",

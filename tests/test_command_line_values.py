@@ -83,6 +83,17 @@ def test_a_value_typed_wrongly_is_a_usage_error_naming_option_and_forms(
     assert sorted(p.name for p in project.rglob("*")) == before  # nothing done
 
 
+def test_a_root_that_does_not_exist_is_a_usage_error(tmp_path: Path) -> None:
+    """``--root`` is typed like ``--from``: a folder that is not there is exit 2, not 1."""
+    for root in (tmp_path / "nope", tmp_path / "file.txt"):
+        if root.name == "file.txt":
+            root.write_text("not a folder", encoding="utf-8")
+        result = CliRunner().invoke(cli, ["--root", str(root), "check"])
+        assert result.exit_code == 2, result.output
+        line = usage_line(result)
+        assert "'--root'" in line and str(root) in line, line
+
+
 def value_parameters() -> list[tuple[str, str]]:
     """Every (command, option or argument) that takes a typed value, across the CLI."""
     found = [("", "--root")]
