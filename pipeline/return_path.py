@@ -22,6 +22,7 @@ secret key, cut to 64 bits, over the purpose, the digest and the reference.
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
 import re
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ def _mac(key: str, purpose: str, digest: str, ref32: str) -> str:
     return _b32(hmac.digest(key.encode(), message, "sha256")[:_MAC_BYTES])
 
 
+@functools.lru_cache(maxsize=64)  # the VERP sender and the mailto of one message share it
 def _ref32(email: str, key: str) -> str:
     ref = subscriber_ref(email, key)
     return _b32(base64.urlsafe_b64decode(ref + "=" * (-len(ref) % 4)))

@@ -127,8 +127,9 @@ class SmtpSession(asyncio.Protocol):
         if len(self._replies) < count:
             # One timer for the whole wait, on the loop directly: asyncio.timeout() costs
             # several times more, and this runs twice for every message sent.
+            loop = asyncio.get_running_loop()
             self._expired = False
-            timer = asyncio.get_running_loop().call_later(timeout, self._time_out)
+            timer = loop.call_later(timeout, self._time_out)
             try:
                 while len(self._replies) < count:
                     if self._lost is not None:
@@ -136,7 +137,7 @@ class SmtpSession(asyncio.Protocol):
                     if self._expired:  # the timer fired as a reply settled the last waiter
                         raise TimeoutError("no reply in time")
                     self._wanted = count
-                    self._waiter = asyncio.get_running_loop().create_future()
+                    self._waiter = loop.create_future()
                     try:
                         await self._waiter
                     finally:

@@ -18,6 +18,13 @@ from pipeline.signing import DKIM_ED25519_KEY_ENV, DKIM_KEY_ENV
 from tests.conftest import Received, require_tool
 
 
+@pytest.fixture(autouse=True)
+def no_key_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sets the keys it means; none may leak in from the caller's shell."""
+    monkeypatch.delenv(DKIM_KEY_ENV, raising=False)
+    monkeypatch.delenv(DKIM_ED25519_KEY_ENV, raising=False)
+
+
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of keys an operator might point ``[dkim]`` at, good and bad."""
@@ -104,8 +111,6 @@ def test_check_reports_every_dkim_mistake_at_once(
     project: Path, keys: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``publish`` stops at the first; ``check`` names them all, so one edit fixes them."""
-    monkeypatch.delenv(DKIM_KEY_ENV, raising=False)
-    monkeypatch.delenv(DKIM_ED25519_KEY_ENV, raising=False)
     configure_dkim(
         project,
         keys,
@@ -124,8 +129,6 @@ def test_a_good_rsa_key_from_key_file_and_ed25519_pem_sign_every_message(
     project: Path, keys: Path, smtp_server: Received, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The README's recipe end to end: both signatures on every message sent."""
-    monkeypatch.delenv(DKIM_KEY_ENV, raising=False)
-    monkeypatch.delenv(DKIM_ED25519_KEY_ENV, raising=False)
     configure_dkim(
         project,
         keys,
