@@ -30,6 +30,7 @@ from pipeline.dkim_sign import (
     MessageSigner,
     canonical_body,
     canonical_headers,
+    select_signed,
     split_message,
 )
 from pipeline.signing import SIGNED_HEADERS
@@ -129,6 +130,15 @@ def test_canonical_headers_match_dkimpy() -> None:
     assert canonical_headers(every) == Relaxed.canonicalize_headers(every)
 
 
+def test_selected_fields_match_dkimpy() -> None:
+    rng = random.Random(11)
+    names = [h.lower() for h in SIGNED_HEADERS] + [b"x-other", b"absent"]
+    for message in MESSAGES:
+        headers = split_message(message)[0]
+        for listed in (list(SIGNED_HEADERS), rng.choices(names, k=rng.randint(1, 20))):
+            assert select_signed(headers, listed) == dkim.select_headers(headers, listed)
+
+
 def test_every_signature_verifies_with_dkimpy_and_body_hash_matches(
     rsa_key: rsa.RSAPrivateKey, ed_key: Ed25519PrivateKey
 ) -> None:
@@ -148,6 +158,8 @@ def test_every_signature_verifies_with_dkimpy_and_body_hash_matches(
         assert verifier.verify(idx=0, dnsfunc=dns), message  # RSA, outermost
         assert verifier.verify(idx=1, dnsfunc=dns), message  # Ed25519 (RFC 8463)
         assert all(len(line) <= 998 for line in signed.split(b"\r\n"))
+        field = signed[: signed.index(b"DKIM-Signature:", 1)]  # the outermost field
+        assert all(len(line) <= 72 for line in field.split(b"\r\n")), field  # folded
         theirs = dkim.sign(message, b"s1", b"example.org", pem,
                            canonicalize=(b"relaxed", b"relaxed"),
                            include_headers=list(SIGNED_HEADERS))  # fmt: skip
