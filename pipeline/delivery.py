@@ -82,10 +82,17 @@ class PermanentFailure(Exception):
 
 
 class Transport(Protocol):
-    """One connection's worth of sending; ``open`` raises ``DeliveryError`` naming the server."""
+    """One connection's worth of sending; ``open`` raises ``DeliveryError`` naming the server.
+
+    ``send`` returns the server's final reply. It may call ``meanwhile`` once, after the
+    whole message is handed over and before waiting for that reply: the caller's own work
+    (building its next message) then overlaps the server reading this one.
+    """
 
     async def open(self) -> None: ...
-    async def send(self, message: OutgoingMessage) -> str: ...
+    async def send(
+        self, message: OutgoingMessage, *, meanwhile: Callable[[], None] | None = None
+    ) -> str: ...
     async def close(self) -> None: ...
 
 
@@ -101,7 +108,9 @@ class MaildirTransport:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._box = mailbox.Maildir(self.path, create=True)
 
-    async def send(self, message: OutgoingMessage) -> str:
+    async def send(
+        self, message: OutgoingMessage, *, meanwhile: Callable[[], None] | None = None
+    ) -> str:
         if self._box is None:
             await self.open()
         assert self._box is not None
@@ -213,7 +222,9 @@ class SmtpTransport:
         # From here on the session owns the connection; the client is not used again.
         self._session = SmtpSession(transport)
 
-    async def send(self, message: OutgoingMessage) -> str:
+    async def send(
+        self, message: OutgoingMessage, *, meanwhile: Callable[[], None] | None = None
+    ) -> str:
         session = self._session
         if session is None or not session.is_open:
             try:
@@ -223,14 +234,19 @@ class SmtpTransport:
             session = self._session
             assert session is not None
         try:
-            return await self._transaction(session, message)
+            return await self._transaction(session, message, meanwhile)
         except (OSError, TimeoutError) as exc:
             # The connection is gone or out of step with the server: never reuse it.
             self._drop()
             reason = "timed out" if isinstance(exc, TimeoutError) else "connection lost"
             raise TemporaryFailure(f"{reason}: {exc}") from exc
 
-    async def _transaction(self, session: SmtpSession, message: OutgoingMessage) -> str:
+    async def _transaction(
+        self,
+        session: SmtpSession,
+        message: OutgoingMessage,
+        meanwhile: Callable[[], None] | None,
+    ) -> str:
         sender = message.sender.encode()
         recipient = message.recipient.encode()
         if _CONTROL.search(sender + recipient):
@@ -256,6 +272,8 @@ class SmtpTransport:
                 await self._abandon(session, replies)
                 raise Refused(judge(reply.code, reply.text, phase), str(self.target))
         session.write(wire_form(message.data, crlf_only=message.crlf_only))
+        if meanwhile is not None:
+            meanwhile()  # the caller's work overlaps the server reading the message
         (final,) = await session.replies(1, self._timeout)
         if final.code != 250:
             raise Refused(judge(final.code, final.text, Phase.END), str(self.target))

@@ -34,6 +34,7 @@ from pipeline.delivery import PermanentFailure, Refused, TemporaryFailure, Trans
 from pipeline.delivery_run import DeliveryOptions, DeliveryReport
 from pipeline.errors import DeliveryError
 from pipeline.messages import MessageFactory, OutgoingMessage
+from pipeline.next_row import NextRow
 from pipeline.ratelimit import HOUR, RateLimiter
 from pipeline.refusals import Refusals, backoff
 from pipeline.store import Ledger, OutboxRow
@@ -271,18 +272,31 @@ class _Drain:
             )
 
     async def _work(self, transport: Transport) -> None:
+        next_row = NextRow(self.queue, self.factory.build)
+        try:
+            await self._send_rows(transport, next_row)
+        finally:
+            next_row.give_back()  # a row taken early goes to the other connections
+
+    async def _send_rows(self, transport: Transport, next_row: NextRow) -> None:
         reconnect_failures = 0
-        while (row := await self.queue.get()) is not None:
-            await self.limiter.acquire()
+        while (turn := await next_row.turn()) is not None:
+            row, message, still_claimed = turn
+            if await self.limiter.acquire():
+                # Held back by the rate limit: ask afresh, and date the message now.
+                message, still_claimed = None, None
             if self.should_stop():
                 return  # the row stays pending; its lease is released at the end
-            if not self.ledger.still_claimed(row.id, self.owner):
+            if still_claimed is None:
+                still_claimed = self.ledger.still_claimed(row.id, self.owner)
+            if not still_claimed:
                 self.report.skipped += 1  # unsubscribed or bounced since it was claimed
                 self._settle(row)
                 continue
-            message = self.factory.build(row)
+            if message is None:
+                message = self.factory.build(row)
             try:
-                reply = await transport.send(message)
+                reply = await transport.send(message, meanwhile=next_row.build)
             except Unreachable as exc:
                 reconnect_failures += 1
                 if not await self._retry_row_later(row, exc.reply, reconnect_failures):
@@ -301,7 +315,7 @@ class _Drain:
                 self.report.failed += 1
                 self._settle(row)
             else:
-                await self._record_sent(row, message, reply)
+                await self._record_sent(row, message, reply, next_row)
             reconnect_failures = 0
 
     async def _retry_row_later(self, row: OutboxRow, reason: str, failures: int) -> bool:
@@ -315,16 +329,26 @@ class _Drain:
         await asyncio.sleep(min(2.0**failures, 10.0) * random.uniform(0.5, 1.0))
         return not self.should_stop()
 
-    async def _record_sent(self, row: OutboxRow, message: OutgoingMessage, reply: str) -> None:
-        # Committed before this connection takes its next row: the duplicate window. While
-        # another drain process holds the write lock, this process's other connections go
-        # on working instead of the whole event loop sleeping in SQLite's busy handler.
+    async def _record_sent(
+        self, row: OutboxRow, message: OutgoingMessage, reply: str, next_row: NextRow
+    ) -> None:
+        # Committed before this connection sends its next message: the duplicate window.
+        # The same statement says whether the next row is still ours (``pipeline.next_row``).
+        # While another drain process holds the write lock, this process's other
+        # connections go on working instead of the event loop sleeping in SQLite's busy
+        # handler.
+        ahead = next_row.take()
+        then_check = None if ahead is None else (ahead.id, self.owner)
         pause = 0.0
-        while not self.ledger.mark_sent(
-            row.id, message.message_id, reply, self.clock(), wait=False
-        ):
+        while (
+            still_claimed := self.ledger.mark_sent(
+                row.id, message.message_id, reply, self.clock(), wait=False, then_check=then_check
+            )
+        ) is None:
             await asyncio.sleep(pause)
             pause = min(0.01, pause * 2 or 0.0005)
+        if ahead is not None:
+            next_row.checked(still_claimed)
         self.report.sent += 1
         self.refusals.delivered(row)
         self._settle(row)

@@ -61,11 +61,14 @@ class RateLimiter:
         if self._per_hour > 0:
             self._window.append(now)
 
-    async def acquire(self) -> None:
-        """Wait until a send is allowed, then count it as made."""
+    async def acquire(self) -> bool:
+        """Wait until a send is allowed, then count it as made; True if it had to wait."""
         if not self.limited:
-            return
+            return False
+        waited = self._lock.locked()  # another connection is waiting its turn ahead of this
         async with self._lock:  # connections queue up in turn, none jumps ahead
             while (wait := self.delay()) > 0:
+                waited = True
                 await asyncio.sleep(wait)
             self.take()
+        return waited

@@ -400,7 +400,7 @@ def test_mark_sent_without_waiting_writes_nothing_while_another_process_holds_th
         other = sqlite3.connect(settings.paths.ledger, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # another drain, mid-commit
         try:
-            assert ledger.mark_sent(row.id, "<m@x>", "250 ok", now, wait=False) is False
+            assert ledger.mark_sent(row.id, "<m@x>", "250 ok", now, wait=False) is None
         finally:
             other.execute("ROLLBACK")
             other.close()

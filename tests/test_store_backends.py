@@ -118,6 +118,39 @@ def test_an_address_suppressed_in_another_case_cancels_its_queued_message(
         assert [r.email for r in rows] == ["cy@example.org"]
 
 
+def test_recording_a_send_says_whether_the_next_row_is_still_the_drains(
+    ledger: Ledger,
+) -> None:
+    """``mark_sent(then_check=...)`` answers what ``still_claimed`` would, in the commit."""
+    with ledger:
+        ledger.record_publish(
+            _record([("all", f"r{i}@example.net", "R") for i in range(6)]), FIRST_RUN
+        )
+        first, second, third, fourth = ledger.claim("h:1:x", NOW, NOW + timedelta(minutes=5), 4)
+        (elsewhere, _) = ledger.claim("h:2:y", NOW, NOW + timedelta(minutes=5), 2)
+        ours = "h:1:x"
+        assert ledger.mark_sent(first.id, "<1@x>", "250 ok", NOW, then_check=(second.id, ours))
+        ledger.suppress(third.email, "bounced: 550", NOW)  # cancels its queued row
+        for wait in (True, False):
+            answer = ledger.mark_sent(
+                second.id, "<2@x>", "250 ok", NOW, wait=wait, then_check=(third.id, ours)
+            )
+            assert answer is False  # written, and the next row is no longer ours to send
+        assert (
+            ledger.mark_sent(second.id, "<2@x>", "250 ok", NOW, then_check=(elsewhere.id, ours))
+            is False
+        )  # another drain's row
+        assert ledger.mark_sent(second.id, "<2@x>", "250 ok", NOW) is True
+        # The sent row erased meanwhile (a subscriber forgotten): the next row is looked up
+        # on its own.
+        assert (
+            ledger.mark_sent(fourth.id + 100, "<9@x>", "250 ok", NOW, then_check=(fourth.id, ours))
+            is True
+        )
+        assert ledger.delivery_counts().sent == 2
+        assert ledger.still_claimed(fourth.id, ours)
+
+
 def test_the_hourly_cap_history_is_the_newest_sends_however_many_there_were(
     ledger: Ledger,
 ) -> None:

@@ -28,6 +28,10 @@ class Cursor(Protocol):
     @property
     def rowcount(self) -> int: ...
 
+    @property
+    def description(self) -> Any:
+        """None unless the statement returns rows (a ``SELECT``, a ``RETURNING``)."""
+
     def fetchone(self) -> Any: ...
 
     def fetchall(self) -> list[Any]: ...
@@ -63,9 +67,10 @@ class Database(Protocol):
         be written together: a row's fate and a bounce score)."""
         ...
 
-    def execute_if_free(self, sql: str, params: Params = ()) -> bool:
-        """Run one write unless another process holds the write lock; False (nothing written)
-        when it does, instead of sleeping for it. Backends with row locks always run it."""
+    def execute_if_free(self, sql: str, params: Params = ()) -> list[Any] | None:
+        """Run one write unless another process holds the write lock, and return the rows it
+        returns (``RETURNING``); None (nothing written) when the lock is held, instead of
+        sleeping for it. Backends with row locks always run it."""
         ...
 
     def background_checkpoints(self) -> AbstractContextManager[None]:

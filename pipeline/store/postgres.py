@@ -152,9 +152,10 @@ class PostgresDatabase:
         except psycopg.OperationalError as exc:
             raise self._error(exc) from exc
 
-    def execute_if_free(self, sql: str, params: Params = ()) -> bool:
-        self.execute(sql, params)  # row locks: a write never waits for a database-wide lock
-        return True
+    def execute_if_free(self, sql: str, params: Params = ()) -> list[Any] | None:
+        # Row locks: a write never waits for a database-wide lock.
+        cursor = self.execute(sql, params)
+        return cursor.fetchall() if cursor.description is not None else []
 
     # A delivery commits once per message. Waiting for each commit's WAL flush would cap a
     # drain at the disk's fsyncs per second (about 400 on the development machine), and

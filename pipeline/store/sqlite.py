@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import LedgerError
 from pipeline.store.database import Cursor, Params
@@ -126,17 +127,18 @@ class SqliteDatabase:
             raise
         self._db.execute("COMMIT")
 
-    def execute_if_free(self, sql: str, params: Params = ()) -> bool:
+    def execute_if_free(self, sql: str, params: Params = ()) -> list[Any] | None:
         self._db.execute("PRAGMA busy_timeout = 0")
         try:
-            self._db.execute(sql, params)
+            # Fetching every row also ends the statement, and with it the implicit
+            # transaction: the write is committed on return.
+            return self._db.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
                 raise
-            return False
+            return None
         finally:
             self._db.execute("PRAGMA busy_timeout = 30000")  # as connected: 30 s
-        return True
 
     # SQLite folds the WAL back into the database inside whichever commit crosses 1,000 WAL
     # pages, and syncs the database file there: during delivery that stalls every connection
