@@ -23,6 +23,7 @@ from email.utils import format_datetime
 
 from pipeline.config import CONFIG_FILE, Settings
 from pipeline.digest import EVERY_TOPIC, SlotTemplate, edition_name, topics_phrase
+from pipeline.dkim_sign import relaxed_piece
 from pipeline.errors import ConfigError, Problem
 from pipeline.mime import (
     AddressError,
@@ -34,6 +35,7 @@ from pipeline.mime import (
     fold_header,
     header_safe,
     multipart_alternative,
+    multipart_body,
 )
 from pipeline.return_path import ReturnPaths
 from pipeline.signing import DkimSigner, dkim_problems, load_signer
@@ -74,6 +76,9 @@ class _Audience:
     subject_header: bytes
     html: QuotedPrintableSlots
     text: QuotedPrintableSlots
+    # The same bodies in DKIM's relaxed form, for a signer: canonicalised once per edition.
+    relaxed_html: QuotedPrintableSlots | None
+    relaxed_text: QuotedPrintableSlots | None
 
 
 def _check_sender(settings: Settings) -> None:
@@ -179,11 +184,16 @@ class MessageFactory:
             record = self._load_audience(digest_id, audience_key)
             html_slots = SlotTemplate(record.html, record.slot_nonce)
             text_slots = SlotTemplate(record.text, record.slot_nonce)
+            html = QuotedPrintableSlots(html_slots.literals, html_slots.names)
+            text = QuotedPrintableSlots(text_slots.literals, text_slots.names)
+            signed = self._signer is not None
             prepared = _Audience(
                 record.subject,
                 fold_header("Subject", encode_unstructured(record.subject)),
-                QuotedPrintableSlots(html_slots.literals, html_slots.names),
-                QuotedPrintableSlots(text_slots.literals, text_slots.names),
+                html,
+                text,
+                html.transformed(relaxed_piece) if signed else None,
+                text.transformed(relaxed_piece) if signed else None,
             )
             self._cache[cache_key] = prepared
         return prepared
@@ -260,14 +270,20 @@ class MessageFactory:
             ),
         )
         escaped = {name: html.escape(value) for name, value in values.items()}
+        boundary = "=_" + message_id[1:].partition("@")[0]
+        text_pieces = audience.text.encode(values)
+        html_pieces = audience.html.encode(escaped)
         data = multipart_alternative(
-            headers,
-            "=_" + message_id[1:].partition("@")[0],
-            audience.text.fill(values),
-            audience.html.fill(escaped),
+            headers, boundary, audience.text.join(text_pieces), audience.html.join(html_pieces)
         )
         if self._signer is not None:
-            data = self._signer.sign(data)
+            assert audience.relaxed_text is not None and audience.relaxed_html is not None
+            relaxed_body = multipart_body(
+                boundary,
+                audience.relaxed_text.join(text_pieces),
+                audience.relaxed_html.join(html_pieces),
+            )
+            data = self._signer.sign(data, relaxed_body=relaxed_body)
         recipient = addr_spec(row.email)
         sender = self.return_paths.envelope_sender(row.digest_id, recipient)
         return OutgoingMessage(sender, recipient, message_id, data, crlf_only=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 
@@ -36,6 +37,7 @@ __all__ = [
     "fold_header",
     "header_safe",
     "multipart_alternative",
+    "multipart_body",
     "quoted_printable",
 ]
 
@@ -264,29 +266,64 @@ class QuotedPrintableSlots:
     which decode to nothing: the decoded body equals the filled text exactly.
     """
 
-    __slots__ = ("_literals", "_names")
+    __slots__ = ("_format", "_literals", "_names", "_slot_pieces", "_transform")
 
-    def __init__(self, literals: Sequence[str], names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        literals: Sequence[str | bytes],
+        names: Sequence[str],
+        *,
+        transform: Callable[[bytes], bytes] | None = None,
+    ) -> None:
+        """``literals`` as text (encoded here) or as pieces already encoded; ``transform``
+        is applied to every encoded piece, literal or value (see :meth:`transformed`)."""
         if len(literals) != len(names) + 1:
             raise ValueError("a slotted body has one more literal piece than slots")
-        text = list(literals)
-        text[-1] = _with_final_newline(text[-1])
-        self._literals = [_piece(t) if t else b"" for t in text]
+        if all(isinstance(t, str) for t in literals):
+            text = [str(t) for t in literals]
+            text[-1] = _with_final_newline(text[-1])
+            encoded = [_piece(t) if t else b"" for t in text]
+        else:
+            encoded = [t if isinstance(t, bytes) else _piece(t) for t in literals]
+        self._transform = transform
+        self._literals = [transform(t) for t in encoded] if transform else encoded
         self._names = tuple(names)
+        # Filling is one ``bytes % tuple``: the literals, each after a soft line break,
+        # around one %s per slot (a Python loop over the pieces cost about 7 µs a body).
+        first, *rest = (t.replace(b"%", b"%%") for t in self._literals)
+        self._format = first + b"".join(b"%s" + (_SOFT_BREAK + t if t else b"") for t in rest)
+        self._slot_pieces: Callable[[Mapping[str, bytes]], tuple[bytes, ...]] = lambda pieces: (
+            tuple(pieces[name] for name in self._names)
+        )
+        if len(self._names) > 1:
+            self._slot_pieces = operator.itemgetter(*self._names)
+
+    def transformed(self, transform: Callable[[bytes], bytes]) -> QuotedPrintableSlots:
+        """The same body with ``transform`` applied to each encoded piece, literals once
+        here and values as they are filled.
+
+        The pieces are joined by soft line breaks (``=`` CRLF), so a transform that works
+        within lines and leaves ``=`` and CRLF alone (DKIM's relaxed body form:
+        ``pipeline.dkim_sign.relaxed_piece``) gives the transform of the whole filled body.
+        """
+        return QuotedPrintableSlots(self._literals, self._names, transform=transform)
 
     def fill(self, values: Mapping[str, str]) -> bytes:
         """The encoded body with ``values`` in its slots (already escaped as the part needs)."""
-        literals = self._literals
-        out = [literals[0]]
-        for name, literal in zip(self._names, literals[1:], strict=True):
-            value = values[name]
-            if value:
-                out.append(_SOFT_BREAK)
-                out.append(_piece(value))
-            if literal:
-                out.append(_SOFT_BREAK)
-                out.append(literal)
-        return b"".join(out)
+        return self.join(self.encode(values))
+
+    def encode(self, values: Mapping[str, str]) -> dict[str, bytes]:
+        """``values`` encoded as slot pieces, each after its soft line break, for :meth:`join`."""
+        return {
+            name: _SOFT_BREAK + _piece(value) if value else b"" for name, value in values.items()
+        }
+
+    def join(self, pieces: Mapping[str, bytes]) -> bytes:
+        """The body with encoded ``pieces`` (from :meth:`encode`) in its slots."""
+        transform = self._transform
+        if transform is not None:
+            pieces = {name: transform(piece) for name, piece in pieces.items()}
+        return self._format % self._slot_pieces(pieces)
 
 
 def _with_final_newline(text: str) -> str:
@@ -303,11 +340,6 @@ def multipart_alternative(
     """
     if not boundary.startswith("=_"):
         raise ValueError("the boundary must start with '=_'")
-    delimiter = b"--" + boundary.encode("ascii")
-    part_headers = (
-        b'Content-Type: text/%s; charset="utf-8"\r\n'
-        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
-    )
     return b"".join(
         [
             *headers,
@@ -316,6 +348,20 @@ def multipart_alternative(
             + boundary.encode("ascii")
             + b'"\r\n',
             CRLF,
+            multipart_body(boundary, text_body, html_body),
+        ]
+    )
+
+
+def multipart_body(boundary: str, text_body: bytes, html_body: bytes) -> bytes:
+    """The body of :func:`multipart_alternative`'s message: what follows its header block."""
+    delimiter = b"--" + boundary.encode("ascii")
+    part_headers = (
+        b'Content-Type: text/%s; charset="utf-8"\r\n'
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    )
+    return b"".join(
+        [
             delimiter,
             CRLF,
             part_headers % b"plain",

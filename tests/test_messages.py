@@ -23,12 +23,20 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from dkim.canonicalization import Relaxed
 
 from pipeline import ConfigError, load_settings, open_ledger, plan_publish
 from pipeline.delivery import wire_form
 from pipeline.digest import DigestPlan, SlotTemplate
+from pipeline.dkim_sign import relaxed_piece
 from pipeline.messages import MessageFactory, build_reference_message, email_settings_problems
-from pipeline.mime import AddressError, QuotedPrintableSlots, addr_spec, header_safe
+from pipeline.mime import (
+    AddressError,
+    QuotedPrintableSlots,
+    addr_spec,
+    header_safe,
+    multipart_body,
+)
 from pipeline.return_path import read_verp_token
 from pipeline.signing import DKIM_ED25519_KEY_ENV, DKIM_KEY_ENV, load_signer
 from pipeline.store import AudienceRecord, OutboxRow
@@ -229,7 +237,7 @@ def test_date_message_id_and_test_sends(project: Path) -> None:
 
 def test_quoted_printable_slots_decode_to_the_filled_text() -> None:
     rng = random.Random(4)
-    alphabet = "ab =é\t中.\n" + "x" * 20
+    alphabet = "ab =é\t中.%\n" + "x" * 20  # % too: filling is a bytes % tuple
     for _ in range(300):
         literals = ["".join(rng.choices(alphabet, k=rng.randint(0, 200))) for _ in range(4)]
         values = {
@@ -245,6 +253,40 @@ def test_quoted_printable_slots_decode_to_the_filled_text() -> None:
         assert binascii.a2b_qp(encoded).decode("utf-8") == expected.replace("\n", "\r\n")
         assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
         assert b"=_" not in encoded, "the boundary prefix never occurs in a body"
+
+
+def test_relaxed_pieces_joined_are_the_relaxed_form_of_the_filled_body() -> None:
+    """What a signed digest's body hash is taken over, against dkimpy's canonicaliser."""
+    rng = random.Random(5)
+    alphabet = "ab  =é\t中.%\n   " + "x" * 10
+    for _ in range(300):
+        literals = ["".join(rng.choices(alphabet, k=rng.randint(0, 200))) for _ in range(4)]
+        values = {
+            n: "".join(rng.choices(alphabet.replace("\n", ""), k=rng.randint(0, 90))) for n in "abc"
+        }
+        slots = QuotedPrintableSlots(literals, ["a", "b", "c"])
+        pieces = slots.encode(values)
+        body = multipart_body("=_b", slots.join(pieces), slots.join(pieces))
+        relaxed = slots.transformed(relaxed_piece).join(pieces)
+        assert multipart_body("=_b", relaxed, relaxed) == Relaxed.canonicalize_body(body)
+
+
+def test_every_edition_signed_for_awkward_names_verifies(
+    project: Path, rsa_key: tuple[bytes, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The body hash comes from pieces canonicalised once per edition: dkimpy agrees for
+    every edition and names with runs of spaces, tabs and trailing blanks."""
+    pem, record = rsa_key
+    monkeypatch.setenv(DKIM_KEY_ENV, pem.decode())
+    config = project / "pipeline.toml"
+    config.write_text(config.read_text() + '\n[dkim]\nselector = "news2026"\n')
+    digest = planned_digest(project)
+    factory = make_factory(project, digest)
+    keys = ["*", *(a.audience.key for a in digest.audiences)]
+    names = ["Ana", "Ana  Reyes", "Ben\tOkafor ", "  Chloé   ", ""]
+    for index, (key, name) in enumerate((k, n) for k in keys for n in names):
+        raw = factory.build(OutboxRow(index + 1, 1, key, f"r{index}@example.org", name, 0)).data
+        assert dkim.verify(raw, dnsfunc=fake_dns(record)), (key, name)
 
 
 def test_addresses_are_written_as_ascii_addr_specs() -> None:
