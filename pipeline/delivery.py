@@ -18,6 +18,7 @@ running several drains in parallel processes, and choosing how many, is
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import mailbox
 import re
@@ -86,12 +87,19 @@ class Transport(Protocol):
 
     ``send`` returns the server's final reply. It may call ``meanwhile`` once, after the
     whole message is handed over and before waiting for that reply: the caller's own work
-    (building its next message) then overlaps the server reading this one.
+    (building its next messages) then overlaps the server reading this one. ``following``
+    is the message the caller will send next, if known: an SMTP transport may open its
+    transaction ahead (MAIL, RCPT and DATA, never its data), and closes the connection if
+    the next send is of another message.
     """
 
     async def open(self) -> None: ...
     async def send(
-        self, message: OutgoingMessage, *, meanwhile: Callable[[], None] | None = None
+        self,
+        message: OutgoingMessage,
+        *,
+        following: OutgoingMessage | None = None,
+        meanwhile: Callable[[], object] | None = None,
     ) -> str: ...
     async def close(self) -> None: ...
 
@@ -109,7 +117,11 @@ class MaildirTransport:
         self._box = mailbox.Maildir(self.path, create=True)
 
     async def send(
-        self, message: OutgoingMessage, *, meanwhile: Callable[[], None] | None = None
+        self,
+        message: OutgoingMessage,
+        *,
+        following: OutgoingMessage | None = None,
+        meanwhile: Callable[[], object] | None = None,
     ) -> str:
         if self._box is None:
             await self.open()
@@ -178,11 +190,13 @@ class SmtpTransport:
         self._tls_context = tls_context
         self._allow_pipelining = pipelining
         self._session: SmtpSession | None = None
+        self._opened: OutgoingMessage | None = None  # envelope written ahead, replies unread
         self._utf8 = False
         self.pipelining = False  # whether the open connection pipelines
 
     async def open(self) -> None:
         target = self.target
+        self._opened = None
         client = aiosmtplib.SMTP(
             hostname=target.host,
             port=target.port,
@@ -223,8 +237,17 @@ class SmtpTransport:
         self._session = SmtpSession(transport)
 
     async def send(
-        self, message: OutgoingMessage, *, meanwhile: Callable[[], None] | None = None
+        self,
+        message: OutgoingMessage,
+        *,
+        following: OutgoingMessage | None = None,
+        meanwhile: Callable[[], object] | None = None,
     ) -> str:
+        if self._opened is not None and self._opened is not message:
+            # The envelope written ahead was another message's (its row was cancelled, or
+            # the run stops): the server waits for that message's data after its 354, and
+            # only closing the connection ends that without sending anything.
+            self._drop()
         session = self._session
         if session is None or not session.is_open:
             try:
@@ -234,19 +257,15 @@ class SmtpTransport:
             session = self._session
             assert session is not None
         try:
-            return await self._transaction(session, message, meanwhile)
+            return await self._transaction(session, message, following, meanwhile)
         except (OSError, TimeoutError) as exc:
             # The connection is gone or out of step with the server: never reuse it.
             self._drop()
             reason = "timed out" if isinstance(exc, TimeoutError) else "connection lost"
             raise TemporaryFailure(f"{reason}: {exc}") from exc
 
-    async def _transaction(
-        self,
-        session: SmtpSession,
-        message: OutgoingMessage,
-        meanwhile: Callable[[], None] | None,
-    ) -> str:
+    def _envelope(self, message: OutgoingMessage) -> tuple[bytes, bytes, bytes]:
+        """MAIL, RCPT and DATA for ``message``; ``PermanentFailure`` if it cannot be sent."""
         sender = message.sender.encode()
         recipient = message.recipient.encode()
         if _CONTROL.search(sender + recipient):
@@ -258,20 +277,41 @@ class SmtpTransport:
                     f"the server at {self.target} does not accept non-ASCII addresses (SMTPUTF8)"
                 )
             mail_options = b" SMTPUTF8"
-        replies = await session.commands(
-            (
-                b"MAIL FROM:<" + sender + b">" + mail_options + b"\r\n",
-                b"RCPT TO:<" + recipient + b">\r\n",
-                b"DATA\r\n",
-            ),
-            self._timeout,
-            pipelining=self.pipelining,
+        return (
+            b"MAIL FROM:<" + sender + b">" + mail_options + b"\r\n",
+            b"RCPT TO:<" + recipient + b">\r\n",
+            b"DATA\r\n",
         )
+
+    async def _transaction(
+        self,
+        session: SmtpSession,
+        message: OutgoingMessage,
+        following: OutgoingMessage | None,
+        meanwhile: Callable[[], object] | None,
+    ) -> str:
+        if self._opened is message:
+            # Its envelope went out behind the previous message's data: read its replies.
+            self._opened = None
+            replies = await session.replies(len(_PHASES), self._timeout)
+        else:
+            replies = await session.commands(
+                self._envelope(message), self._timeout, pipelining=self.pipelining
+            )
         for reply, phase, accepted in zip(replies, _PHASES, _ACCEPTED, strict=False):
             if reply.code not in accepted:
                 await self._abandon(session, replies)
                 raise Refused(judge(reply.code, reply.text, phase), str(self.target))
-        session.write(wire_form(message.data, crlf_only=message.crlf_only))
+        data = wire_form(message.data, crlf_only=message.crlf_only)
+        if following is not None and self.pipelining:
+            # The next message's transaction is opened behind this one's data, in the same
+            # write (RFC 2920 lets message data start a group of commands; one write lets
+            # the server answer both in one reply): its envelope's round trip is saved.
+            # Its data goes only at its own send, after this message's reply is recorded.
+            with contextlib.suppress(PermanentFailure):  # refused at its own send
+                data += b"".join(self._envelope(following))
+                self._opened = following
+        session.write(data)
         if meanwhile is not None:
             meanwhile()  # the caller's work overlaps the server reading the message
         (final,) = await session.replies(1, self._timeout)
@@ -299,8 +339,12 @@ class SmtpTransport:
         if self._session is not None:
             self._session.close()
         self._session = None
+        self._opened = None
 
     async def close(self) -> None:
+        if self._opened is not None:
+            self._drop()  # mid-transaction after a 354: a QUIT would be read as data
+            return
         session, self._session = self._session, None
         if session is not None:
             await session.quit(self._timeout)

@@ -296,7 +296,11 @@ class _Drain:
             if message is None:
                 message = self.factory.build(row)
             try:
-                reply = await transport.send(message, meanwhile=next_row.build)
+                # The next message's transaction may be opened ahead, unless a rate limit
+                # could hold it back: a server waiting for data after its 354 would not
+                # wait minutes.
+                following = None if self.limiter.limited else next_row.following()
+                reply = await transport.send(message, following=following, meanwhile=next_row.build)
             except Unreachable as exc:
                 reconnect_failures += 1
                 if not await self._retry_row_later(row, exc.reply, reconnect_failures):

@@ -17,6 +17,7 @@ import sys
 import time
 import tomllib
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from email import message_from_bytes, policy
@@ -284,7 +285,9 @@ def test_sigkill_mid_publish_then_resume_sends_the_rest_once(
 ) -> None:
     add_readers(project, 300)
     connections = load_settings(project).send.connections
-    with faulty_server(Faults(delay_per_message=0.004)) as server:
+    # One resume way over a server offering PIPELINING, where a transaction may be open
+    # ahead of its data at the kill, the other over one that does not.
+    with faulty_server(Faults(delay_per_message=0.004), pipelining=resume == "deliver") as server:
         use(server, monkeypatch)
         run = _run_cli(project, "publish")
         _wait_for(server.received, 60, run)
@@ -308,7 +311,8 @@ def test_ctrl_c_finishes_messages_in_flight_and_leaves_the_rest_pending(
     project: Path, ledger_backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     add_readers(project, 300)
-    with faulty_server(Faults(delay_per_message=0.004)) as server:
+    # PIPELINING offered: at the interrupt a transaction may be open ahead of its data.
+    with faulty_server(Faults(delay_per_message=0.004), pipelining=True) as server:
         use(server, monkeypatch)
         run = _run_cli(project, "publish")
         _wait_for(server.received, 40, run)
@@ -502,6 +506,26 @@ def test_lines_starting_with_a_dot_arrive_intact(pipelining: bool) -> None:
     assert server.received.messages == [("b@example.net", data), ("c@example.net", data)]
 
 
+def _against_scripted_server(
+    serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    use: Callable[[SmtpTransport], Awaitable[list[str]]],
+) -> list[str]:
+    """Run ``use`` with a transport connected to a one-off server that plays ``serve``."""
+
+    async def scenario() -> list[str]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport = SmtpTransport(parse_smtp_url(f"smtp://127.0.0.1:{port}", None), timeout=2)
+        try:
+            return await use(transport)
+        finally:
+            await transport.close()
+            server.close()
+            await server.wait_closed()
+
+    return asyncio.run(scenario())
+
+
 def test_a_pipelined_transaction_sends_its_commands_in_one_go_and_reads_replies_in_order() -> None:
     """A scripted server that answers only once MAIL, RCPT and DATA have all arrived.
 
@@ -529,23 +553,15 @@ def test_a_pipelined_transaction_sends_its_commands_in_one_go_and_reads_replies_
         writer.write(b"221 bye\r\n")
         writer.close()
 
-    async def scenario() -> list[str]:
-        server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        transport = SmtpTransport(parse_smtp_url(f"smtp://127.0.0.1:{port}", None), timeout=2)
-        try:
-            return [
-                await transport.send(
-                    OutgoingMessage("a@example.org", rcpt, "<p@example.org>", b"Subject: p\r\n")
-                )
-                for rcpt in ("b@example.net", "c@example.net")
-            ]
-        finally:
-            await transport.close()
-            server.close()
-            await server.wait_closed()
+    async def send_two(transport: SmtpTransport) -> list[str]:
+        return [
+            await transport.send(
+                OutgoingMessage("a@example.org", rcpt, "<p@example.org>", b"Subject: p\r\n")
+            )
+            for rcpt in ("b@example.net", "c@example.net")
+        ]
 
-    replies = asyncio.run(scenario())
+    replies = _against_scripted_server(serve, send_two)
     assert replies == ["250 2.0.0 queued as X"] * 2
     assert seen[:3] == [
         b"MAIL FROM:<a@example.org>\r\n",
@@ -554,6 +570,69 @@ def test_a_pipelined_transaction_sends_its_commands_in_one_go_and_reads_replies_
     ]
     assert seen[3] == b"Subject: p\r\n.\r\n"
     assert seen[5] == b"RCPT TO:<c@example.net>\r\n"
+
+
+def test_the_next_transaction_is_opened_behind_the_data_in_one_write() -> None:
+    """A scripted server that reads the next MAIL, RCPT and DATA before it answers the
+    data: a client that waited for that answer before opening the next transaction would
+    hang here. Then it answers all four at once, as Postfix flushes replies."""
+    seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 scripted ESMTP\r\n")
+        assert (await reader.readline()).startswith(b"EHLO")
+        writer.write(b"250-scripted\r\n250 PIPELINING\r\n")
+        seen.extend([await reader.readline() for _ in range(3)])
+        writer.write(b"250 ok\r\n250 ok\r\n354 go ahead\r\n")
+        seen.append(await reader.readuntil(b"\r\n.\r\n"))
+        ahead = [await asyncio.wait_for(reader.readline(), 2) for _ in range(3)]
+        seen.extend(ahead)
+        writer.write(b"250 2.0.0 queued as 1\r\n250 ok\r\n250 ok\r\n354 go ahead\r\n")
+        seen.append(await reader.readuntil(b"\r\n.\r\n"))
+        writer.write(b"250 2.0.0 queued as 2\r\n")
+        assert await reader.readline() == b"QUIT\r\n"
+        writer.write(b"221 bye\r\n")
+        writer.close()
+
+    first = OutgoingMessage("a@example.org", "b@example.net", "<1@example.org>", b"S: 1\r\n")
+    second = OutgoingMessage("a@example.org", "c@example.net", "<2@example.org>", b"S: 2\r\n")
+
+    async def send_two(transport: SmtpTransport) -> list[str]:
+        return [await transport.send(first, following=second), await transport.send(second)]
+
+    replies = _against_scripted_server(serve, send_two)
+    assert replies == ["250 2.0.0 queued as 1", "250 2.0.0 queued as 2"]
+    assert seen[3:] == [
+        b"S: 1\r\n.\r\n",
+        b"MAIL FROM:<a@example.org>\r\n",
+        b"RCPT TO:<c@example.net>\r\n",
+        b"DATA\r\n",
+        b"S: 2\r\n.\r\n",
+    ]
+
+
+def test_a_transaction_opened_for_a_message_not_sent_next_is_dropped_unsent() -> None:
+    """After a 354 only data can follow: when the next send is of another message (its
+    row was cancelled), the connection is closed, and the server delivers nothing for it."""
+    messages = [
+        OutgoingMessage("a@example.org", f"{name}@example.net", f"<{name}@x>", b"S: x\r\n")
+        for name in ("b", "cancelled", "d")
+    ]
+    with faulty_server(pipelining=True) as server:
+        transport = SmtpTransport(parse_smtp_url(server.url, None), timeout=5)
+
+        async def send() -> list[str]:
+            try:
+                return [
+                    await transport.send(messages[0], following=messages[1]),
+                    await transport.send(messages[2]),
+                ]
+            finally:
+                await transport.close()
+
+        replies = asyncio.run(send())
+    assert all(reply.startswith("250") for reply in replies)
+    assert server.received.recipients() == ["b@example.net", "d@example.net"]
 
 
 @pytest.fixture
@@ -643,10 +722,19 @@ class UnsubscribingHandler:
     """Accepts mail; while the first message is being accepted, ``victims`` unsubscribe
     through the ledger (as they would on the web pages, from another process)."""
 
-    def __init__(self, root: Path, victims: list[str]) -> None:
+    def __init__(self, root: Path, victims: list[str], *, pipelining: bool = False) -> None:
         self.root = root
         self.victims = victims
         self.received = Received()
+        self.pipelining = pipelining
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:  # then the victims' transactions may already be open
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if not self.received.messages:
@@ -659,14 +747,15 @@ class UnsubscribingHandler:
         return "250 Message accepted"
 
 
+@both_ways
 def test_an_address_unsubscribed_during_a_drain_gets_nothing_already_claimed(
-    site: Path, monkeypatch: pytest.MonkeyPatch
+    site: Path, monkeypatch: pytest.MonkeyPatch, pipelining: bool
 ) -> None:
     # One connection and a batch larger than the list: every row is claimed before the
     # first message goes, as a long rate-limited run holds its batch for minutes.
     configure(site, send={"connections": 1, "processes": 1})
     victims = [f"reader{i:04d}@example.net" for i in range(20, 30)]
-    handler = UnsubscribingHandler(site, victims)
+    handler = UnsubscribingHandler(site, victims, pipelining=pipelining)
     controller = Controller(handler, hostname="127.0.0.1", port=free_port())
     controller.start()
     try:
