@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import feedparser
-import httpx
+import httpx2
 import pytest
 from click.testing import CliRunner
 from lxml import html as lxml_html
@@ -35,14 +35,14 @@ PNG = re.compile(rf"{BASE}media/{SLUG}/fvc-decline\.[0-9a-f]{{8}}\.png")
 
 
 @pytest.fixture
-def served_site(project: Path) -> Iterator[tuple[httpx.Client, str]]:
+def served_site(project: Path) -> Iterator[tuple[httpx2.Client, str]]:
     """The sample project, its base_url pointed at a real uvicorn serving it."""
     port = free_port()
     base = f"http://127.0.0.1:{port}/"
     config = project / "pipeline.toml"
     config.write_text(config.read_text("utf-8").replace(BASE, base), "utf-8")
     publish(project, send_email=False)
-    with served(create_app(load_settings(project)), port), httpx.Client() as client:
+    with served(create_app(load_settings(project)), port), httpx2.Client() as client:
         yield client, base
 
 
@@ -51,7 +51,7 @@ def image_urls(html: str) -> list[str]:
 
 
 def test_bundle_images_resolve_in_the_page_and_every_feed(
-    served_site: tuple[httpx.Client, str],
+    served_site: tuple[httpx2.Client, str],
 ) -> None:
     client, base = served_site
     page = client.get(f"{base}articles/{SLUG}/")

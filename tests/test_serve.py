@@ -1,4 +1,4 @@
-"""``pipeline serve``: public/ over a real uvicorn server on 127.0.0.1, spoken to with httpx."""
+"""``pipeline serve``: public/ over a real uvicorn server on 127.0.0.1, spoken to with httpx2."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from click.testing import CliRunner
 from starlette.requests import Request
@@ -22,7 +22,7 @@ from tests.helpers import publish
 
 
 @pytest.fixture
-def site(project: Path) -> Iterator[httpx.Client]:
+def site(project: Path) -> Iterator[httpx2.Client]:
     """The sample project published and served by uvicorn; a client pointed at it."""
     publish(project, send_email=False)
 
@@ -34,7 +34,7 @@ def site(project: Path) -> Iterator[httpx.Client]:
     # No automatic decompression: the tests look at the bytes on the wire.
     with (
         served(app, port),
-        httpx.Client(
+        httpx2.Client(
             base_url=f"http://127.0.0.1:{port}", headers={"Accept-Encoding": "identity"}
         ) as client,
     ):
@@ -54,7 +54,7 @@ def site(project: Path) -> Iterator[httpx.Client]:
     ],
 )
 def test_files_are_served_with_their_media_type(
-    site: httpx.Client, project: Path, path: str, content_type: str
+    site: httpx2.Client, project: Path, path: str, content_type: str
 ) -> None:
     response = site.get(path)
     assert response.status_code == 200
@@ -65,7 +65,7 @@ def test_files_are_served_with_their_media_type(
     assert response.content == on_disk.read_bytes()
 
 
-def test_conditional_get_answers_304(site: httpx.Client) -> None:
+def test_conditional_get_answers_304(site: httpx2.Client) -> None:
     first = site.get("/atom.xml")
     etag, modified = first.headers["etag"], first.headers["last-modified"]
     assert etag.startswith('"') and etag.endswith('"')
@@ -84,7 +84,7 @@ def test_conditional_get_answers_304(site: httpx.Client) -> None:
     assert site.get("/atom.xml", headers=both).status_code == 200
 
 
-def test_an_unchanged_republish_keeps_the_etag(site: httpx.Client, project: Path) -> None:
+def test_an_unchanged_republish_keeps_the_etag(site: httpx2.Client, project: Path) -> None:
     from datetime import timedelta
 
     from tests.helpers import FIRST_RUN
@@ -94,10 +94,10 @@ def test_an_unchanged_republish_keeps_the_etag(site: httpx.Client, project: Path
     assert site.get("/rss.xml").headers["etag"] == before
 
 
-def test_gzip_when_asked(site: httpx.Client, project: Path) -> None:
+def test_gzip_when_asked(site: httpx2.Client, project: Path) -> None:
     plain = site.get("/atom.xml")
     with site.stream("GET", "/atom.xml", headers={"Accept-Encoding": "gzip, deflate"}) as zipped:
-        raw = b"".join(zipped.iter_raw())  # the bytes on the wire, not decoded by httpx
+        raw = b"".join(zipped.iter_raw())  # the bytes on the wire, not decoded by httpx2
     assert "content-encoding" not in plain.headers
     assert zipped.headers["content-encoding"] == "gzip"
     assert zipped.headers["vary"] == "Accept-Encoding"
@@ -130,21 +130,21 @@ def test_gzip_when_asked(site: httpx.Client, project: Path) -> None:
     ],
 )
 def test_accept_encoding_is_judged_by_quality_not_order(
-    site: httpx.Client, accept_encoding: str, gzipped: bool
+    site: httpx2.Client, accept_encoding: str, gzipped: bool
 ) -> None:
     response = site.get("/atom.xml", headers={"Accept-Encoding": accept_encoding})
     assert ("content-encoding" in response.headers) is gzipped, accept_encoding
     assert response.headers["vary"] == "Accept-Encoding"
 
 
-def test_head_sends_headers_only(site: httpx.Client, project: Path) -> None:
+def test_head_sends_headers_only(site: httpx2.Client, project: Path) -> None:
     response = site.head("/feed.json")
     assert response.status_code == 200 and response.content == b""
     size = (project / "public" / "feed.json").stat().st_size
     assert response.headers["content-length"] == str(size)
 
 
-def test_paths_outside_public_and_missing_files_are_not_found(site: httpx.Client) -> None:
+def test_paths_outside_public_and_missing_files_are_not_found(site: httpx2.Client) -> None:
     assert site.get("/nothing-here.xml").status_code == 404
     assert site.get("/articles/withdrawn-long-ago/").status_code == 404
     assert site.get("/../pipeline.toml").status_code == 404
@@ -153,13 +153,13 @@ def test_paths_outside_public_and_missing_files_are_not_found(site: httpx.Client
     assert site.post("/rss.xml").status_code == 405
 
 
-def test_a_directory_without_its_slash_redirects(site: httpx.Client) -> None:
+def test_a_directory_without_its_slash_redirects(site: httpx2.Client) -> None:
     response = site.get("/articles/nintedanib")
     assert response.status_code == 301
     assert response.headers["location"] == "/articles/nintedanib/"
 
 
-def test_the_slash_redirect_never_leaves_the_site(site: httpx.Client) -> None:
+def test_the_slash_redirect_never_leaves_the_site(site: httpx2.Client) -> None:
     # "//topics/scleroderma/" would be a link to the host "topics": an open redirect.
     for path in ("//topics/scleroderma", "///topics//scleroderma"):
         response = site.get(str(site.base_url).rstrip("/") + path)  # the path as it is
@@ -167,7 +167,7 @@ def test_the_slash_redirect_never_leaves_the_site(site: httpx.Client) -> None:
         assert response.headers["location"] == "/topics/scleroderma/"
 
 
-def test_extra_routes_come_before_the_files(site: httpx.Client) -> None:
+def test_extra_routes_come_before_the_files(site: httpx2.Client) -> None:
     response = site.get("/articles/")  # a folder of public/ too: the route wins
     assert response.status_code == 200 and response.text == "a route of its own"
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -52,11 +52,11 @@ class MailgunSender:
 
     def post(
         self, event: dict[str, Any], signature: dict[str, str] | None = None, unsigned: bool = False
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         body: dict[str, Any] = {"event-data": event}
         if not unsigned:
             body["signature"] = signature or self.sign()
-        return httpx.post(self.url, json=body)
+        return httpx2.post(self.url, json=body)
 
 
 class SendGridSender:
@@ -78,7 +78,7 @@ class SendGridSender:
         signer: ec.EllipticCurvePrivateKey | None = None,
         tamper: bool = False,
         unsigned: bool = False,
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         raw = json.dumps(events).encode()
         stamp = str(int(time.time()) if timestamp is None else timestamp)
         signature = (signer or self.private_key).sign(
@@ -93,7 +93,7 @@ class SendGridSender:
             headers.pop("X-Twilio-Email-Event-Webhook-Signature")
         if tamper:
             raw = raw.replace(ANA.encode(), BEN.encode())
-        return httpx.post(self.url, content=raw, headers=headers)
+        return httpx2.post(self.url, content=raw, headers=headers)
 
 
 class PostmarkSender:
@@ -102,9 +102,9 @@ class PostmarkSender:
     def __init__(self, base: str, auth: tuple[str, str] | None = ("postmark", "hook-pass")) -> None:
         self.url, self.auth = base + "webhooks/postmark", auth
 
-    def post(self, record: dict[str, Any]) -> httpx.Response:
+    def post(self, record: dict[str, Any]) -> httpx2.Response:
         record = {"ID": secrets.randbelow(10**12), "MessageStream": "outbound", **record}
-        return httpx.post(self.url, json=record, auth=self.auth)
+        return httpx2.post(self.url, json=record, auth=self.auth)
 
 
 @pytest.fixture
@@ -221,11 +221,11 @@ def test_a_provider_without_its_secret_has_no_endpoint(
     site: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("PIPELINE_SENDGRID_PUBLIC_KEY", raising=False)
-    assert httpx.post(site + "webhooks/sendgrid", json=[]).status_code == 404
+    assert httpx2.post(site + "webhooks/sendgrid", json=[]).status_code == 404
     monkeypatch.delenv("PIPELINE_MAILGUN_SIGNING_KEY")
-    assert httpx.post(site + "webhooks/mailgun", json={}).status_code == 404
+    assert httpx2.post(site + "webhooks/mailgun", json={}).status_code == 404
     monkeypatch.delenv("PIPELINE_POSTMARK_WEBHOOK_AUTH")
-    assert httpx.post(site + "webhooks/postmark", json={}).status_code == 404
+    assert httpx2.post(site + "webhooks/postmark", json={}).status_code == 404
 
 
 def test_check_names_unusable_webhook_secrets(
@@ -244,7 +244,7 @@ def test_check_names_unusable_webhook_secrets(
 
 
 def test_an_oversized_body_is_refused_before_it_is_read_whole(site: str) -> None:
-    response = httpx.post(site + "webhooks/mailgun", content=b"{" + b" " * (11 * 1024 * 1024))
+    response = httpx2.post(site + "webhooks/mailgun", content=b"{" + b" " * (11 * 1024 * 1024))
     assert response.status_code == 413
 
 
