@@ -42,8 +42,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from dkim.canonicalization import Relaxed, strip_trailing_lines
 
+from pipeline.dns_names import is_dns_name
+
 __all__ = [
-    "DNS_NAME",
     "DkimKey",
     "MessageSigner",
     "canonical_body",
@@ -56,10 +57,6 @@ __all__ = [
 _FOLD_AT = 72  # dkimpy folds its signatures there too; far below the 998-octet limit
 _SPACE_RUN = re.compile(rb"  +")
 _WHITESPACE_RUN = re.compile(rb"[\t ]+")
-# One or more DNS labels (RFC 6376 section 3.1: selectors; domains here are ASCII too).
-DNS_NAME = re.compile(
-    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +217,7 @@ class MessageSigner:
             raise ValueError("RFC 6376 requires the From field to be signed")
         for name in (domain, *(key.selector for key in keys)):
             # The tags are single-spaced by construction only if these are DNS labels.
-            if not DNS_NAME.fullmatch(name):
+            if not is_dns_name(name):
                 raise ValueError(f"a DKIM domain or selector is not a DNS name: {name!r}")
         self.domain = domain
         self.keys = tuple(keys)

@@ -25,6 +25,7 @@ import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 
+from pipeline.dns_names import is_dns_name
 from pipeline.errors import PipelineError
 
 __all__ = [
@@ -47,9 +48,6 @@ _FOLD_AT = 78
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")  # C0 and C1 controls
 _ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
 _DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-_DOMAIN = re.compile(
-    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-)
 # Characters an encoded-word may carry as themselves in any header (RFC 2047 section 5.3).
 _Q_LITERAL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 # Encoded-words may reach 75 characters; kept to 69 so that one fits on the first line
@@ -183,7 +181,7 @@ def addr_spec(address: str) -> str:
         ascii_domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
     except UnicodeError as exc:
         raise AddressError(f"{address!r}: the domain is not a valid host name") from exc
-    if not _DOMAIN.fullmatch(ascii_domain):
+    if not is_dns_name(ascii_domain):
         raise AddressError(f"{address!r}: the domain is not a valid host name")
     if not _DOT_ATOM.fullmatch(local):
         local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -31,7 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from pipeline.config import CONFIG_FILE, Settings
-from pipeline.dkim_sign import DNS_NAME, DkimKey, MessageSigner
+from pipeline.dkim_sign import DkimKey, MessageSigner
+from pipeline.dns_names import MAX_LABEL, MAX_NAME, is_dns_name
 from pipeline.errors import ConfigError
 
 __all__ = [
@@ -78,6 +79,31 @@ DkimSigner = MessageSigner
 MAX_KEY_BYTES = 64 * 1024
 _RSA_FIX = "create one with: openssl genrsa -out dkim.pem 2048 (and publish its public half)"
 _ED25519_FIX = "create one with: openssl genpkey -algorithm ed25519 -out dkim-ed25519.pem"
+
+
+def _name_problems(selector: str, ed25519_selector: str, domain: str) -> list[str]:
+    """What stops the selectors' DNS records from existing: each selector and the domain
+    must be DNS names, and so must the record's name ``<selector>._domainkey.<domain>``
+    (RFC 6376 section 3.6.2.1) as a whole (``pipeline.dns_names``)."""
+    problems: list[str] = []
+    named = (("selector", selector), ("ed25519_selector", ed25519_selector), ("domain", domain))
+    for setting, value in named:
+        if value and not is_dns_name(value):
+            problems.append(
+                f"{CONFIG_FILE}: [dkim] {setting} {value!r} is not a DNS name; use ASCII "
+                f"letters, digits, hyphens and dots, at most {MAX_LABEL} between dots "
+                "(punycode for an internationalised domain)"
+            )
+    if problems:
+        return problems
+    for setting, value in named[:2]:
+        record = f"{value}._domainkey.{domain}"
+        if value and len(record) > MAX_NAME:
+            problems.append(
+                f"{CONFIG_FILE}: [dkim] {setting} {value!r}: its DNS record {record!r} is "
+                f"{len(record)} characters, over DNS's {MAX_NAME}; choose a shorter selector"
+            )
+    return problems
 
 
 def _read_key(
@@ -222,21 +248,12 @@ def _configure(settings: Settings) -> tuple[DkimSigner | None, list[str]]:
         )
     sender_domain = settings.sender.address.rpartition("@")[2].lower()
     domain = (config.domain or sender_domain).lower()
-    if sender_domain != domain and not sender_domain.endswith("." + domain):
+    problems += _name_problems(config.selector, config.ed25519_selector, domain)
+    if is_dns_name(domain) and sender_domain != domain and not sender_domain.endswith("." + domain):
         problems.append(
             f"{CONFIG_FILE}: [dkim] domain {domain!r} does not align with the sender "
             f"{settings.sender.address!r}; DMARC needs the sender's domain or a parent of it"
         )
-    for setting, value in (
-        ("selector", config.selector),
-        ("ed25519_selector", config.ed25519_selector),
-        ("domain", domain),
-    ):
-        if value and not DNS_NAME.fullmatch(value):
-            problems.append(
-                f"{CONFIG_FILE}: [dkim] {setting} {value!r} is not a DNS name; use ASCII "
-                "letters, digits, hyphens and dots (punycode for an internationalised domain)"
-            )
     keys: list[DkimKey] = []
     if key is not None:
         try:

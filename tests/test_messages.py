@@ -294,6 +294,11 @@ def test_addresses_are_written_as_ascii_addr_specs() -> None:
     assert addr_spec("odd,local@example.org") == '"odd,local"@example.org'
     with pytest.raises(AddressError, match="SMTPUTF8"):
         addr_spec("zoë@example.org")
+    # A label over 63 octets, or a name over 253, can never be looked up (RFC 1034 3.1).
+    assert addr_spec(f"x@{'a' * 63}.example") == f"x@{'a' * 63}.example"
+    for domain in (f"{'a' * 64}.example", ".".join(["a" * 63] * 4)):
+        with pytest.raises(AddressError, match="not a valid host name"):
+            addr_spec(f"x@{domain}")
 
 
 def test_every_message_of_a_publish_meets_the_standards(

@@ -50,6 +50,7 @@ def test_an_empty_topic_label_is_refused(project: Path) -> None:
         # EHLO carries it (RFC 5321): blank or not a host name, the relay refuses every send.
         ("smtp", "local_hostname", '" "', "[smtp] local_hostname ' ' is not a host name"),
         ("smtp", "local_hostname", '"my laptop"', "is not a host name"),
+        ("smtp", "local_hostname", f'"{"a" * 64}.example.org"', "is not a host name"),
         # A port that is not one made `pipeline bounces` end in a traceback.
         ("bounces", "source", '"imaps://u@mail.example.org:99999/INBOX"', "invalid port"),
         ("bounces", "source", '"ftp://mail.example.org/bounces"', "imaps://user@host/INBOX"),
