@@ -14,6 +14,7 @@ builds the whole.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -183,9 +184,27 @@ def _section(name: str, cls: type, raw: Any) -> Any:
             raise ConfigError(
                 f"{CONFIG_FILE}: [{name}] {key} must be {_TOML_KINDS[expected]}, "
                 f"not {_TOML_KINDS.get(type(value), type(value).__name__)}; "
-                f"write it like the default: {key} = {_toml_value(default)}"
+                f"{_suggestion(key, value, expected, default)}"
             )
     return cls(**raw)
+
+
+def _suggestion(key: str, value: object, expected: type, default: object) -> str:
+    """The line to write instead: the value given, in the kind expected, when it converts
+    (``"2026"`` for ``2026`` given as text, ``5`` for ``"5"`` given as a number); and the
+    default."""
+    fixed: object = None
+    if expected is str and isinstance(value, int | float):
+        fixed = _toml_value(value)  # as TOML spells it: true, 2026, 0.5
+    elif expected in (int, float) and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            fixed = expected(value.strip())
+    like_default = f"like the default: {key} = {_toml_value(default)}"
+    if fixed is None:
+        return f"write it {like_default}"
+    if fixed == default:
+        return f"write {key} = {_toml_value(fixed)}"
+    return f"write {key} = {_toml_value(fixed)}, or {like_default}"
 
 
 # What a TOML value of each Python type is called, as an editor writing the file sees it.

@@ -95,13 +95,22 @@ def test_a_back_fill_before_a_recorded_slot_says_the_later_digest_covers_it(
     [
         (
             'hour = "8"',
-            "hour must be a whole number (no quotes), not text in quotes; "
-            "write it like the default: hour = 8",
+            "hour must be a whole number (no quotes), not text in quotes; write hour = 8",
         ),
         (
             "timezone = 1",
             "timezone must be text in quotes, not a whole number (no quotes); "
-            'write it like the default: timezone = "UTC"',
+            'write timezone = "1", or like the default: timezone = "UTC"',
+        ),
+        (
+            'day_of_month = "15"',
+            "day_of_month must be a whole number (no quotes), not text in quotes; "
+            "write day_of_month = 15, or like the default: day_of_month = 1",
+        ),
+        (
+            'day_of_month = "the 15th"',
+            "day_of_month must be a whole number (no quotes), not text in quotes; "
+            "write it like the default: day_of_month = 1",
         ),
         (
             "day_of_month = true",
