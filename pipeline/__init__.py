@@ -27,7 +27,8 @@ if TYPE_CHECKING:
         Problem,
         TemplateError,
     )
-    from pipeline.publish import PublishPlan, PublishReport, execute, open_ledger, plan_publish
+    from pipeline.publish import PublishPlan, PublishReport, execute, plan_publish
+    from pipeline.store import open_ledger
 
 _HOME = {
     "Settings": "pipeline.config",
@@ -41,7 +42,7 @@ _HOME = {
     "PublishPlan": "pipeline.publish",
     "PublishReport": "pipeline.publish",
     "execute": "pipeline.publish",
-    "open_ledger": "pipeline.publish",
+    "open_ledger": "pipeline.store",  # delivery and workers need not load the publisher
     "plan_publish": "pipeline.publish",
 }
 

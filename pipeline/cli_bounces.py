@@ -16,8 +16,8 @@ from pipeline.bounce_scores import reactivate
 from pipeline.cli_app import App, command
 from pipeline.cli_subscribers import subscribers
 from pipeline.cli_types import ADDRESS, MOMENT
-from pipeline.publish import open_ledger
 from pipeline.status import read_ledger
+from pipeline.store import open_ledger
 from pipeline.store.bounces import BounceEvent
 
 __all__ = ["subscribers_bounces", "subscribers_reactivate"]

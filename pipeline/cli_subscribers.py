@@ -20,9 +20,8 @@ from pipeline.config import Settings, secret_key
 from pipeline.errors import PipelineError
 from pipeline.periodic import change_frequency
 from pipeline.personal_data import forget, person_data
-from pipeline.publish import open_ledger
 from pipeline.status import read_ledger
-from pipeline.store import FREQUENCIES, SUBSCRIBER_STATUSES, SubscriberRecord
+from pipeline.store import FREQUENCIES, SUBSCRIBER_STATUSES, SubscriberRecord, open_ledger
 from pipeline.subscriber_plans import listed_subscribers
 from pipeline.subscribers import (
     SubscriberList,
