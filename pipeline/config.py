@@ -21,6 +21,7 @@ import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field, fields
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -135,8 +136,14 @@ def load_settings(root: Path) -> Settings:
         )
     sections = {name: _section(name, cls, data.get(name, {})) for name, cls in _SECTIONS.items()}
     topics = data.get("topics", {})
-    if not isinstance(topics, dict) or not all(isinstance(v, str) for v in topics.values()):
+    if not isinstance(topics, dict):
         raise ConfigError(f'{CONFIG_FILE}: [topics]: write each topic as slug = "Label"')
+    for slug, label in topics.items():
+        if not isinstance(label, str):
+            raise ConfigError(
+                f"{CONFIG_FILE}: [topics] {slug}'s label must be text in quotes, e.g. "
+                f'{slug} = "{slug.replace("-", " ").capitalize()}"'
+            )
     settings = Settings(paths=paths, topics=dict(topics), **sections)
     _validate(settings)
     return settings
@@ -183,29 +190,34 @@ def _section(name: str, cls: type, raw: Any) -> Any:
         if not isinstance(value, expected) or isinstance(value, bool) != isinstance(default, bool):
             raise ConfigError(
                 f"{CONFIG_FILE}: [{name}] {key} must be {_TOML_KINDS[expected]}, "
-                f"not {_TOML_KINDS.get(type(value), type(value).__name__)}; "
+                f"not {_GIVEN_KINDS.get(type(value)) or _TOML_KINDS.get(type(value), 'that')}; "
                 f"{_suggestion(key, value, expected, default)}"
             )
     return cls(**raw)
 
 
 def _suggestion(key: str, value: object, expected: type, default: object) -> str:
-    """The line to write instead: the value given, in the kind expected, when it converts
-    (``"2026"`` for ``2026`` given as text, ``5`` for ``"5"`` given as a number); and the
-    default."""
+    """How to write ``key``: the value given in the kind expected when it converts
+    (``2026`` in quotes, ``"5"`` without, ``9.0`` as ``9``), and the default."""
     fixed: object = None
-    if expected is str and isinstance(value, int | float):
-        fixed = _toml_value(value)  # as TOML spells it: true, 2026, 0.5
+    if expected is str and isinstance(value, int | float) and not isinstance(value, bool):
+        fixed = _toml_value(value)
     elif expected in (int, float) and isinstance(value, str):
         with contextlib.suppress(ValueError):
             fixed = expected(value.strip())
-    like_default = f"like the default: {key} = {_toml_value(default)}"
+    elif expected is int and isinstance(value, float) and value.is_integer():
+        fixed = int(value)
+    like_default = f"{key} = {_toml_value(default)}"
     if fixed is None:
-        return f"write it {like_default}"
+        return f"write it like the default: {like_default}"
     if fixed == default:
-        return f"write {key} = {_toml_value(fixed)}"
-    return f"write {key} = {_toml_value(fixed)}, or {like_default}"
+        return f"write {like_default}"
+    return (
+        f"{_AS_KIND[expected]} that is {key} = {_toml_value(fixed)}; the default is {like_default}"
+    )
 
+
+_AS_KIND: dict[type, str] = {str: "in quotes", int: "as a whole number", float: "as a number"}
 
 # What a TOML value of each Python type is called, as an editor writing the file sees it.
 _TOML_KINDS: dict[type, str] = {
@@ -215,6 +227,15 @@ _TOML_KINDS: dict[type, str] = {
     str: "text in quotes",
     list: "a list",
     dict: "a table",
+}
+
+
+# What a value given is called where it differs from the name of a kind expected.
+_GIVEN_KINDS: dict[type, str] = {
+    float: "a decimal number",
+    datetime: "a date and time",
+    date: "a date",
+    time: "a time of day",
 }
 
 

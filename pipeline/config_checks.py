@@ -29,7 +29,7 @@ from pipeline.config_sections import (
     SmtpSettings,
 )
 from pipeline.config_urls import check_mailbox_url, parse_ledger_url, parse_smtp_url
-from pipeline.dns_names import is_dns_name
+from pipeline.dns_names import why_not_dns_name
 from pipeline.errors import ConfigError
 from pipeline.text_rules import title_problems, unsafe_characters, valid_url
 
@@ -146,9 +146,9 @@ def check_smtp(smtp: SmtpSettings) -> None:
     if smtp.url:
         parse_smtp_url(smtp.url, None)
     name = smtp.local_hostname
-    if name and not (is_dns_name(name) or _address_literal(name)):
+    if name and (why := why_not_dns_name(name)) and not _address_literal(name):
         raise ConfigError(
-            f"{CONFIG_FILE}: [smtp] local_hostname {name!r} is not a host name; write one "
+            f"{CONFIG_FILE}: [smtp] local_hostname {name!r} is not a host name ({why}); write one "
             'such as local_hostname = "mail.example.org", or delete the line to use this '
             "machine's name"
         )

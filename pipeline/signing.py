@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from pipeline.config import CONFIG_FILE, Settings
 from pipeline.dkim_sign import DkimKey, MessageSigner
-from pipeline.dns_names import MAX_LABEL, MAX_NAME, is_dns_name
+from pipeline.dns_names import MAX_LABEL, MAX_NAME, is_dns_name, why_not_dns_name
 from pipeline.errors import ConfigError
 
 __all__ = [
@@ -88,10 +88,10 @@ def _name_problems(selector: str, ed25519_selector: str, domain: str) -> list[st
     problems: list[str] = []
     named = (("selector", selector), ("ed25519_selector", ed25519_selector), ("domain", domain))
     for setting, value in named:
-        if value and not is_dns_name(value):
+        if value and (why := why_not_dns_name(value)):
             problems.append(
-                f"{CONFIG_FILE}: [dkim] {setting} {value!r} is not a DNS name; use ASCII "
-                f"letters, digits, hyphens and dots, at most {MAX_LABEL} between dots "
+                f"{CONFIG_FILE}: [dkim] {setting} {value!r} is not a DNS name ({why}); use "
+                f"ASCII letters, digits, hyphens and dots, at most {MAX_LABEL} between dots "
                 "(punycode for an internationalised domain)"
             )
     if problems:

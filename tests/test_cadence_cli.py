@@ -100,17 +100,27 @@ def test_a_back_fill_before_a_recorded_slot_says_the_later_digest_covers_it(
         (
             "timezone = 1",
             "timezone must be text in quotes, not a whole number (no quotes); "
-            'write timezone = "1", or like the default: timezone = "UTC"',
+            'in quotes that is timezone = "1"; the default is timezone = "UTC"',
         ),
         (
             'day_of_month = "15"',
             "day_of_month must be a whole number (no quotes), not text in quotes; "
-            "write day_of_month = 15, or like the default: day_of_month = 1",
+            "as a whole number that is day_of_month = 15; the default is day_of_month = 1",
         ),
         (
             'day_of_month = "the 15th"',
             "day_of_month must be a whole number (no quotes), not text in quotes; "
             "write it like the default: day_of_month = 1",
+        ),
+        (
+            "hour = 9.0",
+            "hour must be a whole number (no quotes), not a decimal number; "
+            "as a whole number that is hour = 9; the default is hour = 8",
+        ),
+        (
+            "timezone = 2026-01-01",
+            "timezone must be text in quotes, not a date; "
+            'write it like the default: timezone = "UTC"',
         ),
         (
             "day_of_month = true",

@@ -37,11 +37,20 @@ def test_an_empty_required_setting_is_refused_by_check_and_publish(
     assert not (project / "public").exists()
 
 
-def test_an_empty_topic_label_is_refused(project: Path) -> None:
-    write_setting(project, "topics", "scleroderma", '" "')
+@pytest.mark.parametrize(
+    ("label", "said"),
+    [
+        ('" "', "[topics] scleroderma has an empty label; name it, e.g. scleroderma = "),
+        ("3", "[topics] scleroderma's label must be text in quotes, e.g. scleroderma = "),
+    ],
+)
+def test_a_topic_label_that_is_empty_or_not_text_is_refused_naming_the_topic(
+    project: Path, label: str, said: str
+) -> None:
+    write_setting(project, "topics", "scleroderma", label)
     result = CliRunner().invoke(cli, ["--root", str(project), "check"])
     assert result.exit_code == 1
-    assert "[topics] scleroderma has an empty label; name it, e.g. scleroderma = " in result.output
+    assert said + '"Scleroderma"' in result.output
 
 
 @pytest.mark.parametrize(
