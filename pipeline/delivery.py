@@ -263,6 +263,14 @@ class SmtpTransport:
             self._drop()
             reason = "timed out" if isinstance(exc, TimeoutError) else "connection lost"
             raise TemporaryFailure(f"{reason}: {exc}") from exc
+        except (Refused, PermanentFailure):
+            raise  # answered, and the transaction ended: the connection is in step
+        except BaseException:
+            # Cancelled (a second Ctrl-C) or failed between the envelope and the final
+            # reply: the server may be waiting for data, where even a QUIT would be read
+            # as part of the message, so the connection is closed, never reused.
+            self._drop()
+            raise
 
     def _envelope(self, message: OutgoingMessage) -> tuple[bytes, bytes, bytes]:
         """MAIL, RCPT and DATA for ``message``; ``PermanentFailure`` if it cannot be sent."""

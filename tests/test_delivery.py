@@ -611,6 +611,42 @@ def test_the_next_transaction_is_opened_behind_the_data_in_one_write() -> None:
     ]
 
 
+def test_a_send_cancelled_mid_transaction_closes_the_connection_without_a_quit() -> None:
+    """A second Ctrl-C cancels a send while the server is answering its envelope; the
+    transport is then closed. After DATA the server reads every line as message data, so
+    a QUIT there would be out of step: the connection must just be closed."""
+    enveloped, served = asyncio.Event(), asyncio.Event()
+    after: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 scripted ESMTP\r\n")
+        assert (await reader.readline()).startswith(b"EHLO")
+        writer.write(b"250-scripted\r\n250 PIPELINING\r\n")
+        for _ in range(3):
+            await reader.readline()
+        writer.write(b"250 ok\r\n250 ok\r\n")  # the 354 is still to come
+        await writer.drain()
+        enveloped.set()
+        after.append(await asyncio.wait_for(reader.readline(), 5))
+        writer.close()
+        served.set()
+
+    async def cancel_mid_send(transport: SmtpTransport) -> list[str]:
+        message = OutgoingMessage("a@example.org", "b@example.net", "<c@x>", b"S: c\r\n")
+        send = asyncio.create_task(transport.send(message))
+        await asyncio.wait_for(enveloped.wait(), 5)
+        await asyncio.sleep(0.05)  # the two replies are read; the client waits for the 354
+        send.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await send
+        await transport.close()
+        await asyncio.wait_for(served.wait(), 5)
+        return []
+
+    _against_scripted_server(serve, cancel_mid_send)
+    assert after == [b""]  # the connection closed, no QUIT read as data
+
+
 def test_a_transaction_opened_for_a_message_not_sent_next_is_dropped_unsent() -> None:
     """After a 354 only data can follow: when the next send is of another message (its
     row was cancelled), the connection is closed, and the server delivers nothing for it."""
