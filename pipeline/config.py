@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import secrets
@@ -187,6 +188,12 @@ def _section(name: str, cls: type, raw: Any) -> Any:
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
             raw = {**raw, key: value}
+        if isinstance(value, float) and not math.isfinite(value):
+            # TOML has nan and inf; a limit of nan would silently turn the limit off.
+            raise ConfigError(
+                f"{CONFIG_FILE}: [{name}] {key} must be a finite number, not {value}; "
+                f"write it like the default: {key} = {_toml_value(default)}"
+            )
         if not isinstance(value, expected) or isinstance(value, bool) != isinstance(default, bool):
             raise ConfigError(
                 f"{CONFIG_FILE}: [{name}] {key} must be {_TOML_KINDS[expected]}, "
@@ -204,7 +211,8 @@ def _suggestion(key: str, value: object, expected: type, default: object) -> str
         fixed = _toml_value(value)
     elif expected in (int, float) and isinstance(value, str):
         with contextlib.suppress(ValueError):
-            fixed = expected(value.strip())
+            number = expected(value.strip())
+            fixed = number if math.isfinite(number) else None
     elif expected is int and isinstance(value, float) and value.is_integer():
         fixed = int(value)
     like_default = f"{key} = {_toml_value(default)}"

@@ -261,7 +261,7 @@ def _configure(settings: Settings) -> tuple[DkimSigner | None, list[str]]:
         except ConfigError as exc:
             problems.append(str(exc))
     if config.ed25519_selector:
-        if config.ed25519_selector == config.selector:
+        if config.ed25519_selector.lower() == config.selector.lower():  # DNS ignores case
             problems.append(
                 f"{CONFIG_FILE}: [dkim] ed25519_selector must differ from selector: each "
                 "key needs its own DNS record"

@@ -71,6 +71,7 @@ MISTAKES = {
     "a selector label over 63 characters": (f'selector = "{"s" * 64}"', "rsa2048.pem", ["[dkim] selector", "DNS name", "at most 63"]),
     "a selector whose DNS record is too long": (f'selector = "{".".join(["s" * 63] * 3 + ["s" * 50])}"', "rsa2048.pem", ["[dkim] selector", "over DNS's 253", "shorter selector"]),
     "a selector written as a number": ("selector = 2026", "rsa2048.pem", ["[dkim] selector", 'in quotes that is selector = "2026"']),
+    "two selectors differing in case only": ('selector = "news"\ned25519_selector = "News"\ned25519_key_file = "KEYS/ed25519.pem"', "rsa2048.pem", ["[dkim] ed25519_selector must differ from selector"]),
     "a domain that is no DNS name": ('selector = "s1"\ndomain = "exa mple"', "rsa2048.pem", ["[dkim] domain", "not a DNS name"]),
     "a domain not aligned": ('selector = "s1"\ndomain = "example.com"', "rsa2048.pem", ["[dkim] domain", "align"]),
     "an RSA key as the Ed25519 key": ('selector = "s1"\ned25519_selector = "e1"\ned25519_key_file = "KEYS/rsa2048.pem"', "rsa2048.pem", ["[dkim] ed25519_key_file", "openssl genpkey -algorithm ed25519"]),

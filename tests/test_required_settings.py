@@ -59,7 +59,17 @@ def test_a_topic_label_that_is_empty_or_not_text_is_refused_naming_the_topic(
         # EHLO carries it (RFC 5321): blank or not a host name, the relay refuses every send.
         ("smtp", "local_hostname", '" "', "[smtp] local_hostname ' ' is not a host name"),
         ("smtp", "local_hostname", '"my laptop"', "is not a host name"),
-        ("smtp", "local_hostname", f'"{"a" * 64}.example.org"', "is not a host name"),
+        ("smtp", "local_hostname", f'"{"a" * 64}.example.org"', "a label of 64 characters"),
+        # TOML has nan and inf: a rate of nan compared false with everything, so no limit.
+        ("send", "rate_per_second", "nan", "rate_per_second must be a finite number, not nan"),
+        ("smtp", "timeout", "inf", "timeout must be a finite number, not inf"),
+        (
+            "smtp",
+            "timeout",
+            '"inf"',
+            "not text in quotes; write it like the default: timeout = 30.0",
+        ),
+        ("smtp", "timeout", '"45"', "as a number that is timeout = 45.0; the default is timeout"),
         # A port that is not one made `pipeline bounces` end in a traceback.
         ("bounces", "source", '"imaps://u@mail.example.org:99999/INBOX"', "invalid port"),
         ("bounces", "source", '"ftp://mail.example.org/bounces"', "imaps://user@host/INBOX"),
