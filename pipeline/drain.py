@@ -228,8 +228,16 @@ class _Drain:
     async def _drain(self, transports: list[Transport]) -> None:
         producer = asyncio.create_task(self._produce())
         renewer = asyncio.create_task(self._renew_leases())
+        workers = [asyncio.create_task(self._work(t)) for t in transports]
         try:
-            await asyncio.gather(*(self._work(t) for t in transports))
+            await asyncio.gather(*workers)
+        except Exception as exc:
+            # One connection failed (a message that cannot be built, the ledger gone). The
+            # others finish and record the message in hand, then stop: closing their
+            # connections under them would leave a message delivered but not recorded.
+            self.request_stop(f"a connection failed: {exc}")
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
         finally:
             for task in (producer, renewer):
                 task.cancel()

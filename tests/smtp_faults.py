@@ -31,6 +31,7 @@ class Faults:
     slow_rcpt: frozenset[str] = frozenset()  # first RCPT of these is slower than the timeout
     slow_seconds: float = 1.5
     delay_per_message: float = 0.0  # to make a run last long enough to interrupt it
+    data_delays: dict[str, float] = field(default_factory=dict)  # address -> seconds after DATA
     seed: int = 7
     every_rcpt: str = ""  # if set, the reply to every RCPT ({address} is filled in)
     rcpt_replies: dict[str, str] = field(default_factory=dict)  # address -> reply at RCPT
@@ -100,8 +101,8 @@ class FaultyHandler:
         if rcpt in faults.data_replies:
             self.log.rejected[rcpt] += 1
             return faults.data_replies[rcpt]
-        if faults.delay_per_message:
-            await asyncio.sleep(faults.delay_per_message)
+        if delay := faults.data_delays.get(rcpt, faults.delay_per_message):
+            await asyncio.sleep(delay)
         for address in envelope.rcpt_tos:
             self.received.messages.append((address, envelope.original_content))
         return "250 2.0.0 accepted"

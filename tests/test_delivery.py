@@ -30,11 +30,13 @@ from click.testing import CliRunner
 
 from pipeline import DeliveryError, execute, load_settings, open_ledger, plan_publish
 from pipeline.cli import cli
+from pipeline.config import secret_key
 from pipeline.config_urls import parse_smtp_url
 from pipeline.delivery import SmtpTransport, wire_form
-from pipeline.delivery_run import DeliveryReport
-from pipeline.drain import event_loop_factory, release_abandoned_leases
-from pipeline.messages import OutgoingMessage
+from pipeline.delivery_run import DeliveryOptions, DeliveryReport
+from pipeline.drain import deliver, event_loop_factory, release_abandoned_leases
+from pipeline.messages import MessageFactory, OutgoingMessage
+from pipeline.store import OutboxRow
 from pipeline.subscribers import open_store
 from pipeline.workers import deliver_outbox
 from tests.conftest import REPO, Received, free_port, require_tool
@@ -412,6 +414,45 @@ def test_mark_sent_without_waiting_writes_nothing_while_another_process_holds_th
         assert ledger.mark_sent(row.id, "<m@x>", "250 ok", now, wait=False) is True
     sent = outbox(project)[row.email.lower()]
     assert (sent.status, sent.message_id, sent.lease_owner) == ("sent", "<m@x>", None)
+
+
+def test_when_one_connection_fails_the_others_record_the_message_in_hand(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row whose message cannot be built ends the run, while another connection waits
+    for the server's answer to its message: that connection finishes, and its message is
+    delivered and recorded, instead of being cut off with its connection closed under it
+    (where a server that had the whole message could deliver it unrecorded)."""
+    add_readers(project, 3)
+    monkeypatch.setenv("PIPELINE_SMTP_URL", f"smtp://127.0.0.1:{free_port()}")
+    publish(project)  # records the outbox, then finds no server
+    slow, broken, *_ = [
+        email for (email,) in ledger_rows(project, "SELECT email FROM outbox ORDER BY id")
+    ]
+
+    class BrokenFactory(MessageFactory):  # a stand-in: one row's message cannot be built
+        def build(self, row: OutboxRow, *, test: bool = False) -> OutgoingMessage:
+            if row.email == broken:
+                raise RuntimeError("this message cannot be built")
+            return super().build(row, test=test)
+
+    settings = load_settings(project)
+    with faulty_server(Faults(data_delays={slow: 1.0})) as server, open_ledger(settings) as ledger:
+        factory = BrokenFactory(
+            settings, secret_key(settings), ledger.audience, load_stored=ledger.stored_message
+        )
+        target = parse_smtp_url(server.url, None)
+        with pytest.raises(RuntimeError, match="cannot be built"):
+            deliver(
+                ledger,
+                factory,
+                lambda: SmtpTransport(target, timeout=5),
+                DeliveryOptions(connections=2),
+            )
+    assert [address for address, _ in server.received.messages] == [slow]
+    rows = outbox(project)
+    assert rows[slow.lower()].status == "sent"
+    assert rows[broken.lower()].status == "pending" and rows[broken.lower()].lease_owner is None
 
 
 def test_delivery_works_the_same_on_asyncios_own_event_loop(
