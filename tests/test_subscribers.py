@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import itertools
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -87,6 +88,37 @@ def test_the_domain_is_lower_cased_and_idna_encoded_and_the_local_part_kept() ->
 def test_invalid_addresses_are_refused_saying_why(address: str) -> None:
     with pytest.raises(SubscriberError, match="not a valid email address"):
         normalise_email(address)
+
+
+LOCAL_PARTS = [
+    *("a", "Ana.Reyes", "x+tag", "a_b-c", "_", "-", "+", "UPPER", "a" * 64, "a" * 65),
+    *("a..b", ".a", "a.", "", "o'hara", "zoë", '"quoted"', "a b", "a@b", "a\tb"),
+]
+DOMAINS = [
+    *("example.org", "EXAMPLE.ORG", "Bücher.example", "xn--bcher-kva.example", "gmail.com"),
+    *("localhost", "example", "example.local", "example.test", "invalid", "x.onion"),
+    *("a.123", "123.example", "-a.example", "a-.example", "a" * 63 + ".org", "a" * 64 + ".org"),
+    *("exa mple.org", "example..org", "[192.0.2.1]", "example.org.", "ex_ample.org", "É.org"),
+    *(".".join(["a" * 60] * 3) + ".org", ".".join(["b" * 61] * 4)),  # 187 and 247 long
+]
+
+
+def test_addresses_are_judged_as_email_validator_judges_them() -> None:
+    """The per-domain shortcut (``pipeline.addresses``) against the library on every
+    pairing of awkward local parts and domains, lengths at their limits included."""
+    from email_validator import EmailNotValidError, validate_email
+
+    for local, domain in itertools.product(LOCAL_PARTS, DOMAINS):
+        text = f" {local}@{domain} "
+        try:
+            checked = validate_email(text.strip(), check_deliverability=False, allow_smtputf8=False)
+        except EmailNotValidError as exc:
+            with pytest.raises(SubscriberError) as refused:
+                normalise_email(text)
+            assert str(exc) in str(refused.value), text
+        else:
+            expected = f"{checked.local_part}@{checked.ascii_domain.lower()}"
+            assert normalise_email(text) == expected, text
 
 
 def test_bad_list_rows_are_skipped_and_reported_with_file_line_and_field(project: Path) -> None:
